@@ -1,0 +1,166 @@
+// `npm run bench -- engine [--model DIR] [--decode-tokens 64] [--contexts 128,1024,4096] [--reps 3] [--no-llamacpp]`
+// A readable summary goes to stderr; the returned object is the JSON result bench/main.ts saves.
+//
+// Measures the reference engine on one model (default: the larger shared one, kjv-gqa):
+//  - sgemm (f32 and bf16-weight NT matmul, 2048×1024×1024) as the machine's GEMM figure;
+//  - prefill tokens/s and achieved GFLOP/s (T = 512 and 2048; last-token logits, and all logits
+//    as perplexity needs), compared with the sgemm figure;
+//  - decode tokens/s (greedy, one token per forward, logits included) after 128, 1K and 4K
+//    cached tokens;
+//  - the same decode in llama.cpp (node-llama-cpp, prebuilt CPU binary, 2 threads, default
+//    f16 KV cache) on a GGUF of the same weights in the same dtype, written by our exporter.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openCheckpoint } from '../src/io/checkpoint.js';
+import { exportLlamaGguf } from '../src/io/gguf-llama.js';
+import { readLlamaConfig } from '../src/io/hf-config.js';
+import { kernels } from '../src/kernels/index.js';
+import type { FloatDType } from '../src/kernels/types.js';
+import { describeModel } from '../src/models/describe.js';
+import { loadModel } from '../src/models/load.js';
+import type { LlamaModel } from '../src/models/llama.js';
+import { argmax } from '../src/models/sample.js';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+interface Args { model: string; decodeTokens: number; contexts: number[]; llamacpp: boolean; reps: number }
+
+function parse(argv: string[]): Args {
+  const a: Args = { model: resolve(REPO, '..', 'shared', 'assets', 'models', 'kjv-gqa'), decodeTokens: 64, contexts: [128, 1024, 4096], llamacpp: true, reps: 3 };
+  for (let i = 0; i < argv.length; i++) {
+    const f = argv[i]!;
+    const val = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`${f} needs a value`); return v; };
+    if (f === '--model') a.model = resolve(val());
+    else if (f === '--decode-tokens') a.decodeTokens = Number(val());
+    else if (f === '--contexts') a.contexts = val().split(',').map(Number);
+    else if (f === '--reps') a.reps = Number(val());
+    else if (f === '--no-llamacpp') a.llamacpp = false;
+    else throw new Error(`bench engine: unknown option ${f}`);
+  }
+  if (!(a.decodeTokens > 0) || a.contexts.some((c) => !(c > 0))) throw new Error('bench engine: --decode-tokens and --contexts must be positive');
+  return a;
+}
+
+function best(reps: number, f: () => void): number {
+  let t = Infinity;
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    f();
+    t = Math.min(t, (performance.now() - t0) / 1000);
+  }
+  return t;
+}
+
+function sgemm(dtype: FloatDType, reps: number): number {
+  const M = 2048, N = 1024, K = 1024;
+  const A = new Float32Array(M * K).map((_, i) => Math.sin(i));
+  const C = new Float32Array(M * N);
+  const k = kernels();
+  let B: Float32Array | Uint16Array = new Float32Array(N * K).map((_, i) => Math.cos(i));
+  if (dtype !== 'f32') { const h = new Uint16Array(N * K); k.fromF32(B, dtype, h); B = h; }
+  k.matmul(A, B, dtype, C, M, N, K, true);
+  return (2 * M * N * K) / best(reps, () => k.matmul(A, B, dtype, C, M, N, K, true)) / 1e9;
+}
+
+function randomIds(n: number, vocab: number, seed: number): number[] {
+  let s = seed;
+  return Array.from({ length: n }, () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return 3 + (s % (vocab - 3)); });
+}
+
+function prefill(model: LlamaModel, T: number, all: boolean, reps: number): { tps: number; gflops: number } {
+  const ids = randomIds(T, model.config.vocabSize, T);
+  const cache = model.newCache();
+  cache.reserve(T);
+  const run = (): void => { model.forward(ids, cache, { pos0: 0, logits: all ? 'all' : 'last' }); };
+  run();
+  const s = best(reps, run);
+  return { tps: T / s, gflops: model.flops(T, 0, all ? T : 1) / s / 1e9 };
+}
+
+/** Fills the cache with ctx tokens (512 at a time), then times `n` greedy decode steps. */
+function decode(model: LlamaModel, ctx: number, n: number): number {
+  const ids = randomIds(ctx, model.config.vocabSize, ctx + 7);
+  const cache = model.newCache();
+  cache.reserve(ctx + n);
+  let logits = new Float32Array(0);
+  for (let p = 0; p < ctx; p += 512) logits = model.forward(ids.slice(p, p + 512), cache);
+  let tok = argmax(logits);
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) tok = argmax(model.forward([tok], cache));
+  return n / ((performance.now() - t0) / 1000);
+}
+
+async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n: number): Promise<number[]> {
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
+  const ctx = await model.createContext({ contextSize: Math.max(...contexts) + n + 16, batchSize: 512, threads: 2 });
+  const seq = ctx.getSequence();
+  const out: number[] = [];
+  for (const c of contexts) {
+    await seq.clearHistory();
+    const ids = randomIds(c, vocab, c + 7);
+    await seq.evaluateWithoutGeneratingNewTokens(ids.slice(0, c - 1));
+    let got = 0;
+    const t0 = performance.now();
+    // evaluate() feeds the last prompt token, then each sampled token: n forwards, n samples.
+    for await (const _tok of seq.evaluate([ids[c - 1]!], { temperature: 0 })) { if (++got === n) break; }
+    out.push(n / ((performance.now() - t0) / 1000));
+  }
+  await ctx.dispose();
+  await model.dispose();
+  await llama.dispose();
+  return out;
+}
+
+export async function run(argv: string[]): Promise<object> {
+  const a = parse(argv);
+  const k = kernels();
+  const loaded = loadModel(a.model);
+  const d = describeModel(loaded);
+  const model = loaded.model;
+  const log = (s: string): void => { process.stderr.write(`${s}\n`); };
+  log(`engine bench: ${a.model}`);
+  log(`  ${d.modelType}, ${d.layers} layers, hidden ${d.hidden}, ${d.heads}/${d.kvHeads} heads × ${d.headDim}, vocab ${d.vocab}, ${(d.params / 1e6).toFixed(1)} M params, ${d.weightDtype} weights; kernels: ${k.backend}`);
+
+  const sg32 = sgemm('f32', a.reps), sg16 = sgemm('bf16', a.reps);
+  log(`sgemm 2048×1024×1024 NT: f32 ${sg32.toFixed(1)} GFLOP/s, bf16 weights ${sg16.toFixed(1)} GFLOP/s`);
+
+  const ref = d.weightDtype === 'f32' ? sg32 : sg16;
+  const pre: Record<string, { tps: number; gflops: number }> = {};
+  for (const [T, all] of [[512, false], [2048, false], [2048, true]] as const) {
+    const r = prefill(model, T, all, a.reps);
+    const key = `${T}${all ? '-all-logits' : ''}`;
+    pre[key] = r;
+    log(`prefill T=${String(T).padEnd(4)} ${all ? 'all logits ' : 'last logit '}: ${r.tps.toFixed(0).padStart(6)} tok/s, ${r.gflops.toFixed(1)} GFLOP/s = ${(100 * r.gflops / ref).toFixed(0)}% of sgemm (${d.weightDtype})`);
+  }
+
+  const ours = a.contexts.map((c) => decode(model, c, a.decodeTokens));
+  let cpp: number[] | null = null;
+  if (a.llamacpp) {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-engine-'));
+    try {
+      const gguf = join(dir, 'model.gguf');
+      exportLlamaGguf(gguf, readLlamaConfig(a.model), openCheckpoint(a.model), a.model, { outType: d.weightDtype });
+      cpp = await llamaCppDecode(gguf, d.vocab, a.contexts, a.decodeTokens);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  log(`decode (${a.decodeTokens} greedy tokens, ${d.weightDtype} weights; ours: f32 KV cache, llama.cpp: f16 KV cache):`);
+  a.contexts.forEach((c, i) => {
+    const o = ours[i]!, l = cpp?.[i];
+    log(`  context ${String(c).padStart(5)}: ours ${o.toFixed(0).padStart(5)} tok/s` + (l ? `, llama.cpp ${l.toFixed(0).padStart(5)} tok/s, ratio ${(o / l).toFixed(2)}x` : ''));
+  });
+  return {
+    model: a.model, backend: k.backend, weightDtype: d.weightDtype, params: d.params,
+    sgemmGflops: { f32: sg32, bf16: sg16 },
+    prefill: Object.fromEntries(Object.entries(pre).map(([key, r]) => [key, { ...r, fractionOfSgemm: r.gflops / ref }])),
+    decode: a.contexts.map((c, i) => ({
+      context: c, tokens: a.decodeTokens, oursTps: ours[i], llamacppTps: cpp?.[i] ?? null, ratio: cpp ? ours[i]! / cpp[i]! : null,
+    })),
+    notes: 'decode: greedy, logits every step; ours f32 KV cache, llama.cpp (node-llama-cpp prebuilt, 2 threads) default f16 KV cache; same GGUF weights dtype',
+  };
+}

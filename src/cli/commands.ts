@@ -1,0 +1,17 @@
+// The command table. Each command lives in src/cli/commands/<name>.ts and only parses flags
+// and calls the library. Loaded lazily so `transmla --help` stays instant.
+
+export interface Command {
+  summary: string;
+  usage: string;
+  run(argv: string[]): Promise<number | void>;
+}
+
+export const commands: Record<string, () => Promise<Command>> = {
+  inspect: () => import('./commands/inspect.js').then((m) => m.command),
+  ppl: () => import('./commands/ppl.js').then((m) => m.command),
+  generate: () => import('./commands/generate.js').then((m) => m.command),
+  'import-llama2c': () => import('./commands/import-llama2c.js').then((m) => m.command),
+  'export-llama2c': () => import('./commands/export-llama2c.js').then((m) => m.command),
+  convert: () => import('./commands/convert.js').then((m) => m.command),
+};

@@ -1,0 +1,68 @@
+// transmla convert <model> --out DIR: GQA/MHA → MLA (TransMLA), printing each stage's perplexity.
+import { resolve } from 'node:path';
+import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import type { Command } from '../commands.js';
+import { convertModel, type CalibOrder, type EvalTextSpec } from '../../convert/convert.js';
+import { textModeFor } from '../../eval/perplexity.js';
+
+function evalTexts(v: string | undefined): EvalTextSpec[] {
+  if (!v) return [];
+  return v.split(',').filter((x) => x !== '').map((x) => (x.startsWith('lines:') ? { path: x.slice(6), mode: 'lines' as const } : { path: x, mode: textModeFor(x) }));
+}
+
+export const command: Command = {
+  summary: 'Convert a GQA/MHA model to Multi-head Latent Attention (TransMLA: RoRoPE + FreqFold + BKV-PCA)',
+  usage: 'transmla convert <model> --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
+    '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
+    '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--overwrite] [--no-save] [--json]\n' +
+    '  --kv-fraction F: cache r + d_R = F·(2·G·d) values per token per layer (e.g. 0.3125).\n' +
+    '  --rope-dim D: qk_rope_head_dim, an even divisor of head_dim (default: ≤ head_dim/2 and ≤ r).\n' +
+    '  --calib FILE: .txt (documents separated by blank lines) or .jsonl ("text" fields); the last 10 % of its\n' +
+    '    documents are held out for --freqfold auto and, without --eval-text, for the reported perplexities.\n' +
+    '  --eval-text: perplexity, KL and top-1 agreement of every stage against the original on each file;\n' +
+    '    prefix a file with "lines:" to read every line as a document (WikiText-2 as the papers read it).\n' +
+    '  --balance-kv-ratio 0 turns key/value balancing off.',
+  async run(argv) {
+    const p = parseArgs(argv, {
+      out: 'string', 'kv-lora-rank': 'string', 'kv-fraction': 'string', 'rope-dim': 'string', freqfold: 'string',
+      'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
+      'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
+      'eval-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean',
+    });
+    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const out = str(p, 'out');
+    if (!out && !bool(p, 'no-save')) throw new UsageError('--out DIR is required (or --no-save to only measure)');
+    const calib = str(p, 'calib');
+    if (!calib) throw new UsageError('--calib FILE is required');
+    const ff = str(p, 'freqfold') ?? 'auto';
+    if (ff !== 'auto' && !/^\d+$/.test(ff)) throw new UsageError(`--freqfold must be "auto" or a positive integer, got "${ff}"`);
+    const order = str(p, 'calib-order') ?? 'faithful';
+    if (order !== 'faithful' && order !== 'sequential') throw new UsageError(`--calib-order must be faithful or sequential, got "${order}"`);
+    const json = bool(p, 'json');
+    const report = await convertModel({
+      model: p.positionals[0]!,
+      out: bool(p, 'no-save') ? null : resolve(out!),
+      overwrite: bool(p, 'overwrite'),
+      kvLoraRank: int(p, 'kv-lora-rank', undefined, 1),
+      kvFraction: num(p, 'kv-fraction'),
+      ropeDim: int(p, 'rope-dim', undefined, 2),
+      qLoraRank: int(p, 'q-lora-rank', undefined, 1) ?? null,
+      freqFold: ff === 'auto' ? 'auto' : Number(ff),
+      balanceKvRatio: num(p, 'balance-kv-ratio', 1),
+      calib,
+      calibSamples: int(p, 'calib-samples', 128, 1),
+      calibSeqLen: int(p, 'calib-seqlen', 256, 2),
+      seed: int(p, 'seed', 42),
+      calibOrder: order as CalibOrder,
+      evalTexts: evalTexts(str(p, 'eval-text')),
+      evalCtx: int(p, 'eval-ctx', undefined, 2),
+      evalChunks: int(p, 'eval-chunks', undefined, 1),
+      log: (line) => (json ? process.stderr : process.stdout).write(line + '\n'),
+    });
+    if (json) console.log(JSON.stringify(report, null, 2));
+    else {
+      const s = report.seconds;
+      console.log(`conversion ${s.convertTotal.toFixed(1)} s (evaluation ${s.evaluation.toFixed(1)} s more), peak RSS ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB`);
+    }
+  },
+};

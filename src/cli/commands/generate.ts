@@ -1,0 +1,55 @@
+// transmla generate <model> --prompt "...": streams a continuation to stdout, stats to stderr.
+import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import type { Command } from '../commands.js';
+import { eosIds, generate } from '../../models/generate.js';
+import { loadModel } from '../../models/load.js';
+
+export const command: Command = {
+  summary: 'Generate text from a prompt, streaming tokens',
+  usage: 'transmla generate <model> --prompt "..." [--max-tokens 256] [--temperature 1.0] [--top-p 0.9] [--seed S] [--no-bos] [--tokenizer PATH] [--quiet]\n' +
+    '  --temperature 0 is greedy. --quiet leaves out the prompt echo and the statistics line.',
+  async run(argv) {
+    const p = parseArgs(argv, {
+      prompt: 'string', 'max-tokens': 'string', temperature: 'string', 'top-p': 'string', seed: 'string',
+      'no-bos': 'boolean', tokenizer: 'string', quiet: 'boolean',
+    });
+    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const prompt = str(p, 'prompt') ?? '';
+    const maxTokens = int(p, 'max-tokens', 256, 1)!;
+    const temperature = num(p, 'temperature', 1.0)!;
+    const topP = num(p, 'top-p', 0.9)!;
+    if (temperature < 0) throw new UsageError('--temperature must be ≥ 0');
+    if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
+    // A fixed default would make every unseeded run identical; the seed is printed to repeat one.
+    const seed = int(p, 'seed', Math.floor(Math.random() * 2 ** 31))!;
+    const quiet = bool(p, 'quiet');
+    const { model, tokenizer } = loadModel(p.positionals[0]!, { tokenizer: str(p, 'tokenizer') });
+    if (!tokenizer) throw new Error('the model has no tokenizer; pass --tokenizer PATH');
+    const bos = !bool(p, 'no-bos') && tokenizer.bosId !== null;
+    const ids = tokenizer.encode(prompt, { addBos: bos });
+    if (ids.length === 0) throw new UsageError('the prompt is empty and there is no BOS token to start from; give --prompt');
+    const limit = model.config.maxPositionEmbeddings;
+    if (ids.length + maxTokens > limit) process.stderr.write(`warning: ${ids.length} + ${maxTokens} tokens exceed the model's ${limit} trained positions\n`);
+    const stop = new Set(eosIds(model.config.eosTokenId));
+    if (tokenizer.eosId !== null) stop.add(tokenizer.eosId);
+    if (!quiet) process.stdout.write(prompt);
+    const dec = tokenizer.createStreamDecoder(ids);
+    const gen = generate(model, ids, { maxTokens, temperature, topP, seed, stopIds: [...stop] });
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) {
+        // Let stdout (a pipe is asynchronous) drain so the statistics line comes after the text.
+        await new Promise<void>((res) => process.stdout.write(dec.flush() + '\n', () => res()));
+        const s = r.value;
+        if (!quiet) {
+          const pre = s.promptTokens / Math.max(s.prefillMs / 1000, 1e-9);
+          const d = s.generated > 1 ? (s.generated - 1) / (s.decodeMs / 1000) : 0;
+          process.stderr.write(`[${s.generated} tokens, stopped by ${s.stoppedBy}; prompt ${s.promptTokens} tokens at ${pre.toFixed(0)} tok/s, ` +
+            `decode ${d.toFixed(1)} tok/s; seed ${seed}, temperature ${temperature}, top-p ${topP}]\n`);
+        }
+        return;
+      }
+      process.stdout.write(dec.push(r.value));
+    }
+  },
+};

@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+// transmla CLI entry: dispatches to a command; turns expected errors into one clear line and exit 1.
+import { commands } from './commands.js';
+import { UsageError } from './args.js';
+
+function help(): string {
+  const rows = Object.keys(commands).map((n) => `  ${n}`).join('\n');
+  return `usage: transmla <command> [options]\n\ncommands:\n${rows}\n\nrun \`transmla <command> --help\` for a command's options.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(help());
+    return name ? 0 : 1;
+  }
+  const load = commands[name];
+  if (!load) {
+    console.error(`transmla: unknown command "${name}"\n\n${help()}`);
+    return 1;
+  }
+  const cmd = await load();
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(`${cmd.summary}\n\nusage: ${cmd.usage}`);
+    return 0;
+  }
+  try {
+    return (await cmd.run(rest)) ?? 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`transmla ${name}: ${e.message}\nusage: ${cmd.usage}`);
+      return 2;
+    }
+    const err = e as Error;
+    // Our own errors carry a clear message; a stack is noise for users unless asked for.
+    console.error(`transmla ${name}: ${err?.message ?? String(e)}`);
+    if (process.env.TRANSMLA_DEBUG) console.error(err?.stack);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => process.exit(code));

@@ -1,0 +1,74 @@
+// Stage 4 — BKV-PCA (algorithms.md §3.2): one latent of rank r for the NoPE keys and the
+// values together. Keys are first divided by α = mean‖K_nope col‖ / (mean‖V col‖·ratio) so
+// the PCA does not spend the rank on whichever of the two happens to be larger; kUp is
+// multiplied by α, so the function is unchanged before truncation. The top-r principal
+// directions R of X = [K_nope/α ; V] give kv_a's latent rows Rᵀ·W and kv_b = B·R.
+// At r = 2·G·d − d_R, R is a full orthogonal basis and the layer is exact.
+//
+// Deviation from the TransMLA code: its V norm skips V's first d_R columns (a slicing quirk
+// copied from the key side); here α uses every V column, as the method describes.
+import { pca } from '../linalg/pca.js';
+import { assembleMla, PCA_DAMP, type LatentLayer, type MlaLayerWeights, type QueryBasis } from './latent-layer.js';
+
+export interface BkvOptions {
+  /** kv_lora_rank r. */
+  rank: number;
+  /** balance_kv_ratio; 0 disables balancing (α = 1). TransMLA's default is 1. */
+  balanceRatio?: number;
+  /** Optional q_lora basis (q-lora.ts). */
+  queryBasis?: QueryBasis | null;
+}
+
+export interface BkvResult {
+  weights: MlaLayerWeights;
+  alpha: number;
+  /** Share of the (balanced) latent energy kept in the r components. */
+  energy: number;
+}
+
+/** The largest kv_lora_rank a layer admits: the joint latent has 2·G·d − d_R features. */
+export function maxKvRank(L: LatentLayer): number {
+  return L.nK - L.ropeDim + L.nV;
+}
+
+/**
+ * kvCov: [(nK+nV)²] uncentered covariance of the stacked outputs [Wk ; Wv]·[x;1] of `L`
+ * (key rows in L's order: RoPE rows first).
+ */
+export function bkvPca(L: LatentLayer, kvCov: Float64Array, opts: BkvOptions): BkvResult {
+  const { nK, nV, ropeDim: dR } = L;
+  const nNope = nK - dR, n = nNope + nV, N = nK + nV;
+  const r = opts.rank;
+  if (!Number.isInteger(r) || r < 1) throw new Error(`kv_lora_rank must be a positive integer, got ${r}`);
+  if (r > n) {
+    throw new Error(`kv_lora_rank ${r} exceeds the joint key/value latent: at most 2·G·d − d_R = ${nK + nV} − ${dR} = ${n}`);
+  }
+  if (kvCov.length !== N * N) throw new Error(`K/V covariance has ${kvCov.length} values, expected ${N}²`);
+  const ratio = opts.balanceRatio ?? 1;
+  let alpha = 1;
+  if (ratio > 0 && nNope > 0) {
+    // Column norms over calibration tokens are √diag of the uncentered covariance.
+    let kNorm = 0, vNorm = 0;
+    for (let i = dR; i < nK; i++) kNorm += Math.sqrt(Math.max(0, kvCov[i * N + i]!));
+    for (let i = nK; i < N; i++) vNorm += Math.sqrt(Math.max(0, kvCov[i * N + i]!));
+    kNorm /= nNope;
+    vNorm /= nV;
+    if (kNorm > 0 && vNorm > 0) alpha = kNorm / (vNorm * ratio);
+  }
+  // Σ of X = [K_nope/α ; V]: rows dR..nK−1 and nK..N−1 of kvCov, key part scaled.
+  const src = (i: number): number => (i < nNope ? dR + i : nK + (i - nNope));
+  const sigma = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const si = src(i), fi = i < nNope ? 1 / alpha : 1;
+    for (let j = 0; j < n; j++) {
+      const sj = src(j), fj = j < nNope ? 1 / alpha : 1;
+      sigma[i * n + j] = kvCov[si * N + sj]! * fi * fj;
+    }
+  }
+  const { components: R, energy } = pca(sigma, n, { damp: PCA_DAMP, k: r });
+  return {
+    weights: assembleMla(L, { alpha, R, rank: r }, opts.queryBasis ?? null),
+    alpha,
+    energy: energy[r - 1]!,
+  };
+}

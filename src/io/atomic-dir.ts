@@ -1,0 +1,149 @@
+// Produce an output folder all-or-nothing: the body writes into a hidden sibling temp folder,
+// which is fsynced and renamed into place only when the body succeeds. A failed or interrupted
+// run therefore never leaves a half-written model under the final name, and an existing folder
+// being replaced stays intact until the new one is complete.
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
+import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
+
+export class AtomicDirError extends Error {
+  override name = 'AtomicDirError';
+}
+
+export interface AtomicDirOptions {
+  /** Replace a non-empty finalDir (only after the body succeeded). Default false. */
+  overwrite?: boolean;
+  /** A folder the output must not equal or contain (typically the model being converted). */
+  source?: string;
+}
+
+function statOrNull(p: string): Stats | null {
+  try {
+    return statSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** true when `inner` is `outer` or lies inside it. */
+function isSameOrInside(inner: string, outer: string): boolean {
+  const rel = relative(outer, inner);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/** Canonical path: realpath of the deepest existing ancestor plus the rest, so symlinks are seen through. */
+function canonical(p: string): string {
+  const abs = resolve(p);
+  let head = abs;
+  const tail: string[] = [];
+  for (;;) {
+    try {
+      return join(realpathSync(head), ...tail.reverse());
+    } catch {
+      const parent = dirname(head);
+      if (parent === head) return abs;
+      tail.push(basename(head));
+      head = parent;
+    }
+  }
+}
+
+function fsyncPath(p: string, isDir: boolean): void {
+  let fd: number;
+  try {
+    fd = openSync(p, 'r');
+  } catch (err) {
+    // Some filesystems refuse opening directories for fsync; the data files are what matter.
+    if (isDir) return;
+    throw err;
+  }
+  try {
+    fsyncSync(fd);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!(isDir && (code === 'EINVAL' || code === 'EISDIR' || code === 'EBADF'))) throw err;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fsyncTree(dir: string): void {
+  for (const ent of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, ent.name);
+    if (ent.isDirectory()) fsyncTree(p);
+    else if (ent.isFile()) fsyncPath(p, false);
+  }
+  fsyncPath(dir, true);
+}
+
+function tempSibling(finalDir: string, tag: string): string {
+  return join(dirname(finalDir), `.${basename(finalDir)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/**
+ * Runs body(tmpDir) and then moves tmpDir to finalDir. Refuses (before running the body) a
+ * finalDir that is a file, a non-empty finalDir without overwrite, and a finalDir that equals or
+ * contains options.source. On any error the temp folder is removed and finalDir is untouched.
+ */
+export async function withAtomicDir<T>(finalDir: string, options: AtomicDirOptions, body: (tmpDir: string) => Promise<T>): Promise<T> {
+  const target = resolve(finalDir);
+  const existing = statOrNull(target);
+  if (existing && !existing.isDirectory()) throw new AtomicDirError(`output ${target} exists and is not a folder`);
+  if (options.source !== undefined && isSameOrInside(canonical(options.source), canonical(target))) {
+    throw new AtomicDirError(`output ${target} is or contains the source folder ${resolve(options.source)}; choose another output folder`);
+  }
+  const nonEmpty = (): boolean => readdirSync(target).length > 0;
+  if (existing && nonEmpty() && !options.overwrite) {
+    throw new AtomicDirError(`output folder ${target} exists and is not empty; pass overwrite to replace it`);
+  }
+
+  mkdirSync(dirname(target), { recursive: true });
+  const tmp = tempSibling(target, 'tmp');
+  mkdirSync(tmp);
+  let result: T;
+  try {
+    result = await body(tmp);
+    fsyncTree(tmp);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+
+  // Re-check: the folder may have appeared while the body ran.
+  const now = statOrNull(target);
+  try {
+    if (now && !now.isDirectory()) throw new AtomicDirError(`output ${target} appeared as a file while writing`);
+    if (now && nonEmpty() && !options.overwrite) throw new AtomicDirError(`output folder ${target} appeared and is not empty; pass overwrite to replace it`);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  if (!now) {
+    try {
+      renameSync(tmp, target);
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw new AtomicDirError(`could not move ${tmp} to ${target}: ${(err as Error).message}`);
+    }
+  } else {
+    // Replace: move the old folder aside, move the new one in, then delete the old one.
+    const old = tempSibling(target, 'old');
+    try {
+      renameSync(target, old);
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw new AtomicDirError(`could not move the existing ${target} aside: ${(err as Error).message}`);
+    }
+    try {
+      renameSync(tmp, target);
+    } catch (err) {
+      renameSync(old, target);
+      rmSync(tmp, { recursive: true, force: true });
+      throw new AtomicDirError(`could not move ${tmp} to ${target}: ${(err as Error).message}`);
+    }
+    rmSync(old, { recursive: true, force: true });
+  }
+  fsyncPath(dirname(target), true);
+  return result;
+}

@@ -1,0 +1,103 @@
+// Loads the native addon (build/Release/transmla.node, built by scripts/build-native.mjs) and
+// exposes it through the Kernels interface. Loading never throws: a missing or broken addon is
+// reported as `error` so kernels() can fall back to the TypeScript reference.
+// The addon validates every call itself (typed-array kinds, integer sizes, buffer lengths,
+// output/input overlap) and throws TypeError/RangeError before touching memory.
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AttentionArgs, EighResult, FloatData, FloatDType, Kernels } from './types.js';
+
+/** The raw addon surface (positional arguments; see native/addon.cc). */
+export interface NativeAddon {
+  matmul(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate: boolean): void;
+  gemv(W: FloatData, wType: FloatDType, x: Float32Array, y: Float32Array, N: number, K: number): void;
+  toF32(src: Uint16Array, type: 'f16' | 'bf16', dst: Float32Array): void;
+  fromF32(src: Float32Array, type: 'f16' | 'bf16', dst: Uint16Array): void;
+  gramAccumulate(X: Float32Array, T: number, K: number, acc: Float64Array): void;
+  eigh(A: Float64Array, n: number): EighResult;
+  attention(
+    q: Float32Array, tq: number, nHeads: number, nKvHeads: number, headDimK: number, headDimV: number,
+    k: Float32Array, kTokenStride: number, v: Float32Array, vTokenStride: number, pos0: number, scale: number, out: Float32Array,
+  ): void;
+  /** OpenMP threads used by later calls. */
+  threads(): number;
+  setThreads(n: number): void;
+}
+
+const ADDON_FUNCTIONS = ['matmul', 'gemv', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'setThreads'] as const;
+
+/** The folder holding transmla's package.json, found by walking up from this file (src/ or dist/src/). */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'transmla') return dir;
+      } catch {
+        // An unreadable package.json on the way up is not ours; keep walking.
+      }
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`cannot find the transmla package root above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+}
+
+export function nativeAddonPath(): string {
+  return join(packageRoot(), 'build', 'Release', 'transmla.node');
+}
+
+let loaded: { addon?: NativeAddon; error?: string } | undefined;
+
+/** The raw addon, or the reason it could not be loaded (cached per process). */
+export function loadNativeAddon(): { addon?: NativeAddon; error?: string } {
+  if (loaded) return loaded;
+  try {
+    const path = nativeAddonPath();
+    if (!existsSync(path)) return (loaded = { error: `${path} does not exist (the native build did not run or failed)` });
+    const addon = createRequire(import.meta.url)(path) as Partial<NativeAddon>;
+    const missing = ADDON_FUNCTIONS.filter((f) => typeof addon[f] !== 'function');
+    if (missing.length > 0) return (loaded = { error: `${path} is stale: it lacks ${missing.join(', ')}; rebuild it` });
+    return (loaded = { addon: addon as NativeAddon });
+  } catch (e) {
+    return (loaded = { error: e instanceof Error ? e.message : String(e) });
+  }
+}
+
+function wrap(addon: NativeAddon): Kernels {
+  return {
+    backend: 'native',
+    matmul(A, B, bType, C, M, N, K, transB, accumulate = false) {
+      addon.matmul(A, B, bType, C, M, N, K, transB, accumulate);
+    },
+    gemv(W, wType, x, y, N, K) {
+      addon.gemv(W, wType, x, y, N, K);
+    },
+    toF32(src, type, dst) {
+      addon.toF32(src, type, dst);
+    },
+    fromF32(src, type, dst) {
+      addon.fromF32(src, type, dst);
+    },
+    gramAccumulate(X, T, K, acc) {
+      addon.gramAccumulate(X, T, K, acc);
+    },
+    eigh(A, n) {
+      return addon.eigh(A, n);
+    },
+    attention(a: AttentionArgs) {
+      addon.attention(a.q, a.tq, a.nHeads, a.nKvHeads, a.headDimK, a.headDimV, a.k, a.kTokenStride, a.v, a.vTokenStride, a.pos0, a.scale, a.out);
+    },
+  };
+}
+
+let wrapped: Kernels | undefined;
+
+export function loadNativeKernels(): { kernels?: Kernels; error?: string } {
+  const { addon, error } = loadNativeAddon();
+  if (!addon) return { error };
+  return { kernels: (wrapped ??= wrap(addon)) };
+}

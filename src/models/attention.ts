@@ -1,0 +1,123 @@
+// The attention seam. A decoder layer only knows AttentionLayer: it hands over the normed
+// hidden states of T new tokens at positions pos0.. and gets the attention output back.
+// What the layer caches per token, and how it computes scores, is its own business:
+// GqaAttention (here) caches rotated keys and values per KV head; the MLA layers of the
+// converter cache one latent row per token and implement the same interface.
+import { kernels } from '../kernels/index.js';
+import type { LlamaConfig } from '../io/hf-config.js';
+import type { WeightSource } from '../tensor.js';
+import { CacheBuffer, type LayerCache } from './kv-cache.js';
+import { Linear } from './linear.js';
+import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
+import type { Workspace } from './workspace.js';
+
+export interface AttentionLayer {
+  /** Cached f32 elements per token for this layer (the sum of its cache buffers' widths). */
+  readonly cacheElementsPerToken: number;
+  /** A fresh, empty cache for this layer. */
+  createCache(): LayerCache;
+  /**
+   * x: normed hidden states [T×D] of tokens at positions pos0..pos0+T−1. The cache holds
+   * positions 0..pos0−1 on entry and 0..pos0+T−1 on return. Writes out [T×D].
+   */
+  forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void;
+  /** Floating-point operations for T tokens after pos0 cached ones (projections + scores + mixing). */
+  flops(T: number, pos0: number): number;
+  /** Parameters this layer holds (weights and biases). */
+  paramCount(): number;
+}
+
+/** FLOPs of causal attention (QKᵀ and PV) for T queries after pos0 cached keys. */
+export function causalAttentionFlops(T: number, pos0: number, nHeads: number, dK: number, dV: number): number {
+  // Query i sees pos0 + i + 1 keys.
+  const pairs = T * pos0 + (T * (T + 1)) / 2;
+  return 2 * pairs * nHeads * (dK + dV);
+}
+
+export interface GqaParams {
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  o: Linear;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  rope: RopeTable;
+  ropeLayout: RopeLayout;
+}
+
+/** Multi-head / grouped-query attention with RoPE (covers MHA: nKvHeads = nHeads, and MQA). */
+export class GqaAttention implements AttentionLayer {
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+  readonly o: Linear;
+  readonly nHeads: number;
+  readonly nKvHeads: number;
+  readonly headDim: number;
+  readonly rope: RopeTable;
+  readonly ropeLayout: RopeLayout;
+  readonly cacheElementsPerToken: number;
+
+  constructor(p: GqaParams) {
+    const { nHeads: H, nKvHeads: G, headDim: d } = p;
+    if (H % G !== 0) throw new Error(`${H} query heads cannot be grouped over ${G} KV heads`);
+    if (p.q.outFeatures !== H * d || p.k.outFeatures !== G * d || p.v.outFeatures !== G * d || p.o.inFeatures !== H * d) {
+      throw new Error(`attention projections do not match ${H} heads / ${G} KV heads of dim ${d}`);
+    }
+    if (p.rope.dim !== d) throw new Error(`RoPE table of dim ${p.rope.dim} for heads of dim ${d}`);
+    this.q = p.q; this.k = p.k; this.v = p.v; this.o = p.o;
+    this.nHeads = H; this.nKvHeads = G; this.headDim = d;
+    this.rope = p.rope; this.ropeLayout = p.ropeLayout;
+    this.cacheElementsPerToken = 2 * G * d;
+  }
+
+  /** Loads `${prefix}.{q,k,v,o}_proj` of a Llama/Mistral/Qwen2 layer. */
+  static load(src: WeightSource, prefix: string, c: LlamaConfig, rope: RopeTable, ropeLayout: RopeLayout): GqaAttention {
+    const D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, d = c.headDim;
+    const qkvBias = c.attentionBias ? 'required' : 'optional';
+    return new GqaAttention({
+      q: Linear.load(src, `${prefix}.q_proj`, H * d, D, qkvBias),
+      k: Linear.load(src, `${prefix}.k_proj`, G * d, D, qkvBias),
+      v: Linear.load(src, `${prefix}.v_proj`, G * d, D, qkvBias),
+      o: Linear.load(src, `${prefix}.o_proj`, D, H * d, c.oBias ? 'required' : 'optional'),
+      nHeads: H, nKvHeads: G, headDim: d, rope, ropeLayout,
+    });
+  }
+
+  createCache(): LayerCache {
+    const w = this.nKvHeads * this.headDim;
+    return { buffers: [new CacheBuffer(w), new CacheBuffer(w)] };
+  }
+
+  flops(T: number, pos0: number): number {
+    const d = this.headDim;
+    return this.q.flops(T) + this.k.flops(T) + this.v.flops(T) + this.o.flops(T) + causalAttentionFlops(T, pos0, this.nHeads, d, d);
+  }
+
+  paramCount(): number {
+    return [this.q, this.k, this.v, this.o].reduce((n, l) => n + l.paramCount(), 0);
+  }
+
+  forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
+    const H = this.nHeads, G = this.nKvHeads, d = this.headDim;
+    const [kBuf, vBuf] = cache.buffers as [CacheBuffer, CacheBuffer];
+    kBuf.ensure(pos0 + T);
+    vBuf.ensure(pos0 + T);
+    // New keys and values are projected straight into their cache rows: no copy.
+    const kNew = kBuf.rows(pos0, T);
+    const q = ws.get('attn.q', T * H * d);
+    this.q.forward(x, T, q);
+    this.k.forward(x, T, kNew);
+    this.v.forward(x, T, vBuf.rows(pos0, T));
+    applyRope(q, T, H, d, this.rope, pos0, this.ropeLayout);
+    applyRope(kNew, T, G, d, this.rope, pos0, this.ropeLayout);
+    const mixed = ws.get('attn.out', T * H * d);
+    kernels().attention({
+      q, tq: T, nHeads: H, nKvHeads: G, headDimK: d, headDimV: d,
+      k: kBuf.data, kTokenStride: G * d, v: vBuf.data, vTokenStride: G * d,
+      pos0, scale: 1 / Math.sqrt(d), out: mixed,
+    });
+    this.o.forward(mixed, T, out);
+  }
+}

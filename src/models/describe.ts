@@ -1,0 +1,101 @@
+// A model's vital statistics: the `inspect` report, also used by bench and ppl headers.
+import type { FloatDType } from '../kernels/types.js';
+import { bytesPerElement } from '../tensor.js';
+import { GqaAttention } from './attention.js';
+import { MlaAttention } from './mla-attention.js';
+import type { LoadedModel } from './load.js';
+
+export interface ModelDescription {
+  path: string;
+  format: string;
+  modelType: string;
+  layers: number;
+  hidden: number;
+  intermediate: number;
+  vocab: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** 'MHA' | 'GQA' | 'MQA' for GqaAttention layers, otherwise the layer class name. */
+  attention: string;
+  rope: string;
+  tiedEmbeddings: boolean;
+  biases: string;
+  params: number;
+  weightDtype: FloatDType;
+  weightBytes: number;
+  maxPositions: number;
+  /** MLA models: the latent shape (the cache holds kvLoraRank + qkRopeHeadDim values per token per layer). */
+  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null };
+  kvCache: {
+    elementsPerToken: number;
+    dtype: FloatDType;
+    bytesPerToken: number;
+    bytesAt4K: number;
+    bytesAt32K: number;
+    /** What the engine allocates per token (it keeps the cache in f32). */
+    engineBytesPerToken: number;
+  };
+}
+
+export function describeModel(m: LoadedModel): ModelDescription {
+  const c = m.config, model = m.model;
+  const attn0 = model.layers[0]?.attn;
+  let attention = attn0?.constructor.name ?? 'none';
+  if (attn0 instanceof GqaAttention) attention = c.numKvHeads === c.numHeads ? 'MHA' : c.numKvHeads === 1 ? 'MQA' : 'GQA';
+  let mla: ModelDescription['mla'];
+  if (attn0 instanceof MlaAttention) {
+    attention = 'MLA';
+    const p = attn0.p;
+    mla = { kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, qLoraRank: p.qLoraRank };
+  }
+  const elems = model.newCache().elementsPerToken;
+  const dtype = model.weightDtype;
+  const bpt = elems * bytesPerElement(dtype);
+  const s = c.ropeScaling;
+  const scaling = !s ? 'no scaling' : s.type === 'linear' ? `linear ×${s.factor}` :
+    `llama3 ×${s.factor} (low ${s.lowFreqFactor}, high ${s.highFreqFactor}, original ${s.originalMaxPositionEmbeddings})`;
+  const biases = [c.attentionBias && 'q/k/v', c.oBias && 'o', c.mlpBias && 'mlp'].filter(Boolean).join(', ') || 'none';
+  const params = model.paramCount();
+  return {
+    path: m.path, format: m.format, modelType: mla ? String(c.raw.model_type) : c.modelType,
+    layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, vocab: c.vocabSize,
+    heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention,
+    rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases,
+    params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla,
+    kvCache: { elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: elems * 4 },
+  };
+}
+
+export function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`;
+}
+
+export function fmtCount(n: number): string {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(2)} B` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} K` : String(n);
+}
+
+export function formatModelReport(d: ModelDescription): string {
+  const k = d.kvCache;
+  const perLayer = k.elementsPerToken / d.layers;
+  const shape = d.attention === 'MHA' || d.attention === 'GQA' || d.attention === 'MQA'
+    ? `${d.layers} layers × 2 (K,V) × ${d.kvHeads} KV heads × ${d.headDim}`
+    : d.mla ? `${d.layers} layers × latent (kv_lora_rank ${d.mla.kvLoraRank} + qk_rope_head_dim ${d.mla.qkRopeHeadDim})` : `${d.layers} layers × ${perLayer}`;
+  const m = d.mla;
+  const attn = m
+    ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}`
+    : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}; RoPE ${d.rope}; biases ${d.biases}`;
+  return [
+    `model        ${d.path} (${d.format})`,
+    `architecture ${d.modelType}: ${d.layers} layers, hidden ${d.hidden}, MLP ${d.intermediate}, vocab ${d.vocab}`,
+    `attention    ${attn}`,
+    `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${d.weightDtype} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
+    `context      ${d.maxPositions} positions (max_position_embeddings)`,
+    `KV cache     ${k.bytesPerToken.toLocaleString('en-US')} B/token at ${k.dtype} (${shape} = ${k.elementsPerToken} elements)`,
+    `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine keeps f32: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
+  ].join('\n');
+}

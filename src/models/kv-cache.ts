@@ -1,0 +1,81 @@
+// The decode cache. Each layer owns one or more growable f32 buffers of `width` floats per
+// token (GQA: keys and values, G·d each; MLA: one latent row of r + d_R). The cache reports
+// both what it holds and what a token costs at a storage dtype, which is the number the
+// GQA → MLA conversion is about.
+import type { FloatDType } from '../kernels/types.js';
+import { bytesPerElement } from '../tensor.js';
+
+/** A growable [tokens × width] f32 buffer. `data` is replaced when it grows: re-read it after ensure(). */
+export class CacheBuffer {
+  readonly width: number;
+  data: Float32Array;
+
+  constructor(width: number, initialTokens = 0) {
+    this.width = width;
+    this.data = new Float32Array(width * initialTokens);
+  }
+
+  get capacity(): number {
+    return this.data.length / this.width;
+  }
+
+  /** Makes room for n tokens, keeping the rows already written. */
+  ensure(n: number): void {
+    if (n <= this.capacity) return;
+    // Doubling keeps decode's amortised copy cost O(1) per token.
+    const cap = Math.max(n, 2 * this.capacity, 64);
+    const data = new Float32Array(cap * this.width);
+    data.set(this.data);
+    this.data = data;
+  }
+
+  /** Rows [t0, t0+n) as a view (valid until the next ensure). */
+  rows(t0: number, n: number): Float32Array {
+    return this.data.subarray(t0 * this.width, (t0 + n) * this.width);
+  }
+}
+
+/** One layer's share of the cache; its shape belongs to the attention layer that made it. */
+export interface LayerCache {
+  readonly buffers: readonly CacheBuffer[];
+}
+
+export class KvCache {
+  readonly layers: LayerCache[];
+  /** Tokens held (positions 0..length−1), the same in every layer. */
+  length = 0;
+
+  constructor(layers: LayerCache[]) {
+    this.layers = layers;
+  }
+
+  /** f32 elements per token summed over layers and buffers. */
+  get elementsPerToken(): number {
+    let n = 0;
+    for (const l of this.layers) for (const b of l.buffers) n += b.width;
+    return n;
+  }
+
+  /** Bytes one token costs when stored at `dtype` (the reporting figure: use the model's dtype). */
+  bytesPerToken(dtype: FloatDType = 'f32'): number {
+    return this.elementsPerToken * bytesPerElement(dtype);
+  }
+
+  /** Bytes actually allocated now (f32, including growth headroom). */
+  allocatedBytes(): number {
+    let n = 0;
+    for (const l of this.layers) for (const b of l.buffers) n += b.data.byteLength;
+    return n;
+  }
+
+  /** Reserves room for n tokens up front (avoids the growth copies when the length is known). */
+  reserve(n: number): void {
+    for (const l of this.layers) for (const b of l.buffers) b.ensure(n);
+  }
+
+  /** Forgets tokens from position n on (rewind for a new prompt sharing a prefix, or reset with 0). */
+  truncate(n = 0): void {
+    if (n < 0 || n > this.length) throw new Error(`cannot truncate a ${this.length}-token cache to ${n}`);
+    this.length = n;
+  }
+}

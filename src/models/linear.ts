@@ -1,0 +1,57 @@
+// y = x·Wᵀ (+ b) with W [out, in] kept in its checkpoint dtype; the kernels widen it on the fly.
+// One token (decode) goes through GEMV, which is bound by reading W; several go through the GEMM.
+import { kernels } from '../kernels/index.js';
+import type { Tensor, WeightSource } from '../tensor.js';
+import { requireTensor, widen } from './weights.js';
+
+export class Linear {
+  readonly weight: Tensor;
+  readonly bias: Float32Array | null;
+  readonly outFeatures: number;
+  readonly inFeatures: number;
+
+  constructor(weight: Tensor, bias: Float32Array | null = null) {
+    if (weight.shape.length !== 2) throw new Error(`a linear weight must be 2-D, got [${weight.shape.join(', ')}]`);
+    this.weight = weight;
+    this.outFeatures = weight.shape[0]!;
+    this.inFeatures = weight.shape[1]!;
+    if (bias && bias.length !== this.outFeatures) throw new Error(`bias of ${bias.length} for ${this.outFeatures} outputs`);
+    this.bias = bias;
+  }
+
+  /**
+   * Loads `${name}.weight` [out, in] and `${name}.bias` [out]. bias: 'required' fails when absent,
+   * 'optional' loads it when present (checkpoints are the authority on what exists).
+   */
+  static load(src: WeightSource, name: string, out: number, inp: number, bias: 'required' | 'optional'): Linear {
+    const w = requireTensor(src, `${name}.weight`, [out, inp]);
+    const bName = `${name}.bias`;
+    if (bias === 'required' && !src.has(bName)) throw new Error(`checkpoint has no tensor "${bName}" (the config says the projection has a bias)`);
+    const b = src.has(bName) ? widen(requireTensor(src, bName, [out])) : null;
+    return new Linear(w, b);
+  }
+
+  paramCount(): number {
+    return this.outFeatures * this.inFeatures + (this.bias?.length ?? 0);
+  }
+
+  /** Floating-point operations for T tokens (2 per multiply-add). */
+  flops(T: number): number {
+    return 2 * T * this.outFeatures * this.inFeatures;
+  }
+
+  /** y [T×out] = x [T×in] · Wᵀ (+ b). */
+  forward(x: Float32Array, T: number, y: Float32Array): void {
+    const N = this.outFeatures, K = this.inFeatures;
+    const k = kernels();
+    if (T === 1) k.gemv(this.weight.data, this.weight.dtype, x, y, N, K);
+    else k.matmul(x, this.weight.data, this.weight.dtype, y, T, N, K, true);
+    const b = this.bias;
+    if (b) {
+      for (let t = 0; t < T; t++) {
+        const o = t * N;
+        for (let j = 0; j < N; j++) y[o + j]! += b[j]!;
+      }
+    }
+  }
+}

@@ -1,0 +1,157 @@
+// The Llama-family decoder (Llama 1–3, Mistral, Qwen2, SmolLM):
+//   x = embed(tokens)
+//   per layer: x += attn(rmsnorm(x)); x += mlp(rmsnorm(x))
+//   logits = head(rmsnorm(x))
+// Weights stay in checkpoint dtype; activations are f32. Attention is pluggable (see
+// attention.ts): the MLA models of the converter are this class with other attention layers.
+import type { LlamaConfig } from '../io/hf-config.js';
+import type { FloatDType } from '../kernels/types.js';
+import { numel, type Tensor, type WeightSource } from '../tensor.js';
+import { GqaAttention, type AttentionLayer } from './attention.js';
+import { KvCache } from './kv-cache.js';
+import { Linear } from './linear.js';
+import { SwiGluMlp } from './mlp.js';
+import { addInPlace, embedRow, rmsNorm } from './ops.js';
+import { RopeTable, type RopeLayout } from './rope.js';
+import { requireTensor, widen } from './weights.js';
+import { Workspace } from './workspace.js';
+
+export interface DecoderLayer {
+  inputNorm: Float32Array;
+  attn: AttentionLayer;
+  postNorm: Float32Array;
+  mlp: SwiGluMlp;
+}
+
+export interface LlamaLoadOptions {
+  /** Pairing of RoPE elements in q/k as stored: 'half' for HF checkpoints (default). */
+  ropeLayout?: RopeLayout;
+  /** Builds layer i's attention from the source (default: GqaAttention from `{prefix}.{q,k,v,o}_proj`). */
+  attention?: (src: WeightSource, layer: number, prefix: string, config: LlamaConfig, rope: RopeTable) => AttentionLayer;
+}
+
+export type LogitsMode = 'all' | 'last';
+
+export class LlamaModel {
+  readonly config: LlamaConfig;
+  readonly embed: Tensor;
+  readonly layers: DecoderLayer[];
+  readonly norm: Float32Array;
+  readonly head: Linear;
+  /** Scratch shared by all layers; results returned by forward() live here until the next call. */
+  readonly ws = new Workspace();
+
+  constructor(config: LlamaConfig, embed: Tensor, layers: DecoderLayer[], norm: Float32Array, head: Linear) {
+    this.config = config;
+    this.embed = embed;
+    this.layers = layers;
+    this.norm = norm;
+    this.head = head;
+  }
+
+  static fromWeights(c: LlamaConfig, src: WeightSource, opts: LlamaLoadOptions = {}): LlamaModel {
+    const D = c.hiddenSize, V = c.vocabSize;
+    // Tied heads are stored under either name (some exporters keep only lm_head.weight).
+    const embedName = src.has('model.embed_tokens.weight') || !c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    const embed = requireTensor(src, embedName, [V, D]);
+    const head = c.tieWordEmbeddings ? new Linear(embed) : new Linear(requireTensor(src, 'lm_head.weight', [V, D]));
+    const rope = RopeTable.create(c.headDim, c.ropeTheta, c.ropeScaling);
+    const layout = opts.ropeLayout ?? 'half';
+    const makeAttn = opts.attention ?? ((s, _i, prefix, cfg, r) => GqaAttention.load(s, prefix, cfg, r, layout));
+    const layers: DecoderLayer[] = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      layers.push({
+        inputNorm: widen(requireTensor(src, `${p}.input_layernorm.weight`, [D])),
+        attn: makeAttn(src, i, `${p}.self_attn`, c, rope),
+        postNorm: widen(requireTensor(src, `${p}.post_attention_layernorm.weight`, [D])),
+        mlp: SwiGluMlp.load(src, `${p}.mlp`, c),
+      });
+    }
+    const norm = widen(requireTensor(src, 'model.norm.weight', [D]));
+    return new LlamaModel(c, embed, layers, norm, head);
+  }
+
+  /** The dtype the weights are stored in (the embedding's; checkpoints use one dtype throughout). */
+  get weightDtype(): FloatDType {
+    return this.embed.dtype;
+  }
+
+  /** Parameters held, counting a tied embedding/head once. */
+  paramCount(): number {
+    const seen = new Set<Tensor>();
+    let n = 0;
+    const add = (t: Tensor): void => { if (!seen.has(t)) { seen.add(t); n += numel(t.shape); } };
+    add(this.embed);
+    add(this.head.weight);
+    n += this.norm.length;
+    for (const l of this.layers) {
+      n += l.inputNorm.length + l.postNorm.length + l.attn.paramCount();
+      n += l.mlp.gate.paramCount() + l.mlp.up.paramCount() + l.mlp.down.paramCount();
+    }
+    return n;
+  }
+
+  newCache(): KvCache {
+    return new KvCache(this.layers.map((l) => l.attn.createCache()));
+  }
+
+  /** FLOPs of a forward over T tokens after pos0 cached ones, with logits for `logitRows` rows. */
+  flops(T: number, pos0: number, logitRows = T): number {
+    let f = this.head.flops(logitRows);
+    for (const l of this.layers) f += l.attn.flops(T, pos0) + l.mlp.flops(T);
+    return f;
+  }
+
+  /**
+   * Runs tokens at positions pos0..pos0+T−1 (pos0 defaults to the cache length; a smaller pos0
+   * rewinds the cache) and returns the final-normed hidden states [T×D] (a workspace view).
+   */
+  hidden(tokens: ArrayLike<number>, cache: KvCache, pos0 = cache.length): Float32Array {
+    const T = tokens.length;
+    const D = this.config.hiddenSize, eps = this.config.rmsNormEps;
+    if (T === 0) throw new Error('forward needs at least one token');
+    if (pos0 > cache.length) throw new Error(`position ${pos0} is past the ${cache.length} cached tokens`);
+    if (cache.layers.length !== this.layers.length) throw new Error('cache was made for a different model');
+    cache.truncate(pos0);
+    const ws = this.ws;
+    const x = ws.get('x', T * D);
+    const xn = ws.get('xn', T * D);
+    const y = ws.get('y', T * D);
+    for (let t = 0; t < T; t++) embedRow(this.embed, tokens[t]!, D, x.subarray(t * D, (t + 1) * D));
+    for (let i = 0; i < this.layers.length; i++) {
+      const l = this.layers[i]!;
+      rmsNorm(x, T, D, l.inputNorm, eps, xn);
+      l.attn.forward(xn, T, pos0, cache.layers[i]!, y, ws);
+      addInPlace(x, y, T * D);
+      rmsNorm(x, T, D, l.postNorm, eps, xn);
+      l.mlp.forward(xn, T, y, ws);
+      addInPlace(x, y, T * D);
+    }
+    cache.length = pos0 + T;
+    rmsNorm(x, T, D, this.norm, eps, xn);
+    return xn;
+  }
+
+  /** logits [rows×V] for `rows` rows of final hidden states. */
+  logitsFromHidden(h: Float32Array, rows: number, out: Float32Array): void {
+    this.head.forward(h, rows, out);
+  }
+
+  /**
+   * Logits for the new tokens: 'all' → [T×V], 'last' → [V] for the last token. The array is a
+   * workspace view, valid until the next call (copy it to keep it).
+   */
+  forward(tokens: ArrayLike<number>, cache: KvCache, opts: { pos0?: number; logits?: LogitsMode } = {}): Float32Array {
+    const T = tokens.length, D = this.config.hiddenSize, V = this.config.vocabSize;
+    const h = this.hidden(tokens, cache, opts.pos0 ?? cache.length);
+    if ((opts.logits ?? 'last') === 'last') {
+      const out = this.ws.get('logits', V);
+      this.logitsFromHidden(h.subarray((T - 1) * D, T * D), 1, out);
+      return out;
+    }
+    const out = this.ws.get('logits', T * V);
+    this.logitsFromHidden(h, T, out);
+    return out;
+  }
+}

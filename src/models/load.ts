@@ -1,0 +1,108 @@
+// Opens a model for the engine from what a user points at:
+//   - a Hugging Face folder (config.json + safetensors [+ tokenizer.json]);
+//   - a GGUF file (llama / qwen2 architecture, F32/F16/BF16 tensors), read lazily under HF
+//     tensor names; its tokenizer is --tokenizer, or the HF folder the GGUF sits in if any;
+//   - a llama2.c checkpoint (.bin), converted in memory to the HF layout; its tokenizer is
+//     --tokenizer, or tokenizer.bin / tok*.bin beside it.
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { openCheckpoint } from '../io/checkpoint.js';
+import { openGgufModel } from '../io/gguf-llama.js';
+import { parseLlamaConfig, readLlamaConfig, type LlamaConfig } from '../io/hf-config.js';
+import { llama2cToHf, readLlama2c } from '../io/llama2c.js';
+import { isMlaConfigJson, readMlaConfig, type MlaFields } from '../io/mla-config.js';
+import type { Tensor, WeightSource } from '../tensor.js';
+import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.js';
+import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
+import { LlamaModel } from './llama.js';
+import { mlaModelFromWeights } from './mla-model.js';
+
+export type ModelFormat = 'hf' | 'gguf' | 'llama2c';
+
+export interface LoadedModel {
+  model: LlamaModel;
+  config: LlamaConfig;
+  /** null when the model comes without one (the caller may load one separately). */
+  tokenizer: TextTokenizer | null;
+  format: ModelFormat;
+  path: string;
+  /** The MLA shape when the folder is a DeepSeek-V3-style (MLA) checkpoint. */
+  mla?: MlaFields;
+}
+
+export interface LoadModelOptions {
+  /** A tokenizer file or folder to use instead of the model's own. */
+  tokenizer?: string;
+}
+
+export function loadModel(path: string, opts: LoadModelOptions = {}): LoadedModel {
+  if (!existsSync(path)) throw new Error(`model ${path} does not exist`);
+  const isDir = statSync(path).isDirectory();
+  if (isDir && existsSync(join(path, 'config.json'))) return loadHf(path, opts);
+  if (!isDir && path.endsWith('.gguf')) return loadGguf(path, opts);
+  if (!isDir && path.endsWith('.bin')) return loadLlama2c(path, opts);
+  throw new Error(`${path}: not a model (expected a Hugging Face folder with config.json, a .gguf file, or a llama2.c .bin checkpoint)`);
+}
+
+function loadGguf(path: string, opts: LoadModelOptions): LoadedModel {
+  const g = openGgufModel(path);
+  const model = LlamaModel.fromWeights(g.config, g.weights);
+  const dir = dirname(path);
+  const tokPath = opts.tokenizer ?? (existsSync(join(dir, 'tokenizer.json')) ? dir : null);
+  return { model, config: g.config, tokenizer: tokPath ? loadTokenizer(tokPath) : null, format: 'gguf', path };
+}
+
+function loadHf(path: string, opts: LoadModelOptions): LoadedModel {
+  const hasTok = ['tokenizer.json', 'tokenizer.bin', 'tokenizer.model'].some((f) => existsSync(join(path, f)));
+  const tokPath = opts.tokenizer ?? (hasTok ? path : null);
+  const tokenizer = tokPath ? loadTokenizer(tokPath) : null;
+  if (isMlaFolder(path)) {
+    // model_type deepseek_v2/v3 (the converter's output): MLA attention.
+    const mc = readMlaConfig(path);
+    return { model: mlaModelFromWeights(mc, openCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mla: mc.mla };
+  }
+  const config = readLlamaConfig(path);
+  const model = LlamaModel.fromWeights(config, openCheckpoint(path));
+  return { model, config, tokenizer, format: 'hf', path };
+}
+
+function isMlaFolder(folder: string): boolean {
+  try {
+    return isMlaConfigJson(JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8')));
+  } catch {
+    // Unreadable or invalid JSON: the Llama reader reports it properly.
+    return false;
+  }
+}
+
+class MemorySource implements WeightSource {
+  constructor(private readonly map: Map<string, Tensor>) {}
+  names(): string[] { return [...this.map.keys()]; }
+  has(name: string): boolean { return this.map.has(name); }
+  get(name: string): Tensor {
+    const t = this.map.get(name);
+    if (!t) throw new Error(`no tensor named "${name}"`);
+    return t;
+  }
+}
+
+function loadLlama2c(path: string, opts: LoadModelOptions): LoadedModel {
+  const ck = readLlama2c(path);
+  const tokPath = opts.tokenizer ?? siblingLlama2cTokenizer(path);
+  const tokenizer = tokPath
+    ? (tokPath.endsWith('.bin') ? Llama2cTokenizer.fromBinFile(tokPath, ck.header.vocabSize) : loadTokenizer(tokPath))
+    : null;
+  // llama2.c's tokenizer always has <s> = 1 and </s> = 2; without one, assume the same.
+  const hf = llama2cToHf(ck, { bosId: tokenizer ? tokenizer.bosId : 1, eosId: tokenizer ? tokenizer.eosId : 2 });
+  const config = parseLlamaConfig(hf.config, `${path} (llama2.c header)`);
+  const model = LlamaModel.fromWeights(config, new MemorySource(new Map(hf.tensors.map((t) => [t.name, t.tensor]))));
+  return { model, config, tokenizer, format: 'llama2c', path };
+}
+
+/** tokenizer.bin beside the checkpoint, else the only other tok*.bin there. */
+function siblingLlama2cTokenizer(bin: string): string | null {
+  const dir = dirname(bin);
+  if (existsSync(join(dir, 'tokenizer.bin'))) return join(dir, 'tokenizer.bin');
+  const toks = readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f) && f !== basename(bin));
+  return toks.length === 1 ? join(dir, toks[0]!) : null;
+}

@@ -1,0 +1,235 @@
+// Multi-head Latent Attention (DeepSeek-V2/V3, algorithms.md §1) behind the AttentionLayer seam.
+// Per token the cache holds one row [c (r) | k_pe (d_R)], k_pe stored after RoPE: that is
+// r + d_R values per layer, whatever the number of heads.
+//
+// Two ways to attend, same result:
+// - decompressed (prefill, perplexity): expand every cached c through kv_b_proj into per-head
+//   k_nope and v, then ordinary multi-head attention on [k_nope | k_pe];
+// - absorbed (decode): fold W_UK into the query, q̂_h = W_UK^hᵀ·q_nope^h, and attend with
+//   [q̂_h | q_pe^h] against the latent rows themselves (MQA, one KV head of width r + d_R,
+//   values = the first r elements of the same rows); then o_h = W_UV^h·ô_h.
+//   The kernel then reads only the latent cache, so decoding is bound by r + d_R per token.
+// RoPE on q_pe/k_pe uses the interleaved layout (pairs 2i, 2i+1), DeepSeek's convention,
+// unless a config says rope_interleave: false.
+import type { WeightSource } from '../tensor.js';
+import { kernels } from '../kernels/index.js';
+import { causalAttentionFlops, type AttentionLayer } from './attention.js';
+import { CacheBuffer, type LayerCache } from './kv-cache.js';
+import { Linear } from './linear.js';
+import { rmsNorm } from './ops.js';
+import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
+import { requireTensor, widen } from './weights.js';
+import type { Workspace } from './workspace.js';
+
+export type MlaMode = 'auto' | 'absorbed' | 'decompressed';
+
+export interface MlaShape {
+  nHeads: number;
+  qkNopeHeadDim: number;
+  qkRopeHeadDim: number;
+  vHeadDim: number;
+  kvLoraRank: number;
+  qLoraRank: number | null;
+}
+
+export interface MlaParams extends MlaShape {
+  /** q_proj, or q_a_proj + q_b_proj (with an optional q_a_layernorm) when qLoraRank is set. */
+  q: Linear | null;
+  qA: Linear | null;
+  qANorm: Float32Array | null;
+  qB: Linear | null;
+  kvA: Linear;
+  /** kv_a_layernorm over c (DeepSeek's stock layout); the exact TransMLA variant has none. */
+  kvANorm: Float32Array | null;
+  kvB: Linear;
+  o: Linear;
+  rope: RopeTable;
+  /** Pairing of q_pe/k_pe elements: 'interleaved' (DeepSeek, rope_interleave=true) unless the config says otherwise. */
+  ropeLayout?: RopeLayout;
+  /** Softmax scale, (d_n + d_R)^−½ for DeepSeek checkpoints. */
+  scale: number;
+  normEps: number;
+  /** 'auto': decompressed when several tokens arrive at once, absorbed for single-token decode. */
+  mode?: MlaMode;
+}
+
+export class MlaAttention implements AttentionLayer {
+  readonly p: Readonly<MlaParams>;
+  readonly cacheElementsPerToken: number;
+  mode: MlaMode;
+
+  constructor(p: MlaParams) {
+    const H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
+    const qOut = H * (dn + dR);
+    const fail = (m: string): never => { throw new Error(`MLA attention: ${m}`); };
+    if (p.qLoraRank === null) {
+      if (!p.q || p.q.outFeatures !== qOut) fail(`q_proj must have ${qOut} outputs (H·(d_n+d_R))`);
+    } else {
+      if (!p.qA || !p.qB || p.qA.outFeatures !== p.qLoraRank || p.qB.inFeatures !== p.qLoraRank || p.qB.outFeatures !== qOut) {
+        fail(`q_a_proj/q_b_proj must be [${p.qLoraRank}, D] and [${qOut}, ${p.qLoraRank}]`);
+      }
+    }
+    if (p.kvA.outFeatures !== r + dR) fail(`kv_a_proj_with_mqa must have r + d_R = ${r + dR} outputs, has ${p.kvA.outFeatures}`);
+    if (p.kvB.outFeatures !== H * (dn + dv) || p.kvB.inFeatures !== r) fail(`kv_b_proj must be [${H * (dn + dv)}, ${r}]`);
+    if (p.o.inFeatures !== H * dv) fail(`o_proj must take H·d_v = ${H * dv} inputs`);
+    if (p.rope.dim !== dR) fail(`RoPE table of dim ${p.rope.dim} for qk_rope_head_dim ${dR}`);
+    if (p.kvANorm && p.kvANorm.length !== r) fail(`kv_a_layernorm must have ${r} weights`);
+    this.p = p;
+    this.mode = p.mode ?? 'auto';
+    this.cacheElementsPerToken = r + dR;
+  }
+
+  /**
+   * Loads `${prefix}.{q_proj | q_a_proj,q_a_layernorm?,q_b_proj}`, `kv_a_proj_with_mqa`,
+   * `kv_a_layernorm?`, `kv_b_proj`, `o_proj` (biases wherever the checkpoint has them).
+   */
+  static load(src: WeightSource, prefix: string, s: MlaShape & { hidden: number; normEps: number; ropeLayout?: RopeLayout }, rope: RopeTable): MlaAttention {
+    const D = s.hidden, H = s.nHeads, dn = s.qkNopeHeadDim, dR = s.qkRopeHeadDim, dv = s.vHeadDim, r = s.kvLoraRank;
+    const opt = (name: string, n: number): Float32Array | null => (src.has(name) ? widen(requireTensor(src, name, [n])) : null);
+    const qOut = H * (dn + dR);
+    let q: Linear | null = null, qA: Linear | null = null, qB: Linear | null = null, qANorm: Float32Array | null = null;
+    if (s.qLoraRank === null) {
+      q = Linear.load(src, `${prefix}.q_proj`, qOut, D, 'optional');
+    } else {
+      qA = Linear.load(src, `${prefix}.q_a_proj`, s.qLoraRank, D, 'optional');
+      qANorm = opt(`${prefix}.q_a_layernorm.weight`, s.qLoraRank);
+      qB = Linear.load(src, `${prefix}.q_b_proj`, qOut, s.qLoraRank, 'optional');
+    }
+    return new MlaAttention({
+      ...s, q, qA, qANorm, qB,
+      kvA: Linear.load(src, `${prefix}.kv_a_proj_with_mqa`, r + dR, D, 'optional'),
+      kvANorm: opt(`${prefix}.kv_a_layernorm.weight`, r),
+      kvB: Linear.load(src, `${prefix}.kv_b_proj`, H * (dn + dv), r, 'optional'),
+      o: Linear.load(src, `${prefix}.o_proj`, D, H * dv, 'optional'),
+      rope,
+      scale: 1 / Math.sqrt(dn + dR),
+    });
+  }
+
+  createCache(): LayerCache {
+    return { buffers: [new CacheBuffer(this.cacheElementsPerToken)] };
+  }
+
+  paramCount(): number {
+    const p = this.p;
+    let n = p.kvA.paramCount() + p.kvB.paramCount() + p.o.paramCount() + (p.kvANorm?.length ?? 0);
+    for (const l of [p.q, p.qA, p.qB]) if (l) n += l.paramCount();
+    return n + (p.qANorm?.length ?? 0);
+  }
+
+  private absorbedFor(T: number): boolean {
+    return this.mode === 'absorbed' || (this.mode === 'auto' && T === 1);
+  }
+
+  flops(T: number, pos0: number): number {
+    const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
+    let f = p.kvA.flops(T) + p.o.flops(T);
+    f += p.q ? p.q.flops(T) : p.qA!.flops(T) + p.qB!.flops(T);
+    if (this.absorbedFor(T)) {
+      // W_UK and W_UV per head, then MQA over the latent rows.
+      f += 2 * T * H * r * (dn + dv) + causalAttentionFlops(T, pos0, H, r + dR, r);
+    } else {
+      f += p.kvB.flops(pos0 + T) + causalAttentionFlops(T, pos0, H, dn + dR, dv);
+    }
+    return f;
+  }
+
+  forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
+    const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
+    const qh = dn + dR, w = r + dR;
+    const [buf] = cache.buffers as [CacheBuffer];
+    buf.ensure(pos0 + T);
+
+    // Queries [T, H, d_n + d_R], RoPE on each head's last d_R.
+    const q = ws.get('mla.q', T * H * qh);
+    if (p.q) {
+      p.q.forward(x, T, q);
+    } else {
+      const qa = ws.get('mla.qa', T * p.qLoraRank!);
+      p.qA!.forward(x, T, qa);
+      if (p.qANorm) rmsNorm(qa, T, p.qLoraRank!, p.qANorm, p.normEps, qa);
+      p.qB!.forward(qa, T, q);
+    }
+    const layout = p.ropeLayout ?? 'interleaved';
+    applyRope(q, T, H, qh, p.rope, pos0, layout, dn);
+
+    // New latent rows go straight into the cache: [c | k_pe], k_pe rotated in place.
+    const rows = buf.rows(pos0, T);
+    p.kvA.forward(x, T, rows);
+    if (p.kvANorm) for (let t = 0; t < T; t++) { const c = rows.subarray(t * w, t * w + r); rmsNorm(c, 1, r, p.kvANorm, p.normEps, c); }
+    applyRope(rows, T, 1, w, p.rope, pos0, layout, r);
+
+    const mixed = ws.get('mla.mixed', T * H * dv);
+    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, buf.data, mixed, ws);
+    else this.attendDecompressed(q, T, pos0, buf.data, mixed, ws);
+    p.o.forward(mixed, T, out);
+  }
+
+  private attendAbsorbed(q: Float32Array, T: number, pos0: number, latent: Float32Array, mixed: Float32Array, ws: Workspace): void {
+    const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
+    const qh = dn + dR, w = r + dR, hw = dn + dv;
+    const k = kernels();
+    const B = p.kvB.weight;
+    const qLat = ws.get('mla.qlat', T * H * w);
+    const a = ws.get('mla.head_in', T * Math.max(dn, r));
+    const c = ws.get('mla.head_out', T * Math.max(r, dv));
+    for (let h = 0; h < H; h++) {
+      // q̂_h [T×r] = q_nope^h [T×d_n] · W_UK^h [d_n×r] (kv_b rows h·hw .. h·hw+d_n−1).
+      if (dn > 0) {
+        for (let t = 0; t < T; t++) a.set(q.subarray((t * H + h) * qh, (t * H + h) * qh + dn), t * dn);
+        k.matmul(a.subarray(0, T * dn), B.data.subarray(h * hw * r, (h * hw + dn) * r), B.dtype, c.subarray(0, T * r), T, r, dn, false);
+      } else {
+        c.fill(0, 0, T * r);
+      }
+      for (let t = 0; t < T; t++) {
+        const o = (t * H + h) * w;
+        qLat.set(c.subarray(t * r, (t + 1) * r), o);
+        qLat.set(q.subarray((t * H + h) * qh + dn, (t * H + h + 1) * qh), o + r);
+      }
+    }
+    const oLat = ws.get('mla.olat', T * H * r);
+    k.attention({
+      q: qLat, tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: r,
+      k: latent, kTokenStride: w, v: latent, vTokenStride: w,
+      pos0, scale: p.scale, out: oLat,
+    });
+    for (let h = 0; h < H; h++) {
+      // o_h [T×d_v] = ô_h [T×r] · W_UV^hᵀ (W_UV^h = kv_b rows h·hw+d_n .. +d_v, stored [d_v, r]).
+      for (let t = 0; t < T; t++) a.set(oLat.subarray((t * H + h) * r, (t * H + h + 1) * r), t * r);
+      k.matmul(a.subarray(0, T * r), B.data.subarray((h * hw + dn) * r, (h * hw + hw) * r), B.dtype, c.subarray(0, T * dv), T, dv, r, true);
+      for (let t = 0; t < T; t++) mixed.set(c.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
+    }
+  }
+
+  private attendDecompressed(q: Float32Array, T: number, pos0: number, latent: Float32Array, mixed: Float32Array, ws: Workspace): void {
+    const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
+    const qh = dn + dR, w = r + dR, hw = dn + dv;
+    const N = pos0 + T;
+    // Every cached c through kv_b: [N, H·(d_n+d_v)].
+    const cs = ws.get('mla.c', N * r);
+    for (let t = 0; t < N; t++) cs.set(latent.subarray(t * w, t * w + r), t * r);
+    const kv = ws.get('mla.kv', N * H * hw);
+    p.kvB.forward(cs, N, kv);
+    const keys = ws.get('mla.k', N * H * qh);
+    const vals = ws.get('mla.v', N * H * dv);
+    for (let t = 0; t < N; t++) {
+      const kpe = latent.subarray(t * w + r, (t + 1) * w);
+      for (let h = 0; h < H; h++) {
+        const src = (t * H + h) * hw, ko = (t * H + h) * qh;
+        keys.set(kv.subarray(src, src + dn), ko);
+        keys.set(kpe, ko + dn);
+        vals.set(kv.subarray(src + dn, src + hw), (t * H + h) * dv);
+      }
+    }
+    kernels().attention({
+      q, tq: T, nHeads: H, nKvHeads: H, headDimK: qh, headDimV: dv,
+      k: keys, kTokenStride: H * qh, v: vals, vTokenStride: H * dv,
+      pos0, scale: p.scale, out: mixed,
+    });
+  }
+}
+
+/** The latent rows of a layer cache (for tests and inspection): [tokens × (r + d_R)]. */
+export function latentRows(cache: LayerCache, tokens: number): Float32Array {
+  return (cache.buffers[0] as CacheBuffer).rows(0, tokens);
+}

@@ -1,0 +1,45 @@
+// The Llama feed-forward block: down(silu(gate(x)) · up(x)).
+import type { LlamaConfig } from '../io/hf-config.js';
+import type { WeightSource } from '../tensor.js';
+import { Linear } from './linear.js';
+import { siluMul } from './ops.js';
+import type { Workspace } from './workspace.js';
+
+export class SwiGluMlp {
+  readonly gate: Linear;
+  readonly up: Linear;
+  readonly down: Linear;
+
+  constructor(gate: Linear, up: Linear, down: Linear) {
+    const I = gate.outFeatures;
+    if (up.outFeatures !== I || down.inFeatures !== I || up.inFeatures !== gate.inFeatures || down.outFeatures !== gate.inFeatures) {
+      throw new Error('gate/up/down projections have inconsistent shapes');
+    }
+    this.gate = gate; this.up = up; this.down = down;
+  }
+
+  static load(src: WeightSource, prefix: string, c: LlamaConfig): SwiGluMlp {
+    const D = c.hiddenSize, I = c.intermediateSize;
+    const bias = c.mlpBias ? 'required' : 'optional';
+    return new SwiGluMlp(
+      Linear.load(src, `${prefix}.gate_proj`, I, D, bias),
+      Linear.load(src, `${prefix}.up_proj`, I, D, bias),
+      Linear.load(src, `${prefix}.down_proj`, D, I, bias),
+    );
+  }
+
+  flops(T: number): number {
+    return this.gate.flops(T) + this.up.flops(T) + this.down.flops(T);
+  }
+
+  /** out [T×D] = MLP(x [T×D]). */
+  forward(x: Float32Array, T: number, out: Float32Array, ws: Workspace): void {
+    const I = this.gate.outFeatures;
+    const g = ws.get('mlp.gate', T * I);
+    const u = ws.get('mlp.up', T * I);
+    this.gate.forward(x, T, g);
+    this.up.forward(x, T, u);
+    siluMul(g, u, T * I);
+    this.down.forward(g, T, out);
+  }
+}

@@ -1,0 +1,36 @@
+// The decoder's elementwise steps, O(T·D) each: cheap next to the matmuls, so plain TS.
+import { kernels } from '../kernels/index.js';
+import type { Tensor } from '../tensor.js';
+
+/** out[t] = x[t] / rms(x[t]) · w, row by row over T rows of width D (sum of squares in float64). */
+export function rmsNorm(x: Float32Array, T: number, D: number, w: Float32Array, eps: number, out: Float32Array): void {
+  for (let t = 0; t < T; t++) {
+    const o = t * D;
+    let ss = 0;
+    for (let i = 0; i < D; i++) { const v = x[o + i]!; ss += v * v; }
+    const inv = 1 / Math.sqrt(ss / D + eps);
+    for (let i = 0; i < D; i++) out[o + i] = x[o + i]! * inv * w[i]!;
+  }
+}
+
+/** gate ← silu(gate) · up, elementwise (SwiGLU). */
+export function siluMul(gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    gate[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+}
+
+/** x += y over n elements (the residual stream). */
+export function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) x[i]! += y[i]!;
+}
+
+/** Copies row `id` of an embedding table [V×D] (any dtype) into out as f32. */
+export function embedRow(table: Tensor, id: number, D: number, out: Float32Array): void {
+  const V = table.shape[0]!;
+  if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`token id ${id} outside the vocabulary [0, ${V})`);
+  const row = table.data.subarray(id * D, (id + 1) * D);
+  if (table.dtype === 'f32') out.set(row as Float32Array);
+  else kernels().toF32(row as Uint16Array, table.dtype, out);
+}
