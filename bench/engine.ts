@@ -18,6 +18,7 @@ import { exportLlamaGguf } from '../src/io/gguf-llama.js';
 import { readLlamaConfig } from '../src/io/hf-config.js';
 import { kernels } from '../src/kernels/index.js';
 import type { FloatDType } from '../src/kernels/types.js';
+import type { Token } from 'node-llama-cpp';
 import { describeModel } from '../src/models/describe.js';
 import { loadModel } from '../src/models/load.js';
 import type { LlamaModel } from '../src/models/llama.js';
@@ -79,20 +80,26 @@ function prefill(model: LlamaModel, T: number, all: boolean, reps: number): { tp
   return { tps: T / s, gflops: model.flops(T, 0, all ? T : 1) / s / 1e9 };
 }
 
-/** Fills the cache with ctx tokens (512 at a time), then times `n` greedy decode steps. */
-function decode(model: LlamaModel, ctx: number, n: number): number {
+/** Fills the cache with ctx tokens (512 at a time), then times `n` greedy decode steps; best of `reps`. */
+function decode(model: LlamaModel, ctx: number, n: number, reps: number): number {
   const ids = randomIds(ctx, model.config.vocabSize, ctx + 7);
   const cache = model.newCache();
   cache.reserve(ctx + n);
-  let logits = new Float32Array(0);
+  let logits: Float32Array = new Float32Array(0);
   for (let p = 0; p < ctx; p += 512) logits = model.forward(ids.slice(p, p + 512), cache);
-  let tok = argmax(logits);
-  const t0 = performance.now();
-  for (let i = 0; i < n; i++) tok = argmax(model.forward([tok], cache));
-  return n / ((performance.now() - t0) / 1000);
+  const first = argmax(logits);
+  let bestTps = 0;
+  for (let r = 0; r < reps; r++) {
+    cache.truncate(ctx);
+    let tok = first;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) tok = argmax(model.forward([tok], cache));
+    bestTps = Math.max(bestTps, n / ((performance.now() - t0) / 1000));
+  }
+  return bestTps;
 }
 
-async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n: number): Promise<number[]> {
+async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n: number, reps: number): Promise<number[]> {
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
@@ -100,14 +107,19 @@ async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n
   const seq = ctx.getSequence();
   const out: number[] = [];
   for (const c of contexts) {
-    await seq.clearHistory();
-    const ids = randomIds(c, vocab, c + 7);
-    await seq.evaluateWithoutGeneratingNewTokens(ids.slice(0, c - 1));
-    let got = 0;
-    const t0 = performance.now();
-    // evaluate() feeds the last prompt token, then each sampled token: n forwards, n samples.
-    for await (const _tok of seq.evaluate([ids[c - 1]!], { temperature: 0 })) { if (++got === n) break; }
-    out.push(n / ((performance.now() - t0) / 1000));
+    // node-llama-cpp brands token ids; ours are plain vocabulary indices.
+    const ids = randomIds(c, vocab, c + 7) as Token[];
+    let bestTps = 0;
+    for (let r = 0; r < reps; r++) {
+      await seq.clearHistory();
+      await seq.evaluateWithoutGeneratingNewTokens(ids.slice(0, c - 1));
+      let got = 0;
+      const t0 = performance.now();
+      // evaluate() feeds the last prompt token, then each sampled token: n forwards, n samples.
+      for await (const _tok of seq.evaluate([ids[c - 1]!], { temperature: 0 })) { if (++got === n) break; }
+      bestTps = Math.max(bestTps, n / ((performance.now() - t0) / 1000));
+    }
+    out.push(bestTps);
   }
   await ctx.dispose();
   await model.dispose();
@@ -137,19 +149,19 @@ export async function run(argv: string[]): Promise<object> {
     log(`prefill T=${String(T).padEnd(4)} ${all ? 'all logits ' : 'last logit '}: ${r.tps.toFixed(0).padStart(6)} tok/s, ${r.gflops.toFixed(1)} GFLOP/s = ${(100 * r.gflops / ref).toFixed(0)}% of sgemm (${d.weightDtype})`);
   }
 
-  const ours = a.contexts.map((c) => decode(model, c, a.decodeTokens));
+  const ours = a.contexts.map((c) => decode(model, c, a.decodeTokens, a.reps));
   let cpp: number[] | null = null;
   if (a.llamacpp) {
     const dir = mkdtempSync(join(tmpdir(), 'bench-engine-'));
     try {
       const gguf = join(dir, 'model.gguf');
       exportLlamaGguf(gguf, readLlamaConfig(a.model), openCheckpoint(a.model), a.model, { outType: d.weightDtype });
-      cpp = await llamaCppDecode(gguf, d.vocab, a.contexts, a.decodeTokens);
+      cpp = await llamaCppDecode(gguf, d.vocab, a.contexts, a.decodeTokens, a.reps);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   }
-  log(`decode (${a.decodeTokens} greedy tokens, ${d.weightDtype} weights; ours: f32 KV cache, llama.cpp: f16 KV cache):`);
+  log(`decode (best of ${a.reps} × ${a.decodeTokens} greedy tokens, ${d.weightDtype} weights; ours: f32 KV cache, llama.cpp: f16 KV cache):`);
   a.contexts.forEach((c, i) => {
     const o = ours[i]!, l = cpp?.[i];
     log(`  context ${String(c).padStart(5)}: ours ${o.toFixed(0).padStart(5)} tok/s` + (l ? `, llama.cpp ${l.toFixed(0).padStart(5)} tok/s, ratio ${(o / l).toFixed(2)}x` : ''));

@@ -71,12 +71,13 @@ export function executeCase(c: FuzzCase, dir: string, opts: ExecOptions): CaseRe
   // ArrayBuffers stay accounted until collected, so an allocation that failed later still shows.
   let memGrowth = heapAndBuffers() - mem0;
   if (rss0 !== null) memGrowth = Math.max(memGrowth, procStatusKb('VmHWM') - rss0);
+  const memNote = memGrowth > opts.memLimitBytes ? `memory grew by ${(memGrowth / 2 ** 20).toFixed(0)} MiB (limit ${(opts.memLimitBytes / 2 ** 20).toFixed(0)} MiB); ` : '';
   if (ms > opts.timeLimitMs) {
     outcome = 'hang';
-    detail = `took ${ms.toFixed(0)} ms (limit ${opts.timeLimitMs} ms); ${detail || 'loaded'}`;
-  } else if (memGrowth > opts.memLimitBytes) {
+    detail = `took ${ms.toFixed(0)} ms (limit ${opts.timeLimitMs} ms); ${memNote}${detail || 'loaded'}`;
+  } else if (memNote) {
     outcome = 'bad';
-    detail = `memory grew by ${(memGrowth / 2 ** 20).toFixed(0)} MiB (limit ${(opts.memLimitBytes / 2 ** 20).toFixed(0)} MiB); ${detail || 'loaded'}`;
+    detail = `${memNote}${detail || 'loaded'}`;
   }
   return { target: c.target, index: c.index, outcome, detail, ms, memGrowth, seedName: c.seedName, ops: c.ops };
 }

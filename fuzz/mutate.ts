@@ -699,6 +699,18 @@ interface GgufLayout {
 
 const GGUF_FIXED: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 
+const layoutCache = new WeakMap<Uint8Array, GgufLayout>();
+
+/** ggufLayout of a seed image, computed once per seed (a vocabulary GGUF has ~10^5 fields). */
+export function seedGgufLayout(b: Uint8Array): GgufLayout {
+  let L = layoutCache.get(b);
+  if (L === undefined) {
+    L = ggufLayout(b);
+    layoutCache.set(b, L);
+  }
+  return L;
+}
+
 /** Walks a valid GGUF image recording where every length, type, count and offset field lives. */
 export function ggufLayout(b: Uint8Array): GgufLayout {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -795,7 +807,7 @@ function fieldValues(rng: Rng, f: GgufField, L: GgufLayout, fileSize: number): b
 
 /** Structure-aware GGUF mutation: fields set to hostile values, names corrupted, cuts at fields. */
 export function mutateGguf(rng: Rng, img: FileImage): Mutated {
-  const L = ggufLayout(img.bytes);
+  const L = seedGgufLayout(img.bytes);
   const fileSize = imageSize(img);
   let b: Uint8Array = img.bytes.slice();
   let tail = img.tail;

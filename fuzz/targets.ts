@@ -9,7 +9,6 @@ import { openSafetensors, SafetensorsError } from '../src/io/safetensors.js';
 import { TokenizerFormatError } from '../src/tokenizer/common.js';
 import { Llama2cTokenizer } from '../src/tokenizer/llama2c-tokenizer.js';
 import {
-  ggufLayout,
   mixSeed,
   mutateBytes,
   mutateConfigJson,
@@ -20,6 +19,7 @@ import {
   mutateSafetensors,
   Rng,
   safetensorsHeaderEnd,
+  seedGgufLayout,
   type FileImage,
   type Mutated,
 } from './mutate.js';
@@ -63,15 +63,6 @@ function mixed(rng: Rng, img: FileImage, structural: (rng: Rng, img: FileImage) 
   return cur;
 }
 
-const ggufHeaderEnds = new WeakMap<Uint8Array, number>();
-function ggufFocus(seedImg: FileImage): number {
-  let n = ggufHeaderEnds.get(seedImg.bytes);
-  if (n === undefined) {
-    n = ggufLayout(seedImg.bytes).headerEnd;
-    ggufHeaderEnds.set(seedImg.bytes, n);
-  }
-  return n;
-}
 
 function checkConfig(c: LlamaConfig, path: string): void {
   // A config that parses must be internally consistent; anything else is a silent parser bug.
@@ -171,7 +162,7 @@ export const TARGETS: Record<TargetName, TargetSpec> = {
     typed: [GgufError],
     mutate(rng, seed, donor) {
       const src = only(seed, 'model.gguf');
-      const focus = ggufFocus(src);
+      const focus = seedGgufLayout(src.bytes).headerEnd;
       const m = mixed(rng, src, mutateGguf, () => focus, only(donor, 'model.gguf'), [55, 35, 10]);
       return { files: { 'model.gguf': m.img }, ops: m.ops, entry: 'model.gguf' };
     },

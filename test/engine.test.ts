@@ -281,15 +281,17 @@ describe('shared checkpoints', () => {
     });
   }
 
-  it('the bf16 TinyStories (tied weight stored as lm_head.weight) tracks the f32 one', { skip: assetPath('models/TinyStories-656K-bf16') && assetPath('models/TinyStories-656K') ? false : 'assets missing' }, () => {
+  it('the two TinyStories checkpoints (f32 vs bf16, tied weight under different names) agree', { skip: assetPath('models/TinyStories-656K-bf16') && assetPath('models/TinyStories-656K') ? false : 'assets missing' }, () => {
+    // The f32 file holds bf16-representable values, so both compute the same function.
     const a = loadModel(assetPath('models/TinyStories-656K')!);
     const b = loadModel(assetPath('models/TinyStories-656K-bf16')!);
+    assert.equal(a.model.weightDtype, 'f32');
     assert.equal(b.model.weightDtype, 'bf16');
     assert.equal(a.model.paramCount(), b.model.paramCount());
     const ids = a.tokenizer!.encode('Once upon a time', { addBos: true });
-    const la = logSoftmax(a.model.forward(ids, a.model.newCache()));
-    const lb = logSoftmax(b.model.forward(ids, b.model.newCache()));
-    assert.equal(argmax(Float32Array.from(la)), argmax(Float32Array.from(lb)));
+    const la = a.model.forward(ids, a.model.newCache(), { logits: 'all' }).slice();
+    const lb = b.model.forward(ids, b.model.newCache(), { logits: 'all' });
+    assert.ok(maxAbsDiff(la, lb) <= 1e-4, `logits differ by ${maxAbsDiff(la, lb)}`);
   });
 
   it('a llama2.c .bin loads directly, tokenizer found beside it', { skip: assetPath('models/stories260K') ? false : 'asset models/stories260K missing' }, () => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ControlledEvaluateInputItem, Llama, LlamaModel as CppModel } from 'node-llama-cpp';
+import type { ControlledEvaluateInputItem, Llama, LlamaModel as CppModel, Token } from 'node-llama-cpp';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { exportLlamaGguf } from '../src/io/gguf-llama.js';
 import { readLlamaConfig, type LlamaConfig } from '../src/io/hf-config.js';
@@ -47,7 +47,7 @@ async function llamaCppLogProbs(gguf: string, ids: number[], vocab: number): Pro
       flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
     });
     const seq = ctx.getSequence();
-    const res = await seq.controlledEvaluate(ids.map((t): ControlledEvaluateInputItem => [t, { generateNext: { logits: true } }]));
+    const res = await seq.controlledEvaluate(ids.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { logits: true } }]));
     await ctx.dispose();
     return ids.map((_, i) => {
       const m = res[i]?.next.logits;

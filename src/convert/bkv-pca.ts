@@ -72,3 +72,32 @@ export function bkvPca(L: LatentLayer, kvCov: Float64Array, opts: BkvOptions): B
     energy: energy[r - 1]!,
   };
 }
+
+/**
+ * The [K ; V] covariance after RoRoPE rotated the key rows by T (new Wk = T·Wk): blocks
+ * KK → T·KK·Tᵀ, KV → T·KV, VV unchanged. Lets a search score shapes from one set of statistics.
+ */
+export function rotateKvCov(kvCov: Float64Array, T: Float64Array, nK: number, nV: number): Float64Array {
+  const N = nK + nV;
+  if (kvCov.length !== N * N || T.length !== nK * nK) throw new Error('rotateKvCov: shapes do not match');
+  // A = B·C with B = diag(T, I), then out = A·Bᵀ.
+  const A = new Float64Array(N * N);
+  for (let i = 0; i < nK; i++) {
+    for (let k = 0; k < nK; k++) {
+      const t = T[i * nK + k]!;
+      if (t === 0) continue;
+      for (let j = 0; j < N; j++) A[i * N + j]! += t * kvCov[k * N + j]!;
+    }
+  }
+  A.set(kvCov.subarray(nK * N), nK * N);
+  const out = new Float64Array(N * N);
+  for (let i = 0; i < N; i++) {
+    for (let j = 0; j < nK; j++) {
+      let s = 0;
+      for (let k = 0; k < nK; k++) s += A[i * N + k]! * T[j * nK + k]!;
+      out[i * N + j] = s;
+    }
+    for (let j = nK; j < N; j++) out[i * N + j] = A[i * N + j]!;
+  }
+  return out;
+}

@@ -10,7 +10,9 @@
 // — keys per frequency, [K_nope ; V], queries — is W·Σ_l·Wᵀ for the matching rows W. Then it
 // pushes the hidden states through layer l (of whichever model the stage calls for) and moves on.
 // Between layers the N·L×D hidden states live in a temporary file, read and written one sample
-// at a time, so memory holds one sample and one layer's (D+1)² statistic whatever N·L is.
+// at a time, so memory holds one sample and one layer's (D+1)² statistic whatever N·L is. (What a
+// caller keeps across layers — convert.ts keeps each layer's (2·G·d)² [K;V] covariance — is
+// likewise independent of N·L.)
 import { mkdtempSync, openSync, closeSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -174,6 +176,20 @@ export class HiddenStates {
       kernels().gramAccumulate(x1, T, Dp, acc);
     }
     return acc;
+  }
+
+  /**
+   * Calls fn with every sample's normed layer input rmsnorm(x) [seqLen × D] (a reused buffer), for
+   * statistics a Gram cannot give (MHA2MLA's mean per-token pair norms, rope-select.ts).
+   */
+  visitNormed(inputNorm: Float32Array, fn: (xn: Float32Array, T: number) => void): void {
+    const T = this.seqLen, D = this.hidden;
+    const xn = this.ws.get('cal.visit.xn', T * D);
+    for (let s = 0; s < this.samples; s++) {
+      this.read(s);
+      rmsNorm(this.buf, T, D, inputNorm, this.eps, xn);
+      fn(xn, T);
+    }
   }
 
   /** Runs every sample through one decoder layer. */

@@ -11,10 +11,13 @@
 //   hidden states after the already-converted (final MLA) layers 0..l−1, so each layer is fit
 //   to the inputs it will really see. (A FreqFold search still needs a pass on the original.)
 //
-// FreqFold auto: as TransMLA, start at M = c = d/d_R and double M while the partial-RoPE
-// perplexity improves (up to d/2). TransMLA scores M on its test set; here the score comes from
-// held-out calibration documents (the last 10 %, never sampled for calibration), so the choice
-// never looks at the evaluation texts.
+// Searches, scored on held-out calibration documents (the last 10 %, never sampled for
+// calibration; TransMLA scores on its test set, here the evaluation texts are never looked at):
+// - --freqfold auto with a given d_R: as TransMLA, start at M = c = d/d_R and double M while the
+//   partial-RoPE perplexity improves (up to d/2);
+// - --kv-fraction without --rope-dim (or --rope-dim auto): the budget r + d_R is fixed and every
+//   d_R (even divisor of head_dim) is tried with its own FreqFold search, scoring the MLA model
+//   built from pass-1 statistics (shape-search.ts says why small heads need this).
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -31,14 +34,15 @@ import type { LlamaModel } from '../models/llama.js';
 import { loadModel } from '../models/load.js';
 import { bytesPerElement } from '../tensor.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
-import { bkvPca } from './bkv-pca.js';
+import { bkvPca, rotateKvCov } from './bkv-pca.js';
 import { calibrationSamples, HiddenStates, projectedCov, readDocuments } from './calibrate.js';
 import { latentFromGqa } from './gqa-to-mla.js';
 import { checkKvRank, kvForFraction, defaultRopeDim, sourceKvWidth } from './kv-budget.js';
 import { assembleMla, PCA_DAMP, type LatentLayer, type MlaLayerWeights } from './latent-layer.js';
 import { assembleModel, buildMlaModel, gqaLayerSource, mlaDecoderLayer, mlaLayerTensors, mlaRopeTable } from './mla-build.js';
 import { queryBasis } from './q-lora.js';
-import { checkRoRope, freqFoldCandidates, roRope } from './rorope.js';
+import { checkRoRope, roRope } from './rorope.js';
+import { searchFreqFold, searchRopeShape, type ShapeScore } from './shape-search.js';
 
 export type CalibOrder = 'faithful' | 'sequential';
 
@@ -55,8 +59,11 @@ export interface ConvertOptions {
   overwrite?: boolean;
   /** r; or give kvFraction. */
   kvLoraRank?: number;
-  /** d_R; default: defaultRopeDim of the budget. */
-  ropeDim?: number;
+  /**
+   * d_R. With kvFraction the default is 'auto' (the budget's best split, searched on held-out
+   * documents); with kvLoraRank the default is defaultRopeDim.
+   */
+  ropeDim?: number | 'auto';
   /** Target (r + d_R) / (2·G·d); picks r (and d_R when not given). */
   kvFraction?: number;
   qLoraRank?: number | null;
@@ -108,6 +115,7 @@ export interface ConvertReport {
     kvFraction: number;
     freqFold: number;
     freqFoldRequested: number | 'auto';
+    ropeDimRequested: number | 'auto';
     collapse: number;
     balanceKvRatio: number;
     pcaDamp: number;
@@ -117,7 +125,8 @@ export interface ConvertReport {
     attentionBias: boolean;
     dtype: FloatDType;
   };
-  freqFoldSearch: { freqFold: number; ppl: number }[];
+  /** How (d_R, M) were chosen when searched, with every candidate's score. */
+  search: { scoredOn: string; trace: ShapeScore[] };
   calibration: { file: string; sha256: string; documents: number; heldOutDocuments: number; samples: number; seqLen: number; tokens: number; seed: number };
   kvCache: { dtype: FloatDType; bytesPerTokenBefore: number; bytesPerTokenAfter: number; elementsPerTokenPerLayerBefore: number; elementsPerTokenPerLayerAfter: number; fraction: number };
   layers: { ropeEnergy: number; alpha: number; kvEnergy: number }[];
@@ -127,9 +136,9 @@ export interface ConvertReport {
   peakRssBytes: number;
 }
 
-const HELD_OUT_FRACTION = 0.1;
+export const HELD_OUT_FRACTION = 0.1;
 
-function sha256File(path: string): string {
+export function sha256File(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
@@ -147,7 +156,7 @@ function kvRows(L: LatentLayer): Float64Array {
  * Long evaluation texts are tokenized only as far as the chunks used: whole documents (cut at
  * "\n\n") are added until the count suffices, so the ids used equal those of the whole text.
  */
-function tokenizeEnough(tok: TextTokenizer, text: string, need: number | undefined): { ids: number[]; bos: boolean } {
+export function tokenizeEnough(tok: TextTokenizer, text: string, need: number | undefined): { ids: number[]; bos: boolean } {
   if (need === undefined) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
   let chars = Math.max(4096, need * 8);
   for (;;) {
@@ -184,28 +193,39 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const dtype = src.weightDtype;
   const tLoad = secondsSince(tStart);
 
-  // --- Shape: (r, d_R) from the flags.
+  // --- Shape: the cache budget r + d_R, and d_R (searched when 'auto').
   const shape = { nKvHeads: G, headDim: d };
-  let r: number, dR: number;
+  const before = sourceKvWidth(shape);
+  let budget: number;
+  let ropeDim: number | 'auto';
   if (o.kvFraction !== undefined) {
     if (o.kvLoraRank !== undefined) throw new Error('give either --kv-lora-rank or --kv-fraction, not both');
-    ({ kvLoraRank: r, ropeDim: dR } = kvForFraction(shape, o.kvFraction, o.ropeDim));
+    if (!(o.kvFraction > 0 && o.kvFraction <= 1)) throw new Error(`--kv-fraction must be in (0, 1], got ${o.kvFraction}`);
+    ropeDim = o.ropeDim ?? 'auto';
+    if (ropeDim === 'auto') {
+      // A hair of tolerance so 0.3125·256 = 80 is not lost to rounding.
+      budget = Math.floor(o.kvFraction * before + 1e-9);
+      if (budget < 3) throw new Error(`--kv-fraction ${o.kvFraction} gives ${budget} values per token: too small for a RoPE pair and a latent`);
+    } else {
+      const k = kvForFraction(shape, o.kvFraction, ropeDim);
+      budget = k.kvLoraRank + k.ropeDim;
+    }
   } else if (o.kvLoraRank !== undefined) {
-    r = o.kvLoraRank;
+    if (o.ropeDim === 'auto') throw new Error('--rope-dim auto needs --kv-fraction (a fixed cache budget to split between r and d_R)');
     // Default d_R: the largest even divisor of d that is ≤ d/2 and ≤ r.
-    dR = o.ropeDim ?? defaultRopeDim(d, 2 * r);
+    ropeDim = o.ropeDim ?? defaultRopeDim(d, 2 * o.kvLoraRank);
+    checkKvRank(shape, o.kvLoraRank, ropeDim);
+    budget = o.kvLoraRank + ropeDim;
   } else {
     throw new Error('give --kv-lora-rank R or --kv-fraction F');
   }
-  checkKvRank(shape, r, dR);
-  const collapse = checkRoRope(d, dR, o.freqFold === 'auto' ? d / dR : o.freqFold);
+  if (ropeDim !== 'auto') checkRoRope(d, ropeDim, o.freqFold === 'auto' ? d / ropeDim : o.freqFold);
   const qLoraRank = o.qLoraRank ?? null;
   const balance = o.balanceKvRatio ?? 1;
   const order = o.calibOrder ?? 'faithful';
   const evalCtx = o.evalCtx ?? Math.min(2048, cfg.maxPositionEmbeddings);
-  const before = sourceKvWidth(shape), after = r + dR;
   log(`source: ${o.model} (${cfg.modelType}, ${nLayers} layers, ${H} heads / ${G} KV heads × ${d}, ${dtype})`);
-  log(`target: kv_lora_rank ${r} + qk_rope_head_dim ${dR} = ${after} cached values per token per layer (was 2·${G}·${d} = ${before}, ${(100 * after / before).toFixed(2)} %)`);
+  log(`target: ${budget} cached values per token per layer = kv_lora_rank + qk_rope_head_dim${ropeDim === 'auto' ? ' (split searched)' : ` (${budget - ropeDim} + ${ropeDim})`}; was 2·${G}·${d} = ${before} (${(100 * budget / before).toFixed(2)} %)`);
 
   // --- Calibration data.
   const tCal = performance.now();
@@ -217,17 +237,19 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const samples = calibrationSamples(tok, calibDocs, calib);
   log(`calibration: ${calib.samples} × ${calib.seqLen} tokens from ${o.calib} (${calibDocs.length} documents, seed ${calib.seed}; ${nHeld} held out), order ${order}`);
 
-  // --- Pass A (original model): key covariances for RoRoPE (and the FreqFold search).
+  // --- Pass 1 (original model): per-layer covariance of [K ; V] outputs (keys in latent order),
+  // for RoRoPE in the faithful order and for the searches.
   const latentOf = (l: number): LatentLayer => latentFromGqa(gqaLayerSource(src, l));
-  const needPassA = order === 'faithful' || o.freqFold === 'auto';
-  const keyCovs: Float64Array[] = [];
-  if (needPassA) {
+  const searching = o.freqFold === 'auto' || ropeDim === 'auto';
+  const needPass1 = order === 'faithful' || searching;
+  const kvCovs0: Float64Array[] = [];
+  if (needPass1) {
     const states = HiddenStates.embed(src, samples);
     try {
       for (let l = 0; l < nLayers; l++) {
         const gram = states.gram(src.layers[l]!.inputNorm);
         const L = latentOf(l);
-        keyCovs.push(projectedCov(L.wk, L.nK, gram, D + 1));
+        kvCovs0.push(projectedCov(kvRows(L), L.nK + L.nV, gram, D + 1));
         if (l + 1 < nLayers) states.advance(src.layers[l]!);
         log(`  pass 1 (original model) layer ${l + 1}/${nLayers}`);
       }
@@ -235,37 +257,74 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
       states.close();
     }
   }
+  const nK = G * d;
+  const keyCov0 = (l: number): Float64Array => {
+    const C = kvCovs0[l]!, N = 2 * nK, K = new Float64Array(nK * nK);
+    for (let i = 0; i < nK; i++) K.set(C.subarray(i * N, i * N + nK), i * nK);
+    return K;
+  };
   const tCalib = secondsSince(tCal);
 
-  // --- FreqFold.
+  // --- Searches (held-out calibration documents).
   const tSearch = performance.now();
-  const search: { freqFold: number; ppl: number }[] = [];
-  let M: number;
-  const rope = mlaRopeTable(src, dR);
-  // The partial-RoPE model for a FreqFold value, from pass-1 statistics (one layer in float64 at a time).
-  const partialModelFor = (fold: number): LlamaModel => assembleModel(src, keyCovs.map((C, l) => {
-    const P = roRope(latentOf(l), C, { nKvHeads: G, ropeDim: dR, freqFold: fold }).layer;
-    return mlaDecoderLayer(src, l, assembleMla(P), rope, { dtype });
-  }));
-  if (o.freqFold === 'auto') {
-    if (heldDocs.length === 0) throw new Error('--freqfold auto needs held-out documents: give a calibration text with at least 2 documents');
-    const searchChunks = o.searchChunks ?? 16;
-    const { ids, bos } = tokenizeEnough(tok, heldDocs.join('\n\n'), searchChunks * evalCtx);
-    const ctx = Math.min(evalCtx, Math.max(2, Math.floor(ids.length / 2)));
-    let best = Infinity;
-    M = collapse;
-    for (const fold of freqFoldCandidates(d, dR)) {
-      const { ppl } = await perplexity(partialModelFor(fold), ids, bos, { ctx, maxChunks: searchChunks });
-      search.push({ freqFold: fold, ppl });
+  // The partial-RoPE model for (d_R, M), from pass-1 statistics (one layer in float64 at a time).
+  const partialModelFor = (dRx: number, fold: number): LlamaModel => {
+    const ropeX = mlaRopeTable(src, dRx);
+    return assembleModel(src, src.layers.map((_, l) => {
+      const P = roRope(latentOf(l), keyCov0(l), { nKvHeads: G, ropeDim: dRx, freqFold: fold }).layer;
+      return mlaDecoderLayer(src, l, assembleMla(P), ropeX, { dtype });
+    }));
+  };
+  // The MLA model for (d_R, M, r) entirely from pass-1 statistics (BKV-PCA on the rotated covariance).
+  const pass1MlaModelFor = (dRx: number, fold: number, rx: number): LlamaModel => {
+    const ropeX = mlaRopeTable(src, dRx);
+    return assembleModel(src, src.layers.map((_, l) => {
+      const { layer: P, rotation } = roRope(latentOf(l), keyCov0(l), { nKvHeads: G, ropeDim: dRx, freqFold: fold });
+      const w = bkvPca(P, rotateKvCov(kvCovs0[l]!, rotation, P.nK, P.nV), { rank: rx, balanceRatio: balance }).weights;
+      return mlaDecoderLayer(src, l, w, ropeX, { dtype });
+    }));
+  };
+  let heldOut: { ids: number[]; bos: boolean; ctx: number; chunks: number } | null = null;
+  if (searching) {
+    if (heldDocs.length === 0) throw new Error('searching --freqfold/--rope-dim needs held-out documents: give a calibration text with at least 2 documents');
+    const chunks = o.searchChunks ?? 16;
+    const { ids, bos } = tokenizeEnough(tok, heldDocs.join('\n\n'), chunks * evalCtx);
+    heldOut = { ids, bos, chunks, ctx: Math.min(evalCtx, Math.max(2, Math.floor(ids.length / 2))) };
+  }
+  const heldOutPpl = async (model: LlamaModel): Promise<number> =>
+    (await perplexity(model, heldOut!.ids, heldOut!.bos, { ctx: heldOut!.ctx, maxChunks: heldOut!.chunks })).ppl;
+  let dR: number, M: number;
+  const search: ConvertReport['search'] = { scoredOn: 'none', trace: [] };
+  if (ropeDim === 'auto') {
+    const res = await searchRopeShape(d, budget, o.freqFold, (x) => 2 * nK - x, async (dRx, fold, rx) => {
+      const ppl = await heldOutPpl(pass1MlaModelFor(dRx, fold, rx));
+      log(`  d_R ${dRx}, freqfold ${fold}, r ${rx}: held-out MLA ppl ${ppl.toFixed(4)}`);
+      return ppl;
+    });
+    ({ ropeDim: dR, freqFold: M } = res.best);
+    search.scoredOn = 'held-out perplexity of the MLA model built from pass-1 (original-model) statistics';
+    search.trace = res.trace;
+    log(`rope-dim auto → d_R ${dR}, freqfold ${M}, kv_lora_rank ${budget - dR}`);
+  } else if (o.freqFold === 'auto') {
+    dR = ropeDim;
+    const res = await searchFreqFold(d, dR, null, async (fold) => {
+      const ppl = await heldOutPpl(partialModelFor(dR, fold));
       log(`  freqfold ${fold}: held-out partial-RoPE ppl ${ppl.toFixed(4)}`);
-      if (!(ppl < best)) break;
-      best = ppl;
-      M = fold;
-    }
+      return ppl;
+    });
+    M = res.freqFold;
+    search.scoredOn = 'held-out perplexity of the partial-RoPE model (TransMLA)';
+    search.trace = res.trace.map((t) => ({ ropeDim: dR, freqFold: t.freqFold, kvLoraRank: budget - dR, ppl: t.ppl }));
     log(`freqfold auto → ${M}`);
   } else {
+    dR = ropeDim;
     M = o.freqFold;
   }
+  const r = budget - dR;
+  const after = budget;
+  const collapse = checkRoRope(d, dR, M);
+  checkKvRank(shape, r, dR);
+  const rope = mlaRopeTable(src, dR);
   const tSearchS = secondsSince(tSearch);
 
   // --- RoRoPE + BKV-PCA (+ query PCA), layer by layer over the calibration set.
@@ -274,13 +333,13 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const partial: MlaLayerWeights[] = [];
   const stats: ConvertReport['layers'] = [];
   // Faithful: the partial-RoPE model exists up front; its layers feed BKV-PCA's statistics.
-  let partialModel: LlamaModel | null = order === 'faithful' ? partialModelFor(M) : null;
+  let partialModel: LlamaModel | null = order === 'faithful' ? partialModelFor(dR, M) : null;
   const states = HiddenStates.embed(src, samples);
   try {
     for (let l = 0; l < nLayers; l++) {
       const gram = states.gram(src.layers[l]!.inputNorm);
       const L0 = latentOf(l);
-      const keyCov = order === 'faithful' ? keyCovs[l]! : projectedCov(L0.wk, L0.nK, gram, D + 1);
+      const keyCov = order === 'faithful' ? keyCov0(l) : projectedCov(L0.wk, L0.nK, gram, D + 1);
       const { layer: P, ropeEnergy } = roRope(L0, keyCov, { nKvHeads: G, ropeDim: dR, freqFold: M });
       if (order === 'sequential') partial.push(assembleMla(P));
       const kvCov = projectedCov(kvRows(P), P.nK + P.nV, gram, D + 1);
@@ -292,7 +351,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
         // Advance through the model whose inputs the next layer's statistics should come from.
         states.advance(order === 'faithful' ? partialModel!.layers[l]! : mlaDecoderLayer(src, l, res.weights, rope, { dtype }));
       }
-      log(`  pass ${needPassA ? 2 : 1} layer ${l + 1}/${nLayers}: RoPE energy kept ${(100 * ropeEnergy).toFixed(1)} %, α ${res.alpha.toFixed(3)}, latent energy kept ${(100 * res.energy).toFixed(1)} %`);
+      log(`  pass ${needPass1 ? 2 : 1} layer ${l + 1}/${nLayers}: RoPE energy kept ${(100 * ropeEnergy).toFixed(1)} %, α ${res.alpha.toFixed(3)}, latent energy kept ${(100 * res.energy).toFixed(1)} %`);
     }
   } finally {
     states.close();
@@ -339,14 +398,14 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
     parameters: {
       kvLoraRank: r, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d, qLoraRank,
       kvFraction: after / before,
-      freqFold: M, freqFoldRequested: o.freqFold, collapse,
+      freqFold: M, freqFoldRequested: o.freqFold, ropeDimRequested: ropeDim, collapse,
       balanceKvRatio: balance, pcaDamp: PCA_DAMP, calibOrder: order,
       ropeLayout: `q_pe/k_pe rows stored as interleaved pairs (2i, 2i+1), pair i rotating at θ^(−2i/d_R) = source frequency ${collapse}·i (rope_interleave: true)`,
       softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½, queries pre-multiplied by √(${d}+${dR})/√${d}`,
       attentionBias: mla.some((w) => (w.q?.b ?? w.qB?.b ?? w.kvA.b) !== null),
       dtype,
     },
-    freqFoldSearch: search,
+    search,
     calibration: { file: resolve(o.calib), sha256: sha256File(o.calib), documents: calibDocs.length, heldOutDocuments: nHeld, samples: calib.samples, seqLen: calib.seqLen, tokens: calib.samples * calib.seqLen, seed: calib.seed },
     kvCache: {
       dtype,
@@ -375,8 +434,12 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   return report;
 }
 
-/** Source tensors in checkpoint order with each layer's q/k/v replaced by its MLA tensors. */
-function* outputTensors(srcDir: string, mla: readonly MlaLayerWeights[], dtype: FloatDType): Generator<NamedTensor> {
+/**
+ * Source tensors in checkpoint order with each layer's q/k/v projections replaced by
+ * layerTensors(l, 'model.layers.l.self_attn') (its converted attention; o_proj stays the source's).
+ * Shared by both conversion methods.
+ */
+export function* outputTensors(srcDir: string, nLayers: number, layerTensors: (l: number, prefix: string) => NamedTensor[]): Generator<NamedTensor> {
   const ck = openCheckpoint(srcDir);
   try {
     const done = new Set<number>();
@@ -390,10 +453,10 @@ function* outputTensors(srcDir: string, mla: readonly MlaLayerWeights[], dtype: 
       const l = Number(m[1]);
       if (done.has(l)) continue;
       done.add(l);
-      if (!mla[l]) throw new Error(`no converted weights for layer ${l}`);
-      yield* mlaLayerTensors(`model.layers.${l}.self_attn`, mla[l]!, dtype);
+      if (l >= nLayers) throw new Error(`no converted weights for layer ${l}`);
+      yield* layerTensors(l, `model.layers.${l}.self_attn`);
     }
-    if (done.size !== mla.length) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the conversion ${mla.length}`);
+    if (done.size !== nLayers) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the conversion ${nLayers}`);
   } finally {
     ck.close();
   }
@@ -409,7 +472,7 @@ async function saveMlaFolder(
     qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, attentionBias: p.attentionBias,
   });
   await withAtomicDir(outDir, { overwrite: o.overwrite, source: srcDir }, async (dir) => {
-    await writeCheckpoint(dir, outputTensors(srcDir, mla, o.dtype));
+    await writeCheckpoint(dir, outputTensors(srcDir, mla.length, (l, prefix) => mlaLayerTensors(prefix, mla[l]!, o.dtype)));
     writeFileSync(join(dir, 'config.json'), JSON.stringify(configJson, null, 2) + '\n');
     writeHfFolderExtras(srcDir, dir);
     // Written again with final timings after the rename; present from the start so the folder is complete.

@@ -28,6 +28,8 @@ export interface RoRopeOptions {
 
 export interface RoRopeResult {
   layer: LatentLayer;
+  /** T [nK × nK], orthogonal: new Wk = T·old Wk, new kUp = old kUp·Tᵀ (so covariances map as T·C·Tᵀ). */
+  rotation: Float64Array;
   /** Share of the key latent's energy (trace of its covariance) kept in the RoPE dims. */
   ropeEnergy: number;
 }
@@ -71,6 +73,7 @@ export function roRope(L: LatentLayer, keyCov: Float64Array, opts: RoRopeOptions
   const wk = new Float64Array(nK * Dp);
   const kUp = new Float64Array(Hd * nK);
   const ropeInvFreq = new Float64Array(dR / 2);
+  const T = new Float64Array(nK * nK);
   let nopeRow = dR;
   let trace = 0, kept = 0;
   const sigma = new Float64Array(n * n);
@@ -102,6 +105,7 @@ export function roRope(L: LatentLayer, keyCov: Float64Array, opts: RoRopeOptions
         if (u === 0) continue;
         const src = 2 * (p0 + f);
         for (let part = 0; part < 2; part++) {
+          T[(reRow + part) * nK + src + part] = u;
           const so = (src + part) * Dp, dOff = (reRow + part) * Dp;
           for (let j = 0; j < Dp; j++) wk[dOff + j]! += u * L.wk[so + j]!;
           for (let i = 0; i < Hd; i++) kUp[i * nK + reRow + part]! += u * L.kUp[i * nK + src + part]!;
@@ -112,6 +116,7 @@ export function roRope(L: LatentLayer, keyCov: Float64Array, opts: RoRopeOptions
   }
   return {
     layer: { ...L, wk, kUp, ropeDim: dR, ropeInvFreq },
+    rotation: T,
     ropeEnergy: trace > 0 ? kept / trace : 1,
   };
 }

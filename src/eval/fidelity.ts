@@ -60,7 +60,7 @@ export async function fidelity(reference: LlamaModel, models: readonly LlamaMode
   const logits = all.map(() => new Float32Array(block * V));
   const hidden = all.map(() => new Float32Array(ctx * D));
   const caches = all.map((m) => { const c = m.newCache(); c.reserve(ctx); return c; });
-  const refLp = new Float64Array(V), lp = new Float64Array(V);
+  const refLp = new Float64Array(V), refP = new Float64Array(V), lp = new Float64Array(V);
   const nll = new Float64Array(all.length), kl = new Float64Array(all.length), agree = new Float64Array(all.length);
   for (let c = 0; c < chunks; c++) {
     const chunk = ids.slice(c * ctx, (c + 1) * ctx);
@@ -73,11 +73,12 @@ export async function fidelity(reference: LlamaModel, models: readonly LlamaMode
         const refArg = logSoftmaxRow(logits[0]!.subarray(r * V, (r + 1) * V), refLp);
         nll[0]! -= refLp[target]!;
         agree[0]! += 1;
+        for (let v = 0; v < V; v++) refP[v] = Math.exp(refLp[v]!);
         for (let i = 1; i < all.length; i++) {
           const arg = logSoftmaxRow(logits[i]!.subarray(r * V, (r + 1) * V), lp);
           nll[i]! -= lp[target]!;
           let k = 0;
-          for (let v = 0; v < V; v++) { const a = refLp[v]!; k += Math.exp(a) * (a - lp[v]!); }
+          for (let v = 0; v < V; v++) k += refP[v]! * (refLp[v]! - lp[v]!);
           kl[i]! += k;
           if (arg === refArg) agree[i]! += 1;
         }

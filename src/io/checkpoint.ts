@@ -114,9 +114,15 @@ export class Checkpoint implements WeightSource {
       }
     }
     const byFile = new Map<string, string[]>();
+    // Many tensors share a shard: resolve each distinct file name once.
+    const resolved = new Map<string, string>();
     for (const [name, file] of Object.entries(wm)) {
       if (typeof file !== 'string') throw new CheckpointError(`${indexPath}: weight_map[${preview(name)}] must be a file name string`);
-      const p = shardPath(dir, indexPath, file);
+      let p = resolved.get(file);
+      if (p === undefined) {
+        p = shardPath(dir, indexPath, file);
+        resolved.set(file, p);
+      }
       const list = byFile.get(p) ?? [];
       list.push(name);
       byFile.set(p, list);
@@ -142,7 +148,7 @@ export class Checkpoint implements WeightSource {
     }
     // Names in index order; the shard handle is found through the file each name maps to.
     const fileOf = new Map(opened.map((f) => [f.path, f]));
-    for (const [name, file] of Object.entries(wm)) where.set(name, fileOf.get(resolve(dir, file as string))!);
+    for (const [name, file] of Object.entries(wm)) where.set(name, fileOf.get(resolved.get(file as string)!)!);
     return new Checkpoint(dir, opened, where, metadata);
   }
 

@@ -214,7 +214,10 @@ export function readLlama2c(path: string): Llama2cCheckpoint {
     throw new Llama2cFormatError(path, `cannot open: ${(e as Error).message}`);
   }
   try {
-    const fileBytes = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    // A folder opens fine on Linux but fails on read with a bare EISDIR.
+    if (!st.isFile()) throw new Llama2cFormatError(path, 'not a regular file');
+    const fileBytes = st.size;
     const head = new Uint8Array(V1_HEADER_BYTES);
     readSync(fd, head, 0, Math.min(V1_HEADER_BYTES, fileBytes), 0);
     const h = parseLlama2cHeader(head, fileBytes, path);

@@ -151,3 +151,98 @@ function ropeScalingJson(s: RopeScaling | null): Record<string, unknown> | null 
     original_max_position_embeddings: s.originalMaxPositionEmbeddings,
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// The MHA2MLA variant (algorithms.md §4): MLA with a small RoPE key per KV head, which the
+// DeepSeek layout cannot express, so it is its own model type. config.json is the source Llama
+// config plus:
+//   model_type "llama_mha2mla", architectures ["LlamaMHA2MLAForCausalLM"], transmla_variant "mha2mla";
+//   kv_lora_rank          the latent c shared by all heads of a layer (values per token);
+//   rope_pairs_per_head   r: frequency pairs each KV head keeps under RoPE (2r dims);
+//   mha2mla_rope_pairs    [layer][kv head] → the r source frequency indices k ∈ [0, head_dim/2)
+//                         kept, ascending; pair k rotates at the source's θ_k (with its scaling).
+// num_key_value_heads and head_dim stay the source's. Per token and layer the cache holds
+// G·2r + kv_lora_rank values.
+
+export const MHA2MLA_MODEL_TYPE = 'llama_mha2mla';
+
+export interface Mha2mlaFields {
+  kvLoraRank: number;
+  ropePairsPerHead: number;
+  /** [layer][kvHead] → ascending frequency indices, ropePairsPerHead each. */
+  ropePairs: number[][][];
+}
+
+export interface Mha2mlaModelConfig {
+  llama: LlamaConfig;
+  mha2mla: Mha2mlaFields;
+}
+
+/** true when a parsed config.json declares the MHA2MLA variant. */
+export function isMha2mlaConfigJson(json: unknown): boolean {
+  return isObj(json) && (json.transmla_variant === 'mha2mla' || json.model_type === MHA2MLA_MODEL_TYPE);
+}
+
+export function parseMha2mlaConfig(json: unknown, file: string): Mha2mlaModelConfig {
+  if (!isObj(json)) throw new HfConfigError(`${file}: expected a JSON object`);
+  const c = json;
+  const err = (key: string, msg: string): never => { throw new HfConfigError(`${file}: ${key} ${msg}`); };
+  if (c.transmla_variant !== 'mha2mla') err('transmla_variant', `must be "mha2mla", got ${JSON.stringify(c.transmla_variant)}`);
+  // The Llama parser validates the shared fields (heads, KV heads, head_dim, RoPE base and scaling);
+  // biases are whatever the checkpoint holds.
+  const llama = parseLlamaConfig({ ...c, model_type: 'llama', architectures: ['LlamaForCausalLM'], attention_bias: false }, file);
+  const int = (k: string, min: number, max: number): number => {
+    const v = c[k];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) err(k, `must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
+    return v as number;
+  };
+  const half = llama.headDim / 2;
+  const r = int('rope_pairs_per_head', 0, half);
+  const kvLoraRank = int('kv_lora_rank', 1, Number.MAX_SAFE_INTEGER);
+  const sel = c.mha2mla_rope_pairs;
+  const L = llama.numLayers, G = llama.numKvHeads;
+  if (!Array.isArray(sel) || sel.length !== L) err('mha2mla_rope_pairs', `must list ${L} layers`);
+  const ropePairs = (sel as unknown[]).map((layer, l) => {
+    if (!Array.isArray(layer) || layer.length !== G) err('mha2mla_rope_pairs', `[${l}] must list ${G} KV heads`);
+    return (layer as unknown[]).map((head, g) => {
+      const where = `[${l}][${g}]`;
+      if (!Array.isArray(head) || head.length !== r) err('mha2mla_rope_pairs', `${where} must hold ${r} frequency indices`);
+      const ks = head as unknown[];
+      ks.forEach((k, i) => {
+        if (typeof k !== 'number' || !Number.isSafeInteger(k) || k < 0 || k >= half) err('mha2mla_rope_pairs', `${where} index ${JSON.stringify(k)} is not in 0..${half - 1}`);
+        if (i > 0 && (k as number) <= (ks[i - 1] as number)) err('mha2mla_rope_pairs', `${where} must be strictly ascending`);
+      });
+      return ks as number[];
+    });
+  });
+  return { llama: { ...llama, raw: c }, mha2mla: { kvLoraRank, ropePairsPerHead: r, ropePairs } };
+}
+
+export function readMha2mlaConfig(folder: string): Mha2mlaModelConfig {
+  const path = join(folder, 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new HfConfigError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  return parseMha2mlaConfig(json, path);
+}
+
+/** The MHA2MLA model's config.json: the source's keys plus the variant's identity and shape. */
+export function mha2mlaConfigJson(source: LlamaConfig, f: Mha2mlaFields): Record<string, unknown> {
+  const raw = { ...source.raw };
+  for (const k of ['auto_map', 'pretraining_tp']) delete raw[k];
+  return {
+    ...raw,
+    architectures: ['LlamaMHA2MLAForCausalLM'],
+    model_type: MHA2MLA_MODEL_TYPE,
+    transmla_variant: 'mha2mla',
+    num_key_value_heads: source.numKvHeads,
+    head_dim: source.headDim,
+    kv_lora_rank: f.kvLoraRank,
+    rope_pairs_per_head: f.ropePairsPerHead,
+    mha2mla_rope_pairs: f.ropePairs,
+    tie_word_embeddings: source.tieWordEmbeddings,
+  };
+}

@@ -202,7 +202,7 @@ export function openSafetensors(path: string): SafetensorsFile {
   try {
     const st = fstatSync(fd);
     // A folder opens fine on Linux but fails on read with a bare EISDIR.
-    if (!st.isFile()) fail(path, 'is not a regular file');
+    if (!st.isFile()) fail(path, 'not a regular file');
     const size = st.size;
     if (size < 8) fail(path, `file is ${size} bytes, too short for the 8-byte header length`);
     const lenBuf = new Uint8Array(8);

@@ -2,6 +2,8 @@
 import type { FloatDType } from '../kernels/types.js';
 import { bytesPerElement } from '../tensor.js';
 import { GqaAttention } from './attention.js';
+import { kvQuantName } from './latent-quant.js';
+import { Mha2mlaAttention } from './mha2mla-attention.js';
 import { MlaAttention } from './mla-attention.js';
 import type { LoadedModel } from './load.js';
 
@@ -27,13 +29,17 @@ export interface ModelDescription {
   maxPositions: number;
   /** MLA models: the latent shape (the cache holds kvLoraRank + qkRopeHeadDim values per token per layer). */
   mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null };
+  /** MHA2MLA models: per KV head 2·ropePairsPerHead RoPE key dims, plus the shared latent of kvLoraRank. */
+  mha2mla?: { kvLoraRank: number; ropePairsPerHead: number; kvHeads: number };
   kvCache: {
+    /** Latent-cache quantization ('none', or e.g. 'int8:g32': codes plus one f16 scale per group). */
+    quant: string;
     elementsPerToken: number;
     dtype: FloatDType;
     bytesPerToken: number;
     bytesAt4K: number;
     bytesAt32K: number;
-    /** What the engine allocates per token (it keeps the cache in f32). */
+    /** What the engine allocates per token (an unquantized cache is kept in f32). */
     engineBytesPerToken: number;
   };
 }
@@ -49,21 +55,29 @@ export function describeModel(m: LoadedModel): ModelDescription {
     const p = attn0.p;
     mla = { kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, qLoraRank: p.qLoraRank };
   }
-  const elems = model.newCache().elementsPerToken;
+  let mha2mla: ModelDescription['mha2mla'];
+  if (attn0 instanceof Mha2mlaAttention) {
+    attention = 'MLA (MHA2MLA: per-KV-head RoPE)';
+    const p = attn0.p;
+    mha2mla = { kvLoraRank: p.kvLoraRank, ropePairsPerHead: p.ropePairs, kvHeads: p.nKvHeads };
+  }
+  const cache = model.newCache();
+  const elems = cache.elementsPerToken;
   const dtype = model.weightDtype;
-  const bpt = elems * bytesPerElement(dtype);
+  // A quantized cache counts its codes and scales; an f32 one is reported at the weights' dtype.
+  const bpt = cache.bytesPerToken(dtype);
   const s = c.ropeScaling;
   const scaling = !s ? 'no scaling' : s.type === 'linear' ? `linear ×${s.factor}` :
     `llama3 ×${s.factor} (low ${s.lowFreqFactor}, high ${s.highFreqFactor}, original ${s.originalMaxPositionEmbeddings})`;
   const biases = [c.attentionBias && 'q/k/v', c.oBias && 'o', c.mlpBias && 'mlp'].filter(Boolean).join(', ') || 'none';
   const params = model.paramCount();
   return {
-    path: m.path, format: m.format, modelType: mla ? String(c.raw.model_type) : c.modelType,
+    path: m.path, format: m.format, modelType: mla || mha2mla ? String(c.raw.model_type) : c.modelType,
     layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, vocab: c.vocabSize,
     heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention,
     rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases,
-    params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla,
-    kvCache: { elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: elems * 4 },
+    params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
+    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: cache.bytesPerToken('f32') },
   };
 }
 
@@ -84,18 +98,22 @@ export function formatModelReport(d: ModelDescription): string {
   const perLayer = k.elementsPerToken / d.layers;
   const shape = d.attention === 'MHA' || d.attention === 'GQA' || d.attention === 'MQA'
     ? `${d.layers} layers × 2 (K,V) × ${d.kvHeads} KV heads × ${d.headDim}`
-    : d.mla ? `${d.layers} layers × latent (kv_lora_rank ${d.mla.kvLoraRank} + qk_rope_head_dim ${d.mla.qkRopeHeadDim})` : `${d.layers} layers × ${perLayer}`;
-  const m = d.mla;
+    : d.mla ? `${d.layers} layers × latent (kv_lora_rank ${d.mla.kvLoraRank} + qk_rope_head_dim ${d.mla.qkRopeHeadDim})`
+    : d.mha2mla ? `${d.layers} layers × (${d.mha2mla.kvHeads} KV heads × 2·${d.mha2mla.ropePairsPerHead} RoPE key dims + latent ${d.mha2mla.kvLoraRank})`
+    : `${d.layers} layers × ${perLayer}`;
+  const m = d.mla, h = d.mha2mla;
   const attn = m
     ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}`
+    : h ? `${d.attention}: ${d.heads} heads / ${h.kvHeads} KV heads, head_dim ${d.headDim}, ${h.ropePairsPerHead} RoPE pairs per KV head, kv_lora_rank ${h.kvLoraRank}; RoPE ${d.rope}`
     : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}; RoPE ${d.rope}; biases ${d.biases}`;
+  const at = k.quant === 'none' ? `at ${k.dtype}` : `with ${k.quant} codes + f16 scales`;
   return [
     `model        ${d.path} (${d.format})`,
     `architecture ${d.modelType}: ${d.layers} layers, hidden ${d.hidden}, MLP ${d.intermediate}, vocab ${d.vocab}`,
     `attention    ${attn}`,
     `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${d.weightDtype} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
     `context      ${d.maxPositions} positions (max_position_embeddings)`,
-    `KV cache     ${k.bytesPerToken.toLocaleString('en-US')} B/token at ${k.dtype} (${shape} = ${k.elementsPerToken} elements)`,
-    `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine keeps f32: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
+    `KV cache     ${k.bytesPerToken.toLocaleString('en-US')} B/token ${at} (${shape} = ${k.elementsPerToken} elements)`,
+    `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine ${k.quant === 'none' ? 'keeps f32' : 'stores'}: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
   ].join('\n');
 }

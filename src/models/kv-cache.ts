@@ -1,12 +1,28 @@
-// The decode cache. Each layer owns one or more growable f32 buffers of `width` floats per
-// token (GQA: keys and values, G·d each; MLA: one latent row of r + d_R). The cache reports
+// The decode cache. Each layer owns one or more growable stores of `width` values per token
+// (GQA: keys and values, G·d each; MLA: one latent row of r + d_R), kept as f32 (CacheBuffer) or
+// quantized (latent-quant.ts). The cache reports
 // both what it holds and what a token costs at a storage dtype, which is the number the
 // GQA → MLA conversion is about.
 import type { FloatDType } from '../kernels/types.js';
 import { bytesPerElement } from '../tensor.js';
 
+/**
+ * What a layer cache is made of: rows of `width` values per token, stored as f32 (CacheBuffer) or
+ * quantized (latent-quant.ts). A store reports its own bytes, so quantized caches count truly.
+ */
+export interface CacheStore {
+  readonly width: number;
+  readonly capacity: number;
+  /** Makes room for n tokens, keeping the rows already written. */
+  ensure(n: number): void;
+  /** Bytes one token takes; unquantized stores are counted at `dtype` (the reporting dtype). */
+  bytesPerToken(dtype: FloatDType): number;
+  /** Bytes allocated now (including growth headroom). */
+  allocatedBytes(): number;
+}
+
 /** A growable [tokens × width] f32 buffer. `data` is replaced when it grows: re-read it after ensure(). */
-export class CacheBuffer {
+export class CacheBuffer implements CacheStore {
   readonly width: number;
   data: Float32Array;
 
@@ -29,6 +45,14 @@ export class CacheBuffer {
     this.data = data;
   }
 
+  bytesPerToken(dtype: FloatDType): number {
+    return this.width * bytesPerElement(dtype);
+  }
+
+  allocatedBytes(): number {
+    return this.data.byteLength;
+  }
+
   /** Rows [t0, t0+n) as a view (valid until the next ensure). */
   rows(t0: number, n: number): Float32Array {
     return this.data.subarray(t0 * this.width, (t0 + n) * this.width);
@@ -37,7 +61,7 @@ export class CacheBuffer {
 
 /** One layer's share of the cache; its shape belongs to the attention layer that made it. */
 export interface LayerCache {
-  readonly buffers: readonly CacheBuffer[];
+  readonly buffers: readonly CacheStore[];
 }
 
 export class KvCache {
@@ -56,15 +80,20 @@ export class KvCache {
     return n;
   }
 
-  /** Bytes one token costs when stored at `dtype` (the reporting figure: use the model's dtype). */
+  /**
+   * Bytes one token costs when unquantized stores are kept at `dtype` (the reporting figure: use
+   * the model's dtype); quantized stores count their codes and scales.
+   */
   bytesPerToken(dtype: FloatDType = 'f32'): number {
-    return this.elementsPerToken * bytesPerElement(dtype);
+    let n = 0;
+    for (const l of this.layers) for (const b of l.buffers) n += b.bytesPerToken(dtype);
+    return n;
   }
 
-  /** Bytes actually allocated now (f32, including growth headroom). */
+  /** Bytes actually allocated now (including growth headroom). */
   allocatedBytes(): number {
     let n = 0;
-    for (const l of this.layers) for (const b of l.buffers) n += b.data.byteLength;
+    for (const l of this.layers) for (const b of l.buffers) n += b.allocatedBytes();
     return n;
   }
 

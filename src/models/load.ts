@@ -10,12 +10,15 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import { openGgufModel } from '../io/gguf-llama.js';
 import { parseLlamaConfig, readLlamaConfig, type LlamaConfig } from '../io/hf-config.js';
 import { llama2cToHf, readLlama2c } from '../io/llama2c.js';
-import { isMlaConfigJson, readMlaConfig, type MlaFields } from '../io/mla-config.js';
+import { isMha2mlaConfigJson, isMlaConfigJson, readMha2mlaConfig, readMlaConfig, type MlaFields, type Mha2mlaFields } from '../io/mla-config.js';
 import type { Tensor, WeightSource } from '../tensor.js';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
+import { createProgress } from '../eval/progress.js';
 import { LlamaModel } from './llama.js';
-import { mlaModelFromWeights } from './mla-model.js';
+import type { KvQuant } from './latent-quant.js';
+import { mha2mlaModelFromWeights } from './mha2mla-model.js';
+import { mlaModelFromWeights, setKvQuant } from './mla-model.js';
 
 export type ModelFormat = 'hf' | 'gguf' | 'llama2c';
 
@@ -28,14 +31,30 @@ export interface LoadedModel {
   path: string;
   /** The MLA shape when the folder is a DeepSeek-V3-style (MLA) checkpoint. */
   mla?: MlaFields;
+  /** The shape when the folder is an MHA2MLA (per-KV-head RoPE) checkpoint. */
+  mha2mla?: Mha2mlaFields;
+  /** The latent-cache quantization in effect (absent or null: f32 cache). */
+  kvQuant?: KvQuant | null;
 }
 
 export interface LoadModelOptions {
   /** A tokenizer file or folder to use instead of the model's own. */
   tokenizer?: string;
+  /** Quantize the latent cache (MLA models of either variant only; latent-quant.ts). */
+  kvQuant?: KvQuant | null;
 }
 
 export function loadModel(path: string, opts: LoadModelOptions = {}): LoadedModel {
+  const m = openModel(path, opts);
+  const kvQuant = opts.kvQuant ?? null;
+  if (kvQuant) {
+    if (!m.mla && !m.mha2mla) throw new Error(`${path}: --kv-quant quantizes an MLA latent cache; this is a ${m.config.modelType} model with a GQA/MHA cache`);
+    setKvQuant(m.model, kvQuant);
+  }
+  return { ...m, kvQuant };
+}
+
+function openModel(path: string, opts: LoadModelOptions): LoadedModel {
   if (!existsSync(path)) throw new Error(`model ${path} does not exist`);
   const isDir = statSync(path).isDirectory();
   if (isDir && existsSync(join(path, 'config.json'))) return loadHf(path, opts);
@@ -46,7 +65,7 @@ export function loadModel(path: string, opts: LoadModelOptions = {}): LoadedMode
 
 function loadGguf(path: string, opts: LoadModelOptions): LoadedModel {
   const g = openGgufModel(path);
-  const model = LlamaModel.fromWeights(g.config, g.weights);
+  const model = buildWithProgress(g.config, g.weights);
   const dir = dirname(path);
   const tokPath = opts.tokenizer ?? (existsSync(join(dir, 'tokenizer.json')) ? dir : null);
   return { model, config: g.config, tokenizer: tokPath ? loadTokenizer(tokPath) : null, format: 'gguf', path };
@@ -56,22 +75,47 @@ function loadHf(path: string, opts: LoadModelOptions): LoadedModel {
   const hasTok = ['tokenizer.json', 'tokenizer.bin', 'tokenizer.model'].some((f) => existsSync(join(path, f)));
   const tokPath = opts.tokenizer ?? (hasTok ? path : null);
   const tokenizer = tokPath ? loadTokenizer(tokPath) : null;
-  if (isMlaFolder(path)) {
+  if (folderConfigIs(path, isMha2mlaConfigJson)) {
+    // The converter's MHA2MLA output: per-KV-head RoPE keys + a shared latent.
+    const mc = readMha2mlaConfig(path);
+    return { model: mha2mlaModelFromWeights(mc, openCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mha2mla: mc.mha2mla };
+  }
+  if (folderConfigIs(path, isMlaConfigJson)) {
     // model_type deepseek_v2/v3 (the converter's output): MLA attention.
     const mc = readMlaConfig(path);
     return { model: mlaModelFromWeights(mc, openCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mla: mc.mla };
   }
   const config = readLlamaConfig(path);
-  const model = LlamaModel.fromWeights(config, openCheckpoint(path));
+  const model = buildWithProgress(config, openCheckpoint(path));
   return { model, config, tokenizer, format: 'hf', path };
 }
 
-function isMlaFolder(folder: string): boolean {
+function folderConfigIs(folder: string, test: (json: unknown) => boolean): boolean {
   try {
-    return isMlaConfigJson(JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8')));
+    return test(JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8')));
   } catch {
     // Unreadable or invalid JSON: the Llama reader reports it properly.
     return false;
+  }
+}
+
+/** Builds the model with a progress bar while tensors are read (shown after ~1.5 s only). */
+function buildWithProgress(config: LlamaConfig, src: WeightSource): LlamaModel {
+  const bar = createProgress({ label: 'loading weights', total: src.names().length, unit: 'tensors' });
+  let n = 0;
+  const counted: WeightSource = {
+    names: () => src.names(),
+    has: (name) => src.has(name),
+    get: (name) => {
+      const t = src.get(name);
+      bar.update(++n);
+      return t;
+    },
+  };
+  try {
+    return LlamaModel.fromWeights(config, counted);
+  } finally {
+    bar.finish();
   }
 }
 

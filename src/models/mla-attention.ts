@@ -14,7 +14,8 @@
 import type { WeightSource } from '../tensor.js';
 import { kernels } from '../kernels/index.js';
 import { causalAttentionFlops, type AttentionLayer } from './attention.js';
-import { CacheBuffer, type LayerCache } from './kv-cache.js';
+import type { LayerCache } from './kv-cache.js';
+import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
 import { Linear } from './linear.js';
 import { rmsNorm } from './ops.js';
 import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
@@ -57,6 +58,8 @@ export class MlaAttention implements AttentionLayer {
   readonly p: Readonly<MlaParams>;
   readonly cacheElementsPerToken: number;
   mode: MlaMode;
+  /** Quantized latent cache (latent-quant.ts) for caches created from now on; null keeps f32. */
+  kvQuant: KvQuant | null = null;
 
   constructor(p: MlaParams) {
     const H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
@@ -107,7 +110,7 @@ export class MlaAttention implements AttentionLayer {
   }
 
   createCache(): LayerCache {
-    return { buffers: [new CacheBuffer(this.cacheElementsPerToken)] };
+    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant)] };
   }
 
   paramCount(): number {
@@ -137,8 +140,7 @@ export class MlaAttention implements AttentionLayer {
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
     const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
     const qh = dn + dR, w = r + dR;
-    const [buf] = cache.buffers as [CacheBuffer];
-    buf.ensure(pos0 + T);
+    const store = latentStore(cache);
 
     // Queries [T, H, d_n + d_R], RoPE on each head's last d_R.
     const q = ws.get('mla.q', T * H * qh);
@@ -153,15 +155,17 @@ export class MlaAttention implements AttentionLayer {
     const layout = p.ropeLayout ?? 'interleaved';
     applyRope(q, T, H, qh, p.rope, pos0, layout, dn);
 
-    // New latent rows go straight into the cache: [c | k_pe], k_pe rotated in place.
-    const rows = buf.rows(pos0, T);
+    // New latent rows [c | k_pe] go straight into an f32 cache (a quantized one stages and
+    // quantizes them, then attention reads the dequantized rows), k_pe rotated in place.
+    const rows = stageRows(store, pos0, T, ws);
     p.kvA.forward(x, T, rows);
     if (p.kvANorm) for (let t = 0; t < T; t++) { const c = rows.subarray(t * w, t * w + r); rmsNorm(c, 1, r, p.kvANorm, p.normEps, c); }
     applyRope(rows, T, 1, w, p.rope, pos0, layout, r);
 
     const mixed = ws.get('mla.mixed', T * H * dv);
-    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, buf.data, mixed, ws);
-    else this.attendDecompressed(q, T, pos0, buf.data, mixed, ws);
+    const latent = commitRows(store, pos0, T, ws);
+    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, latent, mixed, ws);
+    else this.attendDecompressed(q, T, pos0, latent, mixed, ws);
     p.o.forward(mixed, T, out);
   }
 
@@ -227,9 +231,4 @@ export class MlaAttention implements AttentionLayer {
       pos0, scale: p.scale, out: mixed,
     });
   }
-}
-
-/** The latent rows of a layer cache (for tests and inspection): [tokens × (r + d_R)]. */
-export function latentRows(cache: LayerCache, tokens: number): Float32Array {
-  return (cache.buffers[0] as CacheBuffer).rows(0, tokens);
 }

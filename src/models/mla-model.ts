@@ -3,6 +3,8 @@ import type { MlaModelConfig } from '../io/mla-config.js';
 import type { WeightSource } from '../tensor.js';
 import { LlamaModel } from './llama.js';
 import { MlaAttention, type MlaMode } from './mla-attention.js';
+import { Mha2mlaAttention } from './mha2mla-attention.js';
+import type { KvQuant } from './latent-quant.js';
 import { RopeTable } from './rope.js';
 
 export interface MlaModelOptions {
@@ -42,7 +44,20 @@ export function mlaModelFromWeights(cfg: MlaModelConfig, src: WeightSource, opts
   return model;
 }
 
-/** Sets the attention mode of every MLA layer of a model (tests compare the two forms). */
+/** Sets the attention mode of every MLA layer (either variant) of a model (tests compare the two forms). */
 export function setMlaMode(model: LlamaModel, mode: MlaMode): void {
-  for (const l of model.layers) if (l.attn instanceof MlaAttention) l.attn.mode = mode;
+  for (const l of model.layers) if (l.attn instanceof MlaAttention || l.attn instanceof Mha2mlaAttention) l.attn.mode = mode;
+}
+
+/**
+ * Quantizes the latent cache of every layer (latent-quant.ts) for caches created from now on;
+ * null returns to f32. Only MLA layers (either variant) have a latent cache to quantize.
+ */
+export function setKvQuant(model: LlamaModel, q: KvQuant | null): void {
+  for (const l of model.layers) {
+    if (!(l.attn instanceof MlaAttention || l.attn instanceof Mha2mlaAttention)) {
+      throw new Error(`--kv-quant needs an MLA model (a latent cache); this model has ${l.attn.constructor.name} layers`);
+    }
+  }
+  for (const l of model.layers) (l.attn as MlaAttention | Mha2mlaAttention).kvQuant = q;
 }

@@ -208,7 +208,7 @@ export function referenceLogits(m: RandomModel, tokens: readonly number[]): Floa
   const get = (n: string) => { const t = W.get(n); if (!t) throw new Error(`ref: no ${n}`); return t; };
   const opt = (n: string) => W.get(n);
   const emb = W.get('model.embed_tokens.weight') ?? get('lm_head.weight');
-  let xs = tokens.map((t) => emb.slice(t * D, (t + 1) * D));
+  let xs: Float64Array[] = tokens.map((t) => emb.slice(t * D, (t + 1) * D));
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}`;
     const qs: Float64Array[] = [], ks: Float64Array[] = [], vs: Float64Array[] = [];

@@ -14,9 +14,11 @@ export const command: Command = {
   summary: 'Convert a GQA/MHA model to Multi-head Latent Attention (TransMLA: RoRoPE + FreqFold + BKV-PCA)',
   usage: 'transmla convert <model> --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
     '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
-    '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--overwrite] [--no-save] [--json]\n' +
+    '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--search-chunks 16] [--overwrite] [--no-save] [--json]\n' +
     '  --kv-fraction F: cache r + d_R = F·(2·G·d) values per token per layer (e.g. 0.3125).\n' +
-    '  --rope-dim D: qk_rope_head_dim, an even divisor of head_dim (default: ≤ head_dim/2 and ≤ r).\n' +
+    '  --rope-dim D|auto: qk_rope_head_dim, an even divisor of head_dim. With --kv-fraction the default is auto:\n' +
+    '    every split of the budget is tried (each with its FreqFold search) on held-out documents.\n' +
+    '    With --kv-lora-rank the default is the largest even divisor ≤ head_dim/2 and ≤ r.\n' +
     '  --calib FILE: .txt (documents separated by blank lines) or .jsonl ("text" fields); the last 10 % of its\n' +
     '    documents are held out for --freqfold auto and, without --eval-text, for the reported perplexities.\n' +
     '  --eval-text: perplexity, KL and top-1 agreement of every stage against the original on each file;\n' +
@@ -27,7 +29,7 @@ export const command: Command = {
       out: 'string', 'kv-lora-rank': 'string', 'kv-fraction': 'string', 'rope-dim': 'string', freqfold: 'string',
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
-      'eval-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean',
+      'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean',
     });
     if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
     const out = str(p, 'out');
@@ -45,7 +47,7 @@ export const command: Command = {
       overwrite: bool(p, 'overwrite'),
       kvLoraRank: int(p, 'kv-lora-rank', undefined, 1),
       kvFraction: num(p, 'kv-fraction'),
-      ropeDim: int(p, 'rope-dim', undefined, 2),
+      ropeDim: str(p, 'rope-dim') === 'auto' ? 'auto' : int(p, 'rope-dim', undefined, 2),
       qLoraRank: int(p, 'q-lora-rank', undefined, 1) ?? null,
       freqFold: ff === 'auto' ? 'auto' : Number(ff),
       balanceKvRatio: num(p, 'balance-kv-ratio', 1),
@@ -57,6 +59,7 @@ export const command: Command = {
       evalTexts: evalTexts(str(p, 'eval-text')),
       evalCtx: int(p, 'eval-ctx', undefined, 2),
       evalChunks: int(p, 'eval-chunks', undefined, 1),
+      searchChunks: int(p, 'search-chunks', undefined, 1),
       log: (line) => (json ? process.stderr : process.stdout).write(line + '\n'),
     });
     if (json) console.log(JSON.stringify(report, null, 2));

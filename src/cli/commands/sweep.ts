@@ -1,0 +1,62 @@
+// transmla sweep <model> --kv-fractions ...: converts at several cache budgets (per method) and
+// draws perplexity vs KV fraction into sweep.html (+ sweep.json).
+import { resolve } from 'node:path';
+import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import type { Command } from '../commands.js';
+import type { CalibOrder, EvalTextSpec } from '../../convert/convert.js';
+import { CONVERT_METHODS } from '../../convert/methods.js';
+import { runSweep } from '../../convert/sweep.js';
+import { textModeFor } from '../../eval/perplexity.js';
+
+function list(v: string | undefined, flag: string): string[] {
+  const xs = (v ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (xs.length === 0) throw new UsageError(`${flag} needs a comma-separated list`);
+  return xs;
+}
+
+function evalTexts(v: string | undefined): EvalTextSpec[] {
+  if (!v) return [];
+  return v.split(',').filter((x) => x !== '').map((x) => (x.startsWith('lines:') ? { path: x.slice(6), mode: 'lines' as const } : { path: x, mode: textModeFor(x) }));
+}
+
+export const command: Command = {
+  summary: 'Convert at several KV-cache fractions (per method) and chart perplexity vs KV fraction',
+  usage: 'transmla sweep <model> --kv-fractions F1,F2,... --calib FILE --out DIR [--methods transmla]\n' +
+    '    [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
+    '    [--freqfold auto|M] [--calib-order faithful|sequential] [--search-chunks 16] [--save-models] [--overwrite]\n' +
+    `  methods: ${Object.keys(CONVERT_METHODS).join(', ')}. Writes DIR/sweep.json (after every point) and DIR/sweep.html;\n` +
+    '  --save-models keeps each converted model in DIR/<method>-kv<fraction> with its report.html.',
+  async run(argv) {
+    const p = parseArgs(argv, {
+      'kv-fractions': 'string', methods: 'string', calib: 'string', out: 'string', 'eval-text': 'string', 'eval-ctx': 'string',
+      'eval-chunks': 'string', 'calib-samples': 'string', 'calib-seqlen': 'string', seed: 'string', freqfold: 'string',
+      'calib-order': 'string', 'search-chunks': 'string', 'save-models': 'boolean', overwrite: 'boolean',
+    });
+    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const fractions = list(str(p, 'kv-fractions'), '--kv-fractions').map((x) => {
+      const f = Number(x);
+      if (!(f > 0 && f <= 1)) throw new UsageError(`--kv-fractions values must be in (0, 1], got "${x}"`);
+      return f;
+    });
+    const methods = str(p, 'methods') === undefined ? ['transmla'] : list(str(p, 'methods'), '--methods');
+    for (const m of methods) if (!CONVERT_METHODS[m]) throw new UsageError(`unknown method "${m}"; known: ${Object.keys(CONVERT_METHODS).join(', ')}`);
+    const calib = str(p, 'calib');
+    if (!calib) throw new UsageError('--calib FILE is required');
+    const out = str(p, 'out');
+    if (!out) throw new UsageError('--out DIR is required');
+    const ff = str(p, 'freqfold') ?? 'auto';
+    if (ff !== 'auto' && !/^\d+$/.test(ff)) throw new UsageError(`--freqfold must be "auto" or a positive integer, got "${ff}"`);
+    const order = str(p, 'calib-order') ?? 'faithful';
+    if (order !== 'faithful' && order !== 'sequential') throw new UsageError(`--calib-order must be faithful or sequential, got "${order}"`);
+    await runSweep({
+      model: p.positionals[0]!, fractions, methods, out: resolve(out), saveModels: bool(p, 'save-models'), overwrite: bool(p, 'overwrite'),
+      convert: {
+        calib, freqFold: ff === 'auto' ? 'auto' : Number(ff), calibOrder: order as CalibOrder,
+        calibSamples: int(p, 'calib-samples', 128, 1), calibSeqLen: int(p, 'calib-seqlen', 256, 2), seed: int(p, 'seed', 42),
+        evalTexts: evalTexts(str(p, 'eval-text')), evalCtx: int(p, 'eval-ctx', undefined, 2), evalChunks: int(p, 'eval-chunks', undefined, 1),
+        searchChunks: int(p, 'search-chunks', undefined, 1), balanceKvRatio: num(p, 'balance-kv-ratio', 1),
+      },
+      log: (line) => process.stderr.write(`${line}\n`),
+    });
+  },
+};

@@ -1,0 +1,85 @@
+// Converts one model at several KV-cache fractions with one or more methods and records the
+// perplexity (and KL, top-1 agreement) of each result on the same evaluation text, so
+// perplexity can be drawn against the cache budget. sweep.json is rewritten after every point
+// (a long sweep that stops keeps what it measured) and sweep.html is drawn at the end.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { buildSweepHtml } from '../report/sweep-report.js';
+import type { ConvertOptions } from './convert.js';
+import { convertMethod } from './methods.js';
+
+export type SweepConvertOptions = Omit<ConvertOptions, 'model' | 'out' | 'overwrite' | 'kvFraction' | 'kvLoraRank' | 'log'>;
+
+export interface SweepOptions {
+  model: string;
+  fractions: number[];
+  methods: string[];
+  /** Folder for sweep.json, sweep.html and (with saveModels) the converted models. */
+  out: string;
+  /** Keep every converted model in out/<method>-kv<fraction> (default: measure only). */
+  saveModels?: boolean;
+  overwrite?: boolean;
+  convert: SweepConvertOptions;
+  log?: (line: string) => void;
+}
+
+export interface SweepScore { ppl: number; kl: number; top1: number }
+
+export interface SweepPoint {
+  method: string;
+  kvFractionRequested: number;
+  kvFraction: number;
+  kvLoraRank: number;
+  qkRopeHeadDim: number;
+  freqFold: number;
+  bytesPerTokenBefore: number;
+  bytesPerTokenAfter: number;
+  evaluations: { text: string; ctx: number; chunks: number; original: SweepScore; partialRope: SweepScore; mla: SweepScore }[];
+  convertSeconds: number;
+  output: string | null;
+}
+
+export interface SweepReport {
+  tool: 'transmla sweep';
+  created: string;
+  model: string;
+  methods: string[];
+  fractions: number[];
+  convention: string | null;
+  points: SweepPoint[];
+}
+
+export async function runSweep(o: SweepOptions): Promise<SweepReport> {
+  const log = o.log ?? (() => {});
+  if (o.fractions.length === 0) throw new Error('sweep: give at least one KV fraction');
+  for (const f of o.fractions) if (!(f > 0 && f <= 1)) throw new Error(`sweep: KV fractions must be in (0, 1], got ${f}`);
+  if (o.methods.length === 0) throw new Error('sweep: give at least one method');
+  const methods = o.methods.map((m) => [m, convertMethod(m)] as const);
+  const out = resolve(o.out);
+  mkdirSync(out, { recursive: true });
+  const report: SweepReport = {
+    tool: 'transmla sweep', created: new Date().toISOString(), model: resolve(o.model),
+    methods: o.methods, fractions: [...o.fractions].sort((a, b) => b - a), convention: null, points: [],
+  };
+  const save = (): void => writeFileSync(join(out, 'sweep.json'), `${JSON.stringify(report, null, 2)}\n`);
+  for (const [name, convert] of methods) {
+    for (const f of report.fractions) {
+      log(`sweep: ${name} at KV fraction ${f}`);
+      const dir = o.saveModels ? join(out, `${name}-kv${f}`) : null;
+      const r = await convert({ ...o.convert, model: o.model, out: dir, overwrite: o.overwrite, kvFraction: f, log: (l) => log(`  ${l}`) });
+      const score = (s: SweepScore): SweepScore => ({ ppl: s.ppl, kl: s.kl, top1: s.top1 });
+      report.convention ??= r.evaluations[0]?.convention ?? null;
+      report.points.push({
+        method: name, kvFractionRequested: f, kvFraction: r.kvCache.fraction,
+        kvLoraRank: r.parameters.kvLoraRank, qkRopeHeadDim: r.parameters.qkRopeHeadDim, freqFold: r.parameters.freqFold,
+        bytesPerTokenBefore: r.kvCache.bytesPerTokenBefore, bytesPerTokenAfter: r.kvCache.bytesPerTokenAfter,
+        evaluations: r.evaluations.map((e) => ({ text: e.text, ctx: e.ctx, chunks: e.chunks, original: score(e.original), partialRope: score(e.partialRope), mla: score(e.mla) })),
+        convertSeconds: r.seconds.convertTotal, output: r.output,
+      });
+      save();
+    }
+  }
+  writeFileSync(join(out, 'sweep.html'), await buildSweepHtml(report));
+  log(`sweep: wrote ${join(out, 'sweep.json')} and ${join(out, 'sweep.html')}`);
+  return report;
+}

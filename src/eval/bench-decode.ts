@@ -1,0 +1,271 @@
+// Decode speed of one model at several context lengths, in the current process:
+// - our engine: the cache is filled by prefill (512 tokens at a time, ascending contexts so the
+//   whole run costs one prefill of the longest context), then `decodeTokens` greedy steps are
+//   timed per context (one token per forward, logits and argmax included, as generation does);
+// - llama.cpp (node-llama-cpp, CPU, default f16 KV cache) on a GGUF of the same weights in the
+//   same dtype, written by our exporter, driven the same way.
+// The speed figure is the best of `reps` repetitions (others share the machine; the best is the
+// least disturbed). Each result carries what a decode step must read (weights + cache), so the
+// caller can set it against a measured memory bandwidth (the roofline).
+// Token ids are pseudo-random: decode cost does not depend on which tokens are cached.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openCheckpoint } from '../io/checkpoint.js';
+import { exportLlamaGguf } from '../io/gguf-llama.js';
+import { readLlamaConfig } from '../io/hf-config.js';
+import { isMlaConfigJson } from '../io/mla-config.js';
+import type { FloatDType } from '../kernels/types.js';
+import { GqaAttention } from '../models/attention.js';
+import { describeModel } from '../models/describe.js';
+import type { Linear } from '../models/linear.js';
+import type { LlamaModel } from '../models/llama.js';
+import { loadModel } from '../models/load.js';
+import { MlaAttention } from '../models/mla-attention.js';
+import { argmax } from '../models/sample.js';
+import { bytesPerElement } from '../tensor.js';
+
+export interface DecodeBenchOptions {
+  /** Cached tokens before the timed steps, ascending order not required. */
+  contexts: number[];
+  /** Timed decode steps per context (default 64). */
+  decodeTokens?: number;
+  /** Repetitions per context; the fastest counts (default 3). */
+  reps?: number;
+  /** Progress lines. */
+  log?: (line: string) => void;
+}
+
+export interface DecodeAtContext {
+  context: number;
+  /** The context exceeds max_position_embeddings: measured for speed only. */
+  beyondTrainedWindow: boolean;
+  tokensPerSecond: number;
+  msPerToken: number;
+  /** Cache bytes held at this context as the engine stores it (ours f32, llama.cpp f16). */
+  cacheBytes: number;
+  /** Bytes one decode step must read at least: every weight once + the whole cache once. */
+  bytesPerStep: number;
+  /** Resident set size right after this context's decode (process-wide). */
+  rssBytes: number;
+}
+
+export interface DecodeBench {
+  engine: 'transmla' | 'llama.cpp';
+  model: string;
+  attention: string;
+  weightDtype: FloatDType;
+  params: number;
+  vocab: number;
+  trainedContext: number;
+  /** Cached values per token over all layers. */
+  cacheElementsPerToken: number;
+  /** Bytes per token of the cache as the engine stores it. */
+  cacheBytesPerToken: number;
+  /** Bytes per token of the cache at the weights' dtype (the conversion's reporting figure). */
+  cacheBytesPerTokenAtModelDtype: number;
+  cacheDtype: FloatDType;
+  /** Weight bytes a decode step reads (the embedding contributes one row unless it is also the head). */
+  weightBytesPerStep: number;
+  decodeTokens: number;
+  reps: number;
+  prefillSeconds: number;
+  contexts: DecodeAtContext[];
+  /** This process's peak resident set size at the end of the run. */
+  peakRssBytes: number;
+}
+
+function pseudoRandomIds(n: number, vocab: number, seed: number): number[] {
+  let s = seed >>> 0;
+  // Skip the lowest ids (special tokens on Llama vocabularies).
+  const lo = Math.min(3, vocab - 1);
+  return Array.from({ length: n }, () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return lo + (s % (vocab - lo)); });
+}
+
+function linearsOf(model: LlamaModel, layer: number): Linear[] {
+  const l = model.layers[layer]!;
+  const out: Linear[] = [l.mlp.gate, l.mlp.up, l.mlp.down];
+  const a = l.attn;
+  if (a instanceof GqaAttention) out.push(a.q, a.k, a.v, a.o);
+  else if (a instanceof MlaAttention) {
+    for (const x of [a.p.q, a.p.qA, a.p.qB, a.p.kvA, a.p.kvB, a.p.o]) if (x) out.push(x);
+  } else {
+    throw new Error(`bench: cannot count the weights of attention layer ${a.constructor.name}`);
+  }
+  return out;
+}
+
+/** Bytes of weights one decode step reads: all matrices, norms and biases, one embedding row. */
+export function decodeStepWeightBytes(model: LlamaModel): number {
+  const c = model.config;
+  let n = model.head.weight.data.byteLength + (model.head.bias?.byteLength ?? 0) + model.norm.byteLength;
+  if (model.embed !== model.head.weight) n += c.hiddenSize * bytesPerElement(model.embed.dtype);
+  for (let i = 0; i < model.layers.length; i++) {
+    const l = model.layers[i]!;
+    n += l.inputNorm.byteLength + l.postNorm.byteLength;
+    for (const lin of linearsOf(model, i)) n += lin.weight.data.byteLength + (lin.bias?.byteLength ?? 0);
+    const a = l.attn;
+    if (a instanceof MlaAttention) n += (a.p.kvANorm?.byteLength ?? 0) + (a.p.qANorm?.byteLength ?? 0);
+  }
+  return n;
+}
+
+function checkOptions(o: DecodeBenchOptions): { contexts: number[]; n: number; reps: number } {
+  const n = o.decodeTokens ?? 64, reps = o.reps ?? 3;
+  if (o.contexts.length === 0) throw new Error('bench: give at least one context length');
+  for (const c of o.contexts) if (!Number.isInteger(c) || c < 1) throw new Error(`bench: context lengths must be positive integers, got ${c}`);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`bench: decode tokens must be a positive integer, got ${n}`);
+  if (!Number.isInteger(reps) || reps < 1) throw new Error(`bench: reps must be a positive integer, got ${reps}`);
+  return { contexts: [...new Set(o.contexts)].sort((a, b) => a - b), n, reps };
+}
+
+const PREFILL_CHUNK = 512;
+
+/** Our engine's decode speed on the model at `path`. */
+export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Promise<DecodeBench> {
+  const { contexts, n, reps } = checkOptions(o);
+  const log = o.log ?? (() => {});
+  const loaded = loadModel(path);
+  const model = loaded.model;
+  const d = describeModel(loaded);
+  const trained = loaded.config.maxPositionEmbeddings;
+  const elems = model.newCache().elementsPerToken;
+  const weightBytes = decodeStepWeightBytes(model);
+  const ids = pseudoRandomIds(contexts[contexts.length - 1]!, loaded.config.vocabSize, 12345);
+  const cache = model.newCache();
+  let prefillMs = 0;
+  const out: DecodeAtContext[] = [];
+  for (const c of contexts) {
+    // Continue the prefill from where the last context's prompt ended (its decode steps are dropped).
+    cache.truncate(Math.min(cache.length, out.length > 0 ? out[out.length - 1]!.context : 0));
+    cache.reserve(c + n);
+    const t0 = performance.now();
+    let logits: Float32Array = new Float32Array(0);
+    for (let p = cache.length; p < c; p += PREFILL_CHUNK) {
+      logits = model.forward(ids.slice(p, Math.min(c, p + PREFILL_CHUNK)), cache);
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    prefillMs += performance.now() - t0;
+    const first = argmax(logits);
+    let best = Infinity;
+    for (let r = 0; r < reps; r++) {
+      cache.truncate(c);
+      let tok = first;
+      const t1 = performance.now();
+      for (let i = 0; i < n; i++) tok = argmax(model.forward([tok], cache));
+      best = Math.min(best, performance.now() - t1);
+    }
+    const ms = best / n;
+    out.push({
+      context: c, beyondTrainedWindow: c + n > trained,
+      tokensPerSecond: 1000 / ms, msPerToken: ms,
+      cacheBytes: c * elems * 4,
+      bytesPerStep: weightBytes + c * elems * 4,
+      rssBytes: process.memoryUsage().rss,
+    });
+    log(`  transmla ${c} tokens: ${(1000 / ms).toFixed(1)} tok/s (${ms.toFixed(2)} ms/token)`);
+  }
+  return {
+    engine: 'transmla', model: path, attention: d.attention, weightDtype: d.weightDtype, params: d.params, vocab: d.vocab, trainedContext: trained,
+    cacheElementsPerToken: elems, cacheBytesPerToken: elems * 4, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(d.weightDtype),
+    cacheDtype: 'f32', weightBytesPerStep: weightBytes, decodeTokens: n, reps, prefillSeconds: prefillMs / 1000,
+    contexts: out, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  };
+}
+
+/** Why our GGUF exporter cannot write the model for llama.cpp (null when it can). */
+export function ggufExportUnsupported(path: string): string | null {
+  if (path.endsWith('.gguf')) return null;
+  if (path.endsWith('.bin')) return 'llama2.c checkpoints are not exported to GGUF here (import it to a Hugging Face folder first)';
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(join(path, 'config.json'), 'utf8'));
+  } catch (e) {
+    return `cannot read ${join(path, 'config.json')}: ${(e as Error).message}`;
+  }
+  if (isMlaConfigJson(json)) return 'MLA (DeepSeek-V3) checkpoints have no GGUF exporter here (llama.cpp would run them as deepseek2)';
+  try {
+    readLlamaConfig(path);
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** A GGUF of the model in its weights' dtype (the file itself when it already is one); cleanup() removes a written one. */
+export function ggufFor(path: string, dtype: FloatDType): { gguf: string; cleanup(): void } {
+  const why = ggufExportUnsupported(path);
+  if (why) throw new Error(why);
+  if (path.endsWith('.gguf')) return { gguf: path, cleanup: () => {} };
+  const dir = mkdtempSync(join(tmpdir(), 'transmla-bench-'));
+  const gguf = join(dir, 'model.gguf');
+  try {
+    exportLlamaGguf(gguf, readLlamaConfig(path), openCheckpoint(path), path, { outType: dtype });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return { gguf, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** What the llama.cpp run reports about the model: taken from our engine's run on the same weights. */
+export type ModelFacts = Pick<DecodeBench, 'model' | 'attention' | 'weightDtype' | 'params' | 'vocab' | 'trainedContext' | 'cacheElementsPerToken' | 'weightBytesPerStep'>;
+
+/**
+ * llama.cpp's decode speed on a GGUF (node-llama-cpp's prebuilt CPU binary, default f16 KV
+ * cache, `threads` threads). `facts` describe the same weights (bytes per step, cache width).
+ */
+export async function benchLlamaCppDecode(gguf: string, facts: ModelFacts, o: DecodeBenchOptions & { threads: number }): Promise<DecodeBench> {
+  const { contexts, n, reps } = checkOptions(o);
+  const log = o.log ?? (() => {});
+  let lib: typeof import('node-llama-cpp');
+  try {
+    lib = await import('node-llama-cpp');
+  } catch (e) {
+    throw new Error(`node-llama-cpp is not installed (it is a development dependency): ${(e as Error).message}`);
+  }
+  const elems = facts.cacheElementsPerToken;
+  const llama = await lib.getLlama({ gpu: false, build: 'never', logLevel: lib.LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
+  const ctx = await model.createContext({ contextSize: contexts[contexts.length - 1]! + n + 16, batchSize: PREFILL_CHUNK, threads: o.threads });
+  const seq = ctx.getSequence();
+  // node-llama-cpp brands token ids; ours are plain vocabulary indices.
+  const ids = pseudoRandomIds(contexts[contexts.length - 1]!, facts.vocab, 12345) as import('node-llama-cpp').Token[];
+  const out: DecodeAtContext[] = [];
+  let prefillMs = 0;
+  try {
+    for (const c of contexts) {
+      // Keep the previous context's first c' − 1 prompt tokens; evaluate() then feeds token c − 1 and each sampled one.
+      const keep = Math.min(seq.nextTokenIndex, out.length > 0 ? out[out.length - 1]!.context - 1 : 0);
+      if (seq.nextTokenIndex > keep) await seq.eraseContextTokenRanges([{ start: keep, end: seq.nextTokenIndex }]);
+      const t0 = performance.now();
+      if (c - 1 > keep) await seq.evaluateWithoutGeneratingNewTokens(ids.slice(keep, c - 1));
+      prefillMs += performance.now() - t0;
+      let best = Infinity;
+      for (let r = 0; r < reps; r++) {
+        if (seq.nextTokenIndex > c - 1) await seq.eraseContextTokenRanges([{ start: c - 1, end: seq.nextTokenIndex }]);
+        let got = 0;
+        const t1 = performance.now();
+        for await (const _tok of seq.evaluate([ids[c - 1]!], { temperature: 0 })) { if (++got === n) break; }
+        best = Math.min(best, performance.now() - t1);
+      }
+      const ms = best / n;
+      out.push({
+        context: c, beyondTrainedWindow: c + n > facts.trainedContext, tokensPerSecond: 1000 / ms, msPerToken: ms,
+        cacheBytes: c * elems * 2, bytesPerStep: facts.weightBytesPerStep + c * elems * 2, rssBytes: process.memoryUsage().rss,
+      });
+      log(`  llama.cpp ${c} tokens: ${(1000 / ms).toFixed(1)} tok/s (${ms.toFixed(2)} ms/token)`);
+    }
+  } finally {
+    await ctx.dispose();
+    await model.dispose();
+    await llama.dispose();
+  }
+  const { model: m, attention, weightDtype, params, vocab, trainedContext, weightBytesPerStep } = facts;
+  return {
+    engine: 'llama.cpp', model: m, attention, weightDtype, params, vocab, trainedContext, cacheElementsPerToken: elems, weightBytesPerStep,
+    cacheBytesPerToken: elems * 2, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(facts.weightDtype),
+    cacheDtype: 'f16', decodeTokens: n, reps, prefillSeconds: prefillMs / 1000,
+    contexts: out, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  };
+}

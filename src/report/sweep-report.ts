@@ -1,0 +1,60 @@
+// sweep.html: perplexity (and KL from the original) against the KV-cache fraction, one line
+// per conversion method, one chart per evaluation text, the original model as a dashed rule.
+import type { SweepReport } from '../convert/sweep.js';
+import { linesChart, renderSvg } from './charts.js';
+import { page, table, type Section } from './html.js';
+
+function shortText(name: string): string {
+  const base = name.split('/').pop() ?? name;
+  return base.length > 60 ? `${base.slice(0, 57)}…` : base;
+}
+
+export async function buildSweepHtml(s: SweepReport): Promise<string> {
+  const texts = [...new Set(s.points.flatMap((p) => p.evaluations.map((e) => e.text)))];
+  const sections: Section[] = [];
+  for (const text of texts) {
+    const ppl: { x: number; y: number; series: string }[] = [];
+    const kl: { x: number; y: number; series: string }[] = [];
+    let original: number | null = null;
+    for (const p of s.points) {
+      const e = p.evaluations.find((x) => x.text === text);
+      if (!e) continue;
+      original = e.original.ppl;
+      ppl.push({ x: p.kvFraction, y: e.mla.ppl, series: `${p.method} · MLA` });
+      ppl.push({ x: p.kvFraction, y: e.partialRope.ppl, series: `${p.method} · partial RoPE` });
+      kl.push({ x: p.kvFraction, y: e.mla.kl, series: `${p.method} · MLA` });
+    }
+    const vals = ppl.map((r) => r.y).concat(original ?? []);
+    const log = Math.max(...vals) / Math.min(...vals) > 20;
+    const partial = [...new Set(ppl.map((r) => r.series))].filter((n) => n.endsWith('partial RoPE'));
+    sections.push({
+      title: shortText(text),
+      intro: `Perplexity after conversion at each KV-cache fraction (cached values per token ÷ the source's), per method; the partial-RoPE stage dashed, the original model as the dashed rule.${log ? ' Log scale.' : ''}`,
+      charts: [
+        await renderSvg(linesChart('Perplexity vs KV fraction', ppl, {
+          xTitle: 'KV cache fraction', yTitle: 'perplexity', seriesTitle: 'method · stage', points: true, yLog: log, dashed: partial,
+          hRules: original === null ? [] : [{ y: original, label: `original ${original.toFixed(2)}` }],
+        })),
+        await renderSvg(linesChart('KL(original ‖ MLA) vs KV fraction', kl, { xTitle: 'KV cache fraction', yTitle: 'KL, nats per token', seriesTitle: 'method', points: true })),
+      ],
+    });
+  }
+  sections.push({
+    title: 'Points',
+    intro: s.convention ?? undefined,
+    html: table(
+      ['method', 'KV fraction', 'kv_lora_rank + d_R', 'FreqFold', 'bytes/token', 'text', 'ppl original', 'ppl partial RoPE', 'ppl MLA', 'KL MLA', 'top-1 MLA', 'convert s'],
+      s.points.flatMap((p) => p.evaluations.map((e) => [
+        p.method, p.kvFraction.toFixed(4), `${p.kvLoraRank} + ${p.qkRopeHeadDim}`, p.freqFold, `${p.bytesPerTokenBefore} → ${p.bytesPerTokenAfter}`, shortText(e.text),
+        e.original.ppl.toFixed(3), e.partialRope.ppl.toFixed(3), e.mla.ppl.toFixed(3), e.mla.kl.toFixed(4), `${(100 * e.mla.top1).toFixed(2)} %`, p.convertSeconds.toFixed(1),
+      ])),
+    ),
+  });
+  const name = s.model.split('/').pop() ?? s.model;
+  return page({
+    title: `${name}: perplexity vs KV-cache budget`,
+    subtitle: `methods ${s.methods.join(', ')}; fractions ${s.fractions.join(', ')}`,
+    sections,
+    footer: `transmla sweep · ${s.model} · ${s.created}`,
+  });
+}

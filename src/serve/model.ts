@@ -1,0 +1,32 @@
+// The model a server answers for: engine, tokenizer, the name clients use, its context limit
+// and end-of-sequence ids.
+import { basename, resolve } from 'node:path';
+import { eosIds } from '../models/generate.js';
+import { loadModel } from '../models/load.js';
+import type { ServedModel } from './completions.js';
+
+export interface ServedModelOptions {
+  /** The id clients send as "model" (default: the folder or file name). */
+  name?: string;
+  /** Context limit for prompt + max_tokens (default: max_position_embeddings). */
+  contextLength?: number;
+  /** Tokenizer file or folder instead of the model's own. */
+  tokenizer?: string;
+}
+
+export function loadServedModel(path: string, o: ServedModelOptions = {}): ServedModel {
+  const loaded = loadModel(path, { tokenizer: o.tokenizer });
+  if (!loaded.tokenizer) throw new Error(`${path} has no tokenizer; pass one (--tokenizer PATH)`);
+  const ctx = o.contextLength ?? loaded.config.maxPositionEmbeddings;
+  if (!Number.isInteger(ctx) || ctx < 1) throw new Error(`context length must be a positive integer, got ${ctx}`);
+  const eos = new Set(eosIds(loaded.config.eosTokenId));
+  if (loaded.tokenizer.eosId !== null) eos.add(loaded.tokenizer.eosId);
+  return {
+    id: o.name ?? basename(resolve(path)).replace(/\.(gguf|bin)$/, ''),
+    model: loaded.model,
+    tokenizer: loaded.tokenizer,
+    contextLength: ctx,
+    eosIds: eos,
+    created: Math.floor(Date.now() / 1000),
+  };
+}

@@ -1,0 +1,189 @@
+// An OpenAI-compatible HTTP server on node:http for one model:
+//   GET  /v1/models, /v1/models/{id}    the served model
+//   POST /v1/completions                 text completion (stream as SSE), echo + logprobs
+//   GET  /health                         liveness and queue depth
+// Requests are validated as they arrive (bad ones get their 4xx at once, even when busy) and then
+// run one at a time, in arrival order, on a single worker: the engine's scratch memory is shared.
+// Limits: request body size (413), prompts per request, prompt + max_tokens ≤ the context (422),
+// waiting requests (503). A client that disconnects is dropped from the queue or stopped.
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { checkTokenLimits, Completer, promptIds, type Choice, type ServedModel, type Usage } from './completions.js';
+import { ApiError, badRequest } from './errors.js';
+import { QueueFullError, SerialQueue } from './queue.js';
+import { validateCompletionRequest, type CompletionRequest } from './validate.js';
+
+export interface ServeOptions {
+  /** Largest request body in bytes (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** Prompts per request (default 64). */
+  maxPrompts?: number;
+  /** Largest `logprobs` (default 20). */
+  maxLogprobs?: number;
+  /** Requests that may wait while one runs (default 256). */
+  maxQueued?: number;
+  /** Request lines to stderr (default off). */
+  log?: (line: string) => void;
+}
+
+export interface RunningServer {
+  server: Server;
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const JSON_HEADERS = { 'Content-Type': 'application/json; charset=utf-8' };
+
+function sendJson(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...JSON_HEADERS, 'Content-Length': Buffer.byteLength(text), ...extra });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, e: ApiError, extra: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    // Mid-stream: the status line is gone, so the error becomes the last event.
+    if (!res.writableEnded) res.end(`data: ${JSON.stringify(e.body())}\n\n`);
+    return;
+  }
+  sendJson(res, e.status, e.body(), extra);
+}
+
+/**
+ * The body as a string, or an ApiError 413 when it exceeds `limit`. An oversized body is still
+ * read to its end (up to 16× the limit) so the client can receive the answer, then dropped.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    const tooLarge = (): ApiError => new ApiError(413, `the request body exceeds ${limit} bytes`, null, 'request_too_large');
+    const chunks: Buffer[] = [];
+    let size = 0, over = Number.isFinite(declared) && declared > limit;
+    req.on('data', (b: Buffer) => {
+      size += b.length;
+      if (size > limit) over = true;
+      if (over) {
+        chunks.length = 0;
+        if (size > 16 * limit) req.destroy();
+        return;
+      }
+      chunks.push(b);
+    });
+    req.on('end', () => (over ? reject(tooLarge()) : resolve(Buffer.concat(chunks).toString('utf8'))));
+    req.on('error', (e) => reject(over ? tooLarge() : e));
+  });
+}
+
+export function startServer(served: ServedModel, port: number, host = '127.0.0.1', opts: ServeOptions = {}): Promise<RunningServer> {
+  const limits = {
+    maxBody: opts.maxBodyBytes ?? 2 ** 20,
+    maxPrompts: opts.maxPrompts ?? 64,
+    maxLogprobs: opts.maxLogprobs ?? 20,
+  };
+  const queue = new SerialQueue(opts.maxQueued ?? 256);
+  const completer = new Completer(served);
+  const log = opts.log ?? (() => {});
+  const modelCard = { id: served.id, object: 'model', created: served.created, owned_by: 'transmla', max_model_len: served.contextLength };
+
+  async function completions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = await readBody(req, limits.maxBody);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw);
+    } catch (e) {
+      throw badRequest(`the request body is not valid JSON: ${(e as Error).message}`);
+    }
+    const r: CompletionRequest = validateCompletionRequest(body, limits);
+    if (r.model !== null && r.model !== served.id) throw new ApiError(404, `model "${r.model}" is not served here; this server serves "${served.id}"`, 'model', 'model_not_found');
+    const prompts = r.prompts.map((p) => promptIds(p, served));
+    checkTokenLimits(prompts, r.maxTokens, served);
+
+    let gone = false;
+    res.on('close', () => { if (!res.writableFinished) gone = true; });
+    const id = `cmpl-${randomBytes(12).toString('hex')}`;
+    const created = Math.floor(Date.now() / 1000);
+    const t0 = performance.now();
+    await queue.run(async () => {
+      if (gone) return;
+      const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+      const envelope = (choices: Choice[]): Record<string, unknown> => ({ id, object: 'text_completion', created, model: served.id, choices });
+      if (r.stream) {
+        res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+        const send = (obj: unknown): void => { if (!gone) res.write(`data: ${JSON.stringify(obj)}\n\n`); };
+        for (let i = 0; i < prompts.length && !gone; i++) {
+          const out = await completer.complete(prompts[i]!, i, r, (c) => send(envelope([c])), () => gone);
+          usage.prompt_tokens += prompts[i]!.length;
+          usage.completion_tokens += out.completionTokens;
+        }
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+        if (r.includeUsage) send({ ...envelope([]), usage });
+        if (!gone) res.end('data: [DONE]\n\n');
+      } else {
+        const choices: Choice[] = [];
+        for (let i = 0; i < prompts.length && !gone; i++) {
+          const out = await completer.complete(prompts[i]!, i, r, null, () => gone);
+          choices.push(out.choice);
+          usage.prompt_tokens += prompts[i]!.length;
+          usage.completion_tokens += out.completionTokens;
+        }
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+        if (!gone) sendJson(res, 200, { ...envelope(choices), usage });
+      }
+      log(`completion ${id}: ${prompts.length} prompt(s), ${usage.prompt_tokens} + ${usage.completion_tokens} tokens, ${(performance.now() - t0).toFixed(0)} ms${gone ? ' (client left)' : ''}`);
+    });
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0]!.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    const allow = (m: string): void => { if (method !== m) throw Object.assign(new ApiError(405, `${method} is not allowed on ${path}; use ${m}`, null, 'method_not_allowed'), { allow: m }); };
+    if (path === '/v1/completions') {
+      allow('POST');
+      await completions(req, res);
+    } else if (path === '/v1/models') {
+      allow('GET');
+      sendJson(res, 200, { object: 'list', data: [modelCard] });
+    } else if (path.startsWith('/v1/models/')) {
+      allow('GET');
+      const want = decodeURIComponent(path.slice('/v1/models/'.length));
+      if (want !== served.id) throw new ApiError(404, `model "${want}" is not served here; this server serves "${served.id}"`, 'model', 'model_not_found');
+      sendJson(res, 200, modelCard);
+    } else if (path === '/health') {
+      allow('GET');
+      sendJson(res, 200, { status: 'ok', model: served.id, busy: queue.busy, queued: queue.pending });
+    } else {
+      throw new ApiError(404, `no route ${method} ${path}; the API is /v1/completions and /v1/models`, null, 'not_found');
+    }
+  }
+
+  const server = createServer((req, res) => {
+    route(req, res).catch((e: unknown) => {
+      if (e instanceof QueueFullError) {
+        sendError(res, new ApiError(503, `the server is busy: ${e.message}; retry later`, null, 'queue_full'), { 'Retry-After': '1' });
+      } else if (e instanceof ApiError) {
+        const allowHeader = (e as ApiError & { allow?: string }).allow;
+        sendError(res, e, allowHeader ? { Allow: allowHeader } : e.status === 413 ? { Connection: 'close' } : {});
+      } else {
+        log(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+        sendError(res, new ApiError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, null, 'internal_error'));
+      }
+    });
+  });
+  // Long generations must not be cut by the default request timeout.
+  server.requestTimeout = 0;
+
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const a = server.address() as AddressInfo;
+      const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      resolve({
+        server, port: a.port, url: `http://${h}:${a.port}`,
+        close: () => new Promise<void>((res2) => { server.closeAllConnections(); server.close(() => res2()); }),
+      });
+    });
+  });
+}

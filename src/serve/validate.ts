@@ -1,0 +1,133 @@
+// Checks a /v1/completions body and normalises it. Every field OpenAI's legacy completions API
+// defines is either implemented or rejected with a 400 naming it; unknown fields are rejected
+// too, so a typo ("max_token") is an error rather than a silently ignored option.
+import { badRequest } from './errors.js';
+
+/** A prompt as the client sent it: text (tokenized by the server) or token ids (used as given). */
+export type PromptInput = { kind: 'text'; text: string } | { kind: 'ids'; ids: number[] };
+
+export interface CompletionRequest {
+  model: string | null;
+  prompts: PromptInput[];
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  /** 0 = no top-k cut. */
+  topK: number;
+  stop: string[];
+  stream: boolean;
+  includeUsage: boolean;
+  echo: boolean;
+  /** null: no logprobs; k ≥ 0: the chosen token's logprob and the k most likely alternatives. */
+  logprobs: number | null;
+  seed: number | null;
+}
+
+export interface RequestLimits {
+  maxPrompts: number;
+  /** Largest `logprobs` value accepted. */
+  maxLogprobs: number;
+}
+
+const KNOWN = new Set([
+  'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'n', 'best_of', 'stop', 'stream', 'stream_options',
+  'echo', 'logprobs', 'seed', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'suffix', 'user',
+]);
+
+function isInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v);
+}
+
+function num(body: Record<string, unknown>, key: string, dflt: number, lo: number, hi: number, loOpen = false): number {
+  const v = body[key];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw badRequest(`${key} must be a number, got ${JSON.stringify(v)}`, key);
+  if ((loOpen ? v <= lo : v < lo) || v > hi) throw badRequest(`${key} must be in ${loOpen ? '(' : '['}${lo}, ${hi}], got ${v}`, key);
+  return v;
+}
+
+function prompts(v: unknown): PromptInput[] {
+  const bad = (): never => { throw badRequest('prompt must be a string, an array of strings, an array of token ids, or an array of arrays of token ids', 'prompt'); };
+  const ids = (a: unknown[]): PromptInput => {
+    if (a.length === 0) throw badRequest('a token-id prompt must not be empty', 'prompt');
+    if (!a.every((x) => isInt(x))) bad();
+    return { kind: 'ids', ids: a as number[] };
+  };
+  if (typeof v === 'string') return [{ kind: 'text', text: v }];
+  if (!Array.isArray(v)) return v === undefined ? (() => { throw badRequest('prompt is required', 'prompt'); })() : bad();
+  if (v.length === 0) throw badRequest('prompt must not be an empty array', 'prompt');
+  if (v.every((x) => typeof x === 'string')) return (v as string[]).map((text) => ({ kind: 'text', text }));
+  if (v.every((x) => typeof x === 'number')) return [ids(v)];
+  if (v.every((x) => Array.isArray(x))) return (v as unknown[][]).map(ids);
+  return bad();
+}
+
+export function validateCompletionRequest(body: unknown, limits: RequestLimits): CompletionRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the request body must be a JSON object');
+  const b = body as Record<string, unknown>;
+  const unknown = Object.keys(b).filter((k) => !KNOWN.has(k));
+  if (unknown.length > 0) throw badRequest(`unsupported field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; supported: ${[...KNOWN].join(', ')}`, unknown[0]!);
+
+  if (b.model !== undefined && b.model !== null && typeof b.model !== 'string') throw badRequest('model must be a string', 'model');
+  const ps = prompts(b.prompt);
+  if (ps.length > limits.maxPrompts) throw badRequest(`at most ${limits.maxPrompts} prompts per request, got ${ps.length}`, 'prompt');
+
+  const maxTokens = b.max_tokens ?? 16;
+  if (!isInt(maxTokens) || maxTokens < 0) throw badRequest(`max_tokens must be an integer ≥ 0, got ${JSON.stringify(b.max_tokens)}`, 'max_tokens');
+  const temperature = num(b, 'temperature', 1, 0, 2);
+  const topP = num(b, 'top_p', 1, 0, 1, true);
+  const topK = b.top_k ?? 0;
+  if (!isInt(topK) || topK < -1) throw badRequest(`top_k must be an integer ≥ −1 (−1 or 0: no cut), got ${JSON.stringify(b.top_k)}`, 'top_k');
+  for (const k of ['n', 'best_of'] as const) {
+    if (b[k] !== undefined && b[k] !== null && b[k] !== 1) throw badRequest(`only ${k} = 1 is supported, got ${JSON.stringify(b[k])}`, k);
+  }
+  for (const k of ['presence_penalty', 'frequency_penalty'] as const) {
+    if (b[k] !== undefined && b[k] !== null && b[k] !== 0) throw badRequest(`${k} is not supported (only 0), got ${JSON.stringify(b[k])}`, k);
+  }
+  if (b.logit_bias !== undefined && b.logit_bias !== null && !(typeof b.logit_bias === 'object' && Object.keys(b.logit_bias as object).length === 0)) {
+    throw badRequest('logit_bias is not supported', 'logit_bias');
+  }
+  if (b.suffix !== undefined && b.suffix !== null && b.suffix !== '') throw badRequest('suffix is not supported', 'suffix');
+  if (b.user !== undefined && b.user !== null && typeof b.user !== 'string') throw badRequest('user must be a string', 'user');
+
+  let stop: string[] = [];
+  if (typeof b.stop === 'string') stop = [b.stop];
+  else if (Array.isArray(b.stop)) {
+    if (!b.stop.every((s) => typeof s === 'string')) throw badRequest('stop must be a string or an array of strings', 'stop');
+    stop = b.stop as string[];
+  } else if (b.stop !== undefined && b.stop !== null) throw badRequest('stop must be a string or an array of strings', 'stop');
+  if (stop.length > 4) throw badRequest(`at most 4 stop sequences, got ${stop.length}`, 'stop');
+  if (stop.some((s) => s === '')) throw badRequest('stop sequences must not be empty', 'stop');
+
+  for (const k of ['stream', 'echo'] as const) {
+    if (b[k] !== undefined && b[k] !== null && typeof b[k] !== 'boolean') throw badRequest(`${k} must be true or false`, k);
+  }
+  const stream = b.stream === true;
+  let includeUsage = false;
+  const so = b.stream_options;
+  if (so !== undefined && so !== null) {
+    if (!stream) throw badRequest('stream_options is only allowed with stream: true', 'stream_options');
+    if (typeof so !== 'object' || Array.isArray(so)) throw badRequest('stream_options must be an object', 'stream_options');
+    const extra = Object.keys(so).filter((k) => k !== 'include_usage');
+    if (extra.length > 0) throw badRequest(`unsupported stream_options field ${JSON.stringify(extra[0])}`, 'stream_options');
+    const iu = (so as Record<string, unknown>).include_usage;
+    if (iu !== undefined && typeof iu !== 'boolean') throw badRequest('stream_options.include_usage must be true or false', 'stream_options');
+    includeUsage = iu === true;
+  }
+
+  let logprobs: number | null = null;
+  if (b.logprobs !== undefined && b.logprobs !== null) {
+    if (!isInt(b.logprobs) || b.logprobs < 0 || b.logprobs > limits.maxLogprobs) {
+      throw badRequest(`logprobs must be an integer in [0, ${limits.maxLogprobs}], got ${JSON.stringify(b.logprobs)}`, 'logprobs');
+    }
+    logprobs = b.logprobs;
+  }
+  const seed = b.seed ?? null;
+  if (seed !== null && !isInt(seed)) throw badRequest(`seed must be an integer, got ${JSON.stringify(b.seed)}`, 'seed');
+
+  return {
+    model: (b.model as string | null | undefined) ?? null,
+    prompts: ps, maxTokens, temperature, topP, topK: topK === -1 ? 0 : topK, stop, stream, includeUsage,
+    echo: b.echo === true, logprobs, seed,
+  };
+}

@@ -1,0 +1,125 @@
+// A training checkpoint is a Hugging Face folder any loader takes, plus the trainer's state
+// beside it:
+//   config.json, model.safetensors (in the source dtype), tokenizer/generation files, and the
+//     source's transmla.json (conversion report) when it had one: unchanged from the source;
+//   optimizer.safetensors: AdamW moments `exp_avg.<name>` / `exp_avg_sq.<name>` (fp32) for the
+//     trained tensors, and the fp32 master weights `master.<name>` of trained tensors stored
+//     narrower than fp32 (so a resumed run starts from exactly the same numbers; frozen ones
+//     widen back exactly from the model file);
+//     metadata `step` = AdamW's t;
+//   trainer_state.json: step, options, data fingerprint, loss/eval history.
+// Written all-or-nothing through withAtomicDir, replacing the previous checkpoint in place.
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { withAtomicDir } from '../io/atomic-dir.js';
+import { openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
+import { writeHfFolderExtras } from '../io/hf-config.js';
+import { writeSafetensors, type NamedTensor } from '../io/safetensors.js';
+import { kernels } from '../kernels/index.js';
+import type { FloatDType } from '../kernels/types.js';
+import type { Tensor, WeightSource } from '../tensor.js';
+import type { AdamW } from './adamw.js';
+import type { ParamStore } from './params.js';
+
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const STATE_FILE = 'trainer_state.json';
+
+export interface SaveOptions {
+  dir: string;
+  /** Folder whose config.json, tokenizer files and transmla.json are carried over. */
+  sourceDir: string;
+  /** A folder the output must not be (the model being trained from, unless resuming in place). */
+  protect?: string;
+  overwrite: boolean;
+  params: ParamStore;
+  optimizer: AdamW;
+  state: object;
+}
+
+/** A parameter's master values as a checkpoint tensor of `dtype`. */
+function asTensor(data: Float32Array, shape: readonly number[], dtype: FloatDType): Tensor {
+  if (dtype === 'f32') return { dtype, shape: [...shape], data: data.slice() };
+  const bits = new Uint16Array(data.length);
+  kernels().fromF32(data, dtype, bits);
+  return { dtype, shape: [...shape], data: bits };
+}
+
+export async function saveTrainingCheckpoint(o: SaveOptions): Promise<void> {
+  const { params, optimizer } = o;
+  if (params.backend.precision !== 'f32') throw new Error('checkpoints are written from fp32 master weights');
+  await withAtomicDir(o.dir, { overwrite: o.overwrite, source: o.protect }, async (tmp) => {
+    const model = function* (): Generator<NamedTensor> {
+      for (const p of params.list) yield { name: p.name, tensor: asTensor(p.data as Float32Array, p.shape, p.dtype) };
+    };
+    await writeCheckpoint(tmp, model());
+    copyFileSync(join(o.sourceDir, 'config.json'), join(tmp, 'config.json'));
+    writeHfFolderExtras(o.sourceDir, tmp);
+    if (existsSync(join(o.sourceDir, 'transmla.json'))) copyFileSync(join(o.sourceDir, 'transmla.json'), join(tmp, 'transmla.json'));
+    const opt: NamedTensor[] = [];
+    for (const p of optimizer.params) {
+      opt.push({ name: `exp_avg.${p.name}`, tensor: { dtype: 'f32', shape: [...p.shape], data: optimizer.m.get(p.name) as Float32Array } });
+      opt.push({ name: `exp_avg_sq.${p.name}`, tensor: { dtype: 'f32', shape: [...p.shape], data: optimizer.v.get(p.name) as Float32Array } });
+    }
+    for (const p of params.list) if (p.dtype !== 'f32' && p.grad) opt.push({ name: `master.${p.name}`, tensor: { dtype: 'f32', shape: [...p.shape], data: p.data as Float32Array } });
+    writeSafetensors(join(tmp, OPTIMIZER_FILE), opt, { step: String(optimizer.t), format_note: 'transmla AdamW state: exp_avg/exp_avg_sq per trained tensor; master.* = fp32 weights of trained tensors stored narrower' });
+    writeFileSync(join(tmp, STATE_FILE), JSON.stringify(o.state, null, 2) + '\n');
+  });
+}
+
+/** The trainer state saved beside a checkpoint (parsed JSON; the caller checks its fields). */
+export function readTrainerState(dir: string): Record<string, unknown> {
+  const path = join(dir, STATE_FILE);
+  if (!existsSync(path)) throw new Error(`${dir} has no ${STATE_FILE}: not a transmla training checkpoint`);
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${path}: not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The weights to resume from: the checkpoint's tensors, with the fp32 master copies from
+ * optimizer.safetensors in place of narrowed ones when present.
+ */
+export function resumeWeights(dir: string): { src: WeightSource; dtypeOf(name: string): FloatDType; close(): void } {
+  const optPath = join(dir, OPTIMIZER_FILE);
+  if (!existsSync(optPath)) throw new Error(`${dir} has no ${OPTIMIZER_FILE}: cannot resume`);
+  const model = openCheckpoint(dir);
+  const opt = openCheckpoint(optPath);
+  return {
+    src: {
+      names: () => model.names(),
+      has: (n) => model.has(n),
+      get: (n) => (opt.has(`master.${n}`) ? opt.get(`master.${n}`) : model.get(n)),
+    },
+    dtypeOf: (n) => {
+      const dt = model.info(n).dtype;
+      if (dt === 'F32') return 'f32';
+      if (dt === 'BF16') return 'bf16';
+      if (dt === 'F16') return 'f16';
+      throw new Error(`${dir}: tensor "${n}" has dtype ${dt}, not a float type`);
+    },
+    close: () => { model.close(); opt.close(); },
+  };
+}
+
+/** Loads AdamW's moments and step count from a checkpoint folder into `optimizer`. */
+export function loadOptimizerState(dir: string, optimizer: AdamW): void {
+  const ck = openCheckpoint(join(dir, OPTIMIZER_FILE));
+  try {
+    const t = Number(ck.metadata.step);
+    if (!Number.isInteger(t) || t < 0) throw new Error(`${dir}/${OPTIMIZER_FILE}: metadata "step" is missing or invalid`);
+    optimizer.t = t;
+    for (const p of optimizer.params) {
+      for (const [key, dst] of [['exp_avg', optimizer.m.get(p.name)!], ['exp_avg_sq', optimizer.v.get(p.name)!]] as const) {
+        const name = `${key}.${p.name}`;
+        if (!ck.has(name)) throw new Error(`${dir}/${OPTIMIZER_FILE} has no "${name}" (was it saved with another --train selection?)`);
+        const t32 = ck.get(name);
+        if (t32.dtype !== 'f32' || t32.data.length !== dst.length) throw new Error(`${dir}/${OPTIMIZER_FILE}: "${name}" does not match the parameter`);
+        dst.set(t32.data as Float32Array);
+      }
+    }
+  } finally {
+    ck.close();
+  }
+}
