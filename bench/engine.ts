@@ -1,4 +1,4 @@
-// `npm run bench -- engine [--model DIR] [--decode-tokens 64] [--contexts 128,1024,4096] [--reps 3] [--no-llamacpp]`
+// `npm run bench -- engine [--model DIR] [--decode-tokens 64] [--contexts 128,1024,4096] [--reps 3] [--threads 2] [--no-llamacpp]`
 // A readable summary goes to stderr; the returned object is the JSON result bench/main.ts saves.
 //
 // Measures the reference engine on one model (default: the larger shared one, kjv-gqa):
@@ -7,16 +7,19 @@
 //    as perplexity needs), compared with the sgemm figure;
 //  - decode tokens/s (greedy, one token per forward, logits included) after 128, 1K and 4K
 //    cached tokens;
-//  - the same decode in llama.cpp (node-llama-cpp, prebuilt CPU binary, 2 threads, default
-//    f16 KV cache) on a GGUF of the same weights in the same dtype, written by our exporter.
+//  - the same decode in llama.cpp (node-llama-cpp, prebuilt CPU binary, same thread count,
+//    default f16 KV cache) on a GGUF of the same weights in the same dtype, written by our exporter.
+// Both engines use --threads (default 2) threads; on a shared, busy machine run with --threads 1,
+// where OpenMP barriers do not wait on descheduled threads.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { exportLlamaGguf } from '../src/io/gguf-llama.js';
 import { readLlamaConfig } from '../src/io/hf-config.js';
 import { kernels } from '../src/kernels/index.js';
+import { loadNativeAddon } from '../src/kernels/native.js';
 import type { FloatDType } from '../src/kernels/types.js';
 import type { Token } from 'node-llama-cpp';
 import { describeModel } from '../src/models/describe.js';
@@ -26,10 +29,10 @@ import { argmax } from '../src/models/sample.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-interface Args { model: string; decodeTokens: number; contexts: number[]; llamacpp: boolean; reps: number }
+interface Args { model: string; decodeTokens: number; contexts: number[]; llamacpp: boolean; reps: number; threads: number }
 
 function parse(argv: string[]): Args {
-  const a: Args = { model: resolve(REPO, '..', 'shared', 'assets', 'models', 'kjv-gqa'), decodeTokens: 64, contexts: [128, 1024, 4096], llamacpp: true, reps: 3 };
+  const a: Args = { model: resolve(REPO, '..', 'shared', 'assets', 'models', 'kjv-gqa'), decodeTokens: 64, contexts: [128, 1024, 4096], llamacpp: true, reps: 3, threads: 2 };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
     const val = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`${f} needs a value`); return v; };
@@ -37,10 +40,11 @@ function parse(argv: string[]): Args {
     else if (f === '--decode-tokens') a.decodeTokens = Number(val());
     else if (f === '--contexts') a.contexts = val().split(',').map(Number);
     else if (f === '--reps') a.reps = Number(val());
+    else if (f === '--threads') a.threads = Number(val());
     else if (f === '--no-llamacpp') a.llamacpp = false;
     else throw new Error(`bench engine: unknown option ${f}`);
   }
-  if (!(a.decodeTokens > 0) || a.contexts.some((c) => !(c > 0))) throw new Error('bench engine: --decode-tokens and --contexts must be positive');
+  if (!(a.decodeTokens > 0) || !(a.threads >= 1) || a.contexts.some((c) => !(c > 0))) throw new Error('bench engine: --decode-tokens, --threads and --contexts must be positive');
   return a;
 }
 
@@ -99,11 +103,11 @@ function decode(model: LlamaModel, ctx: number, n: number, reps: number): number
   return bestTps;
 }
 
-async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n: number, reps: number): Promise<number[]> {
+async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n: number, reps: number, threads: number): Promise<number[]> {
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
-  const ctx = await model.createContext({ contextSize: Math.max(...contexts) + n + 16, batchSize: 512, threads: 2 });
+  const ctx = await model.createContext({ contextSize: Math.max(...contexts) + n + 16, batchSize: 512, threads: { ideal: threads, min: threads } });
   const seq = ctx.getSequence();
   const out: number[] = [];
   for (const c of contexts) {
@@ -130,12 +134,13 @@ async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n
 export async function run(argv: string[]): Promise<object> {
   const a = parse(argv);
   const k = kernels();
+  if (k.backend === 'native') loadNativeAddon().addon!.setThreads(a.threads);
   const loaded = loadModel(a.model);
   const d = describeModel(loaded);
   const model = loaded.model;
   const log = (s: string): void => { process.stderr.write(`${s}\n`); };
   log(`engine bench: ${a.model}`);
-  log(`  ${d.modelType}, ${d.layers} layers, hidden ${d.hidden}, ${d.heads}/${d.kvHeads} heads × ${d.headDim}, vocab ${d.vocab}, ${(d.params / 1e6).toFixed(1)} M params, ${d.weightDtype} weights; kernels: ${k.backend}`);
+  log(`  ${d.modelType}, ${d.layers} layers, hidden ${d.hidden}, ${d.heads}/${d.kvHeads} heads × ${d.headDim}, vocab ${d.vocab}, ${(d.params / 1e6).toFixed(1)} M params, ${d.weightDtype} weights; kernels: ${k.backend}, ${a.threads} thread(s), load ${loadavg()[0]!.toFixed(1)}`);
 
   const sg32 = sgemm('f32', a.reps), sg16 = sgemm('bf16', a.reps);
   log(`sgemm 2048×1024×1024 NT: f32 ${sg32.toFixed(1)} GFLOP/s, bf16 weights ${sg16.toFixed(1)} GFLOP/s`);
@@ -156,7 +161,7 @@ export async function run(argv: string[]): Promise<object> {
     try {
       const gguf = join(dir, 'model.gguf');
       exportLlamaGguf(gguf, readLlamaConfig(a.model), openCheckpoint(a.model), a.model, { outType: d.weightDtype });
-      cpp = await llamaCppDecode(gguf, d.vocab, a.contexts, a.decodeTokens, a.reps);
+      cpp = await llamaCppDecode(gguf, d.vocab, a.contexts, a.decodeTokens, a.reps, a.threads);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -167,12 +172,12 @@ export async function run(argv: string[]): Promise<object> {
     log(`  context ${String(c).padStart(5)}: ours ${o.toFixed(0).padStart(5)} tok/s` + (l ? `, llama.cpp ${l.toFixed(0).padStart(5)} tok/s, ratio ${(o / l).toFixed(2)}x` : ''));
   });
   return {
-    model: a.model, backend: k.backend, weightDtype: d.weightDtype, params: d.params,
+    model: a.model, backend: k.backend, threads: a.threads, load: loadavg(), weightDtype: d.weightDtype, params: d.params,
     sgemmGflops: { f32: sg32, bf16: sg16 },
     prefill: Object.fromEntries(Object.entries(pre).map(([key, r]) => [key, { ...r, fractionOfSgemm: r.gflops / ref }])),
     decode: a.contexts.map((c, i) => ({
       context: c, tokens: a.decodeTokens, oursTps: ours[i], llamacppTps: cpp?.[i] ?? null, ratio: cpp ? ours[i]! / cpp[i]! : null,
     })),
-    notes: 'decode: greedy, logits every step; ours f32 KV cache, llama.cpp (node-llama-cpp prebuilt, 2 threads) default f16 KV cache; same GGUF weights dtype',
+    notes: 'decode: greedy, logits every step; ours f32 KV cache, llama.cpp (node-llama-cpp prebuilt, same threads) default f16 KV cache; same weights dtype',
   };
 }

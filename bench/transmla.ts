@@ -22,7 +22,7 @@ const TEXT = join(ASSETS, 'text');
 const WIKITEXT = join(TEXT, 'wikitext-2-raw', 'wiki.test.raw');
 
 /** Calibration and in-domain evaluation text per model family (assets.md). */
-function domainOf(name: string): { calib: string; inDomain: string } {
+export function domainOf(name: string): { calib: string; inDomain: string } {
   if (name.startsWith('kjv')) return { calib: join(TEXT, 'kjv-old-testament-calib.txt'), inDomain: join(TEXT, 'kjv-new-testament-eval.txt') };
   return { calib: join(TEXT, 'tinystories', 'tinystories_train_lowercased_sample.txt'), inDomain: join(TEXT, 'tinystories', 'tinystories_val_sample.txt') };
 }
@@ -60,7 +60,7 @@ function parse(argv: string[]): Args {
 }
 
 /** An HF folder for a model asset: itself, or a llama2.c checkpoint imported into `work`. */
-async function hfFolderOf(dir: string, work: string): Promise<string> {
+export async function hfFolderOf(dir: string, work: string): Promise<string> {
   if (existsSync(join(dir, 'config.json'))) return dir;
   const files = readdirSync(dir);
   const bin = files.filter((f) => f.endsWith('.bin') && !f.startsWith('tok'));
@@ -71,7 +71,7 @@ async function hfFolderOf(dir: string, work: string): Promise<string> {
   return out;
 }
 
-function runConvert(args: string[]): Promise<{ report: ConvertReport; wallSeconds: number }> {
+export function runConvert(args: string[]): Promise<{ report: ConvertReport; wallSeconds: number }> {
   return new Promise((res, rej) => {
     const t0 = performance.now();
     const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli', 'main.ts'), 'convert', ...args, '--json'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,5 +1,5 @@
 // Memory-bound products with few activation rows (decoding, small batches). Each weight
-// element is loaded once, widened in registers, and used against up to 4 activation rows;
+// element is loaded once, widened in registers, and used against up to 8 activation rows;
 // threads split the weight into contiguous row (NT) or column (NN) ranges.
 #include <algorithm>
 

@@ -1,7 +1,7 @@
 // Gradient checks of every trainer layer against central finite differences, in float64 (the
 // 'f64' backend runs the same layer code with float64 arrays and plain-loop GEMMs). Each layer
-// is checked alone (loss = Σ output ∘ R for a random R), then whole models — Llama GQA/MHA and
-// MLA in each variant the loader accepts — on a packed row of three documents, with the
+// is checked alone (loss = Σ output ∘ R for a random R), then whole models — Llama GQA/MHA,
+// DeepSeek MLA in each variant the loader accepts, MHA2MLA — on a packed row of three documents, with the
 // CE + KL distillation loss. Bound: relative error ≤ 1e-6 per tensor (the issue asks ≤ 1e-3).
 // Finally the fp32 backend (the kernels used for training) is compared with float64.
 import assert from 'node:assert/strict';
@@ -9,7 +9,10 @@ import { test } from 'node:test';
 import { RopeTable } from '../src/models/rope.js';
 import { createBackend, type TrainBackend, type Vec } from '../src/train/backend.js';
 import { GqaAttentionLayer } from '../src/train/layers/attention-gqa.js';
+import { Mha2mlaAttentionLayer } from '../src/train/layers/attention-mha2mla.js';
 import { MlaAttentionLayer } from '../src/train/layers/attention-mla.js';
+import { perHeadRopeTables } from '../src/models/mha2mla-attention.js';
+import { ropeInvFreq } from '../src/models/rope.js';
 import { CausalAttention } from '../src/train/layers/causal-attention.js';
 import { HeadLossLayer } from '../src/train/layers/head-loss.js';
 import { LinearLayer } from '../src/train/layers/linear.js';
@@ -21,7 +24,7 @@ import { TrainModel, type TrainArch, type TrainRow } from '../src/train/model.js
 import { ParamStore, type Param } from '../src/train/params.js';
 import type { Tensor } from '../src/tensor.js';
 import { MapSource, mulberry32, randomLlama } from './helpers/random-llama.js';
-import { gradError, packedRow, randomMla, randomVec, type RandomMlaSpec } from './helpers/random-train.js';
+import { gradError, packedRow, randomMha2mla, randomMla, randomVec, type RandomMlaSpec } from './helpers/random-train.js';
 
 const BOUND = 1e-6;
 const be64 = createBackend('f64');
@@ -147,6 +150,15 @@ for (const [name, extra] of mlaVariants) {
   });
 }
 
+test('MHA2MLA attention layer (per-KV-head RoPE pairs, shared latent, up_k/up_v biases)', () => {
+  const { cfg, src } = randomMha2mla({ hidden: 8, heads: 4, kvHeads: 2, headDim: 6, inter: 10, vocab: 11, layers: 1, pairs: 1, rank: 5, biases: true });
+  const ps = ParamStore.load(be64, src, () => false, 'all');
+  const m = cfg.mha2mla, c = cfg.llama;
+  const ropes = perHeadRopeTables(ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling), m.ropePairs[0]!);
+  const layer = new Mha2mlaAttentionLayer(be64, ps, 'model.layers.0.self_attn', { hidden: 8, nHeads: 4, nKvHeads: 2, headDim: 6, ropePairs: m.ropePairsPerHead, kvLoraRank: m.kvLoraRank }, ropes);
+  worst.mha2mla = checkBlockLayer('mha2mla', 8, (x, o) => layer.forward(x, row, o), (x, dO, dx) => layer.backward(x, row, dO, dx), layer.params());
+});
+
 test('SwiGLU MLP layer', () => {
   const D = 6, I = 9;
   const ps = store(be64, { 'm.gate_proj.weight': { shape: [I, D] }, 'm.up_proj.weight': { shape: [I, D] }, 'm.down_proj.weight': { shape: [D, I] } }, 16);
@@ -217,6 +229,8 @@ function modelCases(): ModelCase[] {
   cases.push({ name: 'MLA (TransMLA export form), tied head', arch: { kind: 'mla', config: mla.cfg.llama, mla: mla.cfg.mla }, src: mla.src });
   const mlaQ = randomMla({ hidden: 8, heads: 2, inter: 10, vocab: 11, layers: 2, nope: 3, rope: 4, v: 2, rank: 3, qLoraRank: 4, norms: true, biases: true, seed: 24 });
   cases.push({ name: 'MLA with q_lora, layernorms, biases', arch: { kind: 'mla', config: mlaQ.cfg.llama, mla: mlaQ.cfg.mla }, src: mlaQ.src });
+  const m2 = randomMha2mla({ hidden: 8, heads: 4, kvHeads: 2, headDim: 4, inter: 10, vocab: 11, layers: 2, pairs: 1, rank: 3, biases: true, tied: true, seed: 25 });
+  cases.push({ name: 'MHA2MLA (GQA source, up_k/up_v biases), tied head', arch: { kind: 'mha2mla', config: m2.cfg.llama, mha2mla: m2.cfg.mha2mla }, src: m2.src });
   return cases;
 }
 
@@ -253,6 +267,6 @@ test('fp32 backend (training kernels) agrees with float64 gradients', () => {
   worst['fp32 vs float64'] = e;
 });
 
-test('report', () => {
-  for (const [k, v] of Object.entries(worst)) process.stdout.write(`# gradcheck ${k}: max relative error ${v.toExponential(2)}\n`);
+test('report', (t) => {
+  for (const [k, v] of Object.entries(worst)) t.diagnostic(`gradcheck ${k}: max relative error ${v.toExponential(2)}`);
 });

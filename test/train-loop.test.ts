@@ -9,6 +9,7 @@ import { after, test } from 'node:test';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { LlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/load.js';
+import { mha2mlaModelFromWeights } from '../src/models/mha2mla-model.js';
 import { mlaModelFromWeights } from '../src/models/mla-model.js';
 import type { Tensor, WeightSource } from '../src/tensor.js';
 import { createBackend } from '../src/train/backend.js';
@@ -17,10 +18,10 @@ import { finetune, type FinetuneReport } from '../src/train/finetune.js';
 import { TrainModel } from '../src/train/model.js';
 import { lrAt } from '../src/train/schedule.js';
 import { maxAbsDiff, mulberry32, randomLlama, toBf16Bits } from './helpers/random-llama.js';
-import { packedRow, randomMla } from './helpers/random-train.js';
+import { packedRow, randomMha2mla, randomMla } from './helpers/random-train.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-train-test-'));
-after(() => rmSync(tmp, { recursive: true, force: true }));
+after(() => { if (!process.env.KEEP) rmSync(tmp, { recursive: true, force: true }); else console.log(tmp); });
 
 /** Engine logits of every segment of a row, laid out like the row. */
 function engineRowLogits(m: LlamaModel, tokens: Int32Array, segments: Int32Array): Float32Array {
@@ -32,13 +33,15 @@ function engineRowLogits(m: LlamaModel, tokens: Int32Array, segments: Int32Array
   return out;
 }
 
-test('trainer forward equals the engine forward (Llama GQA and MLA, documents packed in one row)', () => {
+test('trainer forward equals the engine forward (Llama GQA, MLA, MHA2MLA; documents packed in one row)', () => {
   const row = packedRow([7, 5, 4], 37, 3);
   const llama = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 37, layers: 2, tied: true, seed: 3 });
   const mla = randomMla({ hidden: 32, heads: 4, inter: 48, vocab: 37, layers: 2, nope: 8, rope: 4, v: 8, rank: 12, seed: 4 });
+  const m2 = randomMha2mla({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 37, layers: 2, pairs: 2, rank: 12, biases: true, seed: 5 });
   const cases: [string, TrainModel, LlamaModel][] = [
     ['llama', TrainModel.create(createBackend('f32'), { kind: 'llama', config: llama.config }, llama.src, 'all'), LlamaModel.fromWeights(llama.config, llama.src)],
     ['mla', TrainModel.create(createBackend('f32'), { kind: 'mla', config: mla.cfg.llama, mla: mla.cfg.mla }, mla.src, 'all'), mlaModelFromWeights(mla.cfg, mla.src)],
+    ['mha2mla', TrainModel.create(createBackend('f32'), { kind: 'mha2mla', config: m2.cfg.llama, mha2mla: m2.cfg.mha2mla }, m2.src, 'all'), mha2mlaModelFromWeights(m2.cfg, m2.src)],
   ];
   for (const [name, tm, engine] of cases) {
     const a = tm.logits(row), b = engineRowLogits(engine, row.tokens, row.segments);

@@ -24,6 +24,8 @@ export interface BkvResult {
   alpha: number;
   /** Share of the (balanced) latent energy kept in the r components. */
   energy: number;
+  /** energyCurve[j]: share kept by the first j + 1 components, over every component (the spectrum, for reports). */
+  energyCurve: Float64Array;
 }
 
 /** The largest kv_lora_rank a layer admits: the joint latent has 2·G·d − d_R features. */
@@ -70,6 +72,7 @@ export function bkvPca(L: LatentLayer, kvCov: Float64Array, opts: BkvOptions): B
     weights: assembleMla(L, { alpha, R, rank: r }, opts.queryBasis ?? null),
     alpha,
     energy: energy[r - 1]!,
+    energyCurve: energy,
   };
 }
 

@@ -129,7 +129,8 @@ export interface ConvertReport {
   search: { scoredOn: string; trace: ShapeScore[] };
   calibration: { file: string; sha256: string; documents: number; heldOutDocuments: number; samples: number; seqLen: number; tokens: number; seed: number };
   kvCache: { dtype: FloatDType; bytesPerTokenBefore: number; bytesPerTokenAfter: number; elementsPerTokenPerLayerBefore: number; elementsPerTokenPerLayerAfter: number; fraction: number };
-  layers: { ropeEnergy: number; alpha: number; kvEnergy: number }[];
+  /** Per layer; ropeInvFreq: the kept RoPE pairs' frequencies; kvSpectrum: each BKV-PCA component's share of the latent variance (4 digits). */
+  layers: { ropeEnergy: number; alpha: number; kvEnergy: number; ropeInvFreq: number[]; kvSpectrum: number[] }[];
   evaluations: EvalReport[];
   /** pass1: original-model statistics; conversion: RoRoPE + BKV-PCA with their calibration pass; convertTotal excludes evaluation. */
   seconds: { load: number; pass1: number; freqFoldSearch: number; conversion: number; evaluation: number; save: number; convertTotal: number };
@@ -346,7 +347,11 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
       const qb = qLoraRank === null ? null : queryBasis(P, projectedCov(P.wq, H * d, gram, D + 1), qLoraRank);
       const res = bkvPca(P, kvCov, { rank: r, balanceRatio: balance, queryBasis: qb });
       mla.push(res.weights);
-      stats.push({ ropeEnergy, alpha: res.alpha, kvEnergy: res.energy });
+      stats.push({
+        ropeEnergy, alpha: res.alpha, kvEnergy: res.energy,
+        ropeInvFreq: Array.from(P.ropeInvFreq),
+        kvSpectrum: Array.from(res.energyCurve, (e, j) => Number((e - (j > 0 ? res.energyCurve[j - 1]! : 0)).toPrecision(4))),
+      });
       if (l + 1 < nLayers) {
         // Advance through the model whose inputs the next layer's statistics should come from.
         states.advance(order === 'faithful' ? partialModel!.layers[l]! : mlaDecoderLayer(src, l, res.weights, rope, { dtype }));
@@ -431,6 +436,15 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   }
   report.peakRssBytes = process.resourceUsage().maxRSS * 1024;
   if (o.out) writeFileSync(join(resolve(o.out), 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
+  if (o.out) {
+    // Loaded on demand: the charting library is only needed once a folder is written.
+    const { writeReport } = await import('../report/report.js');
+    try {
+      log(`report ${await writeReport(resolve(o.out))}`);
+    } catch (e) {
+      log(`warning: report.html not written: ${(e as Error).message}`);
+    }
+  }
   return report;
 }
 

@@ -35,7 +35,7 @@ export function ropePairElements(layout: RopeLayout, d: number, j: number): [num
   return layout === 'half' ? [j, j + d / 2] : [2 * j, 2 * j + 1];
 }
 
-function withBias(w: ArrayLike<number>, b: ArrayLike<number> | null | undefined, rows: number, D: number, what: string): Float64Array {
+export function withBias(w: ArrayLike<number>, b: ArrayLike<number> | null | undefined, rows: number, D: number, what: string): Float64Array {
   if (w.length !== rows * D) throw new Error(`${what} weight has ${w.length} values, expected ${rows}×${D}`);
   if (b && b.length !== rows) throw new Error(`${what} bias has ${b.length} values, expected ${rows}`);
   const out = new Float64Array(rows * (D + 1));

@@ -21,6 +21,7 @@ import { describeModel } from '../models/describe.js';
 import type { Linear } from '../models/linear.js';
 import type { LlamaModel } from '../models/llama.js';
 import { loadModel } from '../models/load.js';
+import { Mha2mlaAttention } from '../models/mha2mla-attention.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import { argmax } from '../models/sample.js';
 import { bytesPerElement } from '../tensor.js';
@@ -75,6 +76,20 @@ export interface DecodeBench {
   peakRssBytes: number;
 }
 
+/**
+ * This process's peak resident set size. Linux: VmHWM, which starts afresh at exec (getrusage's
+ * maxrss does not: a child forked from a large parent would inherit the parent's peak).
+ */
+export function peakRssBytes(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // Not Linux: fall through to getrusage.
+  }
+  return process.resourceUsage().maxRSS * 1024;
+}
+
 function pseudoRandomIds(n: number, vocab: number, seed: number): number[] {
   let s = seed >>> 0;
   // Skip the lowest ids (special tokens on Llama vocabularies).
@@ -89,6 +104,8 @@ function linearsOf(model: LlamaModel, layer: number): Linear[] {
   if (a instanceof GqaAttention) out.push(a.q, a.k, a.v, a.o);
   else if (a instanceof MlaAttention) {
     for (const x of [a.p.q, a.p.qA, a.p.qB, a.p.kvA, a.p.kvB, a.p.o]) if (x) out.push(x);
+  } else if (a instanceof Mha2mlaAttention) {
+    for (const x of [a.p.q, a.p.kRope, a.p.down, a.p.upK, a.p.upV, a.p.o]) if (x) out.push(x);
   } else {
     throw new Error(`bench: cannot count the weights of attention layer ${a.constructor.name}`);
   }
@@ -169,7 +186,7 @@ export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Pr
     engine: 'transmla', model: path, attention: d.attention, weightDtype: d.weightDtype, params: d.params, vocab: d.vocab, trainedContext: trained,
     cacheElementsPerToken: elems, cacheBytesPerToken: elems * 4, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(d.weightDtype),
     cacheDtype: 'f32', weightBytesPerStep: weightBytes, decodeTokens: n, reps, prefillSeconds: prefillMs / 1000,
-    contexts: out, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    contexts: out, peakRssBytes: peakRssBytes(),
   };
 }
 
@@ -199,11 +216,14 @@ export function ggufFor(path: string, dtype: FloatDType): { gguf: string; cleanu
   if (path.endsWith('.gguf')) return { gguf: path, cleanup: () => {} };
   const dir = mkdtempSync(join(tmpdir(), 'transmla-bench-'));
   const gguf = join(dir, 'model.gguf');
+  const ck = openCheckpoint(path);
   try {
-    exportLlamaGguf(gguf, readLlamaConfig(path), openCheckpoint(path), path, { outType: dtype });
+    exportLlamaGguf(gguf, readLlamaConfig(path), ck, path, { outType: dtype });
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
     throw e;
+  } finally {
+    ck.close();
   }
   return { gguf, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
@@ -266,6 +286,6 @@ export async function benchLlamaCppDecode(gguf: string, facts: ModelFacts, o: De
     engine: 'llama.cpp', model: m, attention, weightDtype, params, vocab, trainedContext, cacheElementsPerToken: elems, weightBytesPerStep,
     cacheBytesPerToken: elems * 2, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(facts.weightDtype),
     cacheDtype: 'f16', decodeTokens: n, reps, prefillSeconds: prefillMs / 1000,
-    contexts: out, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    contexts: out, peakRssBytes: peakRssBytes(),
   };
 }

@@ -96,7 +96,7 @@ function loaderArgs(): string[] {
   return keep;
 }
 
-function runChild(job: BenchJob): Promise<DecodeBench> {
+function runChild(job: BenchJob, log: (line: string) => void): Promise<DecodeBench> {
   // bench-child.ts under tsx, bench-child.js once compiled.
   const entry = fileURLToPath(new URL(`./bench-child${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
   const env = { ...process.env };
@@ -104,13 +104,15 @@ function runChild(job: BenchJob): Promise<DecodeBench> {
   delete env.NODE_TEST_CONTEXT;
   return new Promise((res, rej) => {
     const child = spawn(process.execPath, [...loaderArgs(), entry, JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '', err = '';
+    let out = '', err = '', partial = '';
     child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
     child.stderr.on('data', (b: Buffer) => {
       const s = b.toString();
       err += s;
-      // Progress lines pass through; only they start with two spaces.
-      for (const line of s.split('\n')) if (line.startsWith('  ')) process.stderr.write(`${line}\n`);
+      // Progress lines (indented) pass through whole; a chunk may end mid-line.
+      const lines = (partial + s).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) if (line.startsWith('  ')) log(line);
     });
     child.on('error', rej);
     child.on('close', (code) => {
@@ -162,7 +164,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (compare) targets.push([compare, 'compare']);
   for (const [path, role] of targets) {
     log(`${path}: our engine, contexts ${[...options.contexts].sort((a, b) => a - b).join(', ')}…`);
-    const ours = await runChild({ kind: 'engine', path, options });
+    const ours = await runChild({ kind: 'engine', path, options }, log);
     runs.push({ ...ours, role, roofline: roofline(ours.contexts, bandwidth.bytesPerSecond) });
     if (o.llamaCpp === false) continue;
     const why = ggufExportUnsupported(path);
@@ -174,7 +176,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     log(`${path}: llama.cpp (${ours.weightDtype} GGUF, ${threads} threads)…`);
     const g = ggufFor(path, ours.weightDtype);
     try {
-      const cpp = await runChild({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options: { ...options, threads } });
+      const cpp = await runChild({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options: { ...options, threads } }, log);
       runs.push({ ...cpp, model: path, role, roofline: roofline(cpp.contexts, bandwidth.bytesPerSecond) });
     } catch (e) {
       skipped.push({ model: path, reason: (e as Error).message });

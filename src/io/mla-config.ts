@@ -197,7 +197,8 @@ export function parseMha2mlaConfig(json: unknown, file: string): Mha2mlaModelCon
     return v as number;
   };
   const half = llama.headDim / 2;
-  const r = int('rope_pairs_per_head', 0, half);
+  // At least one pair per head must be NoPE: the latent carries the NoPE keys.
+  const r = int('rope_pairs_per_head', 0, half - 1);
   const kvLoraRank = int('kv_lora_rank', 1, Number.MAX_SAFE_INTEGER);
   const sel = c.mha2mla_rope_pairs;
   const L = llama.numLayers, G = llama.numKvHeads;

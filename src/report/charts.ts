@@ -16,7 +16,7 @@ const CONFIG = {
   background: 'white',
   view: { stroke: '#ddd' },
   axis: { labelFontSize: 11, titleFontSize: 12, gridColor: '#eee' },
-  legend: { labelFontSize: 11, titleFontSize: 12, orient: 'right' as const },
+  legend: { labelFontSize: 11, titleFontSize: 12, orient: 'right' as const, labelLimit: 320 },
   title: { fontSize: 13, anchor: 'start' as const },
   range: { category: ['#4c78a8', '#f58518', '#54a24b', '#e45756', '#72b7b2', '#b279a2', '#ff9da6', '#9d755d', '#bab0ac', '#eeca3b'] },
 };
@@ -85,24 +85,30 @@ export interface LineOptions {
   rules?: { x: number; label: string }[];
   /** Horizontal rules (e.g. a baseline) with a label. */
   hRules?: { y: number; label: string }[];
-  /** Series drawn dashed (by name). */
-  dashed?: string[];
+  /** Legend title of the rows' `style` field (solid for the first style value, dashed for the next). */
+  styleTitle?: string;
   yDomain?: [number, number];
+  /** Tick values of the x axis (e.g. the measured context lengths). */
+  xValues?: number[];
 }
 
-/** Lines: rows {x, y, series}. */
-export function linesChart(title: string, rows: { x: number; y: number; series: string }[], o: LineOptions): TopLevelSpec {
+/** Lines: rows {x, y, series} coloured by series; with a `style` field, each style gets its own dash pattern. */
+export function linesChart(title: string, rows: { x: number; y: number; series: string; style?: string }[], o: LineOptions): TopLevelSpec {
+  const styles = [...new Set(rows.map((r) => r.style).filter((v): v is string => v !== undefined))];
   const layers: object[] = [{
     mark: { type: 'line', point: o.points ?? false, strokeWidth: 1.6 },
     encoding: {
-      x: { field: 'x', type: 'quantitative', title: o.xTitle, scale: o.xLog ? { type: 'log', base: 2 } : { zero: false } },
+      x: {
+        field: 'x', type: 'quantitative', title: o.xTitle, scale: o.xLog ? { type: 'log', base: 2 } : { zero: false },
+        ...(o.xValues ? { axis: { values: o.xValues, format: o.xValues.every(Number.isInteger) ? ',d' : '.4~g' } } : {}),
+      },
       y: {
         field: 'y', type: 'quantitative', title: o.yTitle,
         scale: { ...(o.yLog ? { type: 'log' } : { zero: false }), ...(o.yDomain ? { domain: o.yDomain } : {}) },
       },
       color: { field: 'series', type: 'nominal', sort: null, title: o.seriesTitle },
-      ...(o.dashed && o.dashed.length > 0
-        ? { strokeDash: { condition: { test: `indexof(${JSON.stringify(o.dashed)}, datum.series) >= 0`, value: [5, 3] }, value: [1, 0] } }
+      ...(styles.length > 0
+        ? { strokeDash: { field: 'style', type: 'nominal', title: o.styleTitle ?? 'style', legend: { symbolType: 'stroke', symbolStrokeWidth: 2, symbolSize: 300, encode: { symbols: { update: { stroke: { value: '#444' } } } } }, scale: { domain: styles, range: styles.map((_, i) => (i === 0 ? [1, 0] : i === 1 ? [5, 3] : [2, 2])) } } }
         : {}),
     },
   }];
@@ -123,7 +129,7 @@ export function heatmapChart(title: string, rows: { x: number; y: number; value:
   const cell = Math.max(8, Math.min(40, Math.floor(WIDTH / Math.max(1, xs))));
   const layers: object[] = [{
     mark: { type: 'rect' },
-    encoding: { color: { field: 'value', type: 'quantitative', title: o.valueTitle, scale: { type: 'log', scheme: 'viridis' } } },
+    encoding: { color: { field: 'value', type: 'quantitative', title: o.valueTitle, scale: { type: 'log', scheme: 'viridis' }, legend: { format: '.3~s' } } },
   }];
   if (xs * ys <= 400 && cell >= 30) {
     layers.push({ mark: { type: 'text', fontSize: 9, color: 'white' }, encoding: { text: { field: 'value', type: 'quantitative', format: '.3~s' } } });

@@ -9,7 +9,7 @@ import { barsChart, groupedBarsChart, heatmapChart, linesChart, pointsChart, ren
 import { esc, facts, page, table, type Section } from './html.js';
 
 /** Per-layer fields newer conversions record (older transmla.json files lack them). */
-type LayerStats = ConvertReport['layers'][number] & { kvEnergyCurve?: number[]; ropeInvFreq?: number[] };
+type LayerStats = Omit<ConvertReport['layers'][number], 'kvSpectrum' | 'ropeInvFreq'> & { kvSpectrum?: number[]; ropeInvFreq?: number[] };
 
 function readJson<T>(path: string): T {
   try {
@@ -101,18 +101,17 @@ async function pcaSection(r: ConvertReport): Promise<Section> {
     energy.push({ group: `layer ${i}`, series: `key energy in the ${r.parameters.qkRopeHeadDim} RoPE dims`, value: l.ropeEnergy });
   });
   const charts = [await renderSvg(groupedBarsChart('Energy kept per layer', energy, 'share of energy', 'kept'))];
-  const curves = layers.filter((l) => Array.isArray(l.kvEnergyCurve) && l.kvEnergyCurve.length > 0);
   let note = '';
-  if (curves.length === layers.length && layers.length > 0) {
+  if (layers.length > 0 && layers.every((l) => Array.isArray(l.kvSpectrum) && l.kvSpectrum.length > 0)) {
     const cum: { x: number; y: number; series: string }[] = [];
     const share: { x: number; y: number; series: string }[] = [];
     layers.forEach((l, i) => {
-      const e = l.kvEnergyCurve!;
-      e.forEach((v, j) => {
-        cum.push({ x: j + 1, y: v, series: `layer ${i}` });
-        const s = v - (j > 0 ? e[j - 1]! : 0);
+      let run = 0;
+      l.kvSpectrum!.forEach((s, j) => {
+        run += s;
+        cum.push({ x: j + 1, y: Math.min(1, run), series: `layer ${i}` });
         // Log axis: components with (numerically) no variance are left out.
-        if (s > 1e-12) share.push({ x: j + 1, y: s, series: `layer ${i}` });
+        if (s > 1e-15) share.push({ x: j + 1, y: s, series: `layer ${i}` });
       });
     });
     const rule = [{ x: rank, label: `r = ${rank}` }];
@@ -161,6 +160,12 @@ async function searchSection(r: ConvertReport): Promise<Section | null> {
   };
 }
 
+/** Values spanning more than 20× read better on a log axis. */
+function wide(rows: { y: number }[]): boolean {
+  const ys = rows.map((r) => r.y).filter((y) => y > 0);
+  return ys.length > 0 && Math.max(...ys) / Math.min(...ys) > 20;
+}
+
 function seriesName(run: BenchReport['runs'][number]): string {
   return `${run.engine} · ${run.attention} (${run.role === 'model' ? 'this model' : 'comparison'})`;
 }
@@ -168,16 +173,14 @@ function seriesName(run: BenchReport['runs'][number]): string {
 /** Decode speed charts and table of a bench report (also used on its own). */
 export async function benchSection(b: BenchReport): Promise<Section> {
   const speed: { x: number; y: number; series: string }[] = [];
-  const ms: { x: number; y: number; series: string }[] = [];
-  const dashed: string[] = [];
+  const ms: { x: number; y: number; series: string; style: string }[] = [];
   for (const run of b.runs) {
     const name = seriesName(run);
     run.contexts.forEach((c, i) => {
       speed.push({ x: c.context, y: c.tokensPerSecond, series: name });
-      ms.push({ x: c.context, y: c.msPerToken, series: name });
-      if (run.engine === 'transmla') ms.push({ x: c.context, y: run.roofline[i]!.minMsPerToken, series: `roofline · ${run.attention} (${run.role === 'model' ? 'this model' : 'comparison'})` });
+      ms.push({ x: c.context, y: c.msPerToken, series: name, style: 'measured' });
+      ms.push({ x: c.context, y: run.roofline[i]!.minMsPerToken, series: name, style: 'memory roofline' });
     });
-    if (run.engine === 'transmla') dashed.push(`roofline · ${run.attention} (${run.role === 'model' ? 'this model' : 'comparison'})`);
   }
   const rows: (string | number)[][] = [];
   for (const run of b.runs) {
@@ -195,8 +198,8 @@ export async function benchSection(b: BenchReport): Promise<Section> {
     intro: `Measured by transmla bench on ${b.created} (${b.machine.cpuModel}, ${b.machine.cpus} threads, ${b.machine.kernels} kernels). ` +
       `Memory bandwidth ${(b.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${b.bandwidth.method}). ${b.notes.join('. ')}.`,
     charts: [
-      await renderSvg(linesChart('Decode tokens per second', speed, { xTitle: 'context (cached tokens)', yTitle: 'tokens / s', seriesTitle: 'engine · attention', xLog: true, points: true })),
-      await renderSvg(linesChart('Milliseconds per token and the memory roofline (dashed)', ms, { xTitle: 'context (cached tokens)', yTitle: 'ms / token', seriesTitle: 'series', xLog: true, points: true, dashed })),
+      await renderSvg(linesChart(`Decode tokens per second${wide(speed) ? ' (log scale)' : ''}`, speed, { xTitle: 'context (cached tokens)', yTitle: 'tokens / s', seriesTitle: 'engine · attention', xLog: true, yLog: wide(speed), points: true, xValues: b.contexts })),
+      await renderSvg(linesChart(`Milliseconds per token and the memory roofline (dashed)${wide(ms) ? ' (log scale)' : ''}`, ms, { xTitle: 'context (cached tokens)', yTitle: 'ms / token', seriesTitle: 'engine · attention', styleTitle: 'line', xLog: true, yLog: wide(ms), points: true, xValues: b.contexts })),
     ],
     html: table(['engine · attention', 'context', 'tok/s', 'ms/token', 'cache', 'roofline ms', 'of roofline', 'peak RSS'], rows) + ratioTable + skipped,
   };

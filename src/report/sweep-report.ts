@@ -13,29 +13,28 @@ export async function buildSweepHtml(s: SweepReport): Promise<string> {
   const texts = [...new Set(s.points.flatMap((p) => p.evaluations.map((e) => e.text)))];
   const sections: Section[] = [];
   for (const text of texts) {
-    const ppl: { x: number; y: number; series: string }[] = [];
+    const ppl: { x: number; y: number; series: string; style: string }[] = [];
     const kl: { x: number; y: number; series: string }[] = [];
     let original: number | null = null;
     for (const p of s.points) {
       const e = p.evaluations.find((x) => x.text === text);
       if (!e) continue;
       original = e.original.ppl;
-      ppl.push({ x: p.kvFraction, y: e.mla.ppl, series: `${p.method} · MLA` });
-      ppl.push({ x: p.kvFraction, y: e.partialRope.ppl, series: `${p.method} · partial RoPE` });
-      kl.push({ x: p.kvFraction, y: e.mla.kl, series: `${p.method} · MLA` });
+      ppl.push({ x: p.kvFraction, y: e.mla.ppl, series: p.method, style: 'MLA' });
+      ppl.push({ x: p.kvFraction, y: e.partialRope.ppl, series: p.method, style: 'partial RoPE' });
+      kl.push({ x: p.kvFraction, y: e.mla.kl, series: p.method });
     }
     const vals = ppl.map((r) => r.y).concat(original ?? []);
     const log = Math.max(...vals) / Math.min(...vals) > 20;
-    const partial = [...new Set(ppl.map((r) => r.series))].filter((n) => n.endsWith('partial RoPE'));
     sections.push({
       title: shortText(text),
       intro: `Perplexity after conversion at each KV-cache fraction (cached values per token ÷ the source's), per method; the partial-RoPE stage dashed, the original model as the dashed rule.${log ? ' Log scale.' : ''}`,
       charts: [
         await renderSvg(linesChart('Perplexity vs KV fraction', ppl, {
-          xTitle: 'KV cache fraction', yTitle: 'perplexity', seriesTitle: 'method · stage', points: true, yLog: log, dashed: partial,
+          xTitle: 'KV cache fraction', yTitle: 'perplexity', seriesTitle: 'method', styleTitle: 'stage', points: true, yLog: log, xValues: s.fractions,
           hRules: original === null ? [] : [{ y: original, label: `original ${original.toFixed(2)}` }],
         })),
-        await renderSvg(linesChart('KL(original ‖ MLA) vs KV fraction', kl, { xTitle: 'KV cache fraction', yTitle: 'KL, nats per token', seriesTitle: 'method', points: true })),
+        await renderSvg(linesChart('KL(original ‖ MLA) vs KV fraction', kl, { xTitle: 'KV cache fraction', yTitle: 'KL, nats per token', seriesTitle: 'method', points: true, xValues: s.fractions })),
       ],
     });
   }

@@ -29,6 +29,8 @@ export interface RequestLimits {
   maxLogprobs: number;
 }
 
+const MAX_STOPS = 32;
+
 const KNOWN = new Set([
   'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'n', 'best_of', 'stop', 'stream', 'stream_options',
   'echo', 'logprobs', 'seed', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'suffix', 'user',
@@ -96,7 +98,8 @@ export function validateCompletionRequest(body: unknown, limits: RequestLimits):
     if (!b.stop.every((s) => typeof s === 'string')) throw badRequest('stop must be a string or an array of strings', 'stop');
     stop = b.stop as string[];
   } else if (b.stop !== undefined && b.stop !== null) throw badRequest('stop must be a string or an array of strings', 'stop');
-  if (stop.length > 4) throw badRequest(`at most 4 stop sequences, got ${stop.length}`, 'stop');
+  // OpenAI allows 4; lm-eval's local-completions sends every `until` string of a task plus EOS.
+  if (stop.length > MAX_STOPS) throw badRequest(`at most ${MAX_STOPS} stop sequences, got ${stop.length}`, 'stop');
   if (stop.some((s) => s === '')) throw badRequest('stop sequences must not be empty', 'stop');
 
   for (const k of ['stream', 'echo'] as const) {

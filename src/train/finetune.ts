@@ -23,9 +23,10 @@ import { perplexity, readEvalText, tokenizeForPerplexity } from '../eval/perplex
 import { createProgress } from '../eval/progress.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { readLlamaConfig } from '../io/hf-config.js';
-import { isMlaConfigJson, readMlaConfig } from '../io/mla-config.js';
+import { isMha2mlaConfigJson, isMlaConfigJson, readMha2mlaConfig, readMlaConfig } from '../io/mla-config.js';
 import { LlamaModel } from '../models/llama.js';
 import { loadModel } from '../models/load.js';
+import { mha2mlaModelFromWeights } from '../models/mha2mla-model.js';
 import { mlaModelFromWeights } from '../models/mla-model.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { AdamW, clipGradNorm } from './adamw.js';
@@ -90,6 +91,8 @@ export interface FinetuneOptions extends Partial<RunOptions> {
   progress?: boolean;
   /** Tokenized training documents, when the caller already has them (benchmarks reuse one tokenization). */
   documents?: Int32Array[];
+  /** Evaluate before the first step (default true; a caller that already scored the model may skip it). */
+  evalAtStart?: boolean;
 }
 
 export const DEFAULTS: Omit<RunOptions, 'model' | 'text' | 'tokens' | 'evalText' | 'teacher'> = {
@@ -155,11 +158,15 @@ function sha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-/** The architecture of an HF folder (Llama family or DeepSeek-style MLA). */
+/** The architecture of an HF folder (Llama family, DeepSeek-style MLA, or MHA2MLA). */
 export function readTrainArch(dir: string): TrainArch {
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new Error(`${dir}: not a Hugging Face model folder (no config.json); fine-tuning takes HF folders (import llama2.c / GGUF models first)`);
   const json = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+  if (isMha2mlaConfigJson(json)) {
+    const m = readMha2mlaConfig(dir);
+    return { kind: 'mha2mla', config: m.llama, mha2mla: m.mha2mla };
+  }
   if (isMlaConfigJson(json)) {
     const m = readMlaConfig(dir);
     return { kind: 'mla', config: m.llama, mla: m.mla };
@@ -170,7 +177,9 @@ export function readTrainArch(dir: string): TrainArch {
 /** An engine model over the trainer's fp32 master weights (shared memory, no copy). */
 function engineModel(model: TrainModel): LlamaModel {
   const src = model.params.asWeightSource(), a = model.arch;
-  return a.kind === 'mla' ? mlaModelFromWeights({ llama: a.config, mla: a.mla }, src) : LlamaModel.fromWeights(a.config, src);
+  if (a.kind === 'mla') return mlaModelFromWeights({ llama: a.config, mla: a.mla }, src);
+  if (a.kind === 'mha2mla') return mha2mlaModelFromWeights({ llama: a.config, mha2mla: a.mha2mla }, src);
+  return LlamaModel.fromWeights(a.config, src);
 }
 
 function checkOptions(o: RunOptions): void {
@@ -223,7 +232,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   let model: TrainModel;
   if (prior) {
     const w = resumeWeights(weightsDir);
-    try { model = TrainModel.create(be, arch, w.src, o.train); } finally { w.close(); }
+    try { model = TrainModel.create(be, arch, w.src, o.train, w.dtypeOf); } finally { w.close(); }
   } else {
     const ck = openCheckpoint(weightsDir);
     try { model = TrainModel.create(be, arch, ck, o.train); } finally { ck.close(); }
@@ -281,7 +290,9 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   if (prior) loadOptimizerState(weightsDir, opt);
   const engine = engineModel(model);
   const paramsInfo = { total: model.params.count('all'), trained: model.params.count('trainable'), trainedTensors: trained.length };
-  log(`model: ${o.model} (${arch.kind === 'mla' ? `MLA r=${arch.mla.kvLoraRank} d_R=${arch.mla.qkRopeHeadDim}` : `Llama ${cfg.numHeads}/${cfg.numKvHeads} heads`}, ${cfg.numLayers} layers), training ${o.train}: ${paramsInfo.trained} of ${paramsInfo.total} parameters`);
+  const kind = arch.kind === 'mla' ? `MLA r=${arch.mla.kvLoraRank} d_R=${arch.mla.qkRopeHeadDim}`
+    : arch.kind === 'mha2mla' ? `MHA2MLA r=${arch.mha2mla.kvLoraRank}, ${arch.mha2mla.ropePairsPerHead} RoPE pairs per KV head` : `Llama ${cfg.numHeads}/${cfg.numKvHeads} heads`;
+  log(`model: ${o.model} (${kind}, ${cfg.numLayers} layers), training ${o.train}: ${paramsInfo.trained} of ${paramsInfo.total} parameters`);
   log(`data: ${dataPath}: ${trainDocs.length} documents → ${packed.rows.length} rows × ${o.seqLen} (${packed.targets} targets); ${o.steps} steps × ${o.batch} rows = ${o.steps * o.batch * o.seqLen} tokens`);
   log(`loss: ${o.kdWeight > 0 ? `${(1 - o.kdWeight).toFixed(2)}·CE + ${o.kdWeight.toFixed(2)}·KL(teacher ‖ model), teacher ${o.teacher}` : 'CE (next-token)'}; lr ${o.lr} ${o.schedule}, warmup ${sched.warmupSteps} steps; eval on ${evalName}`);
 
@@ -336,7 +347,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
     log(`eval @ step ${step}: ppl ${rec.ppl.toFixed(3)}${rec.kl !== null ? `  KL ${rec.kl.toFixed(4)}  top-1 ${(100 * rec.top1!).toFixed(1)} %  (teacher ppl ${rec.teacherPpl!.toFixed(3)})` : ''}  [${rec.seconds.toFixed(1)} s]`);
   };
 
-  if (!prior) await evaluate();
+  if (!prior && input.evalAtStart !== false) await evaluate();
   const V = cfg.vocabSize;
   const teacherLogits = o.kdWeight > 0 ? new Float32Array(o.seqLen * V) : null;
   const bar = input.progress === false ? null : createProgress({ label: 'finetune', total: o.steps * o.batch * o.seqLen, unit: 'tokens' });

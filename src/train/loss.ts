@@ -21,13 +21,16 @@ export function emptySums(): LossSums {
 
 /**
  * logits [T×V] are replaced by scale·∂L/∂logits; sums accumulate CE and KL. teacher: [T×V]
- * logits on the same positions, or null (then α must be 0).
+ * logits on the same positions, or null (then α must be 0). One exp per vocabulary entry for
+ * the student and one for the teacher (the cost of this function is those exps).
  */
 export function lossAndGrad(
   logits: Vec, T: number, V: number, targets: Int32Array,
   teacher: Float32Array | null, alpha: number, scale: number, sums: LossSums,
 ): void {
   if (alpha !== 0 && !teacher) throw new Error('a distillation weight needs teacher logits');
+  if (teacher && (scratch === null || scratch.length < V)) scratch = new Float64Array(V);
+  const pt = scratch;
   for (let t = 0; t < T; t++) {
     const o = t * V, y = targets[t]!;
     if (y < 0) {
@@ -35,31 +38,50 @@ export function lossAndGrad(
       continue;
     }
     if (y >= V) throw new Error(`target id ${y} outside the vocabulary [0, ${V})`);
+    // Teacher: p_t into scratch, and its log-normaliser.
+    let tlse = 0;
+    if (teacher) {
+      let tm = -Infinity;
+      for (let v = 0; v < V; v++) tm = Math.max(tm, teacher[o + v]!);
+      let tz = 0;
+      for (let v = 0; v < V; v++) { const e = Math.exp(teacher[o + v]! - tm); pt![v] = e; tz += e; }
+      const inv = 1 / tz;
+      for (let v = 0; v < V; v++) pt![v]! *= inv;
+      tlse = tm + Math.log(tz);
+    }
+    // Student: exp(z − max) replaces z; KL's Σ p_t·z and Σ p_t·log p_t are taken on the way.
     let mx = -Infinity;
     for (let v = 0; v < V; v++) mx = Math.max(mx, logits[o + v]!);
-    let z = 0;
-    for (let v = 0; v < V; v++) z += Math.exp(logits[o + v]! - mx);
-    const lse = mx + Math.log(z);
-    sums.ce += lse - logits[o + y]!;
-    sums.count++;
-    if (!teacher) {
-      for (let v = 0; v < V; v++) logits[o + v] = scale * Math.exp(logits[o + v]! - lse);
-      logits[o + y]! -= scale;
-      continue;
+    const zy = logits[o + y]!;
+    let z = 0, ptz = 0, ptlt = 0, ptSum = 0;
+    if (teacher) {
+      for (let v = 0; v < V; v++) {
+        const x = logits[o + v]!, p = pt![v]!;
+        ptz += p * x;
+        ptlt += p * (teacher[o + v]! - tlse);
+        ptSum += p;
+        const e = Math.exp(x - mx);
+        logits[o + v] = e;
+        z += e;
+      }
+    } else {
+      for (let v = 0; v < V; v++) { const e = Math.exp(logits[o + v]! - mx); logits[o + v] = e; z += e; }
     }
-    let tm = -Infinity;
-    for (let v = 0; v < V; v++) tm = Math.max(tm, teacher[o + v]!);
-    let tz = 0;
-    for (let v = 0; v < V; v++) tz += Math.exp(teacher[o + v]! - tm);
-    const tlse = tm + Math.log(tz);
-    let kl = 0;
-    for (let v = 0; v < V; v++) {
-      const ls = logits[o + v]! - lse, lt = teacher[o + v]! - tlse;
-      const pt = Math.exp(lt);
-      kl += pt * (lt - ls);
-      logits[o + v] = scale * (Math.exp(ls) - alpha * pt);
+    const lse = mx + Math.log(z);
+    sums.ce += lse - zy;
+    sums.count++;
+    const inv = scale / z;
+    if (teacher) {
+      // KL = Σ p_t·log p_t − Σ p_t·(z − lse).
+      sums.kl += ptlt - (ptz - lse * ptSum);
+      const a = scale * alpha;
+      for (let v = 0; v < V; v++) logits[o + v] = logits[o + v]! * inv - a * pt![v]!;
+    } else {
+      for (let v = 0; v < V; v++) logits[o + v]! *= inv;
     }
     logits[o + y]! -= scale * (1 - alpha);
-    sums.kl += kl;
   }
 }
+
+/** p_t of one row (grown to the largest vocabulary seen). */
+let scratch: Float64Array | null = null;

@@ -3,12 +3,15 @@
 // one of layers/attention-*.ts, chosen by the checkpoint's architecture; everything else is
 // the same for Llama and the converted (MLA) models.
 import type { LlamaConfig } from '../io/hf-config.js';
-import type { MlaFields } from '../io/mla-config.js';
-import { RopeTable } from '../models/rope.js';
+import type { Mha2mlaFields, MlaFields } from '../io/mla-config.js';
+import type { FloatDType } from '../kernels/types.js';
+import { perHeadRopeTables } from '../models/mha2mla-attention.js';
+import { RopeTable, ropeInvFreq } from '../models/rope.js';
 import type { WeightSource } from '../tensor.js';
 import type { TrainBackend, Vec } from './backend.js';
 import type { RowLayout, TrainAttention } from './layers/attention.js';
 import { GqaAttentionLayer } from './layers/attention-gqa.js';
+import { Mha2mlaAttentionLayer } from './layers/attention-mha2mla.js';
 import { MlaAttentionLayer } from './layers/attention-mla.js';
 import { EmbeddingLayer } from './layers/embedding.js';
 import { HeadLossLayer, type LossSpec } from './layers/head-loss.js';
@@ -20,7 +23,8 @@ import { ParamStore, type TrainSelection } from './params.js';
 /** The architecture of a checkpoint, as far as training needs it. */
 export type TrainArch =
   | { kind: 'llama'; config: LlamaConfig }
-  | { kind: 'mla'; config: LlamaConfig; mla: MlaFields };
+  | { kind: 'mla'; config: LlamaConfig; mla: MlaFields }
+  | { kind: 'mha2mla'; config: LlamaConfig; mha2mla: Mha2mlaFields };
 
 /** One packed row: tokens, next-token targets (−1: none) and the document layout. */
 export interface TrainRow extends RowLayout {
@@ -30,8 +34,8 @@ export interface TrainRow extends RowLayout {
 
 /**
  * The parameters `--train attention` trains: those the conversion rewrote. For MLA checkpoints
- * that is every self_attn tensor except o_proj (kept verbatim by TransMLA); an unconverted
- * Llama model has all of q/k/v/o trained.
+ * of either variant that is every self_attn tensor except o_proj (both methods keep it
+ * verbatim); an unconverted Llama model has all of q/k/v/o trained.
  */
 export function attentionParamFilter(arch: TrainArch): (name: string) => boolean {
   if (arch.kind === 'llama') return (n) => /\.self_attn\.[qkvo]_proj\./.test(n);
@@ -101,10 +105,13 @@ export class TrainModel {
     this.head = head;
   }
 
-  /** Master copies of every tensor of `src`; gradients for the selected parameters only. */
-  static create(be: TrainBackend, arch: TrainArch, src: WeightSource, train: TrainSelection): TrainModel {
+  /**
+   * Master copies of every tensor of `src`; gradients for the selected parameters only.
+   * storedDtype: see ParamStore.load (resuming from fp32 master copies).
+   */
+  static create(be: TrainBackend, arch: TrainArch, src: WeightSource, train: TrainSelection, storedDtype?: (name: string) => FloatDType): TrainModel {
     const c = arch.config;
-    const ps = ParamStore.load(be, src, attentionParamFilter(arch), train);
+    const ps = ParamStore.load(be, src, attentionParamFilter(arch), train, storedDtype);
     const D = c.hiddenSize, V = c.vocabSize;
     // A tied head is stored under either name (models/llama.ts reads it the same way).
     const embedName = ps.has('model.embed_tokens.weight') || !c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
@@ -114,7 +121,7 @@ export class TrainModel {
     const makeAttn = attentionFactory(be, ps, arch);
     for (let i = 0; i < c.numLayers; i++) {
       const p = `model.layers.${i}`;
-      blocks.push(new DecoderBlock(be, ps, p, c, makeAttn(`${p}.self_attn`), new MlpLayer(be, ps, `${p}.mlp`, D, c.intermediateSize)));
+      blocks.push(new DecoderBlock(be, ps, p, c, makeAttn(i, `${p}.self_attn`), new MlpLayer(be, ps, `${p}.mlp`, D, c.intermediateSize)));
     }
     const head = new HeadLossLayer(be, ps.get('model.norm.weight', [D]), headW, c.rmsNormEps);
     ps.checkAllUsed();
@@ -158,17 +165,24 @@ export class TrainModel {
   }
 }
 
-function attentionFactory(be: TrainBackend, ps: ParamStore, arch: TrainArch): (prefix: string) => TrainAttention {
+/** Builds layer i's attention for the architecture (RoPE tables as the engine's loaders make them). */
+function attentionFactory(be: TrainBackend, ps: ParamStore, arch: TrainArch): (layer: number, prefix: string) => TrainAttention {
   const c = arch.config;
   if (arch.kind === 'llama') {
     const rope = RopeTable.create(c.headDim, c.ropeTheta, c.ropeScaling);
     const shape = { hidden: c.hiddenSize, nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };
     // HF Llama checkpoints pair RoPE elements rotate-half (as the engine loads them).
-    return (prefix) => new GqaAttentionLayer(be, ps, prefix, shape, rope, 'half');
+    return (_l, prefix) => new GqaAttentionLayer(be, ps, prefix, shape, rope, 'half');
+  }
+  if (arch.kind === 'mha2mla') {
+    const m = arch.mha2mla;
+    const inv = ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling);
+    const shape = { hidden: c.hiddenSize, nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim, ropePairs: m.ropePairsPerHead, kvLoraRank: m.kvLoraRank };
+    return (l, prefix) => new Mha2mlaAttentionLayer(be, ps, prefix, shape, perHeadRopeTables(inv, m.ropePairs[l]!));
   }
   const m = arch.mla;
   const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
   const shape = { ...m, hidden: c.hiddenSize, nHeads: c.numHeads, normEps: c.rmsNormEps };
   const layout = m.ropeInterleave ? 'interleaved' : 'half';
-  return (prefix) => new MlaAttentionLayer(be, ps, prefix, shape, rope, layout);
+  return (_l, prefix) => new MlaAttentionLayer(be, ps, prefix, shape, rope, layout);
 }

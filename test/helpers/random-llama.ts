@@ -189,10 +189,11 @@ function rms(x: Float64Array, w: Float64Array, eps: number): Float64Array {
   return x.map((v, i) => v * inv * w[i]!);
 }
 
-/** HF rotate-half RoPE on one head vector at position p. */
-function ropeHalf(v: Float64Array, off: number, d: number, p: number, inv: number[]): void {
+/** HF rotate-half RoPE on one head vector at position p (only pairs `kept` accepts, when given). */
+function ropeHalf(v: Float64Array, off: number, d: number, p: number, inv: number[], kept?: (pair: number) => boolean): void {
   const h = d / 2;
   for (let i = 0; i < h; i++) {
+    if (kept && !kept(i)) continue;
     const a = v[off + i]!, b = v[off + h + i]!;
     const c = Math.cos(p * inv[i]!), s = Math.sin(p * inv[i]!);
     v[off + i] = a * c - b * s;
@@ -200,8 +201,11 @@ function ropeHalf(v: Float64Array, off: number, d: number, p: number, inv: numbe
   }
 }
 
-/** Logits (float64) for every position of `tokens`, from scratch. */
-export function referenceLogits(m: RandomModel, tokens: readonly number[]): Float64Array[] {
+/**
+ * Logits (float64) for every position of `tokens`, from scratch. ropeKept: partial RoPE (MHA2MLA),
+ * pair `pair` of KV head `kvHead`'s queries and key rotates only when it returns true.
+ */
+export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeKept?: (layer: number, kvHead: number, pair: number) => boolean): Float64Array[] {
   const c = m.config, W = m.f64;
   const D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, d = c.headDim, V = c.vocabSize, I = c.intermediateSize;
   const inv = refInvFreq(c);
@@ -217,8 +221,9 @@ export function referenceLogits(m: RandomModel, tokens: readonly number[]): Floa
       const q = mv(get(`${p}.self_attn.q_proj.weight`), xn, H * d, opt(`${p}.self_attn.q_proj.bias`));
       const k = mv(get(`${p}.self_attn.k_proj.weight`), xn, G * d, opt(`${p}.self_attn.k_proj.bias`));
       const v = mv(get(`${p}.self_attn.v_proj.weight`), xn, G * d, opt(`${p}.self_attn.v_proj.bias`));
-      for (let h = 0; h < H; h++) ropeHalf(q, h * d, d, t, inv);
-      for (let g = 0; g < G; g++) ropeHalf(k, g * d, d, t, inv);
+      const kept = (g: number) => (ropeKept ? (i: number) => ropeKept(l, g, i) : undefined);
+      for (let h = 0; h < H; h++) ropeHalf(q, h * d, d, t, inv, kept(Math.floor(h / (H / G))));
+      for (let g = 0; g < G; g++) ropeHalf(k, g * d, d, t, inv, kept(g));
       qs.push(q); ks.push(k); vs.push(v);
     }
     const next: Float64Array[] = [];

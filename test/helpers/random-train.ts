@@ -1,6 +1,6 @@
 // Small random models and packed rows for the trainer's tests: random MLA (DeepSeek-V3 layout)
 // checkpoints in every variant the engine loads, and a float64 finite-difference checker.
-import { mlaConfigJson, parseMlaConfig, type MlaModelConfig } from '../../src/io/mla-config.js';
+import { mha2mlaConfigJson, mlaConfigJson, parseMha2mlaConfig, parseMlaConfig, type Mha2mlaModelConfig, type MlaModelConfig } from '../../src/io/mla-config.js';
 import type { Vec } from '../../src/train/backend.js';
 import type { TrainRow } from '../../src/train/model.js';
 import type { Tensor } from '../../src/tensor.js';
@@ -64,6 +64,53 @@ export function randomMla(s: RandomMlaSpec): { json: Record<string, unknown>; cf
   return { json, cfg, src: new MapSource(map) };
 }
 
+export interface RandomMha2mlaSpec {
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  inter: number;
+  vocab: number;
+  layers: number;
+  /** RoPE pairs per KV head (each head picks its own, at random). */
+  pairs: number;
+  rank: number;
+  /** Biases on up_k / up_v (where MHA2MLA keeps the source's k/v biases). */
+  biases?: boolean;
+  tied?: boolean;
+  seed?: number;
+}
+
+/** A random MHA2MLA checkpoint (per-KV-head RoPE keys + a shared latent), f32. */
+export function randomMha2mla(s: RandomMha2mlaSpec): { json: Record<string, unknown>; cfg: Mha2mlaModelConfig; src: MapSource } {
+  const base = randomLlama({ hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, inter: s.inter, vocab: s.vocab, layers: s.layers, tied: s.tied ?? false, seed: s.seed ?? 9 });
+  const rnd = mulberry32((s.seed ?? 9) + 2000);
+  const half = s.headDim / 2;
+  const ropePairs = Array.from({ length: s.layers }, () => Array.from({ length: s.kvHeads }, () => {
+    const all = Array.from({ length: half }, (_, i) => i);
+    for (let i = all.length - 1; i > 0; i--) { const j = Math.floor(rnd() * (i + 1)); [all[i], all[j]] = [all[j]!, all[i]!]; }
+    return all.slice(0, s.pairs).sort((a, b) => a - b);
+  }));
+  const json = mha2mlaConfigJson(base.config, { kvLoraRank: s.rank, ropePairsPerHead: s.pairs, ropePairs });
+  const cfg = parseMha2mlaConfig(JSON.parse(JSON.stringify(json)), 'random-mha2mla/config.json');
+  const map = new Map<string, Tensor>();
+  for (const name of base.src.names()) if (!/self_attn\.[kv]_proj/.test(name)) map.set(name, base.src.get(name));
+  const add = (name: string, shape: number[], scale: number): void => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    map.set(name, { dtype: 'f32', shape, data: Float32Array.from({ length: n }, () => (2 * rnd() - 1) * scale) });
+  };
+  const D = s.hidden, G = s.kvHeads, d = s.headDim, r = s.pairs, R = s.rank;
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}.self_attn`;
+    if (r > 0) add(`${p}.k_r_proj.weight`, [G * 2 * r, D], Math.sqrt(3 / D));
+    add(`${p}.kv_proj.down_kv.weight`, [R, D], Math.sqrt(3 / D));
+    add(`${p}.kv_proj.up_k.weight`, [G * (d - 2 * r), R], Math.sqrt(3 / R));
+    add(`${p}.kv_proj.up_v.weight`, [G * d, R], Math.sqrt(3 / R));
+    if (s.biases) { add(`${p}.kv_proj.up_k.bias`, [G * (d - 2 * r)], 0.3); add(`${p}.kv_proj.up_v.bias`, [G * d], 0.3); }
+  }
+  return { json, cfg, src: new MapSource(map) };
+}
+
 /**
  * A packed row of documents with the given lengths: positions restart per document, each
  * token predicts the next one of its document, the last token of a document predicts nothing.
@@ -110,6 +157,9 @@ export function gradError(data: Vec, grad: ArrayLike<number>, loss: () => number
     maxDiff = Math.max(maxDiff, Math.abs(num - grad[i]!));
     maxRef = Math.max(maxRef, Math.abs(num));
   }
-  if (maxRef === 0) return maxDiff === 0 ? 0 : Infinity;
+  // A gradient that is zero by an invariance (MHA2MLA's NoPE-key bias shifts every logit of a
+  // query equally, which softmax ignores) has no scale to be relative to: there both sides
+  // must be zero to within the differences' rounding (losses are O(1) here, h = 1e-5).
+  if (maxRef < 1e-9) return maxDiff < 1e-9 ? 0 : Infinity;
   return maxDiff / maxRef;
 }

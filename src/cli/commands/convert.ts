@@ -1,18 +1,14 @@
-// transmla convert <model> --out DIR: GQA/MHA → MLA (TransMLA), printing each stage's perplexity.
+// transmla convert <model> --out DIR: GQA/MHA → MLA (TransMLA, or MHA2MLA with --method mha2mla),
+// printing each stage's perplexity.
 import { resolve } from 'node:path';
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
-import { convertModel, type CalibOrder, type EvalTextSpec } from '../../convert/convert.js';
-import { textModeFor } from '../../eval/perplexity.js';
-
-function evalTexts(v: string | undefined): EvalTextSpec[] {
-  if (!v) return [];
-  return v.split(',').filter((x) => x !== '').map((x) => (x.startsWith('lines:') ? { path: x.slice(6), mode: 'lines' as const } : { path: x, mode: textModeFor(x) }));
-}
+import { convertModel, type CalibOrder } from '../../convert/convert.js';
+import { evalTexts, methodFlag, MHA2MLA_USAGE, runMha2mlaConvert } from './convert-mha2mla.js';
 
 export const command: Command = {
-  summary: 'Convert a GQA/MHA model to Multi-head Latent Attention (TransMLA: RoRoPE + FreqFold + BKV-PCA)',
-  usage: 'transmla convert <model> --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
+  summary: 'Convert a GQA/MHA model to Multi-head Latent Attention (TransMLA: RoRoPE + FreqFold + BKV-PCA; or MHA2MLA)',
+  usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
     '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
     '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--search-chunks 16] [--overwrite] [--no-save] [--json]\n' +
     '  --kv-fraction F: cache r + d_R = F·(2·G·d) values per token per layer (e.g. 0.3125).\n' +
@@ -23,10 +19,13 @@ export const command: Command = {
     '    documents are held out for --freqfold auto and, without --eval-text, for the reported perplexities.\n' +
     '  --eval-text: perplexity, KL and top-1 agreement of every stage against the original on each file;\n' +
     '    prefix a file with "lines:" to read every line as a document (WikiText-2 as the papers read it).\n' +
-    '  --balance-kv-ratio 0 turns key/value balancing off.',
+    '  --balance-kv-ratio 0 turns key/value balancing off.\n' + MHA2MLA_USAGE,
   async run(argv) {
+    const method = methodFlag(argv);
+    if (method === 'mha2mla') return runMha2mlaConvert(argv);
+    if (method !== 'transmla') throw new UsageError(`--method must be transmla or mha2mla, got "${method}"`);
     const p = parseArgs(argv, {
-      out: 'string', 'kv-lora-rank': 'string', 'kv-fraction': 'string', 'rope-dim': 'string', freqfold: 'string',
+      method: 'string', out: 'string', 'kv-lora-rank': 'string', 'kv-fraction': 'string', 'rope-dim': 'string', freqfold: 'string',
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean',

@@ -2,16 +2,18 @@
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
 import { eosIds, generate } from '../../models/generate.js';
+import { parseKvQuant } from '../../models/latent-quant.js';
 import { loadModel } from '../../models/load.js';
 
 export const command: Command = {
   summary: 'Generate text from a prompt, streaming tokens',
-  usage: 'transmla generate <model> --prompt "..." [--max-tokens 256] [--temperature 1.0] [--top-p 0.9] [--seed S] [--no-bos] [--tokenizer PATH] [--quiet]\n' +
-    '  --temperature 0 is greedy. --quiet leaves out the prompt echo and the statistics line.',
+  usage: 'transmla generate <model> --prompt "..." [--max-tokens 256] [--temperature 1.0] [--top-p 0.9] [--seed S] [--no-bos] [--tokenizer PATH] [--kv-quant Q] [--quiet]\n' +
+    '  --temperature 0 is greedy. --quiet leaves out the prompt echo and the statistics line.\n' +
+    '  --kv-quant int8|int4[:gN|:token]: quantize an MLA model\'s latent cache (codes + one f16 scale per N values, default 32).',
   async run(argv) {
     const p = parseArgs(argv, {
       prompt: 'string', 'max-tokens': 'string', temperature: 'string', 'top-p': 'string', seed: 'string',
-      'no-bos': 'boolean', tokenizer: 'string', quiet: 'boolean',
+      'no-bos': 'boolean', tokenizer: 'string', 'kv-quant': 'string', quiet: 'boolean',
     });
     if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
     const prompt = str(p, 'prompt') ?? '';
@@ -23,7 +25,7 @@ export const command: Command = {
     // A fixed default would make every unseeded run identical; the seed is printed to repeat one.
     const seed = int(p, 'seed', Math.floor(Math.random() * 2 ** 31))!;
     const quiet = bool(p, 'quiet');
-    const { model, tokenizer } = loadModel(p.positionals[0]!, { tokenizer: str(p, 'tokenizer') });
+    const { model, tokenizer } = loadModel(p.positionals[0]!, { tokenizer: str(p, 'tokenizer'), kvQuant: parseKvQuant(str(p, 'kv-quant') ?? 'none') });
     if (!tokenizer) throw new Error('the model has no tokenizer; pass --tokenizer PATH');
     const bos = !bool(p, 'no-bos') && tokenizer.bosId !== null;
     const ids = tokenizer.encode(prompt, { addBos: bos });

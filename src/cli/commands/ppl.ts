@@ -3,21 +3,24 @@ import { bool, int, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
 import { createProgress } from '../../eval/progress.js';
 import { perplexity, readEvalText, textModeFor, tokenizeForPerplexity } from '../../eval/perplexity.js';
+import { kvQuantName, parseKvQuant } from '../../models/latent-quant.js';
 import { loadModel } from '../../models/load.js';
 
 export const command: Command = {
   summary: 'Perplexity on a text (non-overlapping chunks, GPTQ/TransMLA convention)',
-  usage: 'transmla ppl <model> --text FILE(.txt|.jsonl) [--ctx 2048] [--max-chunks N] [--lines] [--no-bos] [--tokenizer PATH] [--json]\n' +
+  usage: 'transmla ppl <model> --text FILE(.txt|.jsonl) [--ctx 2048] [--max-chunks N] [--lines] [--no-bos] [--tokenizer PATH] [--kv-quant Q] [--json]\n' +
     '  .jsonl: documents are the "text" fields, joined with "\\n\\n"; .txt is read as is.\n' +
-    '  --lines: every line is a document joined with "\\n\\n" (WikiText-2 read through HF datasets, as the papers do).',
+    '  --lines: every line is a document joined with "\\n\\n" (WikiText-2 read through HF datasets, as the papers do).\n' +
+    '  --kv-quant int8|int4[:gN|:token]: quantize an MLA model\'s latent cache (codes + one f16 scale per N values, default N = 32).',
   async run(argv) {
-    const p = parseArgs(argv, { text: 'string', ctx: 'string', 'max-chunks': 'string', lines: 'boolean', 'no-bos': 'boolean', tokenizer: 'string', json: 'boolean' });
+    const p = parseArgs(argv, { text: 'string', ctx: 'string', 'max-chunks': 'string', lines: 'boolean', 'no-bos': 'boolean', tokenizer: 'string', 'kv-quant': 'string', json: 'boolean' });
     if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
     const textPath = str(p, 'text');
     if (!textPath) throw new UsageError('--text FILE is required');
     const ctx = int(p, 'ctx', 2048, 2)!;
     const maxChunks = int(p, 'max-chunks', undefined, 1);
-    const { model, tokenizer } = loadModel(p.positionals[0]!, { tokenizer: str(p, 'tokenizer') });
+    const kvQuant = parseKvQuant(str(p, 'kv-quant') ?? 'none');
+    const { model, tokenizer } = loadModel(p.positionals[0]!, { tokenizer: str(p, 'tokenizer'), kvQuant });
     if (!tokenizer) throw new Error('the model has no tokenizer; pass --tokenizer PATH');
     if (ctx > model.config.maxPositionEmbeddings) {
       process.stderr.write(`warning: --ctx ${ctx} exceeds the model's ${model.config.maxPositionEmbeddings} trained positions\n`);
@@ -36,7 +39,7 @@ export const command: Command = {
     bar.finish();
     const secs = (performance.now() - t1) / 1000;
     if (bool(p, 'json')) {
-      console.log(JSON.stringify({ ...r, text: textPath, textMode: mode, documents, seconds: secs }, null, 2));
+      console.log(JSON.stringify({ ...r, text: textPath, textMode: mode, documents, kvQuant: kvQuantName(kvQuant), seconds: secs }, null, 2));
       return;
     }
     console.log(`ppl ${r.ppl.toFixed(4)}  (mean NLL ${r.nll.toFixed(5)} nats over ${r.predictions} predictions)`);
@@ -44,6 +47,7 @@ export const command: Command = {
     console.log(`text: ${textPath}, ${documents} documents (${how}), ` +
       `${r.textTokens} tokens (tokenized in ${(tokMs / 1000).toFixed(1)} s)`);
     console.log(`chunks: ${r.chunks} of ${r.chunksAvailable} × ${ctx} tokens, ${(r.chunks * ctx / secs).toFixed(0)} tokens/s`);
+    if (kvQuant) console.log(`latent cache: ${kvQuantName(kvQuant)} (dequantized on read)`);
     console.log(`convention: ${r.convention}`);
   },
 };

@@ -1,7 +1,7 @@
 // transmla sweep <model> --kv-fractions ...: converts at several cache budgets (per method) and
 // draws perplexity vs KV fraction into sweep.html (+ sweep.json).
 import { resolve } from 'node:path';
-import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import { bool, int, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
 import type { CalibOrder, EvalTextSpec } from '../../convert/convert.js';
 import { CONVERT_METHODS } from '../../convert/methods.js';
@@ -54,7 +54,7 @@ export const command: Command = {
         calib, freqFold: ff === 'auto' ? 'auto' : Number(ff), calibOrder: order as CalibOrder,
         calibSamples: int(p, 'calib-samples', 128, 1), calibSeqLen: int(p, 'calib-seqlen', 256, 2), seed: int(p, 'seed', 42),
         evalTexts: evalTexts(str(p, 'eval-text')), evalCtx: int(p, 'eval-ctx', undefined, 2), evalChunks: int(p, 'eval-chunks', undefined, 1),
-        searchChunks: int(p, 'search-chunks', undefined, 1), balanceKvRatio: num(p, 'balance-kv-ratio', 1),
+        searchChunks: int(p, 'search-chunks', undefined, 1),
       },
       log: (line) => process.stderr.write(`${line}\n`),
     });

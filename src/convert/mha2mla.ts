@@ -1,0 +1,358 @@
+// The MHA2MLA method (algorithms.md §4), training-free: source GQA/MHA model → calibrate (only what
+// the chosen options need) → partial RoPE (r pairs per KV head, selected by S_high / S_low /
+// S_uniform / S_2-norm) → low-rank latent for the NoPE keys and values (SVD_joint or SVD_split,
+// weight-only or activation-aware) → an MHA2MLA folder (per-KV-head RoPE keys, mla-config.ts),
+// measuring original → partial-RoPE → MLA perplexity, KL and top-1 as the TransMLA pipeline does.
+//
+// It shares the TransMLA pipeline's machinery: calibration samples, held-out documents and the
+// layer-by-layer hidden states (calibrate.ts), evaluation (eval/fidelity.ts) and the output
+// folder writer (convert.ts outputTensors, io/checkpoint.ts, transmla.json).
+//
+// Statistics all come from the original model, one pass, layer by layer:
+// - S_2-norm: per-pair query/key norms ('mean': exact mean of per-token pair norms, from the q/k
+//   projections of every calibration token; 'rms': the root-mean-square surrogate from the Gram);
+// - activation-aware factorisation: the layer input's second moment E[xxᵀ] (from the Gram).
+// Weight-only SVD with a fixed selection needs no calibration at all.
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { withAtomicDir } from '../io/atomic-dir.js';
+import { writeCheckpoint } from '../io/checkpoint.js';
+import { writeHfFolderExtras } from '../io/hf-config.js';
+import { mha2mlaConfigJson } from '../io/mla-config.js';
+import type { FloatDType } from '../kernels/types.js';
+import { fidelity, type ModelScore } from '../eval/fidelity.js';
+import { readEvalText } from '../eval/perplexity.js';
+import { GqaAttention } from '../models/attention.js';
+import type { LlamaModel } from '../models/llama.js';
+import { loadModel } from '../models/load.js';
+import { ropeInvFreq } from '../models/rope.js';
+import { bytesPerElement } from '../tensor.js';
+import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
+import { withBias } from './gqa-to-mla.js';
+import { HELD_OUT_FRACTION, outputTensors, sha256File, tokenizeEnough, type EvalReport, type EvalTextSpec } from './convert.js';
+import { maxMha2mlaRank, mha2mlaDecoderLayer, mha2mlaLayer, mha2mlaLayerTensors, type LowRankInit, type Mha2mlaLayerWeights } from './mha2mla-layer.js';
+import { assembleModel, gqaLayerSource } from './mla-build.js';
+import { PairNormAccumulator, pairRmsFromGram, selectRopePairs, type NormStat, type PairNorms, type RopeSelection } from './rope-select.js';
+
+export type Weighting = 'weights' | 'activations';
+
+/** MHA2MLA's default: r = d/16 pairs per head (4 for d = 64, 8 for d = 128), at least one. */
+export function defaultRopePairs(headDim: number): number {
+  return Math.max(1, Math.round(headDim / 16));
+}
+
+export interface Mha2mlaBudget {
+  ropePairs: number;
+  kvRank: number;
+  /** Cached values per token per layer: G·2r + R. */
+  width: number;
+  /** width / (2·G·d). */
+  fraction: number;
+}
+
+/**
+ * r and R for a cache budget: the latent gets what the G·2r RoPE keys leave of ⌊F·2·G·d⌋ (or R is
+ * given). Throws, saying what to change, when nothing is left for the latent.
+ */
+export function mha2mlaBudget(s: { nKvHeads: number; headDim: number; hidden: number }, o: { ropePairs?: number; kvRank?: number; kvFraction?: number }): Mha2mlaBudget {
+  const G = s.nKvHeads, d = s.headDim, full = 2 * G * d;
+  const r = o.ropePairs ?? defaultRopePairs(d);
+  if (!Number.isInteger(r) || r < 0 || 2 * r >= d) throw new Error(`--rope-pairs must be an integer in 0..${d / 2 - 1} for head_dim ${d}, got ${r}`);
+  let R: number;
+  if (o.kvFraction !== undefined) {
+    if (o.kvRank !== undefined) throw new Error('give either --kv-rank or --kv-fraction, not both');
+    if (!(o.kvFraction > 0 && o.kvFraction <= 1)) throw new Error(`--kv-fraction must be in (0, 1], got ${o.kvFraction}`);
+    // A hair of tolerance so 0.3125·256 = 80 is not lost to rounding.
+    const width = Math.floor(o.kvFraction * full + 1e-9);
+    R = width - G * 2 * r;
+    if (R < 1) throw new Error(`--kv-fraction ${o.kvFraction} gives ${width} values per token, all taken by the RoPE keys (${G} KV heads × 2·${r}); lower --rope-pairs`);
+  } else if (o.kvRank !== undefined) {
+    R = o.kvRank;
+  } else {
+    throw new Error('give --kv-rank R or --kv-fraction F');
+  }
+  const max = maxMha2mlaRank(s, r);
+  if (!Number.isInteger(R) || R < 1 || R > max) throw new Error(`the latent width must be an integer in 1..${max} (min(G·(2d − 2r), hidden)), got ${R}`);
+  return { ropePairs: r, kvRank: R, width: G * 2 * r + R, fraction: (G * 2 * r + R) / full };
+}
+
+export interface Mha2mlaLayerStats {
+  pairNorms: PairNorms | null;
+  /** E[xxᵀ] [D×D] of the layer's normed input (bias column dropped: biases stay exact). */
+  inputCov: Float64Array | null;
+}
+
+export interface StatsNeeds {
+  pairNorms: NormStat | null;
+  inputCov: boolean;
+}
+
+/** What calibration the options require. */
+export function statsNeeds(selection: RopeSelection, weighting: Weighting, normStat: NormStat): StatsNeeds {
+  return { pairNorms: selection === '2norm' ? normStat : null, inputCov: weighting === 'activations' };
+}
+
+/**
+ * One pass of the calibration samples through the original model; onLayer receives each layer's
+ * statistics as soon as they exist (so a caller can convert that layer and drop them).
+ */
+export function calibrateMha2mla(src: LlamaModel, samples: readonly Int32Array[], need: StatsNeeds, onLayer: (l: number, s: Mha2mlaLayerStats) => void): void {
+  const nLayers = src.layers.length, D = src.config.hiddenSize, Dp = D + 1;
+  const states = HiddenStates.embed(src, samples);
+  const tokens = samples.length * states.seqLen;
+  try {
+    for (let l = 0; l < nLayers; l++) {
+      const layer = src.layers[l]!, a = layer.attn;
+      if (!(a instanceof GqaAttention)) throw new Error(`layer ${l} is not GQA/MHA attention`);
+      const gram = need.inputCov || need.pairNorms === 'rms' ? states.gram(layer.inputNorm) : null;
+      let pairNorms: PairNorms | null = null;
+      if (need.pairNorms === 'mean') {
+        const acc = new PairNormAccumulator(a.nHeads, a.nKvHeads, a.headDim, a.ropeLayout);
+        const q = new Float32Array(states.seqLen * a.q.outFeatures), k = new Float32Array(states.seqLen * a.k.outFeatures);
+        states.visitNormed(layer.inputNorm, (xn, T) => {
+          a.q.forward(xn, T, q);
+          a.k.forward(xn, T, k);
+          acc.add(q, k, T);
+        });
+        pairNorms = acc.result();
+      } else if (need.pairNorms === 'rms') {
+        const s = gqaLayerSource(src, l);
+        pairNorms = pairRmsFromGram(withBias(s.wq, s.bq, a.nHeads * a.headDim, D, 'q_proj'), withBias(s.wk, s.bk, a.nKvHeads * a.headDim, D, 'k_proj'),
+          a.nHeads, a.nKvHeads, a.headDim, a.ropeLayout, gram!, Dp, tokens);
+      }
+      let inputCov: Float64Array | null = null;
+      if (need.inputCov) {
+        inputCov = new Float64Array(D * D);
+        for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) inputCov[i * D + j] = gram![i * Dp + j]! / tokens;
+      }
+      onLayer(l, { pairNorms, inputCov });
+      if (l + 1 < nLayers) states.advance(layer);
+    }
+  } finally {
+    states.close();
+  }
+}
+
+export interface Mha2mlaVariant {
+  selection: RopeSelection;
+  init: LowRankInit;
+  weighting: Weighting;
+  ropePairs: number;
+  /** Latent width, or 'full' for the partial-RoPE model. */
+  kvRank: number | 'full';
+}
+
+/** Layer l of the source converted with a variant, from that layer's statistics. */
+export function convertMha2mlaLayer(src: LlamaModel, l: number, v: Mha2mlaVariant, stats: Mha2mlaLayerStats): Mha2mlaLayerWeights {
+  const s = gqaLayerSource(src, l);
+  const pairs = selectRopePairs(v.selection, v.ropePairs, s.headDim, s.nKvHeads, stats.pairNorms);
+  if (v.weighting === 'activations' && v.kvRank !== 'full' && !stats.inputCov) throw new Error('the activation-aware factorisation needs the input covariance from calibration');
+  return mha2mlaLayer(s, { ropePairs: pairs, kvRank: v.kvRank, init: v.init, inputCov: v.weighting === 'activations' ? stats.inputCov : null });
+}
+
+/** An in-memory MHA2MLA model: the source with these attention layers (rounded to `dtype`). */
+export function buildMha2mlaModel(src: LlamaModel, layers: readonly Mha2mlaLayerWeights[], dtype: FloatDType): LlamaModel {
+  const c = src.config;
+  const inv = ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling);
+  return assembleModel(src, layers.map((w, l) => mha2mlaDecoderLayer(src, l, w, inv, { dtype })));
+}
+
+export interface Mha2mlaOptions {
+  model: string;
+  out: string | null;
+  overwrite?: boolean;
+  /** r pairs per KV head (default defaultRopePairs(d)). */
+  ropePairs?: number;
+  /** Latent width R; or give kvFraction. */
+  kvRank?: number;
+  kvFraction?: number;
+  selection?: RopeSelection;
+  init?: LowRankInit;
+  weighting?: Weighting;
+  normStat?: NormStat;
+  calib: string;
+  calibSamples?: number;
+  calibSeqLen?: number;
+  seed?: number;
+  evalTexts?: EvalTextSpec[];
+  evalCtx?: number;
+  evalChunks?: number;
+  log?: (line: string) => void;
+}
+
+export interface Mha2mlaReport {
+  tool: 'transmla';
+  method: 'mha2mla';
+  methodDescription: string;
+  created: string;
+  source: { path: string; modelType: string; layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; dtype: FloatDType };
+  output: string | null;
+  parameters: {
+    ropePairsPerHead: number;
+    kvLoraRank: number;
+    kvFraction: number;
+    selection: RopeSelection;
+    lowRank: LowRankInit;
+    weighting: Weighting;
+    normStat: NormStat | null;
+    /** [layer][kv head] kept frequency indices. */
+    ropePairs: number[][][];
+    ropeLayout: string;
+    softmaxScale: string;
+    dtype: FloatDType;
+  };
+  calibration: { file: string; sha256: string; documents: number; heldOutDocuments: number; samples: number; seqLen: number; tokens: number; seed: number; statistics: string[] };
+  kvCache: { dtype: FloatDType; bytesPerTokenBefore: number; bytesPerTokenAfter: number; elementsPerTokenPerLayerBefore: number; elementsPerTokenPerLayerAfter: number; fraction: number };
+  /** Per layer: share of the (weighted) [K_nope ; V] energy the latent keeps. */
+  layers: { energy: number }[];
+  evaluations: EvalReport[];
+  seconds: { load: number; calibration: number; conversion: number; evaluation: number; save: number; convertTotal: number };
+  peakRssBytes: number;
+}
+
+function secondsSince(t: number): number {
+  return (performance.now() - t) / 1000;
+}
+
+function fmt(s: ModelScore, ref = false): string {
+  return ref ? `ppl ${s.ppl.toFixed(4)}` : `ppl ${s.ppl.toFixed(4)}  KL ${s.kl.toFixed(4)}  top-1 ${(100 * s.top1).toFixed(2)} %`;
+}
+
+export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> {
+  const log = o.log ?? (() => {});
+  const tStart = performance.now();
+  const loaded = loadModel(o.model);
+  if (loaded.mla || loaded.mha2mla) throw new Error(`${o.model} is already an MLA model`);
+  if (loaded.format !== 'hf') throw new Error(`${o.model}: convert takes a Hugging Face folder (import llama2.c checkpoints first)`);
+  const src = loaded.model, cfg = loaded.config, tok = loaded.tokenizer;
+  if (!tok) throw new Error(`${o.model} has no tokenizer (tokenizer.json); calibration needs one`);
+  const a0 = src.layers[0]!.attn;
+  if (!(a0 instanceof GqaAttention)) throw new Error('only GQA/MHA attention can be converted');
+  const H = a0.nHeads, G = a0.nKvHeads, d = a0.headDim, D = cfg.hiddenSize, nLayers = src.layers.length;
+  const dtype = src.weightDtype;
+  const budget = mha2mlaBudget({ nKvHeads: G, headDim: d, hidden: D }, o);
+  const variant: Mha2mlaVariant = {
+    selection: o.selection ?? '2norm', init: o.init ?? 'joint', weighting: o.weighting ?? 'weights',
+    ropePairs: budget.ropePairs, kvRank: budget.kvRank,
+  };
+  const normStat = o.normStat ?? 'mean';
+  const need = statsNeeds(variant.selection, variant.weighting, normStat);
+  const before = 2 * G * d;
+  const tLoad = secondsSince(tStart);
+  log(`source: ${o.model} (${cfg.modelType}, ${nLayers} layers, ${H} heads / ${G} KV heads × ${d}, ${dtype})`);
+  log(`target: ${budget.width} cached values per token per layer = ${G} KV heads × 2·${budget.ropePairs} RoPE + latent ${budget.kvRank}; was ${before} (${(100 * budget.fraction).toFixed(2)} %)`);
+  log(`method: MHA2MLA, S_${variant.selection} selection${need.pairNorms ? ` (${need.pairNorms} pair norms)` : ''}, SVD_${variant.init}, ${variant.weighting === 'weights' ? 'weight-only' : 'activation-aware'}`);
+
+  // Calibration samples (also when no statistic is needed: the held-out split is the same).
+  const docs = readDocuments(o.calib);
+  const nHeld = docs.length >= 2 ? Math.max(1, Math.round(docs.length * HELD_OUT_FRACTION)) : 0;
+  const calibDocs = docs.slice(0, docs.length - nHeld);
+  const heldDocs = docs.slice(docs.length - nHeld);
+  const calib = { samples: o.calibSamples ?? 128, seqLen: o.calibSeqLen ?? 256, seed: o.seed ?? 42 };
+  const statistics = [need.pairNorms && `${need.pairNorms} query/key pair norms`, need.inputCov && 'layer-input second moment'].filter((x): x is string => !!x);
+
+  // --- Calibrate and convert, layer by layer (each layer's statistics dropped once used).
+  const tCal = performance.now();
+  let tConvSecs = 0;
+  const mla: Mha2mlaLayerWeights[] = [];
+  const partial: Mha2mlaLayerWeights[] = [];
+  const convertLayer = (l: number, stats: Mha2mlaLayerStats): void => {
+    const t = performance.now();
+    const w = convertMha2mlaLayer(src, l, variant, stats);
+    mla.push(w);
+    partial.push(mha2mlaLayer(gqaLayerSource(src, l), { ropePairs: w.ropePairs, kvRank: 'full', init: variant.init, inputCov: null }));
+    tConvSecs += secondsSince(t);
+    log(`  layer ${l + 1}/${nLayers}: RoPE pairs ${w.ropePairs.map((p) => `[${p.join(',')}]`).join(' ')}, latent energy kept ${(100 * w.energy).toFixed(1)} %`);
+  };
+  if (need.pairNorms || need.inputCov) {
+    const samples = calibrationSamples(tok, calibDocs, calib);
+    log(`calibration: ${calib.samples} × ${calib.seqLen} tokens from ${o.calib} (${calibDocs.length} documents, seed ${calib.seed}; ${nHeld} held out): ${statistics.join(', ')}`);
+    calibrateMha2mla(src, samples, need, convertLayer);
+  } else {
+    log('calibration: none needed (fixed selection, weight-only factorisation)');
+    for (let l = 0; l < nLayers; l++) convertLayer(l, { pairNorms: null, inputCov: null });
+  }
+  const calSecs = secondsSince(tCal) - tConvSecs;
+  const partialModel = buildMha2mlaModel(src, partial, dtype);
+  const mlaModel = buildMha2mlaModel(src, mla, dtype);
+  const convertTotal = secondsSince(tStart);
+
+  // --- Evaluation: original → partial RoPE → MLA on the same tokens.
+  const tEval = performance.now();
+  const evalCtx = o.evalCtx ?? Math.min(2048, cfg.maxPositionEmbeddings);
+  const texts: { name: string; sha: string; mode: EvalReport['mode']; text: string }[] = (o.evalTexts ?? []).map((t) => ({
+    name: resolve(t.path), sha: sha256File(t.path), mode: t.mode, text: readEvalText(t.path, t.mode).text,
+  }));
+  if (texts.length === 0) {
+    if (heldDocs.length === 0) throw new Error('no --eval-text and no held-out calibration documents to evaluate on');
+    const text = heldDocs.join('\n\n');
+    texts.push({ name: `${resolve(o.calib)} (last ${nHeld} documents, held out)`, sha: createHash('sha256').update(text).digest('hex'), mode: 'held-out calibration documents', text });
+  }
+  const evaluations: EvalReport[] = [];
+  for (const t of texts) {
+    const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
+    const f = await fidelity(src, [partialModel, mlaModel], ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks });
+    evaluations.push({
+      text: t.name, sha256: t.sha, mode: t.mode, ctx: f.ctx, chunks: f.chunks, predictions: f.predictions, convention: f.convention,
+      original: f.reference, partialRope: f.models[0]!, mla: f.models[1]!,
+    });
+    log(`${t.name}: ${f.chunks} chunks × ${f.ctx} tokens`);
+    log(`  original      ${fmt(f.reference, true)}`);
+    log(`  partial RoPE  ${fmt(f.models[0]!)}`);
+    log(`  MLA           ${fmt(f.models[1]!)}`);
+  }
+  const evalSecs = secondsSince(tEval);
+
+  const bpe = bytesPerElement(dtype);
+  const report: Mha2mlaReport = {
+    tool: 'transmla',
+    method: 'mha2mla',
+    methodDescription: 'MHA2MLA (partial RoPE per KV head + low-rank NoPE-key/value latent), training-free',
+    created: new Date().toISOString(),
+    source: { path: resolve(o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype },
+    output: o.out ? resolve(o.out) : null,
+    parameters: {
+      ropePairsPerHead: budget.ropePairs, kvLoraRank: budget.kvRank, kvFraction: budget.fraction,
+      selection: variant.selection, lowRank: variant.init, weighting: variant.weighting, normStat: need.pairNorms,
+      ropePairs: mla.map((w) => w.ropePairs),
+      ropeLayout: 'q_proj and k_r_proj rows per head: kept pairs first as interleaved (2i, 2i+1), pair i rotating at the source frequency θ_{S_g[i]}; then the NoPE elements in source order',
+      softmaxScale: `head_dim^−½ (qk width unchanged: 2r + (d − 2r) = ${d})`,
+      dtype,
+    },
+    calibration: {
+      file: resolve(o.calib), sha256: sha256File(o.calib), documents: calibDocs.length, heldOutDocuments: nHeld,
+      samples: statistics.length ? calib.samples : 0, seqLen: calib.seqLen, tokens: statistics.length ? calib.samples * calib.seqLen : 0, seed: calib.seed, statistics,
+    },
+    kvCache: {
+      dtype, bytesPerTokenBefore: nLayers * before * bpe, bytesPerTokenAfter: nLayers * budget.width * bpe,
+      elementsPerTokenPerLayerBefore: before, elementsPerTokenPerLayerAfter: budget.width, fraction: budget.fraction,
+    },
+    layers: mla.map((w) => ({ energy: w.energy })),
+    evaluations,
+    seconds: { load: tLoad, calibration: calSecs, conversion: tConvSecs, evaluation: evalSecs, save: 0, convertTotal },
+    peakRssBytes: 0,
+  };
+  log(`KV cache per token (${dtype}): ${report.kvCache.bytesPerTokenBefore} B → ${report.kvCache.bytesPerTokenAfter} B`);
+
+  if (o.out) {
+    const tSave = performance.now();
+    const out = resolve(o.out);
+    const configJson = mha2mlaConfigJson(cfg, { kvLoraRank: budget.kvRank, ropePairsPerHead: budget.ropePairs, ropePairs: report.parameters.ropePairs });
+    await withAtomicDir(out, { overwrite: o.overwrite ?? false, source: o.model }, async (dir) => {
+      await writeCheckpoint(dir, outputTensors(o.model, nLayers, (l, prefix) => mha2mlaLayerTensors(prefix, mla[l]!, dtype)));
+      // Innermost number lists (the kept pairs of one KV head) on one line each; a raw newline
+      // after "[" cannot occur inside a JSON string, so string values are never touched.
+      const text = JSON.stringify(configJson, null, 2).replace(/\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]/g, (_m, nums: string) => `[${nums.split(/,\s*/).join(', ')}]`);
+      writeFileSync(join(dir, 'config.json'), text + '\n');
+      writeHfFolderExtras(o.model, dir);
+      writeFileSync(join(dir, 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
+    });
+    report.seconds.save = secondsSince(tSave);
+    report.seconds.convertTotal += report.seconds.save;
+    log(`saved ${out}`);
+  }
+  report.peakRssBytes = process.resourceUsage().maxRSS * 1024;
+  if (o.out) writeFileSync(join(resolve(o.out), 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
+  return report;
+}

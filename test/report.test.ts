@@ -1,0 +1,142 @@
+// Conversion reports, the decode benchmark and the sweep, end to end on the small TinyStories
+// checkpoint: convert (writes report.html), bench against its source and llama.cpp (real runs,
+// tiny contexts), rebuild the report with the speed charts, and a two-point sweep. The pages must
+// be self-contained: inline SVG charts, no scripts, no external URL anywhere.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { commands } from '../src/cli/commands.js';
+import type { ConvertReport } from '../src/convert/convert.js';
+import { runSweep, type SweepReport } from '../src/convert/sweep.js';
+import type { BenchReport } from '../src/eval/bench.js';
+import { measureBandwidth } from '../src/eval/bandwidth.js';
+import { buildReportHtml } from '../src/report/report.js';
+import { assetPath, mustAsset } from './helpers/assets.js';
+import { buildReportFixture, FIXTURE_MODEL, tinyConvertOptions } from './helpers/report-fixture.js';
+
+const skip = assetPath(FIXTURE_MODEL) && assetPath('text/tinystories/tinystories_val_sample.txt') ? false : `asset ${FIXTURE_MODEL} or the TinyStories texts missing`;
+
+/** Every absolute URL in a page, once the SVG namespace declarations (identifiers, never fetched) are removed. */
+function externalUrls(html: string): string[] {
+  const stripped = html.replace(/xmlns(:\w+)?="http:\/\/www\.w3\.org\/[^"]*"/g, '');
+  return stripped.match(/(https?:)?\/\/[a-z0-9.-]+\.[a-z]{2,}[^\s"'<>)]*/gi) ?? [];
+}
+
+function checkSelfContained(html: string): void {
+  assert.deepEqual(externalUrls(html), []);
+  assert.doesNotMatch(html, /<script|<link|<img|<iframe|@import|src=/i);
+  assert.match(html, /Content-Security-Policy" content="default-src 'none'/);
+}
+
+describe('reports and benchmark', { skip }, () => {
+  const dir = skip ? '' : mkdtempSync(join(tmpdir(), 'transmla-report-'));
+  let folder: string;
+  let html: string;
+  before(async () => {
+    const f = await buildReportFixture(dir, { llamaCpp: true });
+    folder = f.folder;
+    html = readFileSync(f.report, 'utf8');
+  });
+  after(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
+
+  it('convert records spectra and RoPE frequencies per layer', () => {
+    const r = JSON.parse(readFileSync(join(folder, 'transmla.json'), 'utf8')) as ConvertReport;
+    assert.equal(r.layers.length, 2);
+    for (const l of r.layers) {
+      assert.equal(l.ropeInvFreq.length, r.parameters.qkRopeHeadDim / 2);
+      // 2·G·d − d_R components, descending shares summing to 1; the first r sum to the recorded energy.
+      const sp = l.kvSpectrum, sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+      assert.equal(sp.length, 2 * r.source.kvHeads * r.source.headDim - r.parameters.qkRopeHeadDim);
+      assert.ok(sp.every((x, j) => x >= 0 && (j === 0 || x <= sp[j - 1]! * (1 + 1e-3))));
+      assert.ok(Math.abs(sum(sp) - 1) < 1e-3);
+      assert.ok(Math.abs(sum(sp.slice(0, r.parameters.kvLoraRank)) - l.kvEnergy) < 1e-3);
+    }
+  });
+
+  it('bench measures the MLA model, its source and llama.cpp, with roofline and ratios', () => {
+    const b = JSON.parse(readFileSync(join(folder, 'bench.json'), 'utf8')) as BenchReport;
+    assert.equal(b.compareSource, 'transmla.json source');
+    assert.equal(b.compare, mustAsset(FIXTURE_MODEL));
+    assert.ok(b.bandwidth.bytesPerSecond > 1e8, `bandwidth ${b.bandwidth.bytesPerSecond}`);
+    const kinds = b.runs.map((r) => `${r.engine}/${r.role}/${r.attention}`);
+    assert.deepEqual(kinds, ['transmla/model/MLA', 'transmla/compare/GQA', 'llama.cpp/compare/GQA']);
+    for (const run of b.runs) {
+      assert.deepEqual(run.contexts.map((c) => c.context), [32, 96]);
+      for (const [i, c] of run.contexts.entries()) {
+        assert.ok(c.tokensPerSecond > 0 && Math.abs(c.msPerToken * c.tokensPerSecond - 1000) < 1e-6);
+        assert.equal(c.cacheBytes, c.context * run.cacheBytesPerToken);
+        assert.equal(c.bytesPerStep, run.weightBytesPerStep + c.cacheBytes);
+        const rf = run.roofline[i]!;
+        assert.ok(Math.abs(rf.minMsPerToken - (c.bytesPerStep / b.bandwidth.bytesPerSecond) * 1000) < 1e-9);
+        assert.ok(Math.abs(rf.fractionOfRoofline - rf.minMsPerToken / c.msPerToken) < 1e-12);
+      }
+      assert.ok(run.peakRssBytes > 0);
+    }
+    const mla = b.runs[0]!, src = b.runs[1]!;
+    // Latent 24 + 8 per layer against 2·4·16 for the source: a quarter of the cache.
+    assert.equal(mla.cacheElementsPerToken, 2 * (24 + 8));
+    assert.equal(src.cacheElementsPerToken, 2 * 2 * 4 * 16);
+    assert.equal(b.ratios.length, 2);
+    for (const x of b.ratios) assert.equal(x.cacheBytesRatio, 0.25);
+    assert.ok(b.runs[2]!.cacheDtype === 'f16' && b.runs[2]!.cacheBytesPerToken === src.cacheElementsPerToken * 2);
+    assert.deepEqual(b.llamaCppSkipped.map((s) => s.model), [folder]);
+    // Contexts here are inside the 512-position window: no speed-only note.
+    assert.ok(!b.notes.some((n) => n.includes('trained window')));
+  });
+
+  it('report.html has every section, inline SVG charts, and nothing external', () => {
+    checkSelfContained(html);
+    for (const title of ['KV cache', 'Perplexity per stage', 'PCA per layer', 'RoPE frequencies per layer', 'Decode speed vs context', 'Timings']) {
+      assert.ok(html.includes(`<h2>${title}</h2>`), `section ${title}`);
+    }
+    const svgs = html.match(/<svg[\s\S]*?<\/svg>/g) ?? [];
+    // KV bars, perplexity, energy kept, spectrum, cumulative energy, RoPE heatmap, speed, ms/token.
+    assert.ok(svgs.length >= 8, `${svgs.length} charts`);
+    for (const s of svgs) assert.match(s, /<path[^>]* d="M/);
+    // Chart element ids are unique across the page.
+    const ids = [...html.matchAll(/\bid="([^"]+)"/g)].map((m) => m[1]);
+    assert.equal(new Set(ids).size, ids.length);
+  });
+
+  it('`transmla report` rebuilds the page; older reports without spectra still render', async () => {
+    rmSync(join(folder, 'report.html'));
+    const cmd = await commands.report!();
+    const log = console.log;
+    console.log = () => {};
+    try { await cmd.run([folder]); } finally { console.log = log; }
+    assert.ok(existsSync(join(folder, 'report.html')));
+    const r = JSON.parse(readFileSync(join(folder, 'transmla.json'), 'utf8')) as ConvertReport;
+    const old = { ...r, layers: r.layers.map(({ ropeEnergy, alpha, kvEnergy }) => ({ ropeEnergy, alpha, kvEnergy })) } as unknown as ConvertReport;
+    const page = await buildReportHtml(old, null);
+    checkSelfContained(page);
+    assert.match(page, /were not recorded/);
+    assert.match(page, /Not benchmarked yet/);
+  });
+
+  it('the bandwidth figure is a measured positive rate', async () => {
+    const bw = await measureBandwidth({ bytes: 16 * 2 ** 20, reps: 2, threads: 2 });
+    assert.ok(bw.singleThreadBytesPerSecond > 0 && bw.parallelBytesPerSecond > 0);
+    assert.equal(bw.bytesPerSecond, Math.max(bw.singleThreadBytesPerSecond, bw.parallelBytesPerSecond));
+    await assert.rejects(measureBandwidth({ bytes: 1000 }), /at least 1 MiB/);
+  });
+
+  it('sweep converts at each fraction and charts perplexity vs KV fraction', async () => {
+    const t = tinyConvertOptions();
+    const out = join(dir, 'sweep');
+    const s = await runSweep({
+      model: mustAsset(FIXTURE_MODEL), fractions: [0.5, 0.25], methods: ['transmla'], out,
+      convert: { calib: t.calib, calibSamples: 8, calibSeqLen: 64, freqFold: 2, ropeDim: 8, evalTexts: [{ path: t.evalText, mode: 'file' }], evalCtx: 128, evalChunks: 1 },
+    });
+    const saved = JSON.parse(readFileSync(join(out, 'sweep.json'), 'utf8')) as SweepReport;
+    assert.deepEqual(saved.points.map((p) => [p.method, p.kvFractionRequested, p.kvFraction]), [['transmla', 0.5, 0.5], ['transmla', 0.25, 0.25]]);
+    assert.deepEqual(s.points.map((p) => p.kvLoraRank), [56, 24]);
+    for (const p of saved.points) assert.ok(p.evaluations[0]!.mla.ppl > 1 && p.evaluations[0]!.original.ppl === saved.points[0]!.evaluations[0]!.original.ppl);
+    const page = readFileSync(join(out, 'sweep.html'), 'utf8');
+    checkSelfContained(page);
+    assert.ok((page.match(/<svg/g) ?? []).length >= 2);
+    assert.match(page, /Perplexity vs KV fraction/);
+    await assert.rejects(runSweep({ model: mustAsset(FIXTURE_MODEL), fractions: [0.5], methods: ['nope'], out, convert: { calib: t.calib, freqFold: 'auto' } }), /unknown conversion method "nope"/);
+  });
+});
