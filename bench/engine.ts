@@ -84,51 +84,64 @@ function prefill(model: LlamaModel, T: number, all: boolean, reps: number): { tp
   return { tps: T / s, gflops: model.flops(T, 0, all ? T : 1) / s / 1e9 };
 }
 
-/** Fills the cache with ctx tokens (512 at a time), then times `n` greedy decode steps; best of `reps`. */
-function decode(model: LlamaModel, ctx: number, n: number, reps: number): number {
-  const ids = randomIds(ctx, model.config.vocabSize, ctx + 7);
-  const cache = model.newCache();
-  cache.reserve(ctx + n);
-  let logits: Float32Array = new Float32Array(0);
-  for (let p = 0; p < ctx; p += 512) logits = model.forward(ids.slice(p, p + 512), cache);
-  const first = argmax(logits);
-  let bestTps = 0;
-  for (let r = 0; r < reps; r++) {
-    cache.truncate(ctx);
-    let tok = first;
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) tok = argmax(model.forward([tok], cache));
-    bestTps = Math.max(bestTps, n / ((performance.now() - t0) / 1000));
-  }
-  return bestTps;
+/** Times n greedy decode steps after a prefix of ctx tokens; tokens/s. */
+interface DecodeSession {
+  prepare(ctx: number): Promise<void>;
+  time(n: number): Promise<number>;
+  close(): Promise<void>;
 }
 
-async function llamaCppDecode(gguf: string, vocab: number, contexts: number[], n: number, reps: number, threads: number): Promise<number[]> {
+function oursSession(model: LlamaModel, maxCtx: number, n: number): DecodeSession {
+  const cache = model.newCache();
+  cache.reserve(maxCtx + n);
+  let ctx = 0, first = 0;
+  return {
+    async prepare(c) {
+      const ids = randomIds(c, model.config.vocabSize, c + 7);
+      let logits: Float32Array = new Float32Array(0);
+      for (let p = 0; p < c; p += 512) logits = model.forward(ids.slice(p, p + 512), cache, { pos0: p });
+      ctx = c;
+      first = argmax(logits);
+    },
+    async time(steps) {
+      cache.truncate(ctx);
+      let tok = first;
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) tok = argmax(model.forward([tok], cache));
+      return steps / ((performance.now() - t0) / 1000);
+    },
+    async close() {},
+  };
+}
+
+async function llamaCppSession(gguf: string, vocab: number, maxCtx: number, n: number, threads: number): Promise<DecodeSession> {
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  // maxThreads caps llama.cpp's pool; with only the context's `threads` hint it may use more.
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, maxThreads: threads });
   const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
-  const ctx = await model.createContext({ contextSize: Math.max(...contexts) + n + 16, batchSize: 512, threads: { ideal: threads, min: threads } });
-  const seq = ctx.getSequence();
-  const out: number[] = [];
-  for (const c of contexts) {
-    // node-llama-cpp brands token ids; ours are plain vocabulary indices.
-    const ids = randomIds(c, vocab, c + 7) as Token[];
-    let bestTps = 0;
-    for (let r = 0; r < reps; r++) {
+  const context = await model.createContext({ contextSize: maxCtx + n + 16, batchSize: 512, threads: { ideal: threads, min: threads } });
+  const seq = context.getSequence();
+  // node-llama-cpp brands token ids; ours are plain vocabulary indices.
+  let ids: Token[] = [];
+  return {
+    async prepare(c) {
+      ids = randomIds(c, vocab, c + 7) as Token[];
+    },
+    async time(steps) {
       await seq.clearHistory();
-      await seq.evaluateWithoutGeneratingNewTokens(ids.slice(0, c - 1));
+      await seq.evaluateWithoutGeneratingNewTokens(ids.slice(0, -1));
       let got = 0;
       const t0 = performance.now();
-      // evaluate() feeds the last prompt token, then each sampled token: n forwards, n samples.
-      for await (const _tok of seq.evaluate([ids[c - 1]!], { temperature: 0 })) { if (++got === n) break; }
-      bestTps = Math.max(bestTps, n / ((performance.now() - t0) / 1000));
-    }
-    out.push(bestTps);
-  }
-  await ctx.dispose();
-  await model.dispose();
-  await llama.dispose();
-  return out;
+      // evaluate() feeds the last prompt token, then each sampled token: `steps` forwards and samples.
+      for await (const _tok of seq.evaluate([ids[ids.length - 1]!], { temperature: 0 })) if (++got === steps) break;
+      return steps / ((performance.now() - t0) / 1000);
+    },
+    async close() {
+      await context.dispose();
+      await model.dispose();
+      await llama.dispose();
+    },
+  };
 }
 
 export async function run(argv: string[]): Promise<object> {
@@ -154,17 +167,31 @@ export async function run(argv: string[]): Promise<object> {
     log(`prefill T=${String(T).padEnd(4)} ${all ? 'all logits ' : 'last logit '}: ${r.tps.toFixed(0).padStart(6)} tok/s, ${r.gflops.toFixed(1)} GFLOP/s = ${(100 * r.gflops / ref).toFixed(0)}% of sgemm (${d.weightDtype})`);
   }
 
-  const ours = a.contexts.map((c) => decode(model, c, a.decodeTokens, a.reps));
+  const maxCtx = Math.max(...a.contexts);
+  const sessions: DecodeSession[] = [oursSession(model, maxCtx, a.decodeTokens)];
+  const dir = mkdtempSync(join(tmpdir(), 'bench-engine-'));
+  const ours: number[] = [];
   let cpp: number[] | null = null;
-  if (a.llamacpp) {
-    const dir = mkdtempSync(join(tmpdir(), 'bench-engine-'));
-    try {
+  try {
+    if (a.llamacpp) {
       const gguf = join(dir, 'model.gguf');
       exportLlamaGguf(gguf, readLlamaConfig(a.model), openCheckpoint(a.model), a.model, { outType: d.weightDtype });
-      cpp = await llamaCppDecode(gguf, d.vocab, a.contexts, a.decodeTokens, a.reps, a.threads);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
+      sessions.push(await llamaCppSession(gguf, d.vocab, maxCtx, a.decodeTokens, a.threads));
+      cpp = [];
     }
+    // The engines alternate within each repetition so both see the same machine conditions.
+    for (const c of a.contexts) {
+      const bestTps = sessions.map(() => 0);
+      for (const s of sessions) await s.prepare(c);
+      for (let r = 0; r < a.reps; r++) {
+        for (let i = 0; i < sessions.length; i++) bestTps[i] = Math.max(bestTps[i]!, await sessions[i]!.time(a.decodeTokens));
+      }
+      ours.push(bestTps[0]!);
+      cpp?.push(bestTps[1]!);
+    }
+  } finally {
+    for (const s of sessions) await s.close();
+    rmSync(dir, { recursive: true, force: true });
   }
   log(`decode (best of ${a.reps} × ${a.decodeTokens} greedy tokens, ${d.weightDtype} weights; ours: f32 KV cache, llama.cpp: f16 KV cache):`);
   a.contexts.forEach((c, i) => {

@@ -105,7 +105,7 @@ export async function run(argv: string[]): Promise<object> {
   const work = mkdtempSync(join(tmpdir(), 'transmla-bench-'));
   const rows: Record<string, unknown>[] = [];
   const table: string[] = [
-    '| model | KV kept | r + d_R | M | in-domain ppl: original → partial RoPE → MLA (Δ) | KL / top-1 | WikiText-2 ppl: original → partial RoPE → MLA | KL / top-1 | convert s | peak RSS |',
+    '| model | KV kept | r + d_R | M | in-domain ppl: original → partial RoPE → MLA (Δ) | KL / top-1 | WikiText-2 ppl: original → partial RoPE → MLA | KL / top-1 | convert s (CPU s) | peak RSS |',
     '|---|---|---|---|---|---|---|---|---|---|',
   ];
   try {
@@ -146,7 +146,7 @@ export async function run(argv: string[]): Promise<object> {
           `${f2(ind!.original.ppl)} → ${f2(ind!.partialRope.ppl)} → ${f2(ind!.mla.ppl)} (${ind!.mla.ppl >= ind!.original.ppl ? '+' : ''}${pct(row.mlaPplIncrease.inDomain)}) | ` +
           `${ind!.mla.kl.toFixed(3)} / ${pct(ind!.mla.top1)} | ` +
           `${f2(wiki!.original.ppl)} → ${f2(wiki!.partialRope.ppl)} → ${f2(wiki!.mla.ppl)} | ${wiki!.mla.kl.toFixed(3)} / ${pct(wiki!.mla.top1)} | ` +
-          `${report.seconds.convertTotal.toFixed(1)} | ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB |`);
+          `${report.seconds.convertTotal.toFixed(1)} (${report.seconds.convertCpu.toFixed(1)}) | ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB |`);
         process.stderr.write(table[table.length - 1] + '\n');
       }
     }

@@ -6,6 +6,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { UsageError } from '../src/cli/args.js';
+import { commands } from '../src/cli/commands.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { LlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/load.js';
@@ -220,4 +222,34 @@ test('clear errors: existing output, missing data, kd without teacher', async ()
   await assert.rejects(finetune({ ...quiet, model: llamaDir, out: null, steps: 1 }), /exactly one of --text FILE and --tokens FILE/);
   await assert.rejects(finetune({ ...quiet, model: llamaDir, out: null, tokens: toks, kdWeight: 0.5, steps: 1 }), /needs --teacher/);
   await assert.rejects(finetune({ ...quiet, model: llamaDir, out: null, text: toks, steps: 1 }), /has no tokenizer/);
+});
+
+/** Runs a CLI command in-process, capturing stdout. */
+async function capture(name: string, argv: string[]): Promise<string> {
+  const cmd = await commands[name]!();
+  let out = '';
+  const log = console.log;
+  const write = process.stdout.write.bind(process.stdout);
+  console.log = (...a: unknown[]) => { out += a.join(' ') + '\n'; };
+  process.stdout.write = ((chunk: string | Uint8Array) => { out += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString(); return true; }) as typeof process.stdout.write;
+  try {
+    await cmd.run(argv);
+  } finally {
+    console.log = log;
+    process.stdout.write = write;
+  }
+  return out;
+}
+
+test('transmla finetune: a stopped run resumes from the command line; the report has the loss curve', async () => {
+  const out = join(tmp, 'cli');
+  const first = await capture('finetune', [llamaDir, '--tokens', toks, '--out', out, '--train', 'all', '--steps', '3', '--batch', '2', '--seqlen', '16', '--eval-ctx', '16', '--eval-chunks', '2', '--stop-at', '2']);
+  assert.match(first, /stopped at step 2 of 3; continue with: transmla finetune --resume /);
+  assert.match(first, /training loss \(CE, per step\)/);
+  const second = await capture('finetune', ['--resume', out]);
+  assert.match(second, /finished 3 steps/);
+  assert.match(second, /tokens\/s per step/);
+  const cmd = await commands.finetune!();
+  await assert.rejects(cmd.run(['--resume', out, '--lr', '1']), UsageError);
+  await assert.rejects(cmd.run([llamaDir, '--tokens', toks, '--train', 'everything']), /--train must be attention or all/);
 });

@@ -132,8 +132,12 @@ export interface ConvertReport {
   /** Per layer; ropeInvFreq: the kept RoPE pairs' frequencies; kvSpectrum: each BKV-PCA component's share of the latent variance (4 digits). */
   layers: { ropeEnergy: number; alpha: number; kvEnergy: number; ropeInvFreq: number[]; kvSpectrum: number[] }[];
   evaluations: EvalReport[];
-  /** pass1: original-model statistics; conversion: RoRoPE + BKV-PCA with their calibration pass; convertTotal excludes evaluation. */
-  seconds: { load: number; pass1: number; freqFoldSearch: number; conversion: number; evaluation: number; save: number; convertTotal: number };
+  /**
+   * Wall seconds. pass1: original-model statistics; conversion: RoRoPE + BKV-PCA with their
+   * calibration pass; convertTotal excludes evaluation; convertCpu: CPU seconds (user + system,
+   * all threads) of the same span, which other load on the machine does not inflate.
+   */
+  seconds: { load: number; pass1: number; freqFoldSearch: number; conversion: number; evaluation: number; save: number; convertTotal: number; convertCpu: number };
   peakRssBytes: number;
 }
 
@@ -171,6 +175,11 @@ export function tokenizeEnough(tok: TextTokenizer, text: string, need: number | 
   }
 }
 
+function cpuSeconds(): number {
+  const u = process.resourceUsage();
+  return (u.userCPUTime + u.systemCPUTime) / 1e6;
+}
+
 function secondsSince(t: number): number {
   return (performance.now() - t) / 1000;
 }
@@ -182,6 +191,7 @@ function fmt(s: ModelScore, ref = false): string {
 export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const log = o.log ?? (() => {});
   const tStart = performance.now();
+  const cpuStart = cpuSeconds();
   const loaded = loadModel(o.model);
   if (loaded.mla) throw new Error(`${o.model} is already an MLA (${String(loaded.config.raw.model_type)}) model`);
   if (loaded.format !== 'hf') throw new Error(`${o.model}: convert takes a Hugging Face folder (import llama2.c checkpoints first)`);
@@ -365,6 +375,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const mlaModel = buildMlaModel(src, mla, { dtype });
   const convSecs = secondsSince(tConv);
   const convertTotal = secondsSince(tStart);
+  const convertCpu = cpuSeconds() - cpuStart;
 
   // --- Evaluation.
   const tEval = performance.now();
@@ -422,16 +433,17 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
     },
     layers: stats,
     evaluations,
-    seconds: { load: tLoad, pass1: tCalib, freqFoldSearch: tSearchS, conversion: convSecs, evaluation: evalSecs, save: 0, convertTotal },
+    seconds: { load: tLoad, pass1: tCalib, freqFoldSearch: tSearchS, conversion: convSecs, evaluation: evalSecs, save: 0, convertTotal, convertCpu },
     peakRssBytes: 0,
   };
   log(`KV cache per token (${dtype}): ${report.kvCache.bytesPerTokenBefore} B → ${report.kvCache.bytesPerTokenAfter} B`);
 
   if (o.out) {
-    const tSave = performance.now();
+    const tSave = performance.now(), cpuSave = cpuSeconds();
     await saveMlaFolder(o.model, o.out, mla, report, cfg, { overwrite: o.overwrite ?? false, dtype });
     report.seconds.save = secondsSince(tSave);
     report.seconds.convertTotal += report.seconds.save;
+    report.seconds.convertCpu += cpuSeconds() - cpuSave;
     log(`saved ${resolve(o.out)}`);
   }
   report.peakRssBytes = process.resourceUsage().maxRSS * 1024;

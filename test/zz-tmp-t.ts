@@ -1,0 +1,12 @@
+import { calibrationSamples, readDocuments, HiddenStates } from '../src/convert/calibrate.js';
+import { loadModel } from '../src/models/load.js';
+import { calibrateMha2mla } from '../src/convert/mha2mla.js';
+const t0 = performance.now();
+const { model, tokenizer } = loadModel('/work/shared/assets/models/TinyStories-656K');
+const docs = readDocuments('/work/shared/assets/text/tinystories/tinystories_train_lowercased_sample.txt');
+const t1 = performance.now();
+const s = calibrationSamples(tokenizer!, docs.slice(0, docs.length - 2002), { samples: 128, seqLen: 256, seed: 42 });
+const t2 = performance.now();
+calibrateMha2mla(model, s, { pairNorms: 'mean', inputCov: true }, () => {});
+const t3 = performance.now();
+console.log('load+read', (t1 - t0) / 1000, 'samples', (t2 - t1) / 1000, 'calib', (t3 - t2) / 1000);
