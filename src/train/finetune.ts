@@ -91,6 +91,8 @@ export interface FinetuneOptions extends Partial<RunOptions> {
   progress?: boolean;
   /** Tokenized training documents, when the caller already has them (benchmarks reuse one tokenization). */
   documents?: Int32Array[];
+  /** Token ids of --eval-text, when the caller already has them (tokenizeForPerplexity of that text). */
+  evalTokens?: { ids: number[]; bos: boolean };
   /** Evaluate before the first step (default true; a caller that already scored the model may skip it). */
   evalAtStart?: boolean;
 }
@@ -264,7 +266,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   const packed = packDocuments(trainDocs, o.seqLen, eosId ?? 0);
   let evalIds: number[], evalBos: boolean, evalName: string;
   if (o.evalText) {
-    const r = tokenizeForPerplexity(needTok('--eval-text'), readEvalText(o.evalText).text);
+    const r = input.evalTokens && !prior ? input.evalTokens : tokenizeForPerplexity(needTok('--eval-text'), readEvalText(o.evalText).text);
     evalIds = r.ids; evalBos = r.bos; evalName = resolve(o.evalText);
   } else {
     evalIds = docs.slice(docs.length - nHeld).flatMap((d) => [...d]);

@@ -42,7 +42,7 @@ export function lossAndGrad(
     let tlse = 0;
     if (teacher) {
       let tm = -Infinity;
-      for (let v = 0; v < V; v++) tm = Math.max(tm, teacher[o + v]!);
+      for (let v = 0; v < V; v++) { const x = teacher[o + v]!; if (x > tm) tm = x; }
       let tz = 0;
       for (let v = 0; v < V; v++) { const e = Math.exp(teacher[o + v]! - tm); pt![v] = e; tz += e; }
       const inv = 1 / tz;
@@ -51,7 +51,7 @@ export function lossAndGrad(
     }
     // Student: exp(z − max) replaces z; KL's Σ p_t·z and Σ p_t·log p_t are taken on the way.
     let mx = -Infinity;
-    for (let v = 0; v < V; v++) mx = Math.max(mx, logits[o + v]!);
+    for (let v = 0; v < V; v++) { const x = logits[o + v]!; if (x > mx) mx = x; }
     const zy = logits[o + y]!;
     let z = 0, ptz = 0, ptlt = 0, ptSum = 0;
     if (teacher) {

@@ -125,16 +125,13 @@ function segEnd(seg: Segments, i: number, T: number): number {
 function gather(src: Vec, t0: number, len: number, heads: number, h: number, w: number, dst: Vec): void {
   for (let t = 0; t < len; t++) {
     const o = ((t0 + t) * heads + h) * w;
-    for (let i = 0; i < w; i++) dst[t * w + i] = src[o + i]!;
+    dst.set(src.subarray(o, o + w), t * w);
   }
 }
 
 /** Inverse of gather. */
 function scatter(src: Vec, dst: Vec, t0: number, len: number, heads: number, h: number, w: number): void {
-  for (let t = 0; t < len; t++) {
-    const o = ((t0 + t) * heads + h) * w;
-    for (let i = 0; i < w; i++) dst[o + i] = src[t * w + i]!;
-  }
+  for (let t = 0; t < len; t++) dst.set(src.subarray(t * w, (t + 1) * w), ((t0 + t) * heads + h) * w);
 }
 
 /** Row i of S[n×n] ← softmax(scale · S[i, 0..i]), zeros above the diagonal. */

@@ -1,0 +1,41 @@
+// The transmla library API. The CLI (src/cli) is a thin layer over exactly these functions.
+
+// Kernels and linear algebra
+export { kernels, tsKernels, loadNativeKernels } from './kernels/index.js';
+export type { Kernels, FloatData, FloatDType, EighResult, AttentionArgs } from './kernels/index.js';
+export type { Tensor, WeightSource } from './tensor.js';
+
+// Checkpoint I/O
+export { openSafetensors, writeSafetensors, SafetensorsError } from './io/safetensors.js';
+export { openCheckpoint, writeCheckpoint, CheckpointError } from './io/checkpoint.js';
+export { readLlamaConfig, parseLlamaConfig, writeHfFolderExtras, HfConfigError } from './io/hf-config.js';
+export type { LlamaConfig, RopeScaling } from './io/hf-config.js';
+export { withAtomicDir, AtomicDirError } from './io/atomic-dir.js';
+export { resolveModel, HubError } from './io/hub.js';
+export { readGguf, writeGguf, GgufError } from './io/gguf.js';
+export { exportLlamaGguf, openGgufModel } from './io/gguf-llama.js';
+export { readLlama2c, writeLlama2c, importLlama2c, exportLlama2c, Llama2cFormatError } from './io/llama2c.js';
+export { loadTokenizer } from './tokenizer/tokenizer.js';
+export type { TextTokenizer } from './tokenizer/tokenizer.js';
+
+// Engine
+export { loadModel } from './models/load.js';
+export type { LoadedModel, LoadModelOptions } from './models/load.js';
+export { generate } from './models/generate.js';
+export { describeModel, formatModelReport } from './models/describe.js';
+export { parseKvQuant } from './models/latent-quant.js';
+
+// Evaluation
+export { perplexity, readEvalText, tokenizeForPerplexity } from './eval/perplexity.js';
+export { fidelity } from './eval/fidelity.js';
+
+// Conversion
+export { convertModel } from './convert/convert.js';
+export type { ConvertOptions, ConvertReport } from './convert/convert.js';
+export { convertMha2mla } from './convert/mha2mla.js';
+export { runSweep } from './convert/sweep.js';
+export { writeReport } from './report/report.js';
+
+// Serving and training
+export { startServer } from './serve/server.js';
+export { finetune } from './train/finetune.js';
