@@ -15,7 +15,7 @@
 // throughput (tokens/s, GEMM GFLOP/s) of each run; a short full-parameter run of each original
 // Llama model gives the throughput of the GQA/MHA training path as well.
 // A readable table goes to stderr; the returned object is the JSON result.
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -120,6 +120,8 @@ export async function run(argv: string[]): Promise<object> {
   const throughput: object[] = [];
   const t0 = performance.now();
   const docsText = readDocuments(TRAIN_TEXT);
+  // Other jobs on the machine change every speed measured here: record how busy it was.
+  const loadBefore = loadavg();
   try {
     for (const name of models) {
       const dir = join(modelsRoot, name);
@@ -188,7 +190,10 @@ export async function run(argv: string[]): Promise<object> {
   return {
     bench: 'finetune',
     date: new Date().toISOString(),
-    machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryBytes: totalmem(), kernels: kernels().backend },
+    machine: {
+      cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryBytes: totalmem(), kernels: kernels().backend,
+      ompNumThreads: process.env.OMP_NUM_THREADS ?? 'default', loadAverage1mBefore: loadBefore[0], loadAverage1mAfter: loadavg()[0],
+    },
     settings: { ...a, trainText: TRAIN_TEXT, evalText: EVAL_TEXT, evalCtx: EVAL_CTX, evalConvention: 'GPTQ/TransMLA: text tokenized once, non-overlapping 256-token chunks, first --eval-chunks of them' },
     skipped,
     methodsMissing: missing,

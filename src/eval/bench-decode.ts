@@ -15,6 +15,8 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import { exportLlamaGguf } from '../io/gguf-llama.js';
 import { readLlamaConfig } from '../io/hf-config.js';
 import { isMlaConfigJson } from '../io/mla-config.js';
+import { kernels } from '../kernels/index.js';
+import { loadNativeAddon } from '../kernels/native.js';
 import type { FloatDType } from '../kernels/types.js';
 import { GqaAttention } from '../models/attention.js';
 import { describeModel } from '../models/describe.js';
@@ -33,6 +35,8 @@ export interface DecodeBenchOptions {
   decodeTokens?: number;
   /** Repetitions per context; the fastest counts (default 3). */
   reps?: number;
+  /** Threads (our native kernels' OpenMP team, llama.cpp's threads); default: what the engine picks. */
+  threads?: number;
   /** Progress lines. */
   log?: (line: string) => void;
 }
@@ -70,6 +74,8 @@ export interface DecodeBench {
   weightBytesPerStep: number;
   decodeTokens: number;
   reps: number;
+  /** Threads the engine ran with. */
+  threads: number;
   prefillSeconds: number;
   contexts: DecodeAtContext[];
   /** This process's peak resident set size at the end of the run. */
@@ -142,6 +148,13 @@ const PREFILL_CHUNK = 512;
 export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Promise<DecodeBench> {
   const { contexts, n, reps } = checkOptions(o);
   const log = o.log ?? (() => {});
+  const k = kernels();
+  const addon = k.backend === 'native' ? loadNativeAddon().addon : undefined;
+  if (o.threads !== undefined) {
+    if (!Number.isInteger(o.threads) || o.threads < 1) throw new Error(`bench: threads must be a positive integer, got ${o.threads}`);
+    addon?.setThreads(o.threads);
+  }
+  const threads = addon ? addon.threads() : 1;
   const loaded = loadModel(path);
   const model = loaded.model;
   const d = describeModel(loaded);
@@ -185,7 +198,7 @@ export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Pr
   return {
     engine: 'transmla', model: path, attention: d.attention, weightDtype: d.weightDtype, params: d.params, vocab: d.vocab, trainedContext: trained,
     cacheElementsPerToken: elems, cacheBytesPerToken: elems * 4, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(d.weightDtype),
-    cacheDtype: 'f32', weightBytesPerStep: weightBytes, decodeTokens: n, reps, prefillSeconds: prefillMs / 1000,
+    cacheDtype: 'f32', weightBytesPerStep: weightBytes, decodeTokens: n, reps, threads, prefillSeconds: prefillMs / 1000,
     contexts: out, peakRssBytes: peakRssBytes(),
   };
 }
@@ -285,7 +298,7 @@ export async function benchLlamaCppDecode(gguf: string, facts: ModelFacts, o: De
   return {
     engine: 'llama.cpp', model: m, attention, weightDtype, params, vocab, trainedContext, cacheElementsPerToken: elems, weightBytesPerStep,
     cacheBytesPerToken: elems * 2, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(facts.weightDtype),
-    cacheDtype: 'f16', decodeTokens: n, reps, prefillSeconds: prefillMs / 1000,
+    cacheDtype: 'f16', decodeTokens: n, reps, threads: o.threads, prefillSeconds: prefillMs / 1000,
     contexts: out, peakRssBytes: peakRssBytes(),
   };
 }

@@ -25,7 +25,7 @@ export interface BenchOptions {
   reps?: number;
   /** Measure llama.cpp on every GGUF-exportable model (default true). */
   llamaCpp?: boolean;
-  /** Threads for llama.cpp (default: available parallelism, as the native kernels use). */
+  /** Threads for our engine and llama.cpp alike (default: available parallelism). */
   threads?: number;
   /** Buffer for the bandwidth measurement (default 512 MiB). */
   bandwidthBytes?: number;
@@ -151,8 +151,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     compare = recordedSource(model);
     if (compare) compareSource = 'transmla.json source';
   }
-  const options = { contexts: o.contexts, decodeTokens: o.decodeTokens ?? 64, reps: o.reps ?? 3 };
   const threads = o.threads ?? availableParallelism();
+  const options = { contexts: o.contexts, decodeTokens: o.decodeTokens ?? 64, reps: o.reps ?? 3, threads };
 
   log(`memory bandwidth (${Math.round((o.bandwidthBytes ?? 512 * 2 ** 20) / 2 ** 20)} MiB sequential read)…`);
   const bandwidth = await measureBandwidth({ bytes: o.bandwidthBytes });
@@ -176,7 +176,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     log(`${path}: llama.cpp (${ours.weightDtype} GGUF, ${threads} threads)…`);
     const g = ggufFor(path, ours.weightDtype);
     try {
-      const cpp = await runChild({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options: { ...options, threads } }, log);
+      const cpp = await runChild({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options }, log);
       runs.push({ ...cpp, model: path, role, roofline: roofline(cpp.contexts, bandwidth.bytesPerSecond) });
     } catch (e) {
       skipped.push({ model: path, reason: (e as Error).message });
@@ -195,7 +195,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   })) : [];
   const trained = Math.min(...runs.map((r) => r.trainedContext));
   const notes = [
-    `decode: greedy, one token per forward with logits; best of ${options.reps} × ${options.decodeTokens} steps per context; prompts are pseudo-random token ids (decode cost does not depend on them)`,
+    `decode: greedy, one token per forward with logits; best of ${options.reps} × ${options.decodeTokens} steps per context, ${threads} threads; prompts are pseudo-random token ids (decode cost does not depend on them)`,
     'ours keeps the cache in f32; llama.cpp (node-llama-cpp prebuilt CPU binary) in its default f16; the GGUF holds the same weights in the same dtype, written by our exporter',
     'roofline: bytes a step must read = every weight once (one embedding row unless tied to the head) + the whole cache once, over the measured bandwidth',
     'ratios: our engine on the model ÷ our engine on the comparison model, same run',

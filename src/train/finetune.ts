@@ -23,6 +23,7 @@ import { perplexity, readEvalText, tokenizeForPerplexity } from '../eval/perplex
 import { createProgress } from '../eval/progress.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { readLlamaConfig } from '../io/hf-config.js';
+import { kernels } from '../kernels/index.js';
 import { isMha2mlaConfigJson, isMlaConfigJson, readMha2mlaConfig, readMlaConfig } from '../io/mla-config.js';
 import { LlamaModel } from '../models/llama.js';
 import { loadModel } from '../models/load.js';
@@ -140,7 +141,8 @@ export interface Throughput {
   teacherSeconds: number;
   gemmFlops: number;
   tokens: number;
-  kernels: string;
+  /** The GEMM backend (native addon or the TypeScript fallback). */
+  kernels: 'native' | 'ts';
 }
 
 export interface FinetuneReport {
@@ -310,7 +312,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
     studentTokensPerSecond: tokensDone / Math.max(studentSecs, 1e-9),
     forwardFlopsPerToken: engine.flops(o.seqLen, 0) / o.seqLen,
     stepSeconds: stepSecs, studentSeconds: studentSecs, teacherSeconds: teacherSecs, gemmFlops, tokens: tokensDone,
-    kernels: process.env.TRANSMLA_KERNELS === 'ts' ? 'ts' : 'default (native when built)',
+    kernels: kernels().backend,
   });
   let step = prior?.step ?? 0;
   const report = (finished: boolean): FinetuneReport => ({

@@ -117,6 +117,8 @@ export class TrainModel {
     const embedName = ps.has('model.embed_tokens.weight') || !c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
     const embed = ps.get(embedName, [V, D]);
     const headW = c.tieWordEmbeddings ? embed : ps.get('lm_head.weight', [V, D]);
+    // Some exporters store a tied head twice; the engine reads the embedding, so does training.
+    if (c.tieWordEmbeddings && embedName !== 'lm_head.weight') ps.drop('lm_head.weight');
     const blocks: DecoderBlock[] = [];
     const makeAttn = attentionFactory(be, ps, arch);
     for (let i = 0; i < c.numLayers; i++) {

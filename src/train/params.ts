@@ -74,6 +74,14 @@ export class ParamStore {
     return this.byName.has(name);
   }
 
+  /** Forgets a tensor (a redundant copy the model never reads; it is not saved either). */
+  drop(name: string): void {
+    const p = this.byName.get(name);
+    if (!p) return;
+    this.byName.delete(name);
+    this.list.splice(this.list.indexOf(p), 1);
+  }
+
   /** The parameter `name` with the given shape (a clear error otherwise); marks it used. */
   get(name: string, shape: readonly number[]): Param {
     const p = this.byName.get(name);
