@@ -3,8 +3,9 @@
 //   [--eval-chunks 32] [--throughput-steps 3]`
 //
 // Recovery by fine-tuning after conversion. For every model asset whose folder states the
-// tokens it was pretrained on (training.json: the kjv models), and every conversion method
-// available (src/convert/methods.ts), the model is converted at --kv-fraction of its KV cache,
+// tokens it was pretrained on (training.json: the kjv models), and both conversion methods
+// (TransMLA with its d_R/FreqFold search; MHA2MLA with its defaults: S_2-norm pair selection,
+// joint SVD), the model is converted at --kv-fraction of its KV cache,
 // then fine-tuned on kjv-old-testament-calib.txt for a fixed budget (--budget × pretraining
 // tokens, ≤ 5 %) in four ways: attention-only or all parameters, each with the plain LM loss or
 // distilled from the original (α = --kd-weight). The two learning rates come from a pilot sweep
@@ -20,7 +21,8 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readDocuments } from '../src/convert/calibrate.js';
-import { CONVERT_METHODS } from '../src/convert/methods.js';
+import { convertModel } from '../src/convert/convert.js';
+import { convertMha2mla } from '../src/convert/mha2mla.js';
 import { fidelity } from '../src/eval/fidelity.js';
 import { readEvalText, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { kernels } from '../src/kernels/index.js';
@@ -112,9 +114,9 @@ export async function run(argv: string[]): Promise<object> {
   const skipped = all.filter((m) => !picked.includes(m) || pretrainTokens(join(modelsRoot, m)) === null)
     .map((m) => ({ model: m, reason: pretrainTokens(join(modelsRoot, m)) === null ? 'no training.json stating its pretraining tokens (the budget is a share of them)' : 'not selected' }));
   const models = picked.filter((m) => pretrainTokens(join(modelsRoot, m)) !== null);
-  const methods = a.methods.filter((m) => m in CONVERT_METHODS);
-  const missing = a.methods.filter((m) => !(m in CONVERT_METHODS));
-  if (missing.length > 0) say(`bench finetune: conversion method(s) ${missing.join(', ')} not available in src/convert/methods.ts; skipped`);
+  const unknown = a.methods.filter((m) => m !== 'transmla' && m !== 'mha2mla');
+  if (unknown.length > 0) throw new Error(`bench finetune: unknown method(s) ${unknown.join(', ')} (transmla, mha2mla)`);
+  const methods = a.methods;
   const work = mkdtempSync(join(tmpdir(), 'transmla-bench-finetune-'));
   const rows: RunRow[] = [];
   const throughput: object[] = [];
@@ -149,10 +151,10 @@ export async function run(argv: string[]): Promise<object> {
         const conv = join(work, `${name}-${method}`);
         say(`${name}: converting with ${method} at ${a.kvFraction} of the KV cache…`);
         const tc = performance.now();
-        const rep = await CONVERT_METHODS[method]!({
-          model: dir, out: conv, overwrite: true, kvFraction: a.kvFraction, freqFold: 'auto', calib: TRAIN_TEXT,
-          evalCtx: EVAL_CTX, evalChunks: 2, searchChunks: 8,
-        });
+        const common = { model: dir, out: conv, overwrite: true, kvFraction: a.kvFraction, calib: TRAIN_TEXT, evalCtx: EVAL_CTX, evalChunks: 2 };
+        const rep = method === 'transmla'
+          ? await convertModel({ ...common, freqFold: 'auto', searchChunks: 8 })
+          : await convertMha2mla(common);
         const convSecs = (performance.now() - tc) / 1000;
         const converted = loadModel(conv);
         const f = await fidelity(orig.model, [converted.model], ids, bos, { ctx: EVAL_CTX, maxChunks: a.evalChunks });
@@ -196,7 +198,6 @@ export async function run(argv: string[]): Promise<object> {
     },
     settings: { ...a, trainText: TRAIN_TEXT, evalText: EVAL_TEXT, evalCtx: EVAL_CTX, evalConvention: 'GPTQ/TransMLA: text tokenized once, non-overlapping 256-token chunks, first --eval-chunks of them' },
     skipped,
-    methodsMissing: missing,
     rows,
     throughput,
     wallSeconds: (performance.now() - t0) / 1000,

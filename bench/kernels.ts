@@ -6,25 +6,32 @@
 // Timings are wall-clock: run it on an otherwise idle machine (loadavg is recorded).
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { loadNativeAddon, loadNativeKernels } from '../src/kernels/native.js';
+import { loadNativeAddon, loadNativeKernels, ompWaitPolicy } from '../src/kernels/native.js';
 import type { FloatData, FloatDType, Kernels } from '../src/kernels/types.js';
 
 interface Timing {
   best: number;
   median: number;
   runs: number;
+  /** Process CPU seconds per wall second over the timed runs: ≈ threads when the machine was
+   *  ours, much less when other processes competed for the cores (then the figures are low). */
+  cpuPerWall: number;
 }
 
 function time(fn: () => void, runs: number, warmup = 1): Timing {
   for (let i = 0; i < warmup; i++) fn();
   const ts: number[] = [];
+  const c0 = process.cpuUsage();
+  const w0 = process.hrtime.bigint();
   for (let i = 0; i < runs; i++) {
     const t0 = process.hrtime.bigint();
     fn();
     ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
   }
+  const c = process.cpuUsage(c0);
+  const wall = Number(process.hrtime.bigint() - w0) / 1e9;
   ts.sort((a, b) => a - b);
-  return { best: ts[0], median: ts[Math.floor((ts.length - 1) / 2)], runs };
+  return { best: ts[0], median: ts[Math.floor((ts.length - 1) / 2)], runs, cpuPerWall: round((c.user + c.system) / 1e6 / wall, 2) };
 }
 
 // Deterministic inputs so runs are comparable.
@@ -83,6 +90,7 @@ function machine(threads: number) {
     isa: flags,
     logicalCpus: os.cpus().length,
     threads,
+    ompWaitPolicy: ompWaitPolicy(),
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     memGiB: round(os.totalmem() / 2 ** 30),
@@ -115,7 +123,7 @@ function benchMatmul(k: Kernels, M: number, K: number, N: number, transB: boolea
   const maxRelErr = matmulError(A, widened(k, B, bType), C, M, N, K, transB, r);
   const t = time(() => k.matmul(A, B, bType, C, M, N, K, transB), runs);
   const flop = 2 * M * N * K;
-  return { M, K, N, layout: transB ? 'NT' : 'NN', bType, gflopsBest: round(flop / t.best / 1e9), gflopsMedian: round(flop / t.median / 1e9), runs: t.runs, maxRelErr: sci(maxRelErr) };
+  return { M, K, N, layout: transB ? 'NT' : 'NN', bType, gflopsBest: round(flop / t.best / 1e9), gflopsMedian: round(flop / t.median / 1e9), runs: t.runs, cpuPerWall: t.cpuPerWall, maxRelErr: sci(maxRelErr) };
 }
 
 function benchGemv(k: Kernels, wType: FloatDType, matrices: number, runs: number) {
@@ -150,7 +158,7 @@ function benchGemv(k: Kernels, wType: FloatDType, matrices: number, runs: number
     weights: matrices === 1 ? 'cache-resident (1 matrix)' : `DRAM (rotating ${matrices} matrices)`,
     gflopsBest: round(flop / t.best / 1e9), gflopsMedian: round(flop / t.median / 1e9),
     gbpsBest: round(bytes / t.best / 1e9), gbpsMedian: round(bytes / t.median / 1e9),
-    usPerCallBest: round((t.best / calls) * 1e6), runs: t.runs, maxRelErr: sci(worst),
+    usPerCallBest: round((t.best / calls) * 1e6), runs: t.runs, cpuPerWall: t.cpuPerWall, maxRelErr: sci(worst),
   };
 }
 
@@ -162,7 +170,7 @@ function benchSmallM(k: Kernels, runs: number) {
     const B = asType(k, randomF32(N * K, r), 'bf16');
     const C = new Float32Array(M * N);
     const t = time(() => k.matmul(A, B, 'bf16', C, M, N, K, true), runs * 4, 2);
-    return { M, K, N, layout: 'NT', bType: 'bf16', gflopsBest: round((2 * M * N * K) / t.best / 1e9), usBest: round(t.best * 1e6) };
+    return { M, K, N, layout: 'NT', bType: 'bf16', gflopsBest: round((2 * M * N * K) / t.best / 1e9), usBest: round(t.best * 1e6), cpuPerWall: t.cpuPerWall };
   });
 }
 
@@ -184,7 +192,7 @@ function benchGram(k: Kernels, T: number, K: number, runs: number) {
   const t = time(() => k.gramAccumulate(X, T, K, acc), runs);
   // Counted as the full 2·T·K² product although only the lower triangle is computed.
   const flop = 2 * T * K * K;
-  return { T, K, msBest: round(t.best * 1e3, 2), msMedian: round(t.median * 1e3, 2), effectiveGflopsBest: round(flop / t.best / 1e9), runs: t.runs, maxRelErr: sci(worst) };
+  return { T, K, msBest: round(t.best * 1e3, 2), msMedian: round(t.median * 1e3, 2), effectiveGflopsBest: round(flop / t.best / 1e9), runs: t.runs, cpuPerWall: t.cpuPerWall, maxRelErr: sci(worst) };
 }
 
 function benchEigh(k: Kernels, n: number, runs: number) {
@@ -216,7 +224,7 @@ function benchEigh(k: Kernels, n: number, runs: number) {
     }
   }
   return {
-    n, secondsBest: round(t.best, 3), secondsMedian: round(t.median, 3), runs: t.runs,
+    n, secondsBest: round(t.best, 3), secondsMedian: round(t.median, 3), runs: t.runs, cpuPerWall: t.cpuPerWall,
     residual: sci(residual), orthogonality: sci(orthogonality), sampledPairs: sample.length,
     note: 'residual = max |G·v − λ·v| / max|G|, orthogonality = max |vᵢ·vⱼ − δᵢⱼ| over the sampled eigenvectors against all',
     eigenvalueRange: [sci(values[0]), sci(values[n - 1])],
@@ -237,7 +245,7 @@ function benchAttention(k: Kernels, label: string, tq: number, pos0: number, nHe
   let pairs = 0;
   for (let i = 0; i < tq; i++) pairs += pos0 + i + 1;
   const flop = 2 * pairs * nHeads * (dk + dv);
-  return { case: label, tq, pos0, nHeads, nKvHeads, headDimK: dk, headDimV: dv, vAliasesK: alias, msBest: round(t.best * 1e3, 3), msMedian: round(t.median * 1e3, 3), gflopsBest: round(flop / t.best / 1e9) };
+  return { case: label, tq, pos0, nHeads, nKvHeads, headDimK: dk, headDimV: dv, vAliasesK: alias, msBest: round(t.best * 1e3, 3), msMedian: round(t.median * 1e3, 3), gflopsBest: round(flop / t.best / 1e9), cpuPerWall: t.cpuPerWall };
 }
 
 function benchConvert(k: Kernels, runs: number) {
@@ -293,6 +301,7 @@ export async function run(args: string[]): Promise<object> {
       'GFLOP/s = 2·M·N·K / seconds; best and median of `runs` timed runs after a warm-up run.',
       'matmul B is [K×N] for NN and [N×K] (a weight stored [out,in]) for NT; A and C are f32.',
       'GEMV GB/s counts weight bytes only; the DRAM rows cycle through 8 different 4096×4096 matrices.',
+      'cpuPerWall ≈ machine.threads means the cores were ours during that measurement; lower values mean other processes competed and the figure understates the kernel.',
     ],
     matmul,
     matmulSmallM: benchSmallM(native, runs),

@@ -32,11 +32,6 @@ import { loadModel } from '../src/models/load.js';
 import { setKvQuant } from '../src/models/mla-model.js';
 import { domainOf, hfFolderOf, runConvert } from './transmla.js';
 
-// On a shared, oversubscribed machine OpenMP's spin-waiting threads slow the native kernels ~10×
-// (measured: a calibration pass 17 s → 0.9 s); sleeping waits cost nothing measurable when idle.
-// Set before the addon loads (kernels are loaded lazily), and inherited by the convert processes.
-process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
-
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MODELS = resolve(REPO, '..', 'shared', 'assets', 'models');
 const QUANTS: (KvQuant | null)[] = [null, { bits: 8, group: 32 }, { bits: 4, group: 32 }];

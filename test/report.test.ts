@@ -126,12 +126,14 @@ describe('reports and benchmark', { skip }, () => {
     const t = tinyConvertOptions();
     const out = join(dir, 'sweep');
     const s = await runSweep({
-      model: mustAsset(FIXTURE_MODEL), fractions: [0.5, 0.25], methods: ['transmla'], out,
+      model: mustAsset(FIXTURE_MODEL), fractions: [0.5, 0.25], methods: ['transmla', 'mha2mla'], out,
       convert: { calib: t.calib, calibSamples: 8, calibSeqLen: 64, freqFold: 2, ropeDim: 8, evalTexts: [{ path: t.evalText, mode: 'file' }], evalCtx: 128, evalChunks: 1 },
     });
     const saved = JSON.parse(readFileSync(join(out, 'sweep.json'), 'utf8')) as SweepReport;
-    assert.deepEqual(saved.points.map((p) => [p.method, p.kvFractionRequested, p.kvFraction]), [['transmla', 0.5, 0.5], ['transmla', 0.25, 0.25]]);
-    assert.deepEqual(s.points.map((p) => p.kvLoraRank), [56, 24]);
+    assert.deepEqual(saved.points.map((p) => [p.method, p.kvFractionRequested, p.kvFraction]),
+      [['transmla', 0.5, 0.5], ['transmla', 0.25, 0.25], ['mha2mla', 0.5, 0.5], ['mha2mla', 0.25, 0.25]]);
+    // TransMLA: r + d_R (8); MHA2MLA: latent + 4 KV heads × 2·1 RoPE pair (its default d/16 pairs).
+    assert.deepEqual(s.points.map((p) => p.kvLoraRank), [56, 24, 56, 24]);
     for (const p of saved.points) assert.ok(p.evaluations[0]!.mla.ppl > 1 && p.evaluations[0]!.original.ppl === saved.points[0]!.evaluations[0]!.original.ppl);
     const page = readFileSync(join(out, 'sweep.html'), 'utf8');
     checkSelfContained(page);

@@ -1,11 +1,68 @@
-// Conversion methods by name, for commands that choose one (sweep). Every method takes the
-// same options and returns the same report, so callers pass the name through unchanged.
-import { convertModel, type ConvertOptions, type ConvertReport } from './convert.js';
+// Conversion methods by name, for commands that choose one (sweep). Each entry runs its own
+// pipeline with the options every method shares (calibration, evaluation, KV fraction), plus the
+// ones of its own that it understands, and returns the same summary: so a caller passes the
+// method name through unchanged and compares the results on equal terms.
+import { convertModel, type CalibOrder, type EvalReport, type EvalTextSpec } from './convert.js';
+import { convertMha2mla } from './mha2mla.js';
 
-export type ConvertMethod = (o: ConvertOptions) => Promise<ConvertReport>;
+export interface MethodOptions {
+  model: string;
+  out: string | null;
+  overwrite?: boolean;
+  kvFraction: number;
+  calib: string;
+  calibSamples?: number;
+  calibSeqLen?: number;
+  seed?: number;
+  evalTexts?: EvalTextSpec[];
+  evalCtx?: number;
+  evalChunks?: number;
+  /** TransMLA only. */
+  freqFold?: number | 'auto';
+  ropeDim?: number | 'auto';
+  calibOrder?: CalibOrder;
+  searchChunks?: number;
+  log?: (line: string) => void;
+}
+
+/** What every method reports, for sweeps. */
+export interface MethodResult {
+  kvFraction: number;
+  kvLoraRank: number;
+  /** The cache layout chosen, in words (e.g. "r 24 + d_R 8, FreqFold 2"). */
+  shape: string;
+  bytesPerTokenBefore: number;
+  bytesPerTokenAfter: number;
+  evaluations: EvalReport[];
+  convertSeconds: number;
+  output: string | null;
+}
+
+export type ConvertMethod = (o: MethodOptions) => Promise<MethodResult>;
 
 export const CONVERT_METHODS: Readonly<Record<string, ConvertMethod>> = {
-  transmla: convertModel,
+  transmla: async (o) => {
+    const r = await convertModel({ ...o, freqFold: o.freqFold ?? 'auto' });
+    const p = r.parameters;
+    return {
+      kvFraction: r.kvCache.fraction, kvLoraRank: p.kvLoraRank, shape: `r ${p.kvLoraRank} + d_R ${p.qkRopeHeadDim}, FreqFold ${p.freqFold}`,
+      bytesPerTokenBefore: r.kvCache.bytesPerTokenBefore, bytesPerTokenAfter: r.kvCache.bytesPerTokenAfter,
+      evaluations: r.evaluations, convertSeconds: r.seconds.convertTotal, output: r.output,
+    };
+  },
+  mha2mla: async (o) => {
+    const r = await convertMha2mla({
+      model: o.model, out: o.out, overwrite: o.overwrite, kvFraction: o.kvFraction, calib: o.calib, calibSamples: o.calibSamples,
+      calibSeqLen: o.calibSeqLen, seed: o.seed, evalTexts: o.evalTexts, evalCtx: o.evalCtx, evalChunks: o.evalChunks, log: o.log,
+    });
+    const p = r.parameters;
+    return {
+      kvFraction: r.kvCache.fraction, kvLoraRank: p.kvLoraRank,
+      shape: `${r.source.kvHeads} KV heads × 2·${p.ropePairsPerHead} RoPE + latent ${p.kvLoraRank} (S_${p.selection}, SVD_${p.lowRank})`,
+      bytesPerTokenBefore: r.kvCache.bytesPerTokenBefore, bytesPerTokenAfter: r.kvCache.bytesPerTokenAfter,
+      evaluations: r.evaluations, convertSeconds: r.seconds.convertTotal, output: r.output,
+    };
+  },
 };
 
 export function convertMethod(name: string): ConvertMethod {

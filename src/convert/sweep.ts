@@ -5,10 +5,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { buildSweepHtml } from '../report/sweep-report.js';
-import type { ConvertOptions } from './convert.js';
-import { convertMethod } from './methods.js';
+import { convertMethod, type MethodOptions } from './methods.js';
 
-export type SweepConvertOptions = Omit<ConvertOptions, 'model' | 'out' | 'overwrite' | 'kvFraction' | 'kvLoraRank' | 'log'>;
+export type SweepConvertOptions = Omit<MethodOptions, 'model' | 'out' | 'overwrite' | 'kvFraction' | 'log'>;
 
 export interface SweepOptions {
   model: string;
@@ -30,8 +29,8 @@ export interface SweepPoint {
   kvFractionRequested: number;
   kvFraction: number;
   kvLoraRank: number;
-  qkRopeHeadDim: number;
-  freqFold: number;
+  /** The cache layout the method chose, in words. */
+  shape: string;
   bytesPerTokenBefore: number;
   bytesPerTokenAfter: number;
   evaluations: { text: string; ctx: number; chunks: number; original: SweepScore; partialRope: SweepScore; mla: SweepScore }[];
@@ -70,11 +69,10 @@ export async function runSweep(o: SweepOptions): Promise<SweepReport> {
       const score = (s: SweepScore): SweepScore => ({ ppl: s.ppl, kl: s.kl, top1: s.top1 });
       report.convention ??= r.evaluations[0]?.convention ?? null;
       report.points.push({
-        method: name, kvFractionRequested: f, kvFraction: r.kvCache.fraction,
-        kvLoraRank: r.parameters.kvLoraRank, qkRopeHeadDim: r.parameters.qkRopeHeadDim, freqFold: r.parameters.freqFold,
-        bytesPerTokenBefore: r.kvCache.bytesPerTokenBefore, bytesPerTokenAfter: r.kvCache.bytesPerTokenAfter,
+        method: name, kvFractionRequested: f, kvFraction: r.kvFraction, kvLoraRank: r.kvLoraRank, shape: r.shape,
+        bytesPerTokenBefore: r.bytesPerTokenBefore, bytesPerTokenAfter: r.bytesPerTokenAfter,
         evaluations: r.evaluations.map((e) => ({ text: e.text, ctx: e.ctx, chunks: e.chunks, original: score(e.original), partialRope: score(e.partialRope), mla: score(e.mla) })),
-        convertSeconds: r.seconds.convertTotal, output: r.output,
+        convertSeconds: r.convertSeconds, output: r.output,
       });
       save();
     }

@@ -8,7 +8,7 @@
 // Every engine runs in its own child process (bench-child.ts) so its peak RSS is its own.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { availableParallelism, cpus, totalmem } from 'node:os';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kernels } from '../kernels/index.js';
@@ -58,7 +58,7 @@ export interface BenchRatio {
 export interface BenchReport {
   tool: 'transmla bench';
   created: string;
-  machine: { cpuModel: string; cpus: number; totalMemoryBytes: number; kernels: string; node: string };
+  machine: { cpuModel: string; cpus: number; totalMemoryBytes: number; kernels: string; node: string; loadAverageBefore: number; loadAverageAfter: number };
   bandwidth: BandwidthResult;
   model: string;
   compare: string | null;
@@ -139,6 +139,7 @@ function roofline(contexts: DecodeAtContext[], bytesPerSecond: number): Roofline
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const log = o.log ?? (() => {});
+  const loadBefore = loadavg()[0]!;
   const model = resolve(o.model);
   if (!existsSync(model)) throw new Error(`model ${o.model} does not exist`);
   let compare: string | null = null;
@@ -173,7 +174,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       log(`  llama.cpp skipped: ${why}`);
       continue;
     }
-    log(`${path}: llama.cpp (${ours.weightDtype} GGUF, ${threads} threads)…`);
+    log(`${path}: llama.cpp (${ours.weightDtype} GGUF, ${threads} thread${threads === 1 ? '' : 's'})…`);
     const g = ggufFor(path, ours.weightDtype);
     try {
       const cpp = await runChild({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options }, log);
@@ -195,18 +196,22 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   })) : [];
   const trained = Math.min(...runs.map((r) => r.trainedContext));
   const notes = [
-    `decode: greedy, one token per forward with logits; best of ${options.reps} × ${options.decodeTokens} steps per context, ${threads} threads; prompts are pseudo-random token ids (decode cost does not depend on them)`,
+    `decode: greedy, one token per forward with logits; best of ${options.reps} × ${options.decodeTokens} steps per context, ${threads} thread${threads === 1 ? '' : 's'}; prompts are pseudo-random token ids (decode cost does not depend on them)`,
     'ours keeps the cache in f32; llama.cpp (node-llama-cpp prebuilt CPU binary) in its default f16; the GGUF holds the same weights in the same dtype, written by our exporter',
     'roofline: bytes a step must read = every weight once (one embedding row unless tied to the head) + the whole cache once, over the measured bandwidth',
     'ratios: our engine on the model ÷ our engine on the comparison model, same run',
   ];
+  const loadAfter = loadavg()[0]!;
+  if (Math.max(loadBefore, loadAfter) > availableParallelism()) {
+    notes.push(`the machine was busy (1-minute load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after, on ${availableParallelism()} threads): other processes shared the cores, so absolute speeds are low and noisy${threads > 1 ? ' (multi-threaded kernels suffer most when cores are shared: --threads 1 measures one core)' : ''}`);
+  }
   if (runs.some((r) => r.contexts.some((c) => c.beyondTrainedWindow))) {
     notes.push(`contexts past a model's trained window (${trained} positions) are measured for speed only: positions beyond it are extrapolated and the outputs are not meaningful`);
   }
   return {
     tool: 'transmla bench',
     created: new Date().toISOString(),
-    machine: { cpuModel: cpus()[0]?.model ?? 'unknown', cpus: availableParallelism(), totalMemoryBytes: totalmem(), kernels: kernels().backend, node: process.version },
+    machine: { cpuModel: cpus()[0]?.model ?? 'unknown', cpus: availableParallelism(), totalMemoryBytes: totalmem(), kernels: kernels().backend, node: process.version, loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
     bandwidth, model, compare, compareSource,
     contexts: mine.contexts.map((c) => c.context),
     runs, ratios, llamaCppSkipped: skipped, notes,

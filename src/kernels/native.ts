@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, EighResult, FloatData, FloatDType, Kernels } from './types.js';
 
@@ -50,6 +51,21 @@ export function nativeAddonPath(): string {
   return join(packageRoot(), 'build', 'Release', 'transmla.node');
 }
 
+/** The OpenMP wait policy this process runs with ('default' = libgomp's spin-then-sleep). */
+export function ompWaitPolicy(): string {
+  return process.env.OMP_WAIT_POLICY ?? 'default';
+}
+
+// libgomp's idle threads spin between parallel regions, which makes back-to-back small kernels
+// (decode's GEMVs) ~2x faster on an idle machine, but when other processes already occupy the
+// cores a spinning thread steals them and one conversion layer took 17 s instead of 0.9 s
+// (measured). So: keep spinning unless the machine is already busy at start-up, then sleep.
+// libgomp reads the variable once, when the addon loads it; the user's own setting wins.
+function chooseWaitPolicy(): void {
+  if (process.env.OMP_WAIT_POLICY !== undefined || process.env.GOMP_SPINCOUNT !== undefined) return;
+  if (loadavg()[0] > availableParallelism() - 0.5) process.env.OMP_WAIT_POLICY = 'PASSIVE';
+}
+
 let loaded: { addon?: NativeAddon; error?: string } | undefined;
 
 /** The raw addon, or the reason it could not be loaded (cached per process). */
@@ -58,6 +74,7 @@ export function loadNativeAddon(): { addon?: NativeAddon; error?: string } {
   try {
     const path = nativeAddonPath();
     if (!existsSync(path)) return (loaded = { error: `${path} does not exist (the native build did not run or failed)` });
+    chooseWaitPolicy();
     const addon = createRequire(import.meta.url)(path) as Partial<NativeAddon>;
     const missing = ADDON_FUNCTIONS.filter((f) => typeof addon[f] !== 'function');
     if (missing.length > 0) return (loaded = { error: `${path} is stale: it lacks ${missing.join(', ')}; rebuild it` });

@@ -42,11 +42,12 @@ export async function buildSweepHtml(s: SweepReport): Promise<string> {
     title: 'Points',
     intro: s.convention ?? undefined,
     html: table(
-      ['method', 'KV fraction', 'kv_lora_rank + d_R', 'FreqFold', 'bytes/token', 'text', 'ppl original', 'ppl partial RoPE', 'ppl MLA', 'KL MLA', 'top-1 MLA', 'convert s'],
+      ['method', 'KV fraction', 'cache layout', 'bytes/token', 'text', 'ppl original', 'ppl partial RoPE', 'ppl MLA', 'KL MLA', 'top-1 MLA', 'convert s'],
       s.points.flatMap((p) => p.evaluations.map((e) => [
-        p.method, p.kvFraction.toFixed(4), `${p.kvLoraRank} + ${p.qkRopeHeadDim}`, p.freqFold, `${p.bytesPerTokenBefore} → ${p.bytesPerTokenAfter}`, shortText(e.text),
+        p.method, p.kvFraction.toFixed(4), p.shape, `${p.bytesPerTokenBefore} → ${p.bytesPerTokenAfter}`, shortText(e.text),
         e.original.ppl.toFixed(3), e.partialRope.ppl.toFixed(3), e.mla.ppl.toFixed(3), e.mla.kl.toFixed(4), `${(100 * e.mla.top1).toFixed(2)} %`, p.convertSeconds.toFixed(1),
       ])),
+      { numericFrom: 5 },
     ),
   });
   const name = s.model.split('/').pop() ?? s.model;

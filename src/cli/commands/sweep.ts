@@ -24,7 +24,8 @@ export const command: Command = {
   usage: 'transmla sweep <model> --kv-fractions F1,F2,... --calib FILE --out DIR [--methods transmla]\n' +
     '    [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
     '    [--freqfold auto|M] [--calib-order faithful|sequential] [--search-chunks 16] [--save-models] [--overwrite]\n' +
-    `  methods: ${Object.keys(CONVERT_METHODS).join(', ')}. Writes DIR/sweep.json (after every point) and DIR/sweep.html;\n` +
+    `  methods: ${Object.keys(CONVERT_METHODS).join(', ')} (each with its defaults; --freqfold, --calib-order and --search-chunks\n` +
+    '  are TransMLA\'s). Writes DIR/sweep.json (after every point) and DIR/sweep.html;\n' +
     '  --save-models keeps each converted model in DIR/<method>-kv<fraction> with its report.html.',
   async run(argv) {
     const p = parseArgs(argv, {
