@@ -193,6 +193,25 @@ napi_value Matmul(napi_env env, napi_callback_info info) {
   });
 }
 
+// matmulTN(A, B, C, M, N, K, accumulate?): C[M×N] (+)= A[K×M]ᵀ · B[K×N], all f32
+napi_value MatmulTN(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = get_args(env, info, "matmulTN", 6);
+    const View A = get_typed(a, 0, "A", napi_float32_array);
+    const View B = get_typed(a, 1, "B", napi_float32_array);
+    const View C = get_typed(a, 2, "C", napi_float32_array);
+    const int64_t M = get_dim(a, 3, "M"), N = get_dim(a, 4, "N"), K = get_dim(a, 5, "K");
+    const bool acc = get_flag(a, 6, "accumulate");
+    need_length(a, A, double(K) * double(M), "A", "K*M");
+    need_length(a, B, double(K) * double(N), "B", "K*N");
+    need_length(a, C, double(M) * double(N), "C", "M*N");
+    no_overlap(a, C, "C", A, "A");
+    no_overlap(a, C, "C", B, "B");
+    sgemm(static_cast<const float*>(A.data), M, true, B.data, DType::F32, N, false, static_cast<float*>(C.data), N, M, N, K, acc);
+    return undefined(env);
+  });
+}
+
 // gemv(W, wType, x, y, N, K)
 napi_value Gemv(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -209,6 +228,117 @@ napi_value Gemv(napi_env env, napi_callback_info info) {
     no_overlap(a, y, "y", x, "x");
     if (N > 0 && K == 0) std::fill(static_cast<float*>(y.data), static_cast<float*>(y.data) + N, 0.0f);
     else if (N > 0) gemv_rows(W.data, wt, K, static_cast<const float*>(x.data), K, 1, static_cast<float*>(y.data), N, N, K, false);
+    return undefined(env);
+  });
+}
+
+View typed_value(const Args& a, napi_value val, const std::string& name, napi_typedarray_type want) {
+  bool is_typed = false;
+  check(a.env, napi_is_typedarray(a.env, val, &is_typed), "is_typedarray");
+  if (!is_typed) fail(ErrKind::Type, a.fn, name + " must be a " + typed_name(want));
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value ab;
+  size_t offset = 0;
+  check(a.env, napi_get_typedarray_info(a.env, val, &type, &length, &data, &ab, &offset), "typedarray_info");
+  if (type != want) fail(ErrKind::Type, a.fn, name + " must be a " + typed_name(want) + ", got " + typed_name(type));
+  const size_t el = want == napi_float64_array ? 8 : want == napi_float32_array ? 4 : 2;
+  if (length > 0 && data == nullptr) fail(ErrKind::Generic, a.fn, name + " has a detached buffer");
+  return View{data, length, length * el};
+}
+
+uint32_t array_length(const Args& a, size_t idx, const char* name) {
+  bool is_array = false;
+  check(a.env, napi_is_array(a.env, a.argv[idx], &is_array), "is_array");
+  if (!is_array) fail(ErrKind::Type, a.fn, std::string(name) + " must be an array");
+  uint32_t n = 0;
+  check(a.env, napi_get_array_length(a.env, a.argv[idx], &n), "array_length");
+  return n;
+}
+
+napi_value element(const Args& a, size_t idx, uint32_t i) {
+  napi_value v;
+  check(a.env, napi_get_element(a.env, a.argv[idx], i, &v), "get_element");
+  return v;
+}
+
+// gemvMulti(Ws: FloatData[], wType, x, ys: Float32Array[], Ns: number[], K)
+napi_value GemvMulti(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = get_args(env, info, "gemvMulti", 6);
+    const DType wt = get_dtype(a, 1, "wType", true);
+    const View x = get_typed(a, 2, "x", napi_float32_array);
+    const int64_t K = get_dim(a, 5, "K");
+    const uint32_t n = array_length(a, 0, "Ws");
+    if (array_length(a, 3, "ys") != n || array_length(a, 4, "Ns") != n)
+      fail(ErrKind::Range, a.fn, "Ws, ys and Ns must have the same length");
+    if (n > uint32_t(kMaxGemvItems)) fail(ErrKind::Range, a.fn, "at most " + std::to_string(kMaxGemvItems) + " weights per call");
+    need_length(a, x, double(K), "x", "K");
+    GemvItem items[kMaxGemvItems];
+    View ys[kMaxGemvItems], ws[kMaxGemvItems];
+    for (uint32_t i = 0; i < n; ++i) {
+      const std::string si = "[" + std::to_string(i) + "]";
+      ws[i] = typed_value(a, element(a, 0, i), "Ws" + si, storage_of(wt));
+      ys[i] = typed_value(a, element(a, 3, i), "ys" + si, napi_float32_array);
+      napi_value nv = element(a, 4, i);
+      napi_valuetype t;
+      check(env, napi_typeof(env, nv, &t), "typeof");
+      double d = -1;
+      if (t == napi_number) check(env, napi_get_value_double(env, nv, &d), "get_value_double");
+      if (!(d >= 0 && d == std::floor(d) && d <= 9007199254740992.0))
+        fail(ErrKind::Range, a.fn, "Ns" + si + " must be a non-negative integer");
+      const int64_t N = int64_t(d);
+      if (double(ws[i].length) < double(N) * double(K)) fail(ErrKind::Range, a.fn, "Ws" + si + " is too short: need N*K");
+      if (double(ys[i].length) < double(N)) fail(ErrKind::Range, a.fn, "ys" + si + " is too short: need N");
+      items[i] = GemvItem{ws[i].data, static_cast<float*>(ys[i].data), N};
+    }
+    for (uint32_t i = 0; i < n; ++i) {
+      const View yi{ys[i].data, size_t(items[i].N), size_t(items[i].N) * 4};
+      no_overlap(a, yi, "ys[i]", x, "x");
+      for (uint32_t j = 0; j < n; ++j) {
+        no_overlap(a, yi, "ys[i]", ws[j], "Ws[j]");
+        if (j != i) no_overlap(a, yi, "ys[i]", View{ys[j].data, size_t(items[j].N), size_t(items[j].N) * 4}, "ys[j]");
+      }
+    }
+    gemv_multi(items, int(n), wt, static_cast<const float*>(x.data), K);
+    return undefined(env);
+  });
+}
+
+// gemvSwiGlu(Wg, Wu, wType, x, out, N, K)
+napi_value GemvSwiGlu(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = get_args(env, info, "gemvSwiGlu", 7);
+    const DType wt = get_dtype(a, 2, "wType", true);
+    const View Wg = get_typed(a, 0, "Wg", storage_of(wt));
+    const View Wu = get_typed(a, 1, "Wu", storage_of(wt));
+    const View x = get_typed(a, 3, "x", napi_float32_array);
+    const View out = get_typed(a, 4, "out", napi_float32_array);
+    const int64_t N = get_dim(a, 5, "N"), K = get_dim(a, 6, "K");
+    need_length(a, Wg, double(N) * double(K), "Wg", "N*K");
+    need_length(a, Wu, double(N) * double(K), "Wu", "N*K");
+    need_length(a, x, double(K), "x", "K");
+    need_length(a, out, double(N), "out", "N");
+    no_overlap(a, out, "out", Wg, "Wg");
+    no_overlap(a, out, "out", Wu, "Wu");
+    no_overlap(a, out, "out", x, "x");
+    gemv_swiglu(Wg.data, Wu.data, wt, static_cast<const float*>(x.data), static_cast<float*>(out.data), N, K);
+    return undefined(env);
+  });
+}
+
+// siluMul(gate, up, n): gate <- silu(gate)·up
+napi_value SiluMul(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = get_args(env, info, "siluMul", 3);
+    const View g = get_typed(a, 0, "gate", napi_float32_array);
+    const View u = get_typed(a, 1, "up", napi_float32_array);
+    const int64_t n = get_dim(a, 2, "n");
+    need_length(a, g, double(n), "gate", "n");
+    need_length(a, u, double(n), "up", "n");
+    no_overlap(a, g, "gate", u, "up");
+    silu_mul(static_cast<float*>(g.data), static_cast<const float*>(u.data), n);
     return undefined(env);
   });
 }
@@ -350,7 +480,11 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
 napi_value Init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"matmulTN", nullptr, MatmulTN, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"gemv", nullptr, Gemv, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"gemvMulti", nullptr, GemvMulti, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"gemvSwiGlu", nullptr, GemvSwiGlu, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"toF32", nullptr, ToF32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fromF32", nullptr, FromF32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"gramAccumulate", nullptr, GramAccumulate, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

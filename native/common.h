@@ -5,7 +5,13 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -57,9 +63,105 @@ inline double hsum(__m256d v) {
 
 inline int max_threads() { return omp_get_max_threads(); }
 
-// Threads worth using for `work` flops: forking a team costs a few microseconds, so tiny
-// problems stay on the calling thread.
-inline int threads_for(double work) { return work < 2e5 ? 1 : max_threads(); }
+// Below this many flops a kernel stays on the calling thread. With spinning OpenMP workers
+// (libgomp's default) starting a team costs a few microseconds, so 2e5 flops is enough to
+// pay for it. With OMP_WAIT_POLICY=PASSIVE (src/kernels/native.ts sets it when the machine is
+// busy at start-up) every region has to wake a sleeping thread (~20-50 us, more when the
+// other core is taken), so only products that take well over that on one core are split.
+inline double parallel_min_work() {
+  static const double w = [] {
+    const char* p = std::getenv("OMP_WAIT_POLICY");
+    const bool passive = p && (std::strcmp(p, "PASSIVE") == 0 || std::strcmp(p, "passive") == 0);
+    return passive ? 2e6 : 2e5;
+  }();
+  return w;
+}
+
+inline double monotonic_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Busy and total CPU seconds of the whole machine (/proc/stat), false if unreadable.
+inline bool machine_cpu_seconds(double& busy) {
+  FILE* f = std::fopen("/proc/stat", "r");
+  if (!f) return false;
+  unsigned long long v[8] = {};
+  const int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                            &v[6], &v[7]);
+  std::fclose(f);
+  if (n < 4) return false;
+  static const double tick = double(sysconf(_SC_CLK_TCK));
+  // user nice system [idle iowait] irq softirq steal: steal is time the hypervisor gave away.
+  busy = double(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick;
+  return true;
+}
+
+// Threads a parallel kernel should use now. A fine-grained team (decode runs ~25 regions per
+// token) is only fast when every thread has a core: when other processes occupy one, each
+// barrier waits for a descheduled thread and a 2-thread decode became 20x slower (measured).
+// So every 200 ms the machine's busy CPU time minus our own (/proc/stat vs this process's CPU
+// clock) estimates how many cores other processes use, and the team shrinks to the cores left
+// (at least 1). TRANSMLA_ADAPTIVE_THREADS=0 turns this off (always the configured count).
+inline int available_threads() {
+  const int maxT = omp_get_max_threads();
+  if (maxT <= 1) return 1;
+  static const bool adaptive = [] {
+    const char* e = std::getenv("TRANSMLA_ADAPTIVE_THREADS");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  if (!adaptive) return maxT;
+  static std::atomic<int> avail{1 << 20};
+  static std::atomic<bool> sampling{false};
+  static double last_wall = 0, last_busy = 0, last_own = 0;
+  const double now = monotonic_seconds();
+  bool expected = false;
+  if (now - last_wall >= 0.2 && !omp_in_parallel() && sampling.compare_exchange_strong(expected, true)) {
+    double busy;
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    const double own = double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+    if (machine_cpu_seconds(busy)) {
+      if (last_wall > 0) {
+        const double others = ((busy - last_busy) - (own - last_own)) / (now - last_wall);
+        const double free_cores = double(omp_get_num_procs()) - std::max(0.0, others);
+        avail.store(std::max(1, int(free_cores + 0.5)));
+      }
+      last_wall = now;
+      last_busy = busy;
+      last_own = own;
+    } else {
+      last_wall = now;
+    }
+    sampling.store(false);
+  }
+  return std::max(1, std::min(maxT, avail.load()));
+}
+
+// Threads worth using for `work` flops: forking a team costs time, so small problems stay
+// on the calling thread.
+inline int threads_for(double work) { return work < parallel_min_work() ? 1 : available_threads(); }
+
+// e^x for x <= 0 (scores minus their maximum, -|g| in SiLU). x = n*ln2 + r with |r| <= ln2/2;
+// e^r by its degree-6 Taylor polynomial (truncation < 1.3e-7 relative), 2^n through the
+// exponent bits. Inputs below -87 are clamped so 2^n stays a normal float (e^-87 ~ 1.6e-38).
+inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);  // ln2 split: exact high part
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.4286068203094172e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
 
 // 64-byte aligned, uninitialised scratch. Allocation failure throws std::bad_alloc, which the
 // N-API glue turns into a JS error; nothing allocates inside parallel regions.

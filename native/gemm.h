@@ -23,6 +23,23 @@ void gemv_rows(const void* W, DType wType, int64_t ldw, const float* X, int64_t 
 void gevm_rows(const void* B, DType bType, int64_t ldb, const float* X, int64_t ldx, int64_t R, float* Y,
                int64_t ldy, int64_t N, int64_t K, bool accumulate);
 
+// One weight of a fused decode product: y[N] = W[N×K]·x.
+struct GemvItem {
+  const void* W;
+  float* y;
+  int64_t N;
+};
+constexpr int kMaxGemvItems = 8;
+
+// y_i = W_i·x for every item (same K and dtype), all in one parallel region.
+void gemv_multi(const GemvItem* items, int n, DType wType, const float* x, int64_t K);
+
+// out[N] = silu(Wg·x) ⊙ (Wu·x): the SwiGLU front of a Llama MLP for one token, one region.
+void gemv_swiglu(const void* Wg, const void* Wu, DType wType, const float* x, float* out, int64_t N, int64_t K);
+
+// gate[i] <- silu(gate[i])·up[i] (vectorised; prefill's elementwise SwiGLU step).
+void silu_mul(float* gate, const float* up, int64_t n);
+
 // Row counts up to these go to gemv_rows/gevm_rows instead of the packed kernel: below them,
 // widening and packing all of B costs more than the packed kernel saves (measured crossover
 // for a 2048×2048 bf16 weight on 2 threads: ~8 rows for NT).

@@ -2,6 +2,7 @@
 // element is loaded once, widened in registers, and used against up to 8 activation rows;
 // threads split the weight into contiguous row (NT) or column (NN) ranges.
 #include <algorithm>
+#include <cmath>
 
 #include "gemm.h"
 
@@ -165,6 +166,111 @@ void gevm_rows_typed(const void* B, int64_t ldb, const float* X, int64_t ldx, in
   }
 }
 
+
+// ---- Fused single-row products for the decode step: several weights that share x are read in
+// ---- one parallel region (one fork/join instead of one per matrix).
+
+template <DType T> inline const void* row_ptr(const void* W, int64_t idx) {
+  if (T == DType::F32) return static_cast<const float*>(W) + idx;
+  return static_cast<const uint16_t*>(W) + idx;
+}
+
+// res[w] = row_w · x for NR weight rows given by their start pointers (one activation row,
+// prepared into xp as prepare_x<T> does). NR independent FMA chains hide the FMA latency.
+template <DType T, int NR>
+inline void dot_rows(const void* const* rows, const float* xp, const float* x, int64_t K, float* res) {
+  const int64_t K16 = K / 16 * 16;
+  __m256 s0[NR], s1[NR];
+#pragma GCC unroll 8
+  for (int w = 0; w < NR; ++w) s0[w] = s1[w] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K16; k += 16) {
+    const __m256 x0 = _mm256_loadu_ps(xp + k), x1 = _mm256_loadu_ps(xp + k + 8);
+#pragma GCC unroll 8
+    for (int w = 0; w < NR; ++w) {
+      __m256 lo, hi;
+      load16<T>(rows[w], k, lo, hi);
+      s0[w] = _mm256_fmadd_ps(lo, x0, s0[w]);
+      s1[w] = _mm256_fmadd_ps(hi, x1, s1[w]);
+    }
+  }
+  for (int w = 0; w < NR; ++w) {
+    float t = hsum(_mm256_add_ps(s0[w], s1[w]));
+    for (int64_t k = K16; k < K; ++k) t += load1<T>(rows[w], k) * x[k];
+    res[w] = t;
+  }
+}
+
+constexpr int kMultiRows = 8;  // weight rows per work block
+
+template <DType T>
+void gemv_multi_t(const GemvItem* items, int n, const float* x, int64_t K) {
+  float* xp = tl_xprep.reserve(size_t(K / 16 * 16) + 1);
+  prepare_x<T>(x, K, 1, K, xp);
+  int64_t start[kMaxGemvItems + 1];
+  start[0] = 0;
+  double work = 0;
+  for (int i = 0; i < n; ++i) {
+    start[i + 1] = start[i] + (items[i].N + kMultiRows - 1) / kMultiRows;
+    work += 2.0 * double(items[i].N) * double(K);
+  }
+  const int64_t blocks = start[n];
+  const int nt = threads_for(work);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    int i = 0;
+    while (b >= start[i + 1]) ++i;
+    const GemvItem& it = items[i];
+    const int64_t n0 = (b - start[i]) * kMultiRows;
+    const int64_t cnt = std::min<int64_t>(kMultiRows, it.N - n0);
+    const void* rows[kMultiRows];
+    if (cnt == kMultiRows) {
+      for (int w = 0; w < kMultiRows; ++w) rows[w] = row_ptr<T>(it.W, (n0 + w) * K);
+      dot_rows<T, kMultiRows>(rows, xp, x, K, it.y + n0);
+    } else {
+      for (int64_t w = 0; w < cnt; ++w) {
+        rows[0] = row_ptr<T>(it.W, (n0 + w) * K);
+        dot_rows<T, 1>(rows, xp, x, K, it.y + n0 + w);
+      }
+    }
+  }
+}
+
+// silu(g)·u with the same expression as the TypeScript reference: g / (1 + e^-g) · u.
+inline float silu_mul1(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
+
+template <DType T>
+void gemv_swiglu_t(const void* Wg, const void* Wu, const float* x, float* out, int64_t N, int64_t K) {
+  float* xp = tl_xprep.reserve(size_t(K / 16 * 16) + 1);
+  prepare_x<T>(x, K, 1, K, xp);
+  constexpr int H = kMultiRows / 2;  // gate rows and up rows per block
+  const int64_t blocks = (N + H - 1) / H;
+  const int nt = threads_for(4.0 * double(N) * double(K));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t n0 = b * H;
+    const int64_t cnt = std::min<int64_t>(H, N - n0);
+    float res[2 * H];
+    const void* rows[2 * H];
+    if (cnt == H) {
+      for (int w = 0; w < H; ++w) {
+        rows[w] = row_ptr<T>(Wg, (n0 + w) * K);
+        rows[H + w] = row_ptr<T>(Wu, (n0 + w) * K);
+      }
+      dot_rows<T, 2 * H>(rows, xp, x, K, res);
+    } else {
+      for (int64_t w = 0; w < cnt; ++w) {
+        rows[0] = row_ptr<T>(Wg, (n0 + w) * K);
+        rows[1] = row_ptr<T>(Wu, (n0 + w) * K);
+        float r2[2];
+        dot_rows<T, 2>(rows, xp, x, K, r2);
+        res[w] = r2[0];
+        res[H + w] = r2[1];
+      }
+    }
+    for (int64_t w = 0; w < cnt; ++w) out[n0 + w] = silu_mul1(res[w], res[H + w]);
+  }
+}
+
 }  // namespace
 
 void gemv_rows(const void* W, DType wType, int64_t ldw, const float* X, int64_t ldx, int64_t R, float* Y, int64_t ldy,
@@ -193,6 +299,58 @@ void gevm_rows(const void* B, DType bType, int64_t ldb, const float* X, int64_t 
       case DType::BF16: gevm_rows_typed<DType::BF16>(B, ldb, x, ldx, rr, y, ldy, N, K, accumulate); break;
       case DType::F16: gevm_rows_typed<DType::F16>(B, ldb, x, ldx, rr, y, ldy, N, K, accumulate); break;
     }
+  }
+}
+
+}  // namespace transmla
+
+namespace transmla {
+
+void gemv_multi(const GemvItem* items, int n, DType wType, const float* x, int64_t K) {
+  if (n <= 0) return;
+  if (K == 0) {
+    for (int i = 0; i < n; ++i) std::fill(items[i].y, items[i].y + items[i].N, 0.0f);
+    return;
+  }
+  switch (wType) {
+    case DType::F32: gemv_multi_t<DType::F32>(items, n, x, K); break;
+    case DType::BF16: gemv_multi_t<DType::BF16>(items, n, x, K); break;
+    case DType::F16: gemv_multi_t<DType::F16>(items, n, x, K); break;
+  }
+}
+
+void gemv_swiglu(const void* Wg, const void* Wu, DType wType, const float* x, float* out, int64_t N, int64_t K) {
+  if (N <= 0) return;
+  if (K == 0) {
+    std::fill(out, out + N, 0.0f);
+    return;
+  }
+  switch (wType) {
+    case DType::F32: gemv_swiglu_t<DType::F32>(Wg, Wu, x, out, N, K); break;
+    case DType::BF16: gemv_swiglu_t<DType::BF16>(Wg, Wu, x, out, N, K); break;
+    case DType::F16: gemv_swiglu_t<DType::F16>(Wg, Wu, x, out, N, K); break;
+  }
+}
+
+// gate <- silu(gate)·up. silu(g) = g·σ(g) with σ from e = e^-|g| <= 1: σ = 1/(1+e) for g >= 0,
+// e/(1+e) otherwise, so the exponential never overflows.
+void silu_mul(float* gate, const float* up, int64_t n) {
+  const int nt = threads_for(20.0 * double(n));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t c = 0; c < (n + 1023) / 1024; ++c) {
+    const int64_t i0 = c * 1024, i1 = std::min<int64_t>(n, i0 + 1024);
+    int64_t i = i0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= i1; i += 8) {
+      const __m256 g = _mm256_loadu_ps(gate + i);
+      const __m256 e = exp_nonpositive(_mm256_or_ps(g, sign));  // e^-|g|
+      const __m256 r = _mm256_div_ps(one, _mm256_add_ps(one, e));
+      const __m256 neg = _mm256_cmp_ps(g, _mm256_setzero_ps(), _CMP_LT_OQ);
+      const __m256 sig = _mm256_blendv_ps(r, _mm256_mul_ps(e, r), neg);
+      _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < i1; ++i) gate[i] = silu_mul1(gate[i], up[i]);
   }
 }
 

@@ -33,8 +33,20 @@ export { fidelity } from './eval/fidelity.js';
 export { convertModel } from './convert/convert.js';
 export type { ConvertOptions, ConvertReport } from './convert/convert.js';
 export { convertMha2mla } from './convert/mha2mla.js';
+export { exportDeepseekV3, stockDeepseekV3Config, STOCK_DEEPSEEK_V3_KEYS } from './convert/export-deepseek-v3.js';
+export type { StockExportOptions, StockExportReport } from './convert/export-deepseek-v3.js';
+export { exportModel, convertToTarget, EXPORT_TARGETS } from './convert/export-targets.js';
+export type { ExportOptions, ExportResult, ExportTarget } from './convert/export-targets.js';
+export { exportDeepseek2Gguf } from './io/gguf-deepseek2.js';
+export { mlaSemantics } from './io/mla-config.js';
 export { runSweep } from './convert/sweep.js';
 export { writeReport } from './report/report.js';
+
+// Validation against stock engines
+export { validatePath, validateFolder, validateGguf, formatValidateReport, ValidateError } from './validate/validate.js';
+export type { ValidateReport, EngineVerdict, ValidateOptions } from './validate/validate.js';
+export { ENGINES } from './validate/rules.js';
+export type { EngineId, Finding, Impact, KernelStatus } from './validate/rules.js';
 
 // Serving and training
 export { startServer } from './serve/server.js';

@@ -345,9 +345,9 @@ describe('withAtomicDir', () => {
     await assert.rejects(withAtomicDir(join(parent, 'file'), { overwrite: true }, async () => {}), /exists and is not a folder/);
     const src = join(parent, 'model');
     mkdirSync(src);
-    await assert.rejects(withAtomicDir(src, { overwrite: true, source: src }, async () => {}), /is or contains the source folder/);
-    await assert.rejects(withAtomicDir(parent, { overwrite: true, source: src }, async () => {}), /is or contains the source folder/);
-    await assert.rejects(withAtomicDir(join(src, '.'), { overwrite: true, source: join(parent, 'model', '') }, async () => {}), /is or contains the source folder/);
+    await assert.rejects(withAtomicDir(src, { overwrite: true, source: src }, async () => {}), /is or contains an input/);
+    await assert.rejects(withAtomicDir(parent, { overwrite: true, source: src }, async () => {}), /is or contains an input/);
+    await assert.rejects(withAtomicDir(join(src, '.'), { overwrite: true, source: join(parent, 'model', '') }, async () => {}), /is or contains an input/);
     // Writing next to (or inside) the source is fine.
     await withAtomicDir(join(src, 'mla'), { source: src }, async (t) => writeFileSync(join(t, 'f'), ''));
     assert.ok(existsSync(join(src, 'mla', 'f')));

@@ -305,3 +305,35 @@ describe('shared checkpoints', () => {
     assert.match(m.tokenizer!.decode(out), /^Once upon a time, there was a little girl/);
   });
 });
+
+describe('sliding-window configs (the engine implements full attention only)', () => {
+  const spec: RandomSpec = { ...base, heads: 4, kvHeads: 2, modelType: 'mistral', slidingWindow: 8, seed: 21 };
+  it('contexts within the window are computed (and match the reference); longer ones are refused', () => {
+    const m = randomLlama(spec);
+    const model = LlamaModel.fromWeights(m.config, m.src);
+    assert.equal(model.slidingWindow, 8);
+    const ref = referenceLogits(m, TOKENS.slice(0, 8));
+    const all = model.forward(TOKENS.slice(0, 8), model.newCache(), { logits: 'all' });
+    assert.ok(maxAbsDiff(all.subarray(7 * 64, 8 * 64), ref[7]!) <= 1e-4);
+    assert.throws(() => model.forward(TOKENS.slice(0, 9), model.newCache()), /sliding-window attention \(window 8 tokens\)/);
+    // Decoding past the window is refused too, at the step that would cross it.
+    const cache = model.newCache();
+    model.forward(TOKENS.slice(0, 8), cache);
+    assert.throws(() => model.forward([3], cache), /at most 8 tokens/);
+  });
+  it('perplexity refuses a ctx past the window, accepts one within it', async () => {
+    const m = randomLlama(spec);
+    const model = LlamaModel.fromWeights(m.config, m.src);
+    const ids = Array.from({ length: 40 }, (_, i) => (i * 7) % 60 + 3);
+    await assert.rejects(perplexity(model, ids, false, { ctx: 16 }), /exceeds the model's sliding attention window of 8 tokens/);
+    const r = await perplexity(model, ids, false, { ctx: 8 });
+    assert.ok(Number.isFinite(r.ppl));
+  });
+  it('use_sliding_window: false (and llama configs) mean full attention', () => {
+    const m = randomLlama({ ...spec, modelType: 'llama' });
+    assert.equal(LlamaModel.fromWeights(m.config, m.src).slidingWindow, null);
+    const mm = randomLlama(spec);
+    const cfg = { ...mm.config, raw: { ...mm.config.raw, use_sliding_window: false } };
+    assert.equal(LlamaModel.fromWeights(cfg, mm.src).slidingWindow, null);
+  });
+});

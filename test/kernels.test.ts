@@ -313,6 +313,46 @@ describe('matmul', () => {
   });
 });
 
+describe('matmulTN (C = Aᵀ·B)', () => {
+  const shapes: [number, number, number][] = [[1, 1, 1], [1, 17, 5], [7, 1, 9], [13, 33, 1], [6, 16, 256], [37, 50, 300], [100, 64, 257]];
+  function runTN(k: Kernels, M: number, N: number, K: number, accumulate: boolean, seed: number) {
+    const r = rng(seed);
+    const A = randF32(K * M, r), B = randF32(K * N, r);
+    const C = randF32(M * N + 3, r);
+    C.fill(SENTINEL, M * N);
+    const C0 = C.slice(0, M * N);
+    k.matmulTN(A, B, C.subarray(0, M * N), M, N, K, accumulate);
+    assert.equal(C[M * N], SENTINEL, 'matmulTN wrote past M*N');
+    return { A, B, C0, C: C.subarray(0, M * N) };
+  }
+  function refTN(A: Float32Array, B: Float32Array, C0: Float32Array | null, M: number, N: number, K: number): Float64Array {
+    const out = new Float64Array(M * N);
+    for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) {
+      let s = C0 ? C0[i * N + j]! : 0;
+      for (let k = 0; k < K; k++) s += A[k * M + i]! * B[k * N + j]!;
+      out[i * N + j] = s;
+    }
+    return out;
+  }
+  test('ts vs float64 reference (with and without accumulate)', () => {
+    shapes.forEach(([M, N, K], i) => {
+      for (const acc of [false, true]) {
+        const { A, B, C0, C } = runTN(tsKernels, M, N, K, acc, 300 + i);
+        assertClose(C, refTN(A, B, acc ? C0 : null, M, N, K), 1e-6, `tn ${M}×${N}×${K} acc=${acc}`);
+      }
+    });
+  });
+  test('native vs ts', { skip: nativeSkip }, () => {
+    const Kn = nk();
+    shapes.forEach(([M, N, K], i) => {
+      for (const acc of [false, true]) {
+        assertClose(runTN(Kn, M, N, K, acc, 300 + i).C, runTN(tsKernels, M, N, K, acc, 300 + i).C, 1e-5, `native tn ${M}×${N}×${K} acc=${acc}`);
+      }
+    });
+    assert.throws(() => Kn.matmulTN(new Float32Array(5), new Float32Array(6), new Float32Array(6), 2, 3, 3), /too short/);
+  });
+});
+
 describe('gemv', () => {
   const shapes: [number, number][] = [[1, 1], [1, 33], [5, 1], [33, 5], [64, 576], [577, 65], [3, 1024]];
   function runGemv(k: Kernels, N: number, K: number, type: FloatDType, seed: number) {
@@ -341,6 +381,113 @@ describe('gemv', () => {
       }
     }
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Fused decode kernels: gemvMulti, gemvSwiGlu, siluMul
+
+function siluRef(g: number): number {
+  return g / (1 + Math.exp(-g));
+}
+
+describe('gemvMulti', () => {
+  // [Ns], K: odd sizes, a 1-row weight, tails of the 8-row blocks, K below and above 16.
+  const cases: [number[], number][] = [[[1], 1], [[1, 7, 9], 33], [[384, 128, 128], 384], [[5, 0, 17], 16], [[13, 8, 1, 31], 65], [[3, 3], 1024]];
+  function run(k: Kernels, Ns: number[], K: number, type: FloatDType, seed: number) {
+    const r = rng(seed);
+    const Ws = Ns.map((N) => randB(N * K, type, r));
+    const x = randF32(K, r);
+    const ys = Ns.map((N) => new Float32Array(N + 1).fill(SENTINEL));
+    k.gemvMulti(Ws, type, x, ys.map((y, i) => y.subarray(0, Ns[i])), Ns, K);
+    ys.forEach((y, i) => assert.equal(y[Ns[i]!], SENTINEL, 'gemvMulti wrote past N'));
+    return { Ws, x, ys: ys.map((y, i) => y.subarray(0, Ns[i])) };
+  }
+  test('ts vs float64 reference', () => {
+    for (const [Ns, K] of cases) {
+      for (const type of DTYPES) {
+        const { Ws, x, ys } = run(tsKernels, Ns, K, type, K + Ns.length);
+        Ns.forEach((N, i) => assertClose(ys[i]!, matmulRef(x, widenRef(Ws[i]!, type), null, 1, N, K, true), 1e-6, `gemvMulti ${i} N=${N} K=${K} ${type}`));
+      }
+    }
+  });
+  test('ts: rejects mismatched lists and overlapping outputs', () => {
+    const W = new Float32Array(8), x = new Float32Array(2), y = new Float32Array(8);
+    assert.throws(() => tsKernels.gemvMulti([W], 'f32', x, [y, y], [4], 2), /same length/);
+    assert.throws(() => tsKernels.gemvMulti([W, W], 'f32', x, [y.subarray(0, 4), y.subarray(2, 6)], [4, 4], 2), /overlap/);
+  });
+  test('native vs ts', { skip: nativeSkip }, () => {
+    const Kn = nk();
+    for (const [Ns, K] of cases) {
+      for (const type of DTYPES) {
+        const n = run(Kn, Ns, K, type, K + Ns.length), t = run(tsKernels, Ns, K, type, K + Ns.length);
+        Ns.forEach((N, i) => assertClose(n.ys[i]!, t.ys[i]!, 1e-5, `native gemvMulti ${i} N=${N} K=${K} ${type}`));
+      }
+    }
+  });
+  test('native: rejects mismatched lists, short buffers and overlapping outputs', { skip: nativeSkip }, () => {
+    const Kn = nk();
+    const W = new Float32Array(8), x = new Float32Array(2), y = new Float32Array(8);
+    assert.throws(() => Kn.gemvMulti([W], 'f32', x, [y, y], [4], 2), /same length/);
+    assert.throws(() => Kn.gemvMulti([W], 'f32', x, [y], [5], 2), /too short/);
+    assert.throws(() => Kn.gemvMulti([W, W], 'f32', x, [y.subarray(0, 4), y.subarray(2, 6)], [4, 4], 2), /overlap/);
+    assert.throws(() => Kn.gemvMulti([new Uint16Array(8)], 'f32', x, [y], [4], 2), TypeError);
+  });
+});
+
+describe('gemvSwiGlu and siluMul', () => {
+  const shapes: [number, number][] = [[1, 1], [1, 40], [3, 17], [4, 16], [9, 33], [1024, 384], [37, 200]];
+  function runSwi(k: Kernels, N: number, K: number, type: FloatDType, seed: number) {
+    const r = rng(seed);
+    const Wg = randB(N * K, type, r), Wu = randB(N * K, type, r);
+    const x = randF32(K, r, 2);
+    const out = new Float32Array(N + 1).fill(SENTINEL);
+    k.gemvSwiGlu(Wg, Wu, type, x, out.subarray(0, N), N, K);
+    assert.equal(out[N], SENTINEL, 'gemvSwiGlu wrote past N');
+    return { Wg, Wu, x, out: out.subarray(0, N) };
+  }
+  test('ts vs float64 reference', () => {
+    for (const [N, K] of shapes) {
+      for (const type of DTYPES) {
+        const { Wg, Wu, x, out } = runSwi(tsKernels, N, K, type, N + 3 * K);
+        const g = matmulRef(x, widenRef(Wg, type), null, 1, N, K, true), u = matmulRef(x, widenRef(Wu, type), null, 1, N, K, true);
+        const ref = Array.from(g, (gv, i) => siluRef(gv) * u[i]!);
+        assertClose(out, ref, 1e-6, `gemvSwiGlu N=${N} K=${K} ${type}`);
+      }
+    }
+  });
+  test('native vs ts', { skip: nativeSkip }, () => {
+    const Kn = nk();
+    for (const [N, K] of shapes) {
+      for (const type of DTYPES) {
+        assertClose(runSwi(Kn, N, K, type, N + 3 * K).out, runSwi(tsKernels, N, K, type, N + 3 * K).out, 1e-5, `native gemvSwiGlu N=${N} K=${K} ${type}`);
+      }
+    }
+  });
+  function siluInputs(n: number, seed: number): { g: Float32Array; u: Float32Array } {
+    const r = rng(seed);
+    const g = randF32(n, r, 12);
+    // Extremes: large |g| (σ saturates), ±0, and values around the clamp of the exponential.
+    const special = [0, -0, 1e-30, -1e-30, 30, -30, 88, -88, 100, -100, 1e4, -1e4];
+    for (let i = 0; i < Math.min(n, special.length); i++) g[i] = special[i]!;
+    return { g, u: randF32(n, r, 3) };
+  }
+  for (const n of [1, 7, 8, 9, 1023, 5000]) {
+    test(`siluMul n=${n}: ts vs reference, native vs ts`, () => {
+      const { g, u } = siluInputs(n, n);
+      const t = g.slice();
+      tsKernels.siluMul(t, u, n);
+      assertClose(t, Array.from(g, (gv, i) => siluRef(gv) * u[i]!), 1e-6, 'ts siluMul');
+      if (nativeSkip === false) {
+        const nv = g.slice();
+        nk().siluMul(nv, u, n);
+        // Elementwise relative check (the normwise one would hide errors on small outputs).
+        for (let i = 0; i < n; i++) {
+          const d = Math.abs(nv[i]! - t[i]!), m = Math.abs(t[i]!);
+          assert.ok(d <= 2e-6 * m + 1e-30, `native siluMul[${i}] (g=${g[i]}): ${nv[i]} vs ${t[i]}`);
+        }
+      }
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -551,6 +698,14 @@ const ATTN: AttnCase[] = [
   { name: 'MLA-like: v aliases k, headDimV < headDimK, one latent head', tq: 5, pos0: 4, nHeads: 4, nKvHeads: 1, dk: 40, dv: 32, kPad: 0, alias: true, qScale: 1 },
   { name: 'MLA-like decode, 8 heads', tq: 1, pos0: 30, nHeads: 8, nKvHeads: 1, dk: 72, dv: 64, kPad: 0, alias: true, qScale: 1 },
   { name: 'large logits (stable softmax)', tq: 3, pos0: 2, nHeads: 2, nKvHeads: 1, dk: 8, dv: 8, kPad: 0, alias: false, qScale: 300 },
+  // Shapes that exercise the blocked kernel: several key tiles (64 keys), query blocks, odd
+  // head sizes, groups of 3 and 6 query heads, and decode splits over the keys (one KV head).
+  { name: 'decode tq=1 pos0=700, GQA 6→2 × 64 (kjv-gqa)', tq: 1, pos0: 700, nHeads: 6, nKvHeads: 2, dk: 64, dv: 64, kPad: 0, alias: false, qScale: 1 },
+  { name: 'prefill tq=131 pos0=0, GQA 6→2 × 64', tq: 131, pos0: 0, nHeads: 6, nKvHeads: 2, dk: 64, dv: 64, kPad: 0, alias: false, qScale: 1 },
+  { name: 'prefill tq=37 pos0=90, GQA 6→1, odd dims 33/17, padded', tq: 37, pos0: 90, nHeads: 6, nKvHeads: 1, dk: 33, dv: 17, kPad: 5, alias: false, qScale: 2 },
+  { name: 'MLA-like decode split, pos0=1500, 5 heads, dk 96 / dv 64', tq: 1, pos0: 1500, nHeads: 5, nKvHeads: 1, dk: 96, dv: 64, kPad: 0, alias: true, qScale: 1 },
+  { name: 'MLA-like chunk tq=3 pos0=600 (split with a masked tail)', tq: 3, pos0: 600, nHeads: 4, nKvHeads: 1, dk: 40, dv: 24, kPad: 0, alias: true, qScale: 1 },
+  { name: 'MHA tq=65 pos0=64, 1-dim heads, large logits', tq: 65, pos0: 64, nHeads: 3, nKvHeads: 3, dk: 1, dv: 1, kPad: 0, alias: false, qScale: 50 },
 ];
 
 function makeAttn(c: AttnCase, seed: number): AttentionArgs {

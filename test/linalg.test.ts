@@ -274,6 +274,11 @@ describe('weightedLowRank', () => {
       const opt = lam.slice(rank).reduce((a, b) => a + Math.max(0, b), 0);
       assert.ok(Math.abs(ours - opt) <= 1e-9 * f.total, `error ${ours} vs optimum ${opt}`);
       for (let j = 0; j < rank; j++) assert.ok(Math.abs(f.kept[j] - lam[j]) <= 1e-9 * lam[0], `kept[${j}]`);
+      // The whole spectrum: min(m, n) values, the kept ones first, equal to W C Wᵀ's eigenvalues, summing to the total.
+      assert.equal(f.spectrum.length, Math.min(m, n));
+      for (let j = 0; j < rank; j++) assert.equal(f.spectrum[j], f.kept[j]);
+      for (let j = 0; j < f.spectrum.length; j++) assert.ok(Math.abs(f.spectrum[j] - Math.max(0, lam[j])) <= 1e-8 * lam[0], `spectrum[${j}]`);
+      assert.ok(Math.abs(f.spectrum.reduce((a, b) => a + b, 0) - f.total) <= 1e-8 * f.total);
     });
   }
 

@@ -4,7 +4,7 @@
 // be self-contained: inline SVG charts, no scripts, no external URL anywhere.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { commands } from '../src/cli/commands.js';
@@ -12,9 +12,11 @@ import type { ConvertReport } from '../src/convert/convert.js';
 import { runSweep, type SweepReport } from '../src/convert/sweep.js';
 import type { BenchReport } from '../src/eval/bench.js';
 import { measureBandwidth } from '../src/eval/bandwidth.js';
+import { convertMha2mla, type Mha2mlaReport } from '../src/convert/mha2mla.js';
+import { buildMha2mlaReportHtml } from '../src/report/mha2mla-report.js';
 import { buildReportHtml } from '../src/report/report.js';
 import { assetPath, mustAsset } from './helpers/assets.js';
-import { buildReportFixture, FIXTURE_MODEL, tinyConvertOptions } from './helpers/report-fixture.js';
+import { buildMha2mlaFixture, buildReportFixture, FIXTURE_MODEL, tinyConvertOptions } from './helpers/report-fixture.js';
 
 const skip = assetPath(FIXTURE_MODEL) && assetPath('text/tinystories/tinystories_val_sample.txt') ? false : `asset ${FIXTURE_MODEL} or the TinyStories texts missing`;
 
@@ -113,6 +115,89 @@ describe('reports and benchmark', { skip }, () => {
     checkSelfContained(page);
     assert.match(page, /were not recorded/);
     assert.match(page, /Not benchmarked yet/);
+  });
+
+  it('MHA2MLA: convert writes report.html with RoPE pairs per KV head, SVD spectra, perplexity per stage and KV bytes', async () => {
+    const m = await buildMha2mlaFixture(dir);
+    assert.ok(existsSync(m.report), 'the converter wrote report.html');
+    const r = JSON.parse(readFileSync(join(m.folder, 'transmla.json'), 'utf8')) as Mha2mlaReport;
+    const G = r.source.kvHeads, half = r.source.headDim / 2;
+    assert.equal(r.method, 'mha2mla');
+    assert.equal(r.source.ropeInvFreq!.length, half);
+    assert.ok(r.source.ropeInvFreq!.every((w, k) => w > 0 && (k === 0 || w < r.source.ropeInvFreq![k - 1]!)));
+    for (const l of r.layers) {
+      // S_2-norm: a score per pair and KV head, and the kept pairs are each head's best.
+      assert.equal(l.pairScores!.length, G);
+      l.pairScores!.forEach((sc, g) => {
+        assert.equal(sc.length, half);
+        const kept = r.parameters.ropePairs[r.layers.indexOf(l)]![g]!;
+        const worstKept = Math.min(...kept.map((k) => sc[k]!));
+        assert.ok(sc.every((x, k) => kept.includes(k) || x <= worstKept));
+      });
+      // SVD_joint: one spectrum of G·(2d − 2r) or D components (the smaller), descending shares summing to 1,
+      // the first R of them summing to the recorded energy.
+      assert.equal(l.spectra!.length, 1);
+      const sp = l.spectra![0]!;
+      assert.equal(sp.part, 'keys+values');
+      assert.equal(sp.rank, r.parameters.kvLoraRank);
+      assert.equal(sp.shares.length, Math.min(G * (2 * r.source.headDim - 2 * r.parameters.ropePairsPerHead), r.source.hidden));
+      const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+      assert.ok(sp.shares.every((x, j) => x >= 0 && (j === 0 || x <= sp.shares[j - 1]! * (1 + 1e-5))));
+      assert.ok(Math.abs(sum(sp.shares) - 1) < 1e-4);
+      assert.ok(Math.abs(sum(sp.shares.slice(0, sp.rank)) - l.energy) < 1e-4);
+    }
+    const page = readFileSync(m.report, 'utf8');
+    checkSelfContained(page);
+    for (const title of ['Conversion', 'KV cache', 'Perplexity per stage', 'RoPE pairs per KV head', 'Low-rank latent (SVD) per layer', 'Decode speed vs context', 'Timings']) {
+      assert.ok(page.includes(`<h2>${title}</h2>`), `section ${title}`);
+    }
+    assert.match(page, /Not benchmarked yet/);
+    // KV bars, perplexity, pair map, pair counts, energy kept, spectrum, cumulative energy.
+    const svgs = page.match(/<svg[\s\S]*?<\/svg>/g) ?? [];
+    assert.ok(svgs.length >= 7, `${svgs.length} charts`);
+    for (const s of svgs) assert.match(s, /<path[^>]* d="M/);
+    const ids = [...page.matchAll(/\bid="([^"]+)"/g)].map((x) => x[1]);
+    assert.equal(new Set(ids).size, ids.length);
+    // The KV bytes before and after, and every (layer, KV head)'s kept pairs in the table.
+    assert.ok(page.includes(`${r.kvCache.bytesPerTokenBefore.toLocaleString('en-US')} B`) && page.includes(`${r.kvCache.bytesPerTokenAfter.toLocaleString('en-US')} B`));
+    assert.equal((page.match(/<tr><td>\d+<\/td><td>\d+<\/td><td>[\d, ]+<\/td>/g) ?? []).length, r.layers.length * G);
+
+    // `transmla report` rebuilds it, with the decode-speed section once a bench.json is there.
+    rmSync(m.report);
+    copyFileSync(join(folder, 'bench.json'), join(m.folder, 'bench.json'));
+    const cmd = await commands.report!();
+    const log = console.log;
+    console.log = () => {};
+    try { await cmd.run([m.folder]); } finally { console.log = log; }
+    const rebuilt = readFileSync(m.report, 'utf8');
+    checkSelfContained(rebuilt);
+    assert.doesNotMatch(rebuilt, /Not benchmarked yet/);
+    assert.ok((rebuilt.match(/<svg/g) ?? []).length >= svgs.length + 2);
+
+    // A transmla.json from before spectra, scores and frequencies were recorded still renders.
+    const old = { ...r, source: { ...r.source, ropeInvFreq: undefined }, layers: r.layers.map(({ energy }) => ({ energy })) } as Mha2mlaReport;
+    const oldPage = await buildMha2mlaReportHtml(old, null);
+    checkSelfContained(oldPage);
+    assert.match(oldPage, /spectra were not recorded/);
+    assert.match(oldPage, /scores were not recorded/);
+  });
+
+  it('MHA2MLA report of SVD_split and a fixed selection: key and value spectra, pairs without scores', async () => {
+    const t = tinyConvertOptions();
+    const r = await convertMha2mla({
+      model: mustAsset(FIXTURE_MODEL), out: null, kvRank: 12, ropePairs: 2, selection: 'uniform', init: 'split',
+      calib: t.calib, evalTexts: [{ path: t.evalText, mode: 'file' }], evalCtx: 64, evalChunks: 1,
+    });
+    for (const l of r.layers) {
+      assert.equal(l.pairScores, null);
+      assert.deepEqual(l.spectra!.map((s) => [s.part, s.rank]), [['keys', 6], ['values', 6]]);
+    }
+    const page = await buildMha2mlaReportHtml(r, null);
+    checkSelfContained(page);
+    assert.match(page, /SVD spectrum of keys/);
+    assert.match(page, /SVD spectrum of values/);
+    assert.doesNotMatch(page, /were not recorded/);
+    assert.ok((page.match(/<svg/g) ?? []).length >= 9);
   });
 
   it('the bandwidth figure is a measured positive rate', async () => {

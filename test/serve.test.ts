@@ -103,6 +103,166 @@ describe('serve', { skip }, () => {
     assert.deepEqual(single.choices[0]!.logprobs!.token_logprobs, j.choices[0]!.logprobs!.token_logprobs.slice(0, a.length));
   });
 
+  // lm-evaluation-harness `local-completions` (lm_eval/models/openai_completions.py, api_models.py):
+  // loglikelihood sends {model, prompt, temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234,
+  // echo: true} with prompt = a list of token-id lists (tokenized_requests, the default; one list
+  // per request of the batch) or, with tokenized_requests=False, a string (batch 1) or a list of
+  // strings; older releases sent max_tokens 0 and logprobs 10. It sorts choices by `index` and
+  // reads token_logprobs[ctxlen:-1] (max_tokens 1) or [ctxlen:] (max_tokens 0) and top_logprobs
+  // over the same span: is_greedy when every token's logprob equals the best alternative's.
+  // generate_until sends {prompt, model, max_tokens, temperature: 0, stop: until + [EOS string],
+  // seed: 1234} and reads choices[i].text by index.
+  /** lm-eval's reading of a loglikelihood answer: (sum of continuation logprobs, is_greedy) per prompt. */
+  const lmEvalLoglikelihood = (j: Completion, ctxlens: number[], dropLast: boolean): [number, boolean][] =>
+    [...j.choices].sort((x, y) => x.index - y.index).map((c, i) => {
+      const end = dropLast ? -1 : undefined;
+      const lps = c.logprobs!.token_logprobs.slice(ctxlens[i]!, end) as number[];
+      const tops = c.logprobs!.top_logprobs!.slice(ctxlens[i]!, end);
+      let greedy = true;
+      lps.forEach((x, t) => { if (x !== Math.max(...Object.values(tops[t]!))) greedy = false; });
+      return [lps.reduce((a, b) => a + b, 0), greedy];
+    });
+  /** The engine's answer: log P(continuation | context) and whether every continuation token is the argmax. */
+  const engineLoglikelihood = (ids: number[], ctxlen: number): [number, boolean] => {
+    const m = served.model, V = m.config.vocabSize;
+    const logits = m.forward(ids, m.newCache(), { logits: 'all' });
+    let sum = 0, greedy = true;
+    for (let t = ctxlen; t < ids.length; t++) {
+      const row = logits.subarray((t - 1) * V, t * V);
+      let max = -Infinity, arg = 0;
+      row.forEach((v, i) => { if (v > max) { max = v; arg = i; } });
+      let z = 0;
+      for (const v of row) z += Math.exp(v - max);
+      sum += row[ids[t]!]! - (Math.log(z) + max);
+      if (arg !== ids[t]) greedy = false;
+    }
+    return [sum, greedy];
+  };
+  const lmEvalPairs = (): { ids: number[]; ctxlen: number }[] => {
+    const enc = (t: string): number[] => served.tokenizer.encode(t, { addBos: false });
+    // (context, continuation) pairs encoded as lm-eval does: the whole string, context length from the context alone.
+    return [['Lily had a red ball.', ' She liked to play with it.'], ['Once upon a time, there was a', ' cat'], ['Tom was sad because', ' his toy was broken.']]
+      .map(([ctx, cont]) => ({ ids: [served.tokenizer.bosId!, ...enc(ctx! + cont!)], ctxlen: 1 + enc(ctx!).length }));
+  };
+
+  it('lm-eval loglikelihood: batched token-id prompts, max_tokens 1, logprobs 1, read as lm-eval reads them', async () => {
+    const pairs = lmEvalPairs();
+    const body = { model: 'tiny', prompt: pairs.map((p) => p.ids), temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true };
+    const j = await complete(body);
+    assert.deepEqual(j.choices.map((c) => c.index), [0, 1, 2]);
+    const got = lmEvalLoglikelihood(j, pairs.map((p) => p.ctxlen), true);
+    pairs.forEach((p, i) => {
+      const lp = j.choices[i]!.logprobs!;
+      // The prompt's tokens, then the one generated token (which lm-eval drops).
+      assert.equal(lp.token_logprobs.length, p.ids.length + 1);
+      assert.equal(lp.top_logprobs!.length, p.ids.length + 1);
+      const [want, greedy] = engineLoglikelihood(p.ids, p.ctxlen);
+      assert.ok(Math.abs(got[i]![0] - want) < 1e-6, `pair ${i}: ${got[i]![0]} vs ${want}`);
+      assert.equal(got[i]![1], greedy);
+    });
+    // Batch size 1 (lm-eval's default) sends a list holding one token list: the same numbers.
+    for (const [i, p] of pairs.entries()) {
+      const one = await complete({ ...body, prompt: [p.ids] });
+      assert.equal(one.choices.length, 1);
+      assert.deepEqual(one.choices[0]!.logprobs!.token_logprobs, j.choices[i]!.logprobs!.token_logprobs);
+    }
+    // A continuation that is the greedy choice is reported as greedy.
+    const ctx = served.tokenizer.encode('Once upon a time', { addBos: true });
+    const m = served.model, V = m.config.vocabSize;
+    const row = m.forward(ctx, m.newCache(), { logits: 'last' });
+    let best = 0;
+    for (let i = 1; i < V; i++) if (row[i]! > row[best]!) best = i;
+    const g = await complete({ ...body, prompt: [[...ctx, best]] });
+    assert.deepEqual(lmEvalLoglikelihood(g, [ctx.length], true).map((x) => x[1]), [true]);
+  });
+
+  it('lm-eval loglikelihood, older payload: max_tokens 0, logprobs 10, read up to the end', async () => {
+    const pairs = lmEvalPairs();
+    const j = await complete({ model: 'tiny', prompt: pairs.map((p) => p.ids), echo: true, max_tokens: 0, temperature: 0, logprobs: 10, seed: 1234 });
+    const got = lmEvalLoglikelihood(j, pairs.map((p) => p.ctxlen), false);
+    pairs.forEach((p, i) => {
+      assert.equal(j.choices[i]!.logprobs!.token_logprobs.length, p.ids.length);
+      assert.ok(j.choices[i]!.logprobs!.top_logprobs!.slice(1).every((t) => Object.keys(t!).length === 10));
+      const [want, greedy] = engineLoglikelihood(p.ids, p.ctxlen);
+      assert.ok(Math.abs(got[i]![0] - want) < 1e-6);
+      assert.equal(got[i]![1], greedy);
+      assert.equal(j.choices[i]!.finish_reason, 'length');
+    });
+  });
+
+  it('lm-eval loglikelihood with string prompts (tokenized_requests=False): one string, or a batch of strings', async () => {
+    const texts = ['The cat sat on the mat.', 'Lily saw a big red ball in the park.'];
+    const idsOf = (t: string): number[] => served.tokenizer.encode(t, { addBos: true });
+    const batch = await complete({ model: 'tiny', prompt: texts, temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true });
+    assert.deepEqual(batch.choices.map((c) => c.index), [0, 1]);
+    for (const [i, t] of texts.entries()) {
+      const single = await complete({ model: 'tiny', prompt: t, temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true });
+      const asIds = await complete({ model: 'tiny', prompt: [idsOf(t)], temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true });
+      assert.deepEqual(single.choices[0]!.logprobs!.token_logprobs, batch.choices[i]!.logprobs!.token_logprobs);
+      // A text prompt is the tokenizer's encoding with its BOS: the same scores as those ids.
+      assert.deepEqual(asIds.choices[0]!.logprobs!.token_logprobs, single.choices[0]!.logprobs!.token_logprobs);
+      assert.ok(batch.choices[i]!.text.startsWith(t));
+    }
+  });
+
+  it('max_tokens 1 that samples end-of-sequence still reports that token last, so lm-eval drops the right one', async () => {
+    const ids = served.tokenizer.encode('One day, a little girl named Sue', { addBos: true });
+    const m = served.model, V = m.config.vocabSize;
+    const row = m.forward(ids, m.newCache(), { logits: 'last' });
+    let best = 0;
+    for (let i = 1; i < V; i++) if (row[i]! > row[best]!) best = i;
+    // A server for which the greedy next token ends the sequence.
+    const eosSrv = await startServer({ ...served, eosIds: new Set([best]) }, 0, '127.0.0.1');
+    try {
+      const r = await fetch(`${eosSrv.url}/v1/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'tiny', prompt: [ids], temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true }),
+      });
+      const j = await r.json() as Completion;
+      assert.equal(r.status, 200);
+      const c = j.choices[0]!, lp = c.logprobs!;
+      assert.equal(c.finish_reason, 'stop');
+      assert.equal(lp.token_logprobs.length, ids.length + 1);
+      assert.equal(lp.tokens[ids.length], '');
+      assert.equal(lp.text_offset[ids.length], c.text.length);
+      assert.equal(lp.token_logprobs[ids.length], Math.max(...Object.values(lp.top_logprobs![ids.length]!)));
+      assert.equal(c.text, lp.tokens.slice(0, ids.length).join(''));
+      assert.deepEqual(j.usage, { prompt_tokens: ids.length, completion_tokens: 1, total_tokens: ids.length + 1 });
+      // lm-eval's [ctxlen:-1] then covers exactly the prompt's continuation tokens.
+      const ctxlen = ids.length - 3;
+      const [want] = engineLoglikelihood(ids, ctxlen);
+      assert.ok(Math.abs(lmEvalLoglikelihood(j, [ctxlen], true)[0]![0] - want) < 1e-6);
+      // Streaming carries the same entry in its last chunk.
+      const sr = await fetch(`${eosSrv.url}/v1/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: [ids], temperature: 0, max_tokens: 1, logprobs: 1, echo: true, stream: true }),
+      });
+      const parts = (await sr.text()).split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => (JSON.parse(e.slice(6)) as Completion).choices[0]!);
+      assert.deepEqual(parts.flatMap((p) => p.logprobs!.token_logprobs), lp.token_logprobs);
+    } finally {
+      await eosSrv.close();
+    }
+  });
+
+  it('lm-eval generate_until: batched token-id prompts with stop = until + EOS string, texts by index', async () => {
+    const prompts = ['Once upon a time', 'The little dog'].map((t) => served.tokenizer.encode(t, { addBos: true }));
+    const until = ['\n\n', '.', served.tokenizer.idToToken(served.tokenizer.eosId!) ?? '</s>'];
+    const body = { prompt: prompts, model: 'tiny', max_tokens: 32, temperature: 0, stop: until, seed: 1234 };
+    const j = await complete(body);
+    const texts: string[] = [];
+    for (const c of j.choices) texts[c.index] = c.text;
+    for (const [i, ids] of prompts.entries()) {
+      const want: number[] = [];
+      for await (const id of generate(served.model, ids, { maxTokens: 32, temperature: 0, stopIds: [...served.eosIds] })) want.push(id);
+      const full = served.tokenizer.decode([...ids, ...want]).slice(served.tokenizer.decode(ids).length);
+      const cuts = until.map((s) => full.indexOf(s)).filter((x) => x >= 0);
+      assert.equal(texts[i], cuts.length > 0 ? full.slice(0, Math.min(...cuts)) : full);
+      assert.ok(!texts[i]!.includes('.'));
+      // Each prompt alone gives the same text.
+      assert.equal((await complete({ ...body, prompt: [ids] })).choices[0]!.text, texts[i]);
+    }
+  });
+
   it('greedy generation matches the engine\'s generate()', async () => {
     const prompt = 'Once upon a time';
     const ids = served.tokenizer.encode(prompt, { addBos: true });
@@ -112,7 +272,8 @@ describe('serve', { skip }, () => {
     const c = j.choices[0]!;
     assert.equal(c.text, served.tokenizer.decode([...ids, ...want]).slice(served.tokenizer.decode(ids).length));
     assert.equal(c.finish_reason, want.length === 24 ? 'length' : 'stop');
-    assert.equal(j.usage.completion_tokens, want.length);
+    // An end-of-sequence token, when sampled, counts as generated.
+    assert.equal(j.usage.completion_tokens, want.length + (want.length < 24 ? 1 : 0));
   });
 
   it('stop sequences end the text before the earliest one', async () => {

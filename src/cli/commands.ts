@@ -14,9 +14,11 @@ export const commands: Record<string, () => Promise<Command>> = {
   'import-llama2c': () => import('./commands/import-llama2c.js').then((m) => m.command),
   'export-llama2c': () => import('./commands/export-llama2c.js').then((m) => m.command),
   convert: () => import('./commands/convert.js').then((m) => m.command),
+  export: () => import('./commands/export.js').then((m) => m.command),
   bench: () => import('./commands/bench.js').then((m) => m.command),
   report: () => import('./commands/report.js').then((m) => m.command),
   sweep: () => import('./commands/sweep.js').then((m) => m.command),
   serve: () => import('./commands/serve.js').then((m) => m.command),
   finetune: () => import('./commands/finetune.js').then((m) => m.command),
+  validate: () => import('./commands/validate.js').then((m) => m.command),
 };

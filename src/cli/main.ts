@@ -2,6 +2,7 @@
 // transmla CLI entry: dispatches to a command; turns expected errors into one clear line and exit 1.
 import { commands } from './commands.js';
 import { UsageError } from './args.js';
+import { currentStage, installInterruptHandlers, InterruptedError, interruptedBy, signalExitCode } from '../io/interrupt.js';
 
 function help(): string {
   const rows = Object.keys(commands).map((n) => `  ${n}`).join('\n');
@@ -24,9 +25,24 @@ async function main(argv: string[]): Promise<number> {
     console.log(`${cmd.summary}\n\nusage: ${cmd.usage}`);
     return 0;
   }
+  // serve stops itself on a signal; every other command stops cooperatively (interrupt.ts).
+  if (name !== 'serve') installInterruptHandlers(`transmla ${name}`);
   try {
-    return (await cmd.run(rest)) ?? 0;
+    const code = (await cmd.run(rest)) ?? 0;
+    const sig = interruptedBy();
+    if (sig) {
+      // The signal came too late to stop anything (the work had finished); still honour it.
+      console.error(`transmla ${name}: ${sig} arrived after the work finished (last stage: ${currentStage()})`);
+      return signalExitCode(sig);
+    }
+    return code;
   } catch (e) {
+    let c: unknown = e;
+    while (c instanceof Error && !(c instanceof InterruptedError)) c = c.cause;
+    if (c instanceof InterruptedError) {
+      console.error(`transmla ${name}: interrupted by ${c.signal} during ${c.stage}; temporary output removed`);
+      return signalExitCode(c.signal);
+    }
     if (e instanceof UsageError) {
       console.error(`transmla ${name}: ${e.message}\nusage: ${cmd.usage}`);
       return 2;

@@ -13,9 +13,12 @@
 // at a time, so memory holds one sample and one layer's (D+1)² statistic whatever N·L is. (What a
 // caller keeps across layers — convert.ts keeps each layer's (2·G·d)² [K;V] covariance — is
 // likewise independent of N·L.)
-import { mkdtempSync, openSync, closeSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { mkdtempSync, openSync, closeSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { LlamaConfig } from '../io/hf-config.js';
+import { registerTempPath } from '../io/interrupt.js';
+import type { Tensor } from '../tensor.js';
 import { kernels } from '../kernels/index.js';
 import { gemmF64 } from '../linalg/dense.js';
 import type { DecoderLayer, LlamaModel } from '../models/llama.js';
@@ -102,6 +105,32 @@ export function decoderLayerForward(layer: DecoderLayer, x: Float32Array, T: num
   addInPlace(x, y, T * D);
 }
 
+const CALIB_PREFIX = 'transmla-calib-';
+
+/** Removes calibration temp folders (`transmla-calib-<pid>-…`) of processes that no longer exist (killed runs). */
+export function cleanStaleCalibrationFiles(dir = tmpdir()): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    const m = /^transmla-calib-(\d+)-/.exec(n);
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EPERM') continue;
+    }
+    rmSync(join(dir, n), { recursive: true, force: true });
+    removed.push(n);
+  }
+  return removed;
+}
+
 /**
  * The hidden states of the calibration samples at some depth of some model, kept in a
  * temporary file. Call close() when done (it deletes the file).
@@ -113,6 +142,7 @@ export class HiddenStates {
   private readonly eps: number;
   private readonly dir: string;
   private readonly fd: number;
+  private readonly unregister: () => void;
   private readonly ws = new Workspace();
   private readonly buf: Float32Array;
   /** Layers applied so far. */
@@ -123,18 +153,26 @@ export class HiddenStates {
     this.seqLen = seqLen;
     this.hidden = hidden;
     this.eps = eps;
-    this.dir = mkdtempSync(join(tmpdir(), 'transmla-calib-'));
+    cleanStaleCalibrationFiles();
+    // The pid in the name lets a later run recognise (and delete) the folder of a killed one.
+    this.dir = mkdtempSync(join(tmpdir(), `${CALIB_PREFIX}${process.pid}-`));
+    this.unregister = registerTempPath(this.dir);
     this.fd = openSync(join(this.dir, 'hidden.f32'), 'w+');
     this.buf = new Float32Array(seqLen * hidden);
   }
 
   /** Embeds the samples with the model's embedding table (depth 0). */
   static embed(model: LlamaModel, samples: readonly Int32Array[]): HiddenStates {
-    const L = samples[0]!.length, D = model.config.hiddenSize;
-    const h = new HiddenStates(samples.length, L, D, model.config.rmsNormEps);
+    return HiddenStates.fromEmbedding(model.config, model.embed, samples);
+  }
+
+  /** The same from an embedding table alone (streaming conversion keeps no model). */
+  static fromEmbedding(config: LlamaConfig, embed: Tensor, samples: readonly Int32Array[]): HiddenStates {
+    const L = samples[0]!.length, D = config.hiddenSize;
+    const h = new HiddenStates(samples.length, L, D, config.rmsNormEps);
     samples.forEach((ids, s) => {
       if (ids.length !== L) throw new Error('calibration samples must have equal length');
-      for (let t = 0; t < L; t++) embedRow(model.embed, ids[t]!, D, h.buf.subarray(t * D, (t + 1) * D));
+      for (let t = 0; t < L; t++) embedRow(embed, ids[t]!, D, h.buf.subarray(t * D, (t + 1) * D));
       h.write(s);
     });
     return h;
@@ -205,6 +243,7 @@ export class HiddenStates {
   close(): void {
     closeSync(this.fd);
     rmSync(this.dir, { recursive: true, force: true });
+    this.unregister();
   }
 }
 
@@ -212,4 +251,51 @@ export class HiddenStates {
 export function projectedCov(W: Float64Array, rows: number, gram: Float64Array, Dp: number): Float64Array {
   if (W.length !== rows * Dp || gram.length !== Dp * Dp) throw new Error(`projectedCov: shapes ${W.length} / ${gram.length} do not match ${rows}×${Dp}`);
   return gemmF64(gemmF64(W, gram, rows, Dp, Dp), W, rows, rows, Dp, true);
+}
+
+/**
+ * Float64 arrays parked in a temporary file (pushed in order, read back by index): per-layer
+ * statistics that a later pass needs, without holding every layer's in memory. close() deletes it.
+ */
+export class Float64Spill {
+  private readonly dir: string;
+  private readonly fd: number;
+  private readonly unregister: () => void;
+  private readonly spans: { offset: number; length: number }[] = [];
+  private end = 0;
+
+  constructor() {
+    this.dir = mkdtempSync(join(tmpdir(), `${CALIB_PREFIX}${process.pid}-`));
+    this.unregister = registerTempPath(this.dir);
+    this.fd = openSync(join(this.dir, 'stats.f64'), 'w+');
+  }
+
+  push(a: Float64Array): number {
+    const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    let put = 0;
+    while (put < bytes.length) put += writeSync(this.fd, bytes, put, bytes.length - put, this.end + put);
+    this.spans.push({ offset: this.end, length: a.length });
+    this.end += a.byteLength;
+    return this.spans.length - 1;
+  }
+
+  read(i: number): Float64Array {
+    const s = this.spans[i];
+    if (!s) throw new Error(`Float64Spill: no entry ${i}`);
+    const out = new Float64Array(s.length);
+    const bytes = new Uint8Array(out.buffer);
+    let got = 0;
+    while (got < bytes.length) {
+      const n = readSync(this.fd, bytes, got, bytes.length - got, s.offset + got);
+      if (n === 0) throw new Error('statistics spill file ended early');
+      got += n;
+    }
+    return out;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+    rmSync(this.dir, { recursive: true, force: true });
+    this.unregister();
+  }
 }

@@ -21,13 +21,16 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { withAtomicDir } from '../io/atomic-dir.js';
+import { checkOutputDir, withAtomicDir } from '../io/atomic-dir.js';
+import { assertFiniteStat } from '../io/finite.js';
+import { interruptPoint, setStage, testPause } from '../io/interrupt.js';
 import { openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
 import { writeHfFolderExtras } from '../io/hf-config.js';
 import { mlaConfigJson } from '../io/mla-config.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
 import { fidelity, type ModelScore } from '../eval/fidelity.js';
+import { peakRssBytes } from '../eval/memory.js';
 import { perplexity, readEvalText, tokenizeForPerplexity, type TextMode } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -102,6 +105,8 @@ export interface EvalReport {
 
 export interface ConvertReport {
   tool: 'transmla';
+  /** 'exact': no kv_a_layernorm; loaders run it in exact semantics (io/mla-config.ts mlaSemantics). */
+  variant: 'exact';
   method: string;
   created: string;
   source: { path: string; modelType: string; layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; dtype: FloatDType };
@@ -192,6 +197,9 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const log = o.log ?? (() => {});
   const tStart = performance.now();
   const cpuStart = cpuSeconds();
+  // Refuse a bad --out before the long computation, not after it.
+  if (o.out) checkOutputDir(o.out, { overwrite: o.overwrite, source: convertInputs(o) });
+  setStage(`loading ${o.model}`);
   const loaded = loadModel(o.model);
   if (loaded.mla) throw new Error(`${o.model} is already an MLA (${String(loaded.config.raw.model_type)}) model`);
   if (loaded.format !== 'hf') throw new Error(`${o.model}: convert takes a Hugging Face folder (import llama2.c checkpoints first)`);
@@ -258,11 +266,15 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
     const states = HiddenStates.embed(src, samples);
     try {
       for (let l = 0; l < nLayers; l++) {
+        setStage(`calibration pass 1 (original model), layer ${l + 1}/${nLayers}`);
         const gram = states.gram(src.layers[l]!.inputNorm);
+        assertFiniteStat(gram, `calibration pass 1 (original model), layer ${l + 1}/${nLayers}: the second moment Σ[x;1][x;1]ᵀ of the attention input`);
         const L = latentOf(l);
         kvCovs0.push(projectedCov(kvRows(L), L.nK + L.nV, gram, D + 1));
         if (l + 1 < nLayers) states.advance(src.layers[l]!);
         log(`  pass 1 (original model) layer ${l + 1}/${nLayers}`);
+        if (l === 0) await testPause('calibration');
+        await interruptPoint();
       }
     } finally {
       states.close();
@@ -308,6 +320,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const search: ConvertReport['search'] = { scoredOn: 'none', trace: [] };
   if (ropeDim === 'auto') {
     const res = await searchRopeShape(d, budget, o.freqFold, (x) => 2 * nK - x, async (dRx, fold, rx) => {
+      setStage(`shape search (d_R ${dRx}, freqfold ${fold}, r ${rx})`);
       const ppl = await heldOutPpl(pass1MlaModelFor(dRx, fold, rx));
       log(`  d_R ${dRx}, freqfold ${fold}, r ${rx}: held-out MLA ppl ${ppl.toFixed(4)}`);
       return ppl;
@@ -319,6 +332,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   } else if (o.freqFold === 'auto') {
     dR = ropeDim;
     const res = await searchFreqFold(d, dR, null, async (fold) => {
+      setStage(`freqfold search (freqfold ${fold})`);
       const ppl = await heldOutPpl(partialModelFor(dR, fold));
       log(`  freqfold ${fold}: held-out partial-RoPE ppl ${ppl.toFixed(4)}`);
       return ppl;
@@ -348,7 +362,9 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const states = HiddenStates.embed(src, samples);
   try {
     for (let l = 0; l < nLayers; l++) {
+      setStage(`conversion pass ${needPass1 ? 2 : 1} (RoRoPE + BKV-PCA), layer ${l + 1}/${nLayers}`);
       const gram = states.gram(src.layers[l]!.inputNorm);
+      assertFiniteStat(gram, `calibration pass ${needPass1 ? 2 : 1} (${order === 'faithful' ? 'partial-RoPE' : 'converted prefix'} model), layer ${l + 1}/${nLayers}: the second moment Σ[x;1][x;1]ᵀ of the attention input`);
       const L0 = latentOf(l);
       const keyCov = order === 'faithful' ? keyCov0(l) : projectedCov(L0.wk, L0.nK, gram, D + 1);
       const { layer: P, ropeEnergy } = roRope(L0, keyCov, { nKvHeads: G, ropeDim: dR, freqFold: M });
@@ -367,6 +383,8 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
         states.advance(order === 'faithful' ? partialModel!.layers[l]! : mlaDecoderLayer(src, l, res.weights, rope, { dtype }));
       }
       log(`  pass ${needPass1 ? 2 : 1} layer ${l + 1}/${nLayers}: RoPE energy kept ${(100 * ropeEnergy).toFixed(1)} %, α ${res.alpha.toFixed(3)}, latent energy kept ${(100 * res.energy).toFixed(1)} %`);
+      if (l === 0) await testPause('conversion');
+      await interruptPoint();
     }
   } finally {
     states.close();
@@ -389,6 +407,8 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
     texts.push({ name: `${resolve(o.calib)} (last ${nHeld} documents, held out)`, sha: createHash('sha256').update(text).digest('hex'), mode: 'held-out calibration documents', text });
   }
   for (const t of texts) {
+    setStage(`evaluation on ${t.name}`);
+    await testPause('evaluation');
     const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
     const ctx = Math.min(evalCtx, ids.length);
     const f = await fidelity(src, [partialModel, mlaModel], ids, bos, { ctx, maxChunks: o.evalChunks });
@@ -407,6 +427,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const bpe = bytesPerElement(dtype);
   const report: ConvertReport = {
     tool: 'transmla',
+    variant: 'exact',
     method: 'TransMLA (RoRoPE + FreqFold + BKV-PCA), training-free, exact variant without kv_a_layernorm',
     created: new Date().toISOString(),
     source: { path: resolve(o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype },
@@ -439,23 +460,11 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   log(`KV cache per token (${dtype}): ${report.kvCache.bytesPerTokenBefore} B → ${report.kvCache.bytesPerTokenAfter} B`);
 
   if (o.out) {
-    const tSave = performance.now(), cpuSave = cpuSeconds();
-    await saveMlaFolder(o.model, o.out, mla, report, cfg, { overwrite: o.overwrite ?? false, dtype });
-    report.seconds.save = secondsSince(tSave);
-    report.seconds.convertTotal += report.seconds.save;
-    report.seconds.convertCpu += cpuSeconds() - cpuSave;
+    setStage(`writing ${resolve(o.out)}`);
+    await saveMlaFolder(o.model, o.out, mla, report, cfg, { overwrite: o.overwrite ?? false, dtype, inputs: convertInputs(o), log });
     log(`saved ${resolve(o.out)}`);
-  }
-  report.peakRssBytes = process.resourceUsage().maxRSS * 1024;
-  if (o.out) writeFileSync(join(resolve(o.out), 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
-  if (o.out) {
-    // Loaded on demand: the charting library is only needed once a folder is written.
-    const { writeReport } = await import('../report/report.js');
-    try {
-      log(`report ${await writeReport(resolve(o.out))}`);
-    } catch (e) {
-      log(`warning: report.html not written: ${(e as Error).message}`);
-    }
+  } else {
+    report.peakRssBytes = peakRssBytes();
   }
   return report;
 }
@@ -480,6 +489,7 @@ export function* outputTensors(srcDir: string, nLayers: number, layerTensors: (l
       if (done.has(l)) continue;
       done.add(l);
       if (l >= nLayers) throw new Error(`no converted weights for layer ${l}`);
+      setStage(`writing layer ${l + 1}/${nLayers} attention tensors`);
       yield* layerTensors(l, `model.layers.${l}.self_attn`);
     }
     if (done.size !== nLayers) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the conversion ${nLayers}`);
@@ -488,21 +498,44 @@ export function* outputTensors(srcDir: string, nLayers: number, layerTensors: (l
   }
 }
 
+/** Every file a conversion reads: the output folder must not be or contain any of them. */
+export function convertInputs(o: { model: string; calib: string; evalTexts?: readonly { path: string }[] }): string[] {
+  return [o.model, o.calib, ...(o.evalTexts ?? []).map((t) => t.path)];
+}
+
+/**
+ * Writes the whole folder (weights, config, transmla.json with the save timing, report.html)
+ * inside one atomic folder, so an interrupted save leaves nothing behind.
+ */
 async function saveMlaFolder(
   srcDir: string, outDir: string, mla: readonly MlaLayerWeights[], report: ConvertReport,
-  cfg: Parameters<typeof mlaConfigJson>[0], o: { overwrite: boolean; dtype: FloatDType },
+  cfg: Parameters<typeof mlaConfigJson>[0], o: { overwrite: boolean; dtype: FloatDType; inputs: string[]; log: (line: string) => void },
 ): Promise<void> {
   const p = report.parameters;
   const configJson = mlaConfigJson(cfg, {
     kvLoraRank: p.kvLoraRank, qLoraRank: p.qLoraRank, qkRopeHeadDim: p.qkRopeHeadDim,
     qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, attentionBias: p.attentionBias,
   });
-  await withAtomicDir(outDir, { overwrite: o.overwrite, source: srcDir }, async (dir) => {
+  // Loaded on demand: the charting library is only needed once a folder is written.
+  const { writeReport } = await import('../report/report.js');
+  await withAtomicDir(outDir, { overwrite: o.overwrite, source: o.inputs }, async (dir) => {
+    const tSave = performance.now(), cpuSave = cpuSeconds();
     await writeCheckpoint(dir, outputTensors(srcDir, mla.length, (l, prefix) => mlaLayerTensors(prefix, mla[l]!, o.dtype)));
+    setStage(`writing ${resolve(outDir)}: config, transmla.json, report.html`);
+    await testPause('write');
     writeFileSync(join(dir, 'config.json'), JSON.stringify(configJson, null, 2) + '\n');
     writeHfFolderExtras(srcDir, dir);
-    // Written again with final timings after the rename; present from the start so the folder is complete.
+    report.seconds.save = secondsSince(tSave);
+    report.seconds.convertTotal += report.seconds.save;
+    report.seconds.convertCpu += cpuSeconds() - cpuSave;
+    report.peakRssBytes = peakRssBytes();
     writeFileSync(join(dir, 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
+    try {
+      await writeReport(dir);
+      o.log(`report ${join(resolve(outDir), 'report.html')}`);
+    } catch (e) {
+      o.log(`warning: report.html not written: ${(e as Error).message}`);
+    }
   });
 }
 

@@ -66,6 +66,20 @@ export interface Mha2mlaLayerWeights {
   upV: LinearF64;
   /** Share of ‖W_kv·C^{1/2}‖² the latent keeps (C = I for weight-only); 1 for 'full'. */
   energy: number;
+  /**
+   * The factorisations' spectra: one ('keys+values', SVD_joint) or two ('keys', 'values', SVD_split),
+   * each with its rank and every σ_j² of W·C^{1/2}, descending; empty for 'full'.
+   */
+  spectra: LowRankSpectrum[];
+}
+
+export interface LowRankSpectrum {
+  part: 'keys+values' | 'keys' | 'values';
+  rank: number;
+  /** ‖W·C^{1/2}‖_F². */
+  total: number;
+  /** σ_j² of W·C^{1/2}, descending. */
+  values: Float64Array;
 }
 
 /** Largest latent a joint factorisation admits: min(rows of W_kv, D). */
@@ -123,6 +137,7 @@ export function mha2mlaLayer(s: GqaLayerSource, o: Mha2mlaLayerOptions): Mha2mla
   const mK = G * dn, mV = G * d, m = mK + mV;
 
   let R: number, down: Float64Array, upK: Float64Array, upV: Float64Array, energy: number;
+  const spectra: LowRankSpectrum[] = [];
   if (o.kvRank === 'full') {
     // The latent is [K_nope ; V] itself: up = identity blocks.
     R = m;
@@ -150,6 +165,7 @@ export function mha2mlaLayer(s: GqaLayerSource, o: Mha2mlaLayerOptions): Mha2mla
       upK = f.up.slice(0, mK * R);
       upV = f.up.slice(mK * R);
       energy = f.total > 0 ? 1 - f.error / f.total : 1;
+      spectra.push({ part: 'keys+values', rank: R, total: f.total, values: f.spectrum });
     } else {
       const rk = Math.min(Math.ceil(R / 2), mK, D), rv = R - rk;
       if (rv > Math.min(mV, D) || rv < 1) throw new Error(`--kv-rank ${R} cannot be split into key rank ${rk} ≤ ${Math.min(mK, D)} and value rank ${rv} in 1..${Math.min(mV, D)}`);
@@ -164,6 +180,7 @@ export function mha2mlaLayer(s: GqaLayerSource, o: Mha2mlaLayerOptions): Mha2mla
       for (let i = 0; i < mV; i++) for (let c = 0; c < rv; c++) upV[i * R + rk + c] = fv.up[i * rv + c]!;
       const total = fk.total + fv.total;
       energy = total > 0 ? 1 - (fk.error + fv.error) / total : 1;
+      spectra.push({ part: 'keys', rank: rk, total: fk.total, values: fk.spectrum }, { part: 'values', rank: rv, total: fv.total, values: fv.spectrum });
     }
   }
   return {
@@ -173,6 +190,7 @@ export function mha2mlaLayer(s: GqaLayerSource, o: Mha2mlaLayerOptions): Mha2mla
     upK: { w: upK, b: kNope.b },
     upV: { w: upV, b: v.b },
     energy,
+    spectra,
   };
 }
 

@@ -16,12 +16,15 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { withAtomicDir } from '../io/atomic-dir.js';
+import { checkOutputDir, withAtomicDir } from '../io/atomic-dir.js';
+import { assertFiniteStat } from '../io/finite.js';
+import { setStage } from '../io/interrupt.js';
 import { writeCheckpoint } from '../io/checkpoint.js';
 import { writeHfFolderExtras } from '../io/hf-config.js';
 import { mha2mlaConfigJson } from '../io/mla-config.js';
 import type { FloatDType } from '../kernels/types.js';
 import { fidelity, type ModelScore } from '../eval/fidelity.js';
+import { peakRssBytes } from '../eval/memory.js';
 import { readEvalText } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -30,10 +33,10 @@ import { ropeInvFreq } from '../models/rope.js';
 import { bytesPerElement } from '../tensor.js';
 import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
 import { withBias } from './gqa-to-mla.js';
-import { HELD_OUT_FRACTION, outputTensors, sha256File, tokenizeEnough, type EvalReport, type EvalTextSpec } from './convert.js';
+import { convertInputs, HELD_OUT_FRACTION, outputTensors, sha256File, tokenizeEnough, type EvalReport, type EvalTextSpec } from './convert.js';
 import { maxMha2mlaRank, mha2mlaDecoderLayer, mha2mlaLayer, mha2mlaLayerTensors, type LowRankInit, type Mha2mlaLayerWeights } from './mha2mla-layer.js';
 import { assembleModel, gqaLayerSource } from './mla-build.js';
-import { PairNormAccumulator, pairRmsFromGram, selectRopePairs, type NormStat, type PairNorms, type RopeSelection } from './rope-select.js';
+import { PairNormAccumulator, pairRmsFromGram, pairScores, selectRopePairs, type NormStat, type PairNorms, type RopeSelection } from './rope-select.js';
 
 export type Weighting = 'weights' | 'activations';
 
@@ -106,6 +109,8 @@ export function calibrateMha2mla(src: LlamaModel, samples: readonly Int32Array[]
       const layer = src.layers[l]!, a = layer.attn;
       if (!(a instanceof GqaAttention)) throw new Error(`layer ${l} is not GQA/MHA attention`);
       const gram = need.inputCov || need.pairNorms === 'rms' ? states.gram(layer.inputNorm) : null;
+      const at = `calibration, layer ${l + 1}/${nLayers}`;
+      if (gram) assertFiniteStat(gram, `${at}: the second moment of the attention input`);
       let pairNorms: PairNorms | null = null;
       if (need.pairNorms === 'mean') {
         const acc = new PairNormAccumulator(a.nHeads, a.nKvHeads, a.headDim, a.ropeLayout);
@@ -120,6 +125,10 @@ export function calibrateMha2mla(src: LlamaModel, samples: readonly Int32Array[]
         const s = gqaLayerSource(src, l);
         pairNorms = pairRmsFromGram(withBias(s.wq, s.bq, a.nHeads * a.headDim, D, 'q_proj'), withBias(s.wk, s.bk, a.nKvHeads * a.headDim, D, 'k_proj'),
           a.nHeads, a.nKvHeads, a.headDim, a.ropeLayout, gram!, Dp, tokens);
+      }
+      if (pairNorms) {
+        assertFiniteStat(pairNorms.q, `${at}: the ${need.pairNorms} query pair norms`);
+        assertFiniteStat(pairNorms.k, `${at}: the ${need.pairNorms} key pair norms`);
       }
       let inputCov: Float64Array | null = null;
       if (need.inputCov) {
@@ -186,7 +195,11 @@ export interface Mha2mlaReport {
   method: 'mha2mla';
   methodDescription: string;
   created: string;
-  source: { path: string; modelType: string; layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; dtype: FloatDType };
+  source: {
+    path: string; modelType: string; layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; dtype: FloatDType;
+    /** The source's rotary frequency ω_k of every pair k (d/2 values, k = 0 fastest): pair k turns by ω_k per position. */
+    ropeInvFreq?: number[];
+  };
   output: string | null;
   parameters: {
     ropePairsPerHead: number;
@@ -204,11 +217,21 @@ export interface Mha2mlaReport {
   };
   calibration: { file: string; sha256: string; documents: number; heldOutDocuments: number; samples: number; seqLen: number; tokens: number; seed: number; statistics: string[] };
   kvCache: { dtype: FloatDType; bytesPerTokenBefore: number; bytesPerTokenAfter: number; elementsPerTokenPerLayerBefore: number; elementsPerTokenPerLayerAfter: number; fraction: number };
-  /** Per layer: share of the (weighted) [K_nope ; V] energy the latent keeps. */
-  layers: { energy: number }[];
+  /**
+   * Per layer: share of the (weighted) [K_nope ; V] energy the latent keeps; the factorisations'
+   * spectra as shares of their total (σ_j² / Σσ², descending; one for SVD_joint, keys and values
+   * for SVD_split); S_2-norm's score of every pair per KV head [G][d/2] (null for fixed selections).
+   * Conversions before these were recorded have `energy` only.
+   */
+  layers: { energy: number; spectra?: { part: string; rank: number; shares: number[] }[]; pairScores?: number[][] | null }[];
   evaluations: EvalReport[];
   seconds: { load: number; calibration: number; conversion: number; evaluation: number; save: number; convertTotal: number };
   peakRssBytes: number;
+}
+
+/** Six significant digits: enough for a chart, and transmla.json stays small. */
+function sig(x: number): number {
+  return x === 0 || !Number.isFinite(x) ? x : Number(x.toPrecision(6));
 }
 
 function secondsSince(t: number): number {
@@ -222,6 +245,9 @@ function fmt(s: ModelScore, ref = false): string {
 export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> {
   const log = o.log ?? (() => {});
   const tStart = performance.now();
+  // Refuse a bad --out before the long computation, not after it.
+  if (o.out) checkOutputDir(o.out, { overwrite: o.overwrite, source: convertInputs(o) });
+  setStage(`loading ${o.model}`);
   const loaded = loadModel(o.model);
   if (loaded.mla || loaded.mha2mla) throw new Error(`${o.model} is already an MLA model`);
   if (loaded.format !== 'hf') throw new Error(`${o.model}: convert takes a Hugging Face folder (import llama2.c checkpoints first)`);
@@ -257,10 +283,13 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
   let tConvSecs = 0;
   const mla: Mha2mlaLayerWeights[] = [];
   const partial: Mha2mlaLayerWeights[] = [];
+  const scores: (number[][] | null)[] = [];
   const convertLayer = (l: number, stats: Mha2mlaLayerStats): void => {
     const t = performance.now();
+    setStage(`calibration and conversion, layer ${l + 1}/${nLayers}`);
     const w = convertMha2mlaLayer(src, l, variant, stats);
     mla.push(w);
+    scores.push(stats.pairNorms ? pairScores(stats.pairNorms).map((row) => row.map(sig)) : null);
     partial.push(mha2mlaLayer(gqaLayerSource(src, l), { ropePairs: w.ropePairs, kvRank: 'full', init: variant.init, inputCov: null }));
     tConvSecs += secondsSince(t);
     log(`  layer ${l + 1}/${nLayers}: RoPE pairs ${w.ropePairs.map((p) => `[${p.join(',')}]`).join(' ')}, latent energy kept ${(100 * w.energy).toFixed(1)} %`);
@@ -291,6 +320,7 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
   }
   const evaluations: EvalReport[] = [];
   for (const t of texts) {
+    setStage(`evaluation on ${t.name}`);
     const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
     const f = await fidelity(src, [partialModel, mlaModel], ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks });
     evaluations.push({
@@ -310,7 +340,10 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
     method: 'mha2mla',
     methodDescription: 'MHA2MLA (partial RoPE per KV head + low-rank NoPE-key/value latent), training-free',
     created: new Date().toISOString(),
-    source: { path: resolve(o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype },
+    source: {
+      path: resolve(o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype,
+      ropeInvFreq: Array.from(ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling)),
+    },
     output: o.out ? resolve(o.out) : null,
     parameters: {
       ropePairsPerHead: budget.ropePairs, kvLoraRank: budget.kvRank, kvFraction: budget.fraction,
@@ -328,7 +361,11 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
       dtype, bytesPerTokenBefore: nLayers * before * bpe, bytesPerTokenAfter: nLayers * budget.width * bpe,
       elementsPerTokenPerLayerBefore: before, elementsPerTokenPerLayerAfter: budget.width, fraction: budget.fraction,
     },
-    layers: mla.map((w) => ({ energy: w.energy })),
+    layers: mla.map((w, l) => ({
+      energy: w.energy,
+      spectra: w.spectra.map((x) => ({ part: x.part, rank: x.rank, shares: Array.from(x.values, (v) => (x.total > 0 ? sig(v / x.total) : 0)) })),
+      pairScores: scores[l]!,
+    })),
     evaluations,
     seconds: { load: tLoad, calibration: calSecs, conversion: tConvSecs, evaluation: evalSecs, save: 0, convertTotal },
     peakRssBytes: 0,
@@ -336,23 +373,34 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
   log(`KV cache per token (${dtype}): ${report.kvCache.bytesPerTokenBefore} B → ${report.kvCache.bytesPerTokenAfter} B`);
 
   if (o.out) {
+    setStage(`writing ${resolve(o.out)}`);
     const tSave = performance.now();
     const out = resolve(o.out);
     const configJson = mha2mlaConfigJson(cfg, { kvLoraRank: budget.kvRank, ropePairsPerHead: budget.ropePairs, ropePairs: report.parameters.ropePairs });
-    await withAtomicDir(out, { overwrite: o.overwrite ?? false, source: o.model }, async (dir) => {
+    // Loaded on demand: the charting library is only needed once a folder is written.
+    const { writeReport } = await import('../report/report.js');
+    await withAtomicDir(out, { overwrite: o.overwrite ?? false, source: convertInputs(o) }, async (dir) => {
       await writeCheckpoint(dir, outputTensors(o.model, nLayers, (l, prefix) => mha2mlaLayerTensors(prefix, mla[l]!, dtype)));
       // Innermost number lists (the kept pairs of one KV head) on one line each; a raw newline
       // after "[" cannot occur inside a JSON string, so string values are never touched.
       const text = JSON.stringify(configJson, null, 2).replace(/\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]/g, (_m, nums: string) => `[${nums.split(/,\s*/).join(', ')}]`);
       writeFileSync(join(dir, 'config.json'), text + '\n');
       writeHfFolderExtras(o.model, dir);
+      // Final timings written inside the atomic folder: an interrupted save leaves nothing behind.
+      report.seconds.save = secondsSince(tSave);
+      report.seconds.convertTotal += report.seconds.save;
+      report.peakRssBytes = peakRssBytes();
       writeFileSync(join(dir, 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
+      try {
+        await writeReport(dir);
+        log(`report ${join(out, 'report.html')}`);
+      } catch (e) {
+        log(`warning: report.html not written: ${(e as Error).message}`);
+      }
     });
-    report.seconds.save = secondsSince(tSave);
-    report.seconds.convertTotal += report.seconds.save;
     log(`saved ${out}`);
+  } else {
+    report.peakRssBytes = peakRssBytes();
   }
-  report.peakRssBytes = process.resourceUsage().maxRSS * 1024;
-  if (o.out) writeFileSync(join(resolve(o.out), 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
   return report;
 }

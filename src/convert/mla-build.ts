@@ -20,8 +20,11 @@ function f32Of(t: Tensor): Float32Array {
   return out;
 }
 
+/** What the per-layer helpers read of a model: a whole LlamaModel, or one loaded layer (stream.ts). */
+export type LayerView = Pick<LlamaModel, 'config' | 'layers'>;
+
 /** Layer l of a GQA model as the input of latentFromGqa (weights widened to f32). */
-export function gqaLayerSource(model: LlamaModel, l: number): GqaLayerSource {
+export function gqaLayerSource(model: LayerView, l: number): GqaLayerSource {
   const a = model.layers[l]?.attn;
   if (!(a instanceof GqaAttention)) throw new Error(`layer ${l} is not GQA/MHA attention; only Llama-family (GQA/MHA) models can be converted`);
   const c = model.config;
@@ -79,13 +82,13 @@ export interface BuildMlaOptions {
 }
 
 /** The RoPE table of an MLA model derived from `source` (frequencies given, or DeepSeek's). */
-export function mlaRopeTable(source: LlamaModel, ropeDim: number, invFreq?: Float64Array): RopeTable {
+export function mlaRopeTable(source: LayerView, ropeDim: number, invFreq?: Float64Array): RopeTable {
   const c = source.config;
   return new RopeTable(invFreq ?? ropeInvFreq(ropeDim, c.ropeTheta, c.ropeScaling));
 }
 
 /** Decoder layer l of `source` with its attention replaced by MLA (norms and MLP shared). */
-export function mlaDecoderLayer(source: LlamaModel, l: number, w: MlaLayerWeights, rope: RopeTable, opts: BuildMlaOptions): DecoderLayer {
+export function mlaDecoderLayer(source: LayerView, l: number, w: MlaLayerWeights, rope: RopeTable, opts: BuildMlaOptions): DecoderLayer {
   const src = source.layers[l]!;
   if (!(src.attn instanceof GqaAttention)) throw new Error(`layer ${l} of the source is not GQA attention`);
   if (rope.dim !== w.dims.qkRopeHeadDim) throw new Error(`RoPE table of dim ${rope.dim} for qk_rope_head_dim ${w.dims.qkRopeHeadDim}`);

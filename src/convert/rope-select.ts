@@ -94,6 +94,16 @@ export function pairRmsFromGram(wq: Float64Array, wk: Float64Array, nHeads: numb
   return { nHeads, nKvHeads, pairs: half, q: rms(wq, nHeads), k: rms(wk, nKvHeads), stat: 'rms' };
 }
 
+/** S_2-norm's score of every pair per KV head [G][d/2]: (Σ over the group's query heads of ‖q_pair‖) · ‖k_pair‖. */
+export function pairScores(norms: PairNorms): number[][] {
+  const half = norms.pairs, n = norms.nHeads / norms.nKvHeads;
+  return Array.from({ length: norms.nKvHeads }, (_, g) => Array.from({ length: half }, (_, p) => {
+    let qs = 0;
+    for (let j = 0; j < n; j++) qs += norms.q[(g * n + j) * half + p]!;
+    return qs * norms.k[g * half + p]!;
+  }));
+}
+
 /**
  * The r pairs each of G KV heads keeps under RoPE, ascending: [G][r]. `norms` is required for
  * '2norm' (and ignored otherwise).
@@ -109,13 +119,9 @@ export function selectRopePairs(strategy: RopeSelection, r: number, headDim: num
     case '2norm': {
       if (!norms) throw new Error('2-norm selection needs calibration statistics (query and key pair norms)');
       if (norms.pairs !== half || norms.nKvHeads !== nKvHeads) throw new Error('pair norms do not match the layer shape');
-      const n = norms.nHeads / nKvHeads;
-      return Array.from({ length: nKvHeads }, (_, g) => {
-        const score = Array.from({ length: half }, (_, p) => {
-          let qs = 0;
-          for (let j = 0; j < n; j++) qs += norms.q[(g * n + j) * half + p]!;
-          return { p, s: qs * norms.k[g * half + p]! };
-        });
+      const scores = pairScores(norms);
+      return scores.map((row) => {
+        const score = row.map((s, p) => ({ p, s }));
         // Highest score first; ties go to the faster frequency, so the choice is deterministic.
         score.sort((a, b) => b.s - a.s || a.p - b.p);
         return score.slice(0, r).map((x) => x.p).sort((a, b) => a - b);

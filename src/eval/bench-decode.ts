@@ -3,7 +3,8 @@
 //   whole run costs one prefill of the longest context), then `decodeTokens` greedy steps are
 //   timed per context (one token per forward, logits and argmax included, as generation does);
 // - llama.cpp (node-llama-cpp, CPU, default f16 KV cache) on a GGUF of the same weights in the
-//   same dtype, written by our exporter, driven the same way.
+//   same dtype, written by our exporter (llama architecture for Llama-family folders, deepseek2 for
+//   stock-semantics MLA folders), driven the same way.
 // The speed figure is the best of `reps` repetitions (others share the machine; the best is the
 // least disturbed). Each result carries what a decode step must read (weights + cache), so the
 // caller can set it against a measured memory bandwidth (the roofline).
@@ -14,7 +15,8 @@ import { join } from 'node:path';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { exportLlamaGguf } from '../io/gguf-llama.js';
 import { readLlamaConfig } from '../io/hf-config.js';
-import { isMlaConfigJson } from '../io/mla-config.js';
+import { isMha2mlaConfigJson, isMlaConfigJson, mlaSemantics, readMlaConfig } from '../io/mla-config.js';
+import { exportDeepseek2Gguf } from '../io/gguf-deepseek2.js';
 import { kernels } from '../kernels/index.js';
 import { loadNativeAddon } from '../kernels/native.js';
 import type { FloatDType } from '../kernels/types.js';
@@ -27,6 +29,7 @@ import { Mha2mlaAttention } from '../models/mha2mla-attention.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import { argmax } from '../models/sample.js';
 import { bytesPerElement } from '../tensor.js';
+import { peakRssBytes } from './memory.js';
 
 export interface DecodeBenchOptions {
   /** Cached tokens before the timed steps, ascending order not required. */
@@ -80,20 +83,6 @@ export interface DecodeBench {
   contexts: DecodeAtContext[];
   /** This process's peak resident set size at the end of the run. */
   peakRssBytes: number;
-}
-
-/**
- * This process's peak resident set size. Linux: VmHWM, which starts afresh at exec (getrusage's
- * maxrss does not: a child forked from a large parent would inherit the parent's peak).
- */
-export function peakRssBytes(): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
-    if (m) return Number(m[1]) * 1024;
-  } catch {
-    // Not Linux: fall through to getrusage.
-  }
-  return process.resourceUsage().maxRSS * 1024;
 }
 
 function pseudoRandomIds(n: number, vocab: number, seed: number): number[] {
@@ -213,7 +202,20 @@ export function ggufExportUnsupported(path: string): string | null {
   } catch (e) {
     return `cannot read ${join(path, 'config.json')}: ${(e as Error).message}`;
   }
-  if (isMlaConfigJson(json)) return 'MLA (DeepSeek-V3) checkpoints have no GGUF exporter here (llama.cpp would run them as deepseek2)';
+  if (isMlaConfigJson(json)) {
+    // Stock-semantics folders (a strict export, or a DeepSeek checkpoint) go to llama.cpp's deepseek2;
+    // what that exporter refuses (YaRN, llama3 scaling, biases) is reported when it runs.
+    try {
+      if (mlaSemantics(path) === 'exact') {
+        return 'the exact MLA variant (no kv_a_layernorm) has no llama.cpp form; `transmla export <folder> --target deepseek-v3` writes the stock folder llama.cpp runs (as deepseek2)';
+      }
+      readMlaConfig(path);
+      return null;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+  if (isMha2mlaConfigJson(json)) return 'MHA2MLA checkpoints (per-KV-head RoPE keys plus a shared latent) have no llama.cpp architecture';
   try {
     readLlamaConfig(path);
     return null;
@@ -229,6 +231,21 @@ export function ggufFor(path: string, dtype: FloatDType): { gguf: string; cleanu
   if (path.endsWith('.gguf')) return { gguf: path, cleanup: () => {} };
   const dir = mkdtempSync(join(tmpdir(), 'transmla-bench-'));
   const gguf = join(dir, 'model.gguf');
+  let mla = false;
+  try {
+    mla = isMlaConfigJson(JSON.parse(readFileSync(join(path, 'config.json'), 'utf8')));
+  } catch {
+    // ggufExportUnsupported already read it; a racing change surfaces in the export below.
+  }
+  if (mla) {
+    try {
+      exportDeepseek2Gguf(gguf, path, { outType: dtype });
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return { gguf, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  }
   const ck = openCheckpoint(path);
   try {
     exportLlamaGguf(gguf, readLlamaConfig(path), ck, path, { outType: dtype });

@@ -1,7 +1,8 @@
 // `transmla bench`: decode speed of a model against context length, with
 // - its comparison model (for a converted MLA folder, the source recorded in transmla.json,
 //   unless another is given), measured in the same run so the ratio compares like with like;
-// - llama.cpp on the same weights for every model our GGUF exporter can write;
+// - llama.cpp on the same weights for every model our GGUF exporters can write (Llama-family
+//   folders; stock-semantics MLA folders as deepseek2);
 // - the machine's memory bandwidth, measured in the same run, and per context the roofline:
 //   the bytes a decode step must read (weights + cache) over that bandwidth is the fastest a
 //   step can be; the engine's time is compared with it.
@@ -175,7 +176,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       continue;
     }
     log(`${path}: llama.cpp (${ours.weightDtype} GGUF, ${threads} thread${threads === 1 ? '' : 's'})…`);
-    const g = ggufFor(path, ours.weightDtype);
+    let g: ReturnType<typeof ggufFor>;
+    try {
+      g = ggufFor(path, ours.weightDtype);
+    } catch (e) {
+      skipped.push({ model: path, reason: `GGUF export failed: ${(e as Error).message}` });
+      log(`  llama.cpp skipped: ${(e as Error).message}`);
+      continue;
+    }
     try {
       const cpp = await runChild({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options }, log);
       runs.push({ ...cpp, model: path, role, roofline: roofline(cpp.contexts, bandwidth.bytesPerSecond) });

@@ -6,6 +6,7 @@
 // perplexity comes out of the same pass, so one run yields every stage's numbers.
 import type { LlamaModel } from '../models/llama.js';
 import { conventionText } from './perplexity.js';
+import { interruptPoint } from '../io/interrupt.js';
 
 export interface FidelityOptions {
   ctx: number;
@@ -85,7 +86,8 @@ export async function fidelity(reference: LlamaModel, models: readonly LlamaMode
       }
     }
     opts.onProgress?.((c + 1) * ctx, chunks * ctx);
-    await new Promise<void>((res) => setImmediate(res));
+    // Yield between chunks (progress reaches the pipe; a pending SIGINT/SIGTERM stops here).
+    await interruptPoint();
   }
   const n = chunks * (ctx - 1);
   const score = (i: number): ModelScore => ({ ppl: Math.exp(nll[i]! / n), nll: nll[i]! / n, kl: kl[i]! / n, top1: agree[i]! / n });

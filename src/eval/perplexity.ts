@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type { LlamaModel } from '../models/llama.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { interruptPoint } from '../io/interrupt.js';
 
 /**
  * How a text file becomes one string:
@@ -100,6 +101,11 @@ export function nllOf(logits: Float32Array, target: number): number {
 export async function perplexity(model: LlamaModel, ids: readonly number[], bos: boolean, opts: PerplexityOptions): Promise<PerplexityResult> {
   const { ctx } = opts;
   if (!Number.isInteger(ctx) || ctx < 2) throw new Error(`ctx must be an integer ≥ 2, got ${ctx}`);
+  const w = model.slidingWindow;
+  if (w !== null && ctx > w) {
+    throw new Error(`--ctx ${ctx} exceeds the model's sliding attention window of ${w} tokens; the engine implements full attention only, ` +
+      `so perplexity would be computed with the wrong attention past position ${w}: use --ctx ${w} or less`);
+  }
   const available = Math.floor(ids.length / ctx);
   if (available === 0) throw new Error(`the text has ${ids.length} tokens, fewer than one ${ctx}-token chunk`);
   const chunks = Math.min(available, opts.maxChunks ?? available);
@@ -119,8 +125,8 @@ export async function perplexity(model: LlamaModel, ids: readonly number[], bos:
       for (let r = 0; r < rows; r++) total += nllOf(logits.subarray(r * V, (r + 1) * V), chunk[r0 + r + 1]!);
     }
     opts.onProgress?.((c + 1) * ctx, chunks * ctx);
-    // Let progress output reach the terminal or pipe between chunks.
-    await new Promise<void>((res) => setImmediate(res));
+    // Yield between chunks (progress reaches the pipe; a pending SIGINT/SIGTERM stops here).
+    await interruptPoint();
   }
   const predictions = chunks * (ctx - 1);
   const nll = total / predictions;

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
+import { interruptPoint, registerTempPath } from './interrupt.js';
 
 export class AtomicDirError extends Error {
   override name = 'AtomicDirError';
@@ -13,8 +14,8 @@ export class AtomicDirError extends Error {
 export interface AtomicDirOptions {
   /** Replace a non-empty finalDir (only after the body succeeded). Default false. */
   overwrite?: boolean;
-  /** A folder the output must not equal or contain (typically the model being converted). */
-  source?: string;
+  /** Inputs (folders or files: the model, calibration text…) the output must not equal or contain. */
+  source?: string | readonly string[];
 }
 
 function statOrNull(p: string): Stats | null {
@@ -81,34 +82,99 @@ function tempSibling(finalDir: string, tag: string): string {
   return join(dirname(finalDir), `.${basename(finalDir)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const SIBLING = /^\.(.+)\.(tmp|old)-(\d+)-[0-9a-f]{8}$/;
+
 /**
- * Runs body(tmpDir) and then moves tmpDir to finalDir. Refuses (before running the body) a
- * finalDir that is a file, a non-empty finalDir without overwrite, and a finalDir that equals or
- * contains options.source. On any error the temp folder is removed and finalDir is untouched.
+ * Siblings left by a run that was killed outright (SIGKILL, power loss): `.<name>.tmp-<pid>-<hex>`
+ * (an unfinished output: deleted) and `.<name>.old-<pid>-<hex>` (the previous output moved aside
+ * during the final swap: put back when the output itself is missing, else deleted). Only
+ * siblings whose process is gone are touched. Returns the names removed or restored.
  */
-export async function withAtomicDir<T>(finalDir: string, options: AtomicDirOptions, body: (tmpDir: string) => Promise<T>): Promise<T> {
+export function cleanStaleSiblings(finalDir: string): string[] {
+  const target = resolve(finalDir);
+  const parent = dirname(target);
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return [];
+  }
+  const stale = names.filter((n) => {
+    const m = SIBLING.exec(n);
+    return m !== null && m[1] === basename(target) && Number(m[3]) !== process.pid && !pidAlive(Number(m[3]));
+  });
+  const olds = stale.filter((n) => SIBLING.exec(n)![2] === 'old');
+  const done: string[] = [];
+  let restored: string | null = null;
+  if (olds.length === 1 && statOrNull(target) === null) {
+    renameSync(join(parent, olds[0]!), target);
+    restored = olds[0]!;
+    done.push(restored);
+  }
+  for (const n of stale) {
+    if (n === restored) continue;
+    rmSync(join(parent, n), { recursive: true, force: true });
+    done.push(n);
+  }
+  return done;
+}
+
+/**
+ * The checks withAtomicDir makes before running its body, for callers that want to fail before
+ * a long computation: finalDir must not be a file, must not equal or contain an input, and must
+ * be empty or absent unless overwrite.
+ */
+export function checkOutputDir(finalDir: string, options: AtomicDirOptions): void {
   const target = resolve(finalDir);
   const existing = statOrNull(target);
   if (existing && !existing.isDirectory()) throw new AtomicDirError(`output ${target} exists and is not a folder`);
-  if (options.source !== undefined && isSameOrInside(canonical(options.source), canonical(target))) {
-    throw new AtomicDirError(`output ${target} is or contains the source folder ${resolve(options.source)}; choose another output folder`);
+  const sources = options.source === undefined ? [] : typeof options.source === 'string' ? [options.source] : options.source;
+  for (const src of sources) {
+    if (isSameOrInside(canonical(src), canonical(target))) {
+      throw new AtomicDirError(`output ${target} is or contains an input (${resolve(src)}); choose another output folder`);
+    }
   }
-  const nonEmpty = (): boolean => readdirSync(target).length > 0;
-  if (existing && nonEmpty() && !options.overwrite) {
+  if (existing && readdirSync(target).length > 0 && !options.overwrite) {
     throw new AtomicDirError(`output folder ${target} exists and is not empty; pass overwrite to replace it`);
   }
+}
+
+/**
+ * Runs body(tmpDir) and then moves tmpDir to finalDir. Refuses (before running the body) what
+ * checkOutputDir refuses. On any error or interruption (interrupt.ts) the temp folder is removed
+ * and finalDir is untouched. Stale siblings of killed runs are cleaned first.
+ */
+export async function withAtomicDir<T>(finalDir: string, options: AtomicDirOptions, body: (tmpDir: string) => Promise<T>): Promise<T> {
+  const target = resolve(finalDir);
+  cleanStaleSiblings(target);
+  checkOutputDir(target, options);
+  const nonEmpty = (): boolean => readdirSync(target).length > 0;
 
   mkdirSync(dirname(target), { recursive: true });
   const tmp = tempSibling(target, 'tmp');
   mkdirSync(tmp);
+  const unregister = registerTempPath(tmp);
   let result: T;
   try {
     result = await body(tmp);
     fsyncTree(tmp);
+    // Last chance to honour a signal: from here the swap is synchronous and completes.
+    await interruptPoint();
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
+    unregister();
     throw err;
   }
+  unregister();
 
   // Re-check: the folder may have appeared while the body ran.
   const now = statOrNull(target);

@@ -5,6 +5,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { Tensor, WeightSource } from '../tensor.js';
+import { InterruptedError, interruptPoint } from './interrupt.js';
 import { clipText, preview } from './preview.js';
 import {
   encodeHeader,
@@ -242,7 +243,8 @@ export interface WrittenCheckpoint {
   tensorCount: number;
 }
 
-const COPY_CHUNK = 64 * 1024 * 1024;
+// Bounded copy buffer: a large shard must not cost its own size in memory when finished.
+const COPY_CHUNK = 8 * 1024 * 1024;
 
 /**
  * One shard being written. Tensors arrive before the header can be known, so data is appended
@@ -349,13 +351,15 @@ export async function writeCheckpoint(
         shards.push(current);
       }
       current.add(name, tensor);
+      // Per tensor: a signal during a long write stops it here (the caller removes the folder).
+      await interruptPoint();
     }
     if (!current) throw new CheckpointError(`${dir}: no tensors to write`);
     current.finish(metadata);
     finished.push(current);
   } catch (err) {
     for (const s of shards) s.abort();
-    if (err instanceof SafetensorsError || err instanceof CheckpointError) throw err;
+    if (err instanceof SafetensorsError || err instanceof CheckpointError || err instanceof InterruptedError) throw err;
     throw new CheckpointError(`writing checkpoint to ${dir} failed: ${(err as Error).message}`, { cause: err });
   }
 

@@ -117,7 +117,7 @@ export function permuteRopeRows(data: FloatData, heads: number, headDim: number,
   return out;
 }
 
-function convertDType(t: Tensor, to: FloatDType): Tensor {
+export function convertDType(t: Tensor, to: FloatDType): Tensor {
   if (t.dtype === to) return t;
   const f32 = t.dtype === 'f32' ? (t.data as Float32Array) : (() => {
     const o = new Float32Array(t.data.length);

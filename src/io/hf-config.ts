@@ -218,6 +218,20 @@ export function parseLlamaConfig(json: unknown, fileNameForErrors: string): Llam
   };
 }
 
+/**
+ * The attention window of a config, or null for full attention: Mistral's `sliding_window`
+ * (unless `use_sliding_window` is false), Qwen2's when `use_sliding_window` is true. A query at
+ * position p of such a model sees only the last `window` keys; the engine always attends to the
+ * whole context, which is exact as long as the context holds at most `window` tokens.
+ */
+export function slidingWindowOf(c: Pick<LlamaConfig, 'modelType' | 'raw'>): number | null {
+  const sw = c.raw.sliding_window, use = c.raw.use_sliding_window;
+  if (typeof sw !== 'number' || !Number.isSafeInteger(sw) || sw <= 0) return null;
+  if (c.modelType === 'mistral') return use === false ? null : sw;
+  if (c.modelType === 'qwen2') return use === true ? sw : null;
+  return null;
+}
+
 function parseRopeScaling(v: unknown, key: string, err: (key: string, msg: string) => never): RopeScaling | null {
   if (v === undefined || v === null) return null;
   if (!isObj(v)) return err(key, 'must be an object or null');

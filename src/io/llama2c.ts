@@ -16,13 +16,13 @@
 // RoPE: llama2.c rotates adjacent pairs (2i, 2i+1) of each head; Hugging Face llama rotates
 // (i, i + head_dim/2). Converting permutes the rows of wq and wk inside each head to
 // [0, 2, 4, …, 1, 3, 5, …] so the HF model computes the same function; export undoes it.
-import { closeSync, copyFileSync, existsSync, fstatSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fstatSync, openSync, readSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { kernels } from '../kernels/index.js';
 import type { Tensor, WeightSource } from '../tensor.js';
 import { Llama2cTokenizer, encodeLlama2cTokenizerBin, toHfTokenizerFiles } from '../tokenizer/llama2c-tokenizer.js';
 import { withAtomicDir } from './atomic-dir.js';
-import { openCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { INDEX_FILE, openCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { readLlamaConfig, type LlamaConfig } from './hf-config.js';
 import type { NamedTensor } from './safetensors.js';
 
@@ -485,7 +485,8 @@ export async function importLlama2c(binPath: string, tokenizerPath: string, outD
   const tokFiles = toHfTokenizerFiles(tok, h.seqLen);
   const generation: Record<string, unknown> = { bos_token_id: tok.bosId, eos_token_id: tok.eosId, max_length: h.seqLen };
   const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
-  const files = await withAtomicDir(outDir, { overwrite: opts.overwrite ?? false }, async (tmp) => {
+  // The inputs are files; an output folder holding them (e.g. their own folder) would delete them.
+  const files = await withAtomicDir(outDir, { overwrite: opts.overwrite ?? false, source: [binPath, tokenizerPath] }, async (tmp) => {
     const written = await writeCheckpoint(tmp, hf.tensors, { metadata: { source: `llama2.c v${h.version}` } });
     writeFileSync(join(tmp, 'config.json'), json(hf.config));
     writeFileSync(join(tmp, 'generation_config.json'), json(generation));
@@ -581,6 +582,15 @@ export function hfToLlama2c(c: LlamaConfig, src: WeightSource, where: string): {
   return { checkpoint, warnings };
 }
 
+/** realpath when the file exists (symlinks seen through), else the resolved path. */
+function realOrSelf(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return resolve(p);
+  }
+}
+
 export interface ExportLlama2cOptions {
   /** 0 (legacy, default; what run.c of every llama2.c fork reads) or 1. */
   version?: 0 | 1;
@@ -594,6 +604,10 @@ export function exportLlama2c(hfFolder: string, outBin: string, opts: ExportLlam
   try {
     const { checkpoint, warnings } = hfToLlama2c(config, src, hfFolder);
     const version = opts.version ?? 0;
+    const inputs = [join(hfFolder, 'config.json'), ...src.shardPaths(), ...(existsSync(join(hfFolder, INDEX_FILE)) ? [join(hfFolder, INDEX_FILE)] : [])];
+    const target = realOrSelf(outBin);
+    const clash = inputs.find((p) => realOrSelf(p) === target);
+    if (clash) throw new Llama2cFormatError(resolve(outBin), `output is an input of the export (${clash}); choose another output file`);
     writeLlama2c(outBin, checkpoint, { version, overwrite: opts.overwrite ?? false });
     return { header: { ...checkpoint.header, version }, warnings };
   } finally {

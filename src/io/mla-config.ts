@@ -2,8 +2,9 @@
 // and writing the converter's from the source Llama config. The dense-MLP, RMSNorm, embedding
 // and RoPE-base fields are the Llama ones, so reading normalises the file into a LlamaConfig
 // (parsed by the Llama parser, which validates them) plus the MLA shape.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseYarn, type YarnScaling } from '../models/yarn.js';
 import { HfConfigError, parseLlamaConfig, type LlamaConfig, type RopeScaling } from './hf-config.js';
 
 export const MLA_MODEL_TYPES = ['deepseek_v3', 'deepseek_v2'] as const;
@@ -16,6 +17,41 @@ export interface MlaFields {
   vHeadDim: number;
   /** true: q_pe/k_pe pair adjacent elements (DeepSeek); false: rotate-half. */
   ropeInterleave: boolean;
+  /**
+   * How the folder is run (mlaSemantics): 'exact' — the converter's exact variant (transmla.json
+   * says so): no kv_a_layernorm required, biases wherever the checkpoint has them; 'stock' —
+   * DeepSeek-V3's own semantics: kv_a_layernorm (and q_a_layernorm with q_lora_rank) required,
+   * biases only where attention_bias allows them, YaRN with its mscale. Absent means 'exact'
+   * for in-memory configs built by the converter.
+   */
+  semantics?: MlaSemantics;
+  /** rope_scaling of type yarn (stock semantics only); the Llama part then has no rope scaling. */
+  yarn?: YarnScaling | null;
+  /** attention_bias of the config (stock semantics: q_a/kv_a/o biases allowed). */
+  attentionBias?: boolean;
+}
+
+export type MlaSemantics = 'exact' | 'stock';
+
+/** transmla.json `variant` of the strict (stock DeepSeek-V3) export. */
+export const STOCK_VARIANT = 'deepseek-v3';
+
+/**
+ * Which semantics a DeepSeek-V3 folder runs in. A folder written by `transmla convert` carries a
+ * transmla.json (tool "transmla") and is the exact variant unless that file's `variant` is
+ * "deepseek-v3" (the strict export). Any other folder — no transmla.json — is a stock checkpoint.
+ */
+export function mlaSemantics(folder: string): MlaSemantics {
+  const f = join(folder, 'transmla.json');
+  if (!existsSync(f)) return 'stock';
+  let j: unknown;
+  try {
+    j = JSON.parse(readFileSync(f, 'utf8'));
+  } catch (e) {
+    throw new HfConfigError(`${f}: not valid JSON (${(e as Error).message}); it decides whether the folder is the exact variant or a stock DeepSeek-V3 checkpoint`);
+  }
+  if (!isObj(j) || j.tool !== 'transmla') return 'stock';
+  return j.variant === STOCK_VARIANT ? 'stock' : 'exact';
 }
 
 export interface MlaModelConfig {
@@ -33,7 +69,7 @@ export function isMlaConfigJson(json: unknown): boolean {
   return isObj(json) && (MLA_MODEL_TYPES as readonly unknown[]).includes(json.model_type);
 }
 
-export function parseMlaConfig(json: unknown, file: string): MlaModelConfig {
+export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemantics = 'exact'): MlaModelConfig {
   if (!isObj(json)) throw new HfConfigError(`${file}: expected a JSON object`);
   const c = json;
   const err = (key: string, msg: string): never => { throw new HfConfigError(`${file}: ${key} ${msg}`); };
@@ -50,9 +86,13 @@ export function parseMlaConfig(json: unknown, file: string): MlaModelConfig {
   if (typeof experts === 'number' && experts > 0 && firstDense < layers) {
     err('n_routed_experts', `(${experts}) with first_k_dense_replace ${firstDense} < ${layers} layers declares mixture-of-experts layers, which this engine does not run`);
   }
-  const rs = c.rope_scaling;
+  const rs = c.rope_scaling ?? c.rope_parameters;
+  let yarn: YarnScaling | null = null;
   if (isObj(rs) && (rs.type === 'yarn' || rs.rope_type === 'yarn' || rs.type === 'deepseek_yarn')) {
-    err('rope_scaling', 'of type yarn is not supported (its softmax mscale is not implemented)');
+    if (semantics === 'exact') err('rope_scaling', 'of type yarn in an exact-variant folder (transmla.json): the converter never writes one; remove transmla.json to run the folder as a stock DeepSeek-V3 checkpoint');
+    const mpe = c.max_position_embeddings;
+    if (typeof mpe !== 'number' || !(mpe > 0)) err('max_position_embeddings', `must be a positive number, got ${JSON.stringify(mpe)}`);
+    yarn = parseYarn(rs, mpe as number, err);
   }
   const qLora = c.q_lora_rank;
   if (qLora !== null && qLora !== undefined && (typeof qLora !== 'number' || !Number.isSafeInteger(qLora) || qLora < 1)) {
@@ -68,6 +108,9 @@ export function parseMlaConfig(json: unknown, file: string): MlaModelConfig {
     vHeadDim: int('v_head_dim', 1),
     // DeepSeek's reference code and vLLM rotate adjacent pairs; HF says so with rope_interleave.
     ropeInterleave: ri === undefined || ri === null ? true : (ri as boolean),
+    semantics,
+    yarn,
+    attentionBias: c.attention_bias === true,
   };
   if (mla.qkRopeHeadDim % 2 !== 0) err('qk_rope_head_dim', `must be even, got ${mla.qkRopeHeadDim}`);
   // The Llama parser validates the shared fields; MLA attention has no KV-head grouping, its
@@ -81,6 +124,7 @@ export function parseMlaConfig(json: unknown, file: string): MlaModelConfig {
     attention_bias: false,
   };
   delete llamaJson.rope_parameters;
+  if (yarn) delete llamaJson.rope_scaling;
   const llama = parseLlamaConfig(llamaJson, file);
   return { llama: { ...llama, raw: c }, mla };
 }
@@ -93,10 +137,10 @@ export function readMlaConfig(folder: string): MlaModelConfig {
   } catch (e) {
     throw new HfConfigError(`${path}: cannot read: ${(e as Error).message}`);
   }
-  return parseMlaConfig(json, path);
+  return parseMlaConfig(json, path, mlaSemantics(folder));
 }
 
-export interface MlaConfigWriteOptions extends Omit<MlaFields, 'ropeInterleave'> {
+export interface MlaConfigWriteOptions extends Omit<MlaFields, 'ropeInterleave' | 'semantics' | 'yarn' | 'attentionBias'> {
   /** Whether any attention projection carries a bias (TransMLA's attention_bias flag). */
   attentionBias: boolean;
 }
@@ -140,7 +184,7 @@ export function mlaConfigJson(source: LlamaConfig, o: MlaConfigWriteOptions): Re
 }
 
 /** The HF JSON form of a parsed rope scaling (written back top-level, as DeepSeek configs do). */
-function ropeScalingJson(s: RopeScaling | null): Record<string, unknown> | null {
+export function ropeScalingJson(s: RopeScaling | null): Record<string, unknown> | null {
   if (!s) return null;
   if (s.type === 'linear') return { rope_type: 'linear', factor: s.factor };
   return {

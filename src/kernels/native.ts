@@ -13,7 +13,11 @@ import type { AttentionArgs, EighResult, FloatData, FloatDType, Kernels } from '
 /** The raw addon surface (positional arguments; see native/addon.cc). */
 export interface NativeAddon {
   matmul(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate: boolean): void;
+  matmulTN(A: Float32Array, B: Float32Array, C: Float32Array, M: number, N: number, K: number, accumulate: boolean): void;
   gemv(W: FloatData, wType: FloatDType, x: Float32Array, y: Float32Array, N: number, K: number): void;
+  gemvMulti(Ws: readonly FloatData[], wType: FloatDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void;
+  gemvSwiGlu(Wg: FloatData, Wu: FloatData, wType: FloatDType, x: Float32Array, out: Float32Array, N: number, K: number): void;
+  siluMul(gate: Float32Array, up: Float32Array, n: number): void;
   toF32(src: Uint16Array, type: 'f16' | 'bf16', dst: Float32Array): void;
   fromF32(src: Float32Array, type: 'f16' | 'bf16', dst: Uint16Array): void;
   gramAccumulate(X: Float32Array, T: number, K: number, acc: Float64Array): void;
@@ -27,7 +31,7 @@ export interface NativeAddon {
   setThreads(n: number): void;
 }
 
-const ADDON_FUNCTIONS = ['matmul', 'gemv', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'setThreads'] as const;
+const ADDON_FUNCTIONS = ['matmul', 'matmulTN', 'gemv', 'gemvMulti', 'gemvSwiGlu', 'siluMul', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'setThreads'] as const;
 
 /** The folder holding transmla's package.json, found by walking up from this file (src/ or dist/src/). */
 export function packageRoot(): string {
@@ -90,8 +94,20 @@ function wrap(addon: NativeAddon): Kernels {
     matmul(A, B, bType, C, M, N, K, transB, accumulate = false) {
       addon.matmul(A, B, bType, C, M, N, K, transB, accumulate);
     },
+    matmulTN(A, B, C, M, N, K, accumulate = false) {
+      addon.matmulTN(A, B, C, M, N, K, accumulate);
+    },
     gemv(W, wType, x, y, N, K) {
       addon.gemv(W, wType, x, y, N, K);
+    },
+    gemvMulti(Ws, wType, x, ys, Ns, K) {
+      addon.gemvMulti(Ws, wType, x, ys, Ns, K);
+    },
+    gemvSwiGlu(Wg, Wu, wType, x, out, N, K) {
+      addon.gemvSwiGlu(Wg, Wu, wType, x, out, N, K);
+    },
+    siluMul(gate, up, n) {
+      addon.siluMul(gate, up, n);
     },
     toF32(src, type, dst) {
       addon.toF32(src, type, dst);

@@ -50,8 +50,27 @@ export interface Kernels {
    */
   matmul(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate?: boolean): void;
 
+  /**
+   * C[M×N] = A[K×M]ᵀ · B[K×N]  (or C += … when accumulate), all f32: the weight-gradient
+   * layout of training (dW = dYᵀ·X) without transposing A first.
+   */
+  matmulTN(A: Float32Array, B: Float32Array, C: Float32Array, M: number, N: number, K: number, accumulate?: boolean): void;
+
   /** y[N] = W[N×K] · x[K], W in f32/f16/bf16 (the decode path: memory-bound on W). */
   gemv(W: FloatData, wType: FloatDType, x: Float32Array, y: Float32Array, N: number, K: number): void;
+
+  /**
+   * y_i[N_i] = W_i[N_i×K] · x[K] for every i (same K and dtype), in one pass: the decode step's
+   * projections that read the same activation (q/k/v) cost one parallel region, not one each.
+   * At most 8 weights per call; the outputs must not overlap each other, x or any W.
+   */
+  gemvMulti(Ws: readonly FloatData[], wType: FloatDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void;
+
+  /** out[N] = silu(Wg·x) ⊙ (Wu·x), silu(g) = g/(1+e^−g): a Llama MLP's gate/up for one token. */
+  gemvSwiGlu(Wg: FloatData, Wu: FloatData, wType: FloatDType, x: Float32Array, out: Float32Array, N: number, K: number): void;
+
+  /** gate[i] ← silu(gate[i]) · up[i] for i < n (SwiGLU over many rows, e.g. prefill). */
+  siluMul(gate: Float32Array, up: Float32Array, n: number): void;
 
   /** Widen f16/bf16 bits to f32. */
   toF32(src: Uint16Array, type: 'f16' | 'bf16', dst: Float32Array): void;

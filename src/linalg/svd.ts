@@ -2,7 +2,7 @@
 // activation-aware low-rank factorisation the converter uses.
 import { kernels } from '../kernels/index.js';
 import { checkMatrix, frobenius2, gemmF64, transpose } from './dense.js';
-import { eigh, eighTop } from './eigh.js';
+import { eigh } from './eigh.js';
 
 const EPS = 2.220446049250313e-16;
 
@@ -16,6 +16,18 @@ export interface SvdResult {
   S: Float64Array;
   /** [r×n], orthonormal rows. */
   Vt: Float64Array;
+  /**
+   * [min(m, n)], descending: every eigenvalue of the smaller Gram matrix (σ_j², clamped ≥ 0), the
+   * by-product of the factorisation; small ones are only known to ~eps·σ₁².
+   */
+  gramValues: Float64Array;
+}
+
+/** The k leading eigenpairs of a full decomposition (values descending), and all values clamped ≥ 0. */
+function leading(full: { values: Float64Array; vectors: Float64Array }, n: number, k: number): { vectors: Float64Array; all: Float64Array } {
+  const vectors = new Float64Array(n * k);
+  for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) vectors[i * k + j] = full.vectors[i * n + j];
+  return { vectors, all: full.values.map((v) => Math.max(0, v)) };
 }
 
 /**
@@ -30,7 +42,7 @@ export function svd(A: Float64Array | Float32Array, m: number, n: number, r = Ma
   if (m < n) {
     // A = U S Vt  ⇔  Aᵀ = Vtᵀ S Uᵀ: solve the tall problem and swap the factors.
     const t = tallSvd(A instanceof Float32Array ? new Float32Array(transpose(A, m, n)) : transpose(A, m, n), n, m, r);
-    return { m, n, r, U: transpose(t.Vt, r, m), S: t.S, Vt: transpose(t.U, n, r) };
+    return { m, n, r, U: transpose(t.Vt, r, m), S: t.S, Vt: transpose(t.U, n, r), gramValues: t.gramValues };
   }
   return tallSvd(A, m, n, r);
 }
@@ -45,7 +57,7 @@ function tallSvd(A: Float64Array | Float32Array, m: number, n: number, r: number
   const G = new Float64Array(n * n);
   if (A instanceof Float32Array) kernels().gramAccumulate(A, m, n, G);
   else G.set(gemmF64(transpose(A, m, n), A, n, n, m));
-  const { vectors: V } = eighTop(G, n, r); // [n×r]
+  const { vectors: V, all: gramValues } = leading(eigh(G, n), n, r); // [n×r]
   const Bt = transpose(gemmF64(A, V, m, r, n), m, r); // [r×m]: row j = A v_j
   const Vt = transpose(V, n, r); // [r×n]
   jacobiColumns(Bt, Vt, r, m, n);
@@ -71,7 +83,7 @@ function tallSvd(A: Float64Array | Float32Array, m: number, n: number, r: number
     Vs.set(Vt.subarray(order[j] * n, order[j] * n + n), j * n);
     completeColumn(U, m, r, j);
   }
-  return { m, n, r, U, S, Vt: Vs };
+  return { m, n, r, U, S, Vt: Vs, gramValues };
 }
 
 /** One-sided Jacobi: rotates pairs of rows of Bt [r×m] until mutually orthogonal, applying the same rotations to Vt [r×n]. */
@@ -156,6 +168,8 @@ export interface LowRankFactors {
   total: number;
   /** ‖(W − Ŵ)·C^{1/2}‖_F², the minimum over all rank-r Ŵ. */
   error: number;
+  /** [min(m, n)]: every σ_j² of W·C^{1/2}, descending (the first r are `kept`); sums to ≈ total. */
+  spectrum: Float64Array;
 }
 
 /**
@@ -168,16 +182,17 @@ export function weightedLowRank(W: Float64Array | Float32Array, m: number, n: nu
   checkMatrix('weightedLowRank W', W, m, n);
   checkMatrix('weightedLowRank C', C, n, n);
   if (!Number.isInteger(r) || r < 0 || r > Math.min(m, n)) throw new Error(`weightedLowRank: rank must be an integer in 0..${Math.min(m, n)}, got ${r}`);
-  let up: Float64Array, kept: Float64Array, total: number;
+  let up: Float64Array, kept: Float64Array, total: number, spectrum: Float64Array;
   if (m <= n) {
     // Output side is the smaller one: top eigenvectors of W C Wᵀ [m×m].
     const WC = gemmF64(W, C, m, n, n);
     const M = gemmF64(WC, W, m, m, n, true);
     total = 0;
     for (let i = 0; i < m; i++) total += M[i * m + i];
-    const top = eighTop(M, m, r);
+    const top = leading(eigh(M, m), m, r);
     up = top.vectors;
-    kept = top.values.map((v) => Math.max(0, v));
+    spectrum = top.all;
+    kept = spectrum.slice(0, r);
   } else {
     // Input side is smaller: C = Q Λ Qᵀ, W·C^{1/2} ≅ W·Q·Λ^{1/2} (same left singular vectors), then a thin SVD.
     const { values, vectors } = eigh(C, n);
@@ -188,9 +203,12 @@ export function weightedLowRank(W: Float64Array | Float32Array, m: number, n: nu
     const d = svd(WS, m, n, r);
     up = d.U;
     kept = d.S.map((s) => s * s);
+    // The kept values from the SVD itself, the rest from its Gram matrix.
+    spectrum = d.gramValues.slice();
+    spectrum.set(kept);
   }
   const down = gemmF64(transpose(up, m, r), W, r, n, m);
   let sumKept = 0;
   for (const v of kept) sumKept += v;
-  return { m, n, r, up, down, kept, total, error: Math.max(0, total - sumKept) };
+  return { m, n, r, up, down, kept, total, error: Math.max(0, total - sumKept), spectrum };
 }

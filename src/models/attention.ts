@@ -7,7 +7,7 @@ import { kernels } from '../kernels/index.js';
 import type { LlamaConfig } from '../io/hf-config.js';
 import type { WeightSource } from '../tensor.js';
 import { CacheBuffer, type LayerCache } from './kv-cache.js';
-import { Linear } from './linear.js';
+import { Linear, SharedInputLinears } from './linear.js';
 import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
 import type { Workspace } from './workspace.js';
 
@@ -58,6 +58,8 @@ export class GqaAttention implements AttentionLayer {
   readonly rope: RopeTable;
   readonly ropeLayout: RopeLayout;
   readonly cacheElementsPerToken: number;
+  private readonly qkv: SharedInputLinears;
+  private readonly qkvOut: Float32Array[] = [];
 
   constructor(p: GqaParams) {
     const { nHeads: H, nKvHeads: G, headDim: d } = p;
@@ -70,6 +72,7 @@ export class GqaAttention implements AttentionLayer {
     this.nHeads = H; this.nKvHeads = G; this.headDim = d;
     this.rope = p.rope; this.ropeLayout = p.ropeLayout;
     this.cacheElementsPerToken = 2 * G * d;
+    this.qkv = new SharedInputLinears([p.q, p.k, p.v]);
   }
 
   /** Loads `${prefix}.{q,k,v,o}_proj` of a Llama/Mistral/Qwen2 layer. */
@@ -107,9 +110,9 @@ export class GqaAttention implements AttentionLayer {
     // New keys and values are projected straight into their cache rows: no copy.
     const kNew = kBuf.rows(pos0, T);
     const q = ws.get('attn.q', T * H * d);
-    this.q.forward(x, T, q);
-    this.k.forward(x, T, kNew);
-    this.v.forward(x, T, vBuf.rows(pos0, T));
+    const ys = this.qkvOut;
+    ys[0] = q; ys[1] = kNew; ys[2] = vBuf.rows(pos0, T);
+    this.qkv.forward(x, T, ys);
     applyRope(q, T, H, d, this.rope, pos0, this.ropeLayout);
     applyRope(kNew, T, G, d, this.rope, pos0, this.ropeLayout);
     const mixed = ws.get('attn.out', T * H * d);

@@ -1,6 +1,7 @@
 // y = x·Wᵀ (+ b) with W [out, in] kept in its checkpoint dtype; the kernels widen it on the fly.
 // One token (decode) goes through GEMV, which is bound by reading W; several go through the GEMM.
 import { kernels } from '../kernels/index.js';
+import type { FloatData } from '../kernels/types.js';
 import type { Tensor, WeightSource } from '../tensor.js';
 import { requireTensor, widen } from './weights.js';
 
@@ -40,18 +41,61 @@ export class Linear {
     return 2 * T * this.outFeatures * this.inFeatures;
   }
 
+  /** y [T×out] += b for T rows (no-op without a bias). */
+  addBias(y: Float32Array, T: number): void {
+    const b = this.bias;
+    if (!b) return;
+    const N = this.outFeatures;
+    for (let t = 0; t < T; t++) {
+      const o = t * N;
+      for (let j = 0; j < N; j++) y[o + j]! += b[j]!;
+    }
+  }
+
   /** y [T×out] = x [T×in] · Wᵀ (+ b). */
   forward(x: Float32Array, T: number, y: Float32Array): void {
     const N = this.outFeatures, K = this.inFeatures;
     const k = kernels();
     if (T === 1) k.gemv(this.weight.data, this.weight.dtype, x, y, N, K);
     else k.matmul(x, this.weight.data, this.weight.dtype, y, T, N, K, true);
-    const b = this.bias;
-    if (b) {
-      for (let t = 0; t < T; t++) {
-        const o = t * N;
-        for (let j = 0; j < N; j++) y[o + j]! += b[j]!;
+    this.addBias(y, T);
+  }
+}
+
+/**
+ * Several projections of the same input (q/k/v): ys[i] = x·W_iᵀ (+ b_i). A single token goes
+ * through one fused GEMV call (one pass, one parallel region) when the weights share a dtype.
+ */
+export class SharedInputLinears {
+  readonly linears: readonly Linear[];
+  // Reused argument arrays (refreshed every call, so a replaced weight tensor is picked up).
+  private readonly weights: FloatData[];
+  private readonly outs: number[];
+
+  constructor(linears: readonly Linear[]) {
+    if (linears.length === 0) throw new Error('SharedInputLinears needs at least one projection');
+    const K = linears[0]!.inFeatures;
+    if (linears.some((l) => l.inFeatures !== K)) throw new Error('SharedInputLinears: projections take different input widths');
+    this.linears = linears;
+    this.weights = linears.map((l) => l.weight.data);
+    this.outs = linears.map((l) => l.outFeatures);
+  }
+
+  forward(x: Float32Array, T: number, ys: readonly Float32Array[]): void {
+    const ls = this.linears;
+    if (T === 1 && ls.length <= 8) {
+      const dt = ls[0]!.weight.dtype;
+      let same = true;
+      for (let i = 0; i < ls.length; i++) {
+        this.weights[i] = ls[i]!.weight.data;
+        if (ls[i]!.weight.dtype !== dt) same = false;
+      }
+      if (same) {
+        kernels().gemvMulti(this.weights, dt, x, ys, this.outs, ls[0]!.inFeatures);
+        for (let i = 0; i < ls.length; i++) ls[i]!.addBias(ys[i]!, 1);
+        return;
       }
     }
+    for (let i = 0; i < ls.length; i++) ls[i]!.forward(x, T, ys[i]!);
   }
 }

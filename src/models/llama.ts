@@ -4,7 +4,7 @@
 //   logits = head(rmsnorm(x))
 // Weights stay in checkpoint dtype; activations are f32. Attention is pluggable (see
 // attention.ts): the MLA models of the converter are this class with other attention layers.
-import type { LlamaConfig } from '../io/hf-config.js';
+import { slidingWindowOf, type LlamaConfig } from '../io/hf-config.js';
 import type { FloatDType } from '../kernels/types.js';
 import { numel, type Tensor, type WeightSource } from '../tensor.js';
 import { GqaAttention, type AttentionLayer } from './attention.js';
@@ -40,6 +40,11 @@ export class LlamaModel {
   readonly head: Linear;
   /** Scratch shared by all layers; results returned by forward() live here until the next call. */
   readonly ws = new Workspace();
+  /**
+   * The config's sliding attention window (null: full attention). The engine attends to the whole
+   * context, so it refuses to compute positions past the window instead of returning wrong logits.
+   */
+  readonly slidingWindow: number | null;
 
   constructor(config: LlamaConfig, embed: Tensor, layers: DecoderLayer[], norm: Float32Array, head: Linear) {
     this.config = config;
@@ -47,6 +52,7 @@ export class LlamaModel {
     this.layers = layers;
     this.norm = norm;
     this.head = head;
+    this.slidingWindow = slidingWindowOf(config);
   }
 
   static fromWeights(c: LlamaConfig, src: WeightSource, opts: LlamaLoadOptions = {}): LlamaModel {
@@ -113,6 +119,11 @@ export class LlamaModel {
     if (T === 0) throw new Error('forward needs at least one token');
     if (pos0 > cache.length) throw new Error(`position ${pos0} is past the ${cache.length} cached tokens`);
     if (cache.layers.length !== this.layers.length) throw new Error('cache was made for a different model');
+    const w = this.slidingWindow;
+    if (w !== null && pos0 + T > w) {
+      throw new Error(`this ${this.config.modelType} model uses sliding-window attention (window ${w} tokens) and the engine implements full attention only: ` +
+        `${pos0 + T} tokens of context would give wrong results past position ${w}; use a context of at most ${w} tokens`);
+    }
     cache.truncate(pos0);
     const ws = this.ws;
     const x = ws.get('x', T * D);

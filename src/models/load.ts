@@ -6,7 +6,8 @@
 //     --tokenizer, or tokenizer.bin / tok*.bin beside it.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { openCheckpoint } from '../io/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { finiteSource } from '../io/finite.js';
 import { openGgufModel } from '../io/gguf-llama.js';
 import { parseLlamaConfig, readLlamaConfig, type LlamaConfig } from '../io/hf-config.js';
 import { llama2cToHf, readLlama2c } from '../io/llama2c.js';
@@ -65,7 +66,7 @@ function openModel(path: string, opts: LoadModelOptions): LoadedModel {
 
 function loadGguf(path: string, opts: LoadModelOptions): LoadedModel {
   const g = openGgufModel(path);
-  const model = buildWithProgress(g.config, g.weights);
+  const model = buildWithProgress(g.config, finiteSource(g.weights, () => path));
   const dir = dirname(path);
   const tokPath = opts.tokenizer ?? (existsSync(join(dir, 'tokenizer.json')) ? dir : null);
   return { model, config: g.config, tokenizer: tokPath ? loadTokenizer(tokPath) : null, format: 'gguf', path };
@@ -78,16 +79,22 @@ function loadHf(path: string, opts: LoadModelOptions): LoadedModel {
   if (folderConfigIs(path, isMha2mlaConfigJson)) {
     // The converter's MHA2MLA output: per-KV-head RoPE keys + a shared latent.
     const mc = readMha2mlaConfig(path);
-    return { model: mha2mlaModelFromWeights(mc, openCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mha2mla: mc.mha2mla };
+    return { model: mha2mlaModelFromWeights(mc, checkedCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mha2mla: mc.mha2mla };
   }
   if (folderConfigIs(path, isMlaConfigJson)) {
     // model_type deepseek_v2/v3 (the converter's output): MLA attention.
     const mc = readMlaConfig(path);
-    return { model: mlaModelFromWeights(mc, openCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mla: mc.mla };
+    return { model: mlaModelFromWeights(mc, checkedCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mla: mc.mla };
   }
   const config = readLlamaConfig(path);
-  const model = buildWithProgress(config, openCheckpoint(path));
+  const model = buildWithProgress(config, checkedCheckpoint(path));
   return { model, config, tokenizer, format: 'hf', path };
+}
+
+/** The folder's checkpoint, refusing NaN/Inf tensors with the tensor's name and shard file. */
+function checkedCheckpoint(path: string): WeightSource {
+  const ck: Checkpoint = openCheckpoint(path);
+  return finiteSource(ck, (name) => join(ck.dir, ck.info(name).file));
 }
 
 function folderConfigIs(folder: string, test: (json: unknown) => boolean): boolean {
@@ -139,7 +146,7 @@ function loadLlama2c(path: string, opts: LoadModelOptions): LoadedModel {
   // llama2.c's tokenizer always has <s> = 1 and </s> = 2; without one, assume the same.
   const hf = llama2cToHf(ck, { bosId: tokenizer ? tokenizer.bosId : 1, eosId: tokenizer ? tokenizer.eosId : 2 });
   const config = parseLlamaConfig(hf.config, `${path} (llama2.c header)`);
-  const model = LlamaModel.fromWeights(config, new MemorySource(new Map(hf.tensors.map((t) => [t.name, t.tensor]))));
+  const model = LlamaModel.fromWeights(config, finiteSource(new MemorySource(new Map(hf.tensors.map((t) => [t.name, t.tensor]))), () => path));
   return { model, config, tokenizer, format: 'llama2c', path };
 }
 

@@ -16,7 +16,7 @@ import { kernels } from '../kernels/index.js';
 import { causalAttentionFlops, type AttentionLayer } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
 import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
-import { Linear } from './linear.js';
+import { Linear, SharedInputLinears } from './linear.js';
 import { rmsNorm } from './ops.js';
 import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
 import { requireTensor, widen } from './weights.js';
@@ -60,6 +60,9 @@ export class MlaAttention implements AttentionLayer {
   mode: MlaMode;
   /** Quantized latent cache (latent-quant.ts) for caches created from now on; null keeps f32. */
   kvQuant: KvQuant | null = null;
+  /** q (or q_a) and kv_a: both read the layer input. */
+  private readonly inProj: SharedInputLinears;
+  private readonly inOut: Float32Array[] = [];
 
   constructor(p: MlaParams) {
     const H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
@@ -78,6 +81,7 @@ export class MlaAttention implements AttentionLayer {
     if (p.rope.dim !== dR) fail(`RoPE table of dim ${p.rope.dim} for qk_rope_head_dim ${dR}`);
     if (p.kvANorm && p.kvANorm.length !== r) fail(`kv_a_layernorm must have ${r} weights`);
     this.p = p;
+    this.inProj = new SharedInputLinears([p.q ?? p.qA!, p.kvA]);
     this.mode = p.mode ?? 'auto';
     this.cacheElementsPerToken = r + dR;
   }
@@ -86,7 +90,7 @@ export class MlaAttention implements AttentionLayer {
    * Loads `${prefix}.{q_proj | q_a_proj,q_a_layernorm?,q_b_proj}`, `kv_a_proj_with_mqa`,
    * `kv_a_layernorm?`, `kv_b_proj`, `o_proj` (biases wherever the checkpoint has them).
    */
-  static load(src: WeightSource, prefix: string, s: MlaShape & { hidden: number; normEps: number; ropeLayout?: RopeLayout }, rope: RopeTable): MlaAttention {
+  static load(src: WeightSource, prefix: string, s: MlaShape & { hidden: number; normEps: number; ropeLayout?: RopeLayout; scale?: number }, rope: RopeTable): MlaAttention {
     const D = s.hidden, H = s.nHeads, dn = s.qkNopeHeadDim, dR = s.qkRopeHeadDim, dv = s.vHeadDim, r = s.kvLoraRank;
     const opt = (name: string, n: number): Float32Array | null => (src.has(name) ? widen(requireTensor(src, name, [n])) : null);
     const qOut = H * (dn + dR);
@@ -105,7 +109,7 @@ export class MlaAttention implements AttentionLayer {
       kvB: Linear.load(src, `${prefix}.kv_b_proj`, H * (dn + dv), r, 'optional'),
       o: Linear.load(src, `${prefix}.o_proj`, D, H * dv, 'optional'),
       rope,
-      scale: 1 / Math.sqrt(dn + dR),
+      scale: s.scale ?? 1 / Math.sqrt(dn + dR),
     });
   }
 
@@ -142,23 +146,25 @@ export class MlaAttention implements AttentionLayer {
     const qh = dn + dR, w = r + dR;
     const store = latentStore(cache);
 
-    // Queries [T, H, d_n + d_R], RoPE on each head's last d_R.
+    // New latent rows [c | k_pe] go straight into an f32 cache (a quantized one stages and
+    // quantizes them, then attention reads the dequantized rows), k_pe rotated in place below.
+    const rows = stageRows(store, pos0, T, ws);
+    // Queries [T, H, d_n + d_R], RoPE on each head's last d_R. q (or q_a) and kv_a read the same
+    // x: one fused pass for a single token.
     const q = ws.get('mla.q', T * H * qh);
+    const outs = this.inOut;
     if (p.q) {
-      p.q.forward(x, T, q);
+      outs[0] = q; outs[1] = rows;
+      this.inProj.forward(x, T, outs);
     } else {
       const qa = ws.get('mla.qa', T * p.qLoraRank!);
-      p.qA!.forward(x, T, qa);
+      outs[0] = qa; outs[1] = rows;
+      this.inProj.forward(x, T, outs);
       if (p.qANorm) rmsNorm(qa, T, p.qLoraRank!, p.qANorm, p.normEps, qa);
       p.qB!.forward(qa, T, q);
     }
     const layout = p.ropeLayout ?? 'interleaved';
     applyRope(q, T, H, qh, p.rope, pos0, layout, dn);
-
-    // New latent rows [c | k_pe] go straight into an f32 cache (a quantized one stages and
-    // quantizes them, then attention reads the dequantized rows), k_pe rotated in place.
-    const rows = stageRows(store, pos0, T, ws);
-    p.kvA.forward(x, T, rows);
     if (p.kvANorm) for (let t = 0; t < T; t++) { const c = rows.subarray(t * w, t * w + r); rmsNorm(c, 1, r, p.kvANorm, p.normEps, c); }
     applyRope(rows, T, 1, w, p.rope, pos0, layout, r);
 

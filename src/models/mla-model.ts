@@ -6,6 +6,7 @@ import { MlaAttention, type MlaMode } from './mla-attention.js';
 import { Mha2mlaAttention } from './mha2mla-attention.js';
 import type { KvQuant } from './latent-quant.js';
 import { RopeTable } from './rope.js';
+import { yarnAttentionFactor, yarnInvFreq, yarnSoftmaxFactor } from './yarn.js';
 
 export interface MlaModelOptions {
   /** How attention runs (default 'auto': decompressed prefill, absorbed decode). */
@@ -22,8 +23,17 @@ export function mlaModelFromWeights(cfg: MlaModelConfig, src: WeightSource, opts
   if (opts.ropeInvFreq && opts.ropeInvFreq.length * 2 !== m.qkRopeHeadDim) {
     throw new Error(`${opts.ropeInvFreq.length} RoPE frequencies for qk_rope_head_dim ${m.qkRopeHeadDim}`);
   }
-  const rope = opts.ropeInvFreq ? new RopeTable(opts.ropeInvFreq) : RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
+  const stock = m.semantics === 'stock';
+  const yarn = m.yarn ?? null;
+  if (yarn && !stock) throw new Error('rope_scaling yarn is only supported for stock DeepSeek-V3 folders');
+  const rope = opts.ropeInvFreq ? new RopeTable(opts.ropeInvFreq)
+    : yarn ? new RopeTable(yarnInvFreq(m.qkRopeHeadDim, c.ropeTheta, yarn), yarnAttentionFactor(yarn))
+    : RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
+  // DeepseekV3Attention: qk_head_dim^−½, times mscale(factor, mscale_all_dim)² under YaRN.
+  const scale = (yarn ? yarnSoftmaxFactor(yarn) : 1) / Math.sqrt(m.qkNopeHeadDim + m.qkRopeHeadDim);
+  if (stock) checkStockTensors(src, c.numLayers, m.qLoraRank !== null, m.attentionBias ?? false);
   const shape = {
+    scale,
     hidden: c.hiddenSize,
     normEps: c.rmsNormEps,
     nHeads: c.numHeads,
@@ -42,6 +52,28 @@ export function mlaModelFromWeights(cfg: MlaModelConfig, src: WeightSource, opts
     },
   });
   return model;
+}
+
+/**
+ * Stock DeepSeek-V3 semantics need the latent norms (HF would initialise missing ones to 1 and
+ * warn; here a missing norm most likely means an exact-variant folder that lost its
+ * transmla.json) and allow biases only on q_a_proj, kv_a_proj_with_mqa and o_proj, and only
+ * with attention_bias: true (a stock loader would drop any other bias silently).
+ */
+function checkStockTensors(src: WeightSource, layers: number, qLora: boolean, attentionBias: boolean): void {
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}.self_attn`;
+    const need = [`${p}.kv_a_layernorm.weight`, ...(qLora ? [`${p}.q_a_layernorm.weight`] : [])];
+    for (const n of need) {
+      if (!src.has(n)) {
+        throw new Error(`stock DeepSeek-V3 folder without ${n}: stock code RMS-normalises the latent. If this is a folder written by \`transmla convert\` (the exact variant, no kv_a_layernorm), restore its transmla.json, which marks it as such`);
+      }
+    }
+    const never = ['q_proj', 'q_b_proj', 'kv_b_proj'].map((x) => `${p}.${x}.bias`);
+    const optional = ['q_a_proj', 'kv_a_proj_with_mqa', 'o_proj'].map((x) => `${p}.${x}.bias`);
+    for (const n of never) if (src.has(n)) throw new Error(`stock DeepSeek-V3 has no ${n} (a stock loader would ignore it); this checkpoint cannot run in stock semantics`);
+    if (!attentionBias) for (const n of optional) if (src.has(n)) throw new Error(`${n} present but config attention_bias is not true: a stock loader would ignore it`);
+  }
 }
 
 /** Sets the attention mode of every MLA layer (either variant) of a model (tests compare the two forms). */

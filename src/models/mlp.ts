@@ -1,5 +1,6 @@
 // The Llama feed-forward block: down(silu(gate(x)) · up(x)).
 import type { LlamaConfig } from '../io/hf-config.js';
+import { kernels } from '../kernels/index.js';
 import type { WeightSource } from '../tensor.js';
 import { Linear } from './linear.js';
 import { siluMul } from './ops.js';
@@ -36,10 +37,16 @@ export class SwiGluMlp {
   forward(x: Float32Array, T: number, out: Float32Array, ws: Workspace): void {
     const I = this.gate.outFeatures;
     const g = ws.get('mlp.gate', T * I);
-    const u = ws.get('mlp.up', T * I);
-    this.gate.forward(x, T, g);
-    this.up.forward(x, T, u);
-    siluMul(g, u, T * I);
+    const gw = this.gate.weight, uw = this.up.weight;
+    if (T === 1 && !this.gate.bias && !this.up.bias && gw.dtype === uw.dtype) {
+      // One token: gate, up and silu·mul in one pass over both weights.
+      kernels().gemvSwiGlu(gw.data, uw.data, gw.dtype, x, g, I, this.gate.inFeatures);
+    } else {
+      const u = ws.get('mlp.up', T * I);
+      this.gate.forward(x, T, g);
+      this.up.forward(x, T, u);
+      siluMul(g, u, T * I);
+    }
     this.down.forward(g, T, out);
   }
 }

@@ -15,10 +15,7 @@ export function rmsNorm(x: Float32Array, T: number, D: number, w: Float32Array, 
 
 /** gate ← silu(gate) · up, elementwise (SwiGLU). */
 export function siluMul(gate: Float32Array, up: Float32Array, n: number): void {
-  for (let i = 0; i < n; i++) {
-    const g = gate[i]!;
-    gate[i] = (g / (1 + Math.exp(-g))) * up[i]!;
-  }
+  kernels().siluMul(gate, up, n);
 }
 
 /** x += y over n elements (the residual stream). */

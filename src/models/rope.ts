@@ -39,12 +39,15 @@ export class RopeTable {
   readonly dim: number;
   readonly half: number;
   private readonly invFreq: Float64Array;
+  /** Multiplies every cos/sin (YaRN's attention factor; 1 otherwise). */
+  readonly amplitude: number;
   private positions = 0;
   cos = new Float32Array(0);
   sin = new Float32Array(0);
 
-  constructor(invFreq: Float64Array) {
+  constructor(invFreq: Float64Array, amplitude = 1) {
     this.invFreq = invFreq;
+    this.amplitude = amplitude;
     this.half = invFreq.length;
     this.dim = 2 * this.half;
   }
@@ -65,8 +68,8 @@ export class RopeTable {
     for (let p = this.positions; p < cap; p++) {
       for (let i = 0; i < h; i++) {
         const a = p * this.invFreq[i]!;
-        cos[p * h + i] = Math.cos(a);
-        sin[p * h + i] = Math.sin(a);
+        cos[p * h + i] = this.amplitude * Math.cos(a);
+        sin[p * h + i] = this.amplitude * Math.sin(a);
       }
     }
     this.cos = cos;

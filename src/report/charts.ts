@@ -158,3 +158,53 @@ export function pointsChart(title: string, rows: { label: string; value: number;
     ],
   } as TopLevelSpec;
 }
+
+/**
+ * Which RoPE pairs each (layer, KV head) keeps: one row per head, one cell per pair. With scores
+ * (rows' `score` in [0, 1]) the cells are shaded by score and the kept ones dotted; without, the
+ * kept cells are filled.
+ */
+export function pairMapChart(title: string, rows: { x: number; y: string; kept: boolean; score: number | null }[], o: { xTitle: string; scoreTitle: string }): TopLevelSpec {
+  const xs = new Set(rows.map((r) => r.x)).size, ys = new Set(rows.map((r) => r.y)).size;
+  const cell = Math.max(6, Math.min(28, Math.floor(WIDTH / Math.max(1, xs))));
+  const rowH = Math.max(5, Math.min(22, Math.floor(480 / Math.max(1, ys))));
+  const step = Math.max(1, Math.ceil(xs / 16));
+  const scored = rows.every((r) => r.score !== null);
+  const values = rows.map((r) => ({ ...r, status: r.kept ? 'kept (RoPE)' : 'NoPE (latent)' }));
+  const layers: object[] = [{
+    mark: { type: 'rect', stroke: 'white', strokeWidth: cell >= 10 ? 0.5 : 0 },
+    encoding: {
+      color: scored
+        ? { field: 'score', type: 'quantitative', title: o.scoreTitle, scale: { scheme: 'blues', domain: [0, 1] } }
+        : { field: 'status', type: 'nominal', title: null, scale: { domain: ['kept (RoPE)', 'NoPE (latent)'], range: ['#e45756', '#e6e6e6'] } },
+    },
+  }];
+  if (scored) {
+    layers.push({
+      transform: [{ filter: 'datum.kept' }],
+      mark: { type: 'point', shape: 'circle', filled: true, color: '#e45756', opacity: 1, size: Math.max(6, Math.min(60, cell * rowH * 0.35)) },
+    });
+  }
+  return {
+    ...base(title, values, cell * xs, rowH * ys),
+    encoding: {
+      x: { field: 'x', type: 'ordinal', title: o.xTitle, axis: { labelAngle: 0, values: Array.from({ length: Math.ceil(xs / step) }, (_, i) => i * step) } },
+      y: { field: 'y', type: 'ordinal', sort: null, title: null, axis: { labelOverlap: true } },
+    },
+    layer: layers,
+  } as TopLevelSpec;
+}
+
+/** Vertical bars over an integer x: rows {x, y}. */
+export function columnsChart(title: string, rows: { x: number; y: number }[], o: { xTitle: string; yTitle: string }): TopLevelSpec {
+  const xs = new Set(rows.map((r) => r.x)).size;
+  const step = Math.max(1, Math.ceil(xs / 16));
+  return {
+    ...base(title, rows, Math.max(200, Math.min(WIDTH, 14 * xs)), 180),
+    mark: { type: 'bar', color: '#4c78a8' },
+    encoding: {
+      x: { field: 'x', type: 'ordinal', title: o.xTitle, axis: { labelAngle: 0, values: Array.from({ length: Math.ceil(xs / step) }, (_, i) => i * step) } },
+      y: { field: 'y', type: 'quantitative', title: o.yTitle, axis: { tickMinStep: 1 } },
+    },
+  } as TopLevelSpec;
+}

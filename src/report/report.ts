@@ -1,40 +1,20 @@
 // report.html of a converted folder, from its transmla.json (written by convert) and bench.json
 // (written by `transmla bench`, when run): what was chosen, what it cost in perplexity, what it
 // saves in cache bytes and what it gains in decode speed, as charts one can take in at a glance.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ConvertReport } from '../convert/convert.js';
+import type { Mha2mlaReport } from '../convert/mha2mla.js';
 import type { BenchReport } from '../eval/bench.js';
-import { barsChart, groupedBarsChart, heatmapChart, linesChart, pointsChart, renderSvg } from './charts.js';
-import { esc, facts, page, table, type Section } from './html.js';
+import { groupedBarsChart, heatmapChart, linesChart, pointsChart, renderSvg } from './charts.js';
+import { facts, page, table, type Section } from './html.js';
+import { buildMha2mlaReportHtml } from './mha2mla-report.js';
+import { benchOrHint, fmtBytes, kvCacheSection, pct, readJson, stagesSection } from './sections.js';
+
+export { benchSection, fmtBytes } from './sections.js';
 
 /** Per-layer fields newer conversions record (older transmla.json files lack them). */
 type LayerStats = Omit<ConvertReport['layers'][number], 'kvSpectrum' | 'ropeInvFreq'> & { kvSpectrum?: number[]; ropeInvFreq?: number[] };
-
-function readJson<T>(path: string): T {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
-  } catch (e) {
-    throw new Error(`cannot read ${path}: ${(e as Error).message}`);
-  }
-}
-
-export function fmtBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const u = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024, i = 0;
-  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
-  return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${u[i]}`;
-}
-
-function pct(x: number, digits = 1): string {
-  return `${(100 * x).toFixed(digits)} %`;
-}
-
-function shortText(name: string): string {
-  const base = name.split('/').pop() ?? name;
-  return base.length > 48 ? `${base.slice(0, 45)}…` : base;
-}
 
 async function summarySection(r: ConvertReport): Promise<Section> {
   const p = r.parameters, c = r.calibration;
@@ -52,43 +32,6 @@ async function summarySection(r: ConvertReport): Promise<Section> {
       ['calibration', `${c.samples} × ${c.seqLen} tokens (seed ${c.seed}) from ${c.file} (${c.documents} documents, ${c.heldOutDocuments} held out), order ${p.calibOrder}`],
       ['time', `conversion ${r.seconds.convertTotal.toFixed(1)} s, evaluation ${r.seconds.evaluation.toFixed(1)} s; peak RSS ${fmtBytes(r.peakRssBytes)}`],
     ]),
-  };
-}
-
-async function kvSection(r: ConvertReport): Promise<Section> {
-  const k = r.kvCache;
-  const rows = [
-    { label: `source (${r.source.kvHeads === r.source.heads ? 'MHA' : 'GQA'})`, value: k.bytesPerTokenBefore, text: `${k.bytesPerTokenBefore.toLocaleString('en-US')} B` },
-    { label: 'MLA latent', value: k.bytesPerTokenAfter, text: `${k.bytesPerTokenAfter.toLocaleString('en-US')} B (${pct(k.fraction)})` },
-  ];
-  return {
-    title: 'KV cache',
-    intro: `Bytes per token over all ${r.source.layers} layers at ${k.dtype}. At 4K tokens: ${fmtBytes(4096 * k.bytesPerTokenBefore)} → ${fmtBytes(4096 * k.bytesPerTokenAfter)}; ` +
-      `at 32K: ${fmtBytes(32768 * k.bytesPerTokenBefore)} → ${fmtBytes(32768 * k.bytesPerTokenAfter)}.`,
-    charts: [await renderSvg(barsChart('KV cache bytes per token', rows, `bytes per token (${k.dtype})`))],
-  };
-}
-
-async function perplexitySection(r: ConvertReport): Promise<Section> {
-  if (r.evaluations.length === 0) return { title: 'Perplexity per stage', html: '<p class="empty">No evaluation was recorded.</p>' };
-  const rows: { group: string; series: string; value: number }[] = [];
-  const trows: (string | number)[][] = [];
-  for (const e of r.evaluations) {
-    const g = shortText(e.text);
-    for (const [stage, s] of [['original', e.original], ['partial RoPE', e.partialRope], ['MLA', e.mla]] as const) {
-      rows.push({ group: g, series: stage, value: s.ppl });
-      trows.push([g, stage, s.ppl.toFixed(4), stage === 'original' ? '—' : s.kl.toFixed(4), stage === 'original' ? '—' : pct(s.top1, 2)]);
-    }
-  }
-  const vals = rows.map((x) => x.value);
-  const log = Math.max(...vals) / Math.min(...vals) > 20;
-  return {
-    title: 'Perplexity per stage',
-    intro: `original → partial RoPE (RoRoPE + FreqFold) → MLA (BKV-PCA). ${r.evaluations[0]!.convention}. ` +
-      `KL(original ‖ stage) and top-1 agreement with the original are on the same tokens.${log ? ' Log scale.' : ''}`,
-    charts: [await renderSvg(groupedBarsChart('Perplexity by stage', rows, 'perplexity', 'stage', log))],
-    html: table(['text', 'stage', 'perplexity', 'KL (nats/token)', 'top-1 agreement'], trows, { numericFrom: 2 }) +
-      `<p class="intro">${r.evaluations.map((e) => `${esc(shortText(e.text))}: ${e.chunks} chunks × ${e.ctx} tokens (${e.predictions} predictions), sha256 ${esc(e.sha256.slice(0, 12))}…`).join('<br>')}</p>`,
   };
 }
 
@@ -160,51 +103,6 @@ async function searchSection(r: ConvertReport): Promise<Section | null> {
   };
 }
 
-/** Values spanning more than 20× read better on a log axis. */
-function wide(rows: { y: number }[]): boolean {
-  const ys = rows.map((r) => r.y).filter((y) => y > 0);
-  return ys.length > 0 && Math.max(...ys) / Math.min(...ys) > 20;
-}
-
-function seriesName(run: BenchReport['runs'][number]): string {
-  return `${run.engine} · ${run.attention} (${run.role === 'model' ? 'this model' : 'comparison'})`;
-}
-
-/** Decode speed charts and table of a bench report (also used on its own). */
-export async function benchSection(b: BenchReport): Promise<Section> {
-  const speed: { x: number; y: number; series: string }[] = [];
-  const ms: { x: number; y: number; series: string; style: string }[] = [];
-  for (const run of b.runs) {
-    const name = seriesName(run);
-    run.contexts.forEach((c, i) => {
-      speed.push({ x: c.context, y: c.tokensPerSecond, series: name });
-      ms.push({ x: c.context, y: c.msPerToken, series: name, style: 'measured' });
-      ms.push({ x: c.context, y: run.roofline[i]!.minMsPerToken, series: name, style: 'memory roofline' });
-    });
-  }
-  const rows: (string | number)[][] = [];
-  for (const run of b.runs) {
-    run.contexts.forEach((c, i) => rows.push([
-      seriesName(run), c.context, c.tokensPerSecond.toFixed(1), c.msPerToken.toFixed(3), fmtBytes(c.cacheBytes),
-      run.roofline[i]!.minMsPerToken.toFixed(3), pct(run.roofline[i]!.fractionOfRoofline, 0), fmtBytes(run.peakRssBytes),
-    ]));
-  }
-  const ratioTable = b.ratios.length > 0
-    ? table(['context', 'decode speed-up (this ÷ comparison)', 'cache bytes ratio'], b.ratios.map((x) => [x.context, `${x.decodeSpeedup.toFixed(2)}×`, x.cacheBytesRatio.toFixed(3)]))
-    : '';
-  const skipped = b.llamaCppSkipped.map((s) => `<p class="intro">llama.cpp not run on ${esc(s.model)}: ${esc(s.reason)}</p>`).join('');
-  return {
-    title: 'Decode speed vs context',
-    intro: `Measured by transmla bench on ${b.created} (${b.machine.cpuModel}, ${b.machine.cpus} threads, ${b.machine.kernels} kernels). ` +
-      `Memory bandwidth ${(b.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${b.bandwidth.method}). ${b.notes.join('. ')}.`,
-    charts: [
-      await renderSvg(linesChart(`Decode tokens per second${wide(speed) ? ' (log scale)' : ''}`, speed, { xTitle: 'context (cached tokens)', yTitle: 'tokens / s', seriesTitle: 'engine · attention', xLog: true, yLog: wide(speed), points: true, xValues: b.contexts })),
-      await renderSvg(linesChart(`Milliseconds per token and the memory roofline (dashed)${wide(ms) ? ' (log scale)' : ''}`, ms, { xTitle: 'context (cached tokens)', yTitle: 'ms / token', seriesTitle: 'engine · attention', styleTitle: 'line', xLog: true, yLog: wide(ms), points: true, xValues: b.contexts })),
-    ],
-    html: table(['engine · attention', 'context', 'tok/s', 'ms/token', 'cache', 'roofline ms', 'of roofline', 'peak RSS'], rows) + ratioTable + skipped,
-  };
-}
-
 function timingSection(r: ConvertReport): Section {
   const s = r.seconds;
   return {
@@ -220,16 +118,14 @@ function timingSection(r: ConvertReport): Section {
 export async function buildReportHtml(r: ConvertReport, bench: BenchReport | null): Promise<string> {
   const sections: Section[] = [
     await summarySection(r),
-    await kvSection(r),
-    await perplexitySection(r),
+    await kvCacheSection(r.kvCache, r.source, 'MLA latent'),
+    await stagesSection(r.evaluations, 'original → partial RoPE (RoRoPE + FreqFold) → MLA (BKV-PCA).'),
     await pcaSection(r),
     await ropeSection(r),
   ];
   const search = await searchSection(r);
   if (search) sections.push(search);
-  sections.push(bench
-    ? await benchSection(bench)
-    : { title: 'Decode speed vs context', html: `<p class="empty">Not benchmarked yet: run <code>transmla bench ${esc(r.output ?? '<folder>')}</code> to add it.</p>` });
+  sections.push(await benchOrHint(bench, r.output));
   sections.push(timingSection(r));
   const src = r.source.path.split('/').pop() ?? r.source.path;
   return page({
@@ -245,11 +141,12 @@ export async function writeReport(folder: string): Promise<string> {
   const dir = resolve(folder);
   const conv = join(dir, 'transmla.json');
   if (!existsSync(conv)) throw new Error(`${dir} has no transmla.json (it is written by \`transmla convert\`)`);
-  const r = readJson<ConvertReport>(conv);
+  const r = readJson<ConvertReport | Mha2mlaReport>(conv);
   if (r.tool !== 'transmla' || !r.parameters || !Array.isArray(r.layers)) throw new Error(`${conv} is not a transmla conversion report`);
   const benchFile = join(dir, 'bench.json');
   const bench = existsSync(benchFile) ? readJson<BenchReport>(benchFile) : null;
   const out = join(dir, 'report.html');
-  writeFileSync(out, await buildReportHtml(r, bench));
+  // MHA2MLA folders (model_type llama_mha2mla) record method "mha2mla"; every other report is TransMLA's.
+  writeFileSync(out, r.method === 'mha2mla' ? await buildMha2mlaReportHtml(r as Mha2mlaReport, bench) : await buildReportHtml(r as ConvertReport, bench));
   return out;
 }

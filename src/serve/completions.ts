@@ -211,9 +211,13 @@ export class Completer {
     const context = ids.slice(-6);
     let generated = 0;
     let completionText = '';
+    // An end-of-sequence token adds no text but was sampled: with logprobs it is reported as a last
+    // token with empty text (as vLLM does), so a client that sent max_tokens 1 and drops the last
+    // entry (lm-eval's local-completions: token_logprobs[ctxlen:-1]) drops that token, not the prompt's.
+    let eos: TokenScore | null | undefined;
     while (generated < req.maxTokens && !aborted()) {
       const id = this.sample(last, req, rng);
-      if (this.s.eosIds.has(id)) { finish = 'stop'; break; }
+      if (this.s.eosIds.has(id)) { finish = 'stop'; eos = wantLp ? this.score(last, id, k, context) : null; break; }
       generated++;
       const piece = dec.push(id);
       const info = wantLp ? this.score(last, id, k, context) : null;
@@ -235,13 +239,14 @@ export class Completer {
       const tail = dec.flush();
       if (tail !== '' && out.extendLast(tail)) finish = 'stop';
     }
+    if (eos !== undefined && !out.stopped) out.push('', eos);
     const rest = out.release(true);
     completionText += rest.text;
     entries.push(...rest.tokens);
     if (sink) sink({ text: rest.text, index, logprobs: toLogprobs(echoText.length, rest.tokens), finish_reason: finish });
     return {
       choice: { text: echoText + completionText, index, logprobs: toLogprobs(echoText.length, entries, echoPieces, echoScores), finish_reason: finish },
-      completionTokens: generated,
+      completionTokens: generated + (eos !== undefined ? 1 : 0),
     };
   }
 }

@@ -28,8 +28,8 @@ export interface SaveOptions {
   dir: string;
   /** Folder whose config.json, tokenizer files and transmla.json are carried over. */
   sourceDir: string;
-  /** A folder the output must not be (the model being trained from, unless resuming in place). */
-  protect?: string;
+  /** Inputs the output must not be or contain (the model trained from, unless resuming in place; data files). */
+  protect?: string | readonly string[];
   overwrite: boolean;
   params: ParamStore;
   optimizer: AdamW;

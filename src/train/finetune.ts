@@ -21,7 +21,9 @@ import { readDocuments } from '../convert/calibrate.js';
 import { fidelity } from '../eval/fidelity.js';
 import { perplexity, readEvalText, tokenizeForPerplexity } from '../eval/perplexity.js';
 import { createProgress } from '../eval/progress.js';
+import { checkOutputDir } from '../io/atomic-dir.js';
 import { openCheckpoint } from '../io/checkpoint.js';
+import { interruptPoint, setStage } from '../io/interrupt.js';
 import { readLlamaConfig } from '../io/hf-config.js';
 import { kernels } from '../kernels/index.js';
 import { isMha2mlaConfigJson, isMlaConfigJson, readMha2mlaConfig, readMlaConfig } from '../io/mla-config.js';
@@ -226,6 +228,9 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
     out = input.out ? resolve(input.out) : null;
   }
   checkOptions(o);
+  // Every file the run reads; the output folder must not be or contain one (a resumed run
+  // saves over its own folder by design, so that one is not listed).
+  const inputs = [...(prior ? [] : [o.model]), ...(['text', 'tokens', 'evalText', 'teacher'] as const).map((k) => o[k]).filter((x): x is string => x !== null)];
   if (input.stopAt !== undefined && !(Number.isInteger(input.stopAt) && input.stopAt >= 1)) throw new Error(`stopAt must be a positive integer, got ${input.stopAt}`);
   if (prior && prior.step >= o.steps) throw new Error(`${input.resume} already finished all ${o.steps} steps`);
 
@@ -323,16 +328,14 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   const save = async (finished: boolean): Promise<void> => {
     if (!out) return;
     await saveTrainingCheckpoint({
-      dir: out, sourceDir: weightsDir, protect: prior ? undefined : o.model,
+      dir: out, sourceDir: weightsDir, protect: inputs,
       overwrite: prior !== null || input.overwrite === true || saved,
       params: model.params, optimizer: opt, state: report(finished),
     });
     saved = true;
   };
   // Fail before training, not after it.
-  if (out && !prior && !input.overwrite && existsSync(out) && readdirSync(out).length > 0) {
-    throw new Error(`output folder ${out} exists and is not empty; pass --overwrite to replace it`);
-  }
+  if (out) checkOutputDir(out, { overwrite: prior !== null || input.overwrite === true, source: inputs });
 
   const evaluate = async (): Promise<void> => {
     const t0 = performance.now();
@@ -360,6 +363,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   try {
     while (step < stopAt) {
       const t0 = performance.now();
+      setStage(`training step ${step + 1}/${o.steps}`);
       const rows = batchRows(packed.rows.length, o.batch, step, o.seed).map((i) => packed.rows[i]!);
       let count = 0;
       for (const r of rows) for (let t = 0; t < r.T; t++) if (r.targets[t]! >= 0) count++;
@@ -387,7 +391,8 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
       const ceMean = ce / count, klMean = teacher && o.kdWeight > 0 ? kl / count : null;
       history.push({ step, loss: (1 - o.kdWeight) * ceMean + o.kdWeight * (klMean ?? 0), ce: ceMean, kl: klMean, lr, gradNorm, tokens: tokensDone });
       bar?.update(step * o.batch * o.seqLen);
-      await new Promise<void>((res) => setImmediate(res));
+      // A signal stops between steps; the folder keeps the last saved checkpoint (atomic saves).
+      await interruptPoint();
       if ((o.evalEvery > 0 && step % o.evalEvery === 0) || step === o.steps) await evaluate();
       if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < stopAt) await save(false);
     }

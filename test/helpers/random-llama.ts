@@ -17,6 +17,8 @@ export interface RandomSpec {
   /** Store a tied weight as lm_head.weight only (as one shared asset does). */
   tiedAsLmHead?: boolean;
   modelType?: 'llama' | 'qwen2' | 'mistral';
+  /** config sliding_window (Mistral). */
+  slidingWindow?: number;
   /** llama attention_bias (q/k/v/o biases). qwen2 always has q/k/v biases. */
   attentionBias?: boolean;
   dtype?: FloatDType;
@@ -88,6 +90,7 @@ export function randomLlama(spec: RandomSpec): RandomModel {
     attention_bias: spec.attentionBias ?? false, bos_token_id: 1, eos_token_id: 2,
     torch_dtype: { f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[dtype], hidden_act: 'silu',
   };
+  if (spec.slidingWindow !== undefined) json.sliding_window = spec.slidingWindow;
   const config = parseLlamaConfig(json, 'random-config.json');
   const rnd = mulberry32(spec.seed ?? 1);
   const map = new Map<string, Tensor>();

@@ -3,14 +3,17 @@
 import { resolve } from 'node:path';
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
-import { convertModel, type CalibOrder } from '../../convert/convert.js';
+import { convertModel, type CalibOrder, type ConvertOptions } from '../../convert/convert.js';
+import { convertToTarget } from '../../convert/export-targets.js';
 import { evalTexts, methodFlag, MHA2MLA_USAGE, runMha2mlaConvert } from './convert-mha2mla.js';
+import { EXPORT_USAGE, outType, target } from './export.js';
 
 export const command: Command = {
   summary: 'Convert a GQA/MHA model to Multi-head Latent Attention (TransMLA: RoRoPE + FreqFold + BKV-PCA; or MHA2MLA)',
   usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
     '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
     '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--search-chunks 16] [--overwrite] [--no-save] [--json]\n' +
+    '    [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]   (default: the exact MLA folder, no kv_a_layernorm)\n' +
     '  --kv-fraction F: cache r + d_R = F·(2·G·d) values per token per layer (e.g. 0.3125).\n' +
     '  --rope-dim D|auto: qk_rope_head_dim, an even divisor of head_dim. With --kv-fraction the default is auto:\n' +
     '    every split of the budget is tried (each with its FreqFold search) on held-out documents.\n' +
@@ -19,7 +22,9 @@ export const command: Command = {
     '    documents are held out for --freqfold auto and, without --eval-text, for the reported perplexities.\n' +
     '  --eval-text: perplexity, KL and top-1 agreement of every stage against the original on each file;\n' +
     '    prefix a file with "lines:" to read every line as a document (WikiText-2 as the papers read it).\n' +
-    '  --balance-kv-ratio 0 turns key/value balancing off.\n' + MHA2MLA_USAGE,
+    '  --balance-kv-ratio 0 turns key/value balancing off.\n' +
+    '  --no-eval: no evaluation; needs --rope-dim and a numeric --freqfold. The conversion then streams layer by\n' +
+    '    layer (one layer of weights in memory, not the model) and writes the same folder without perplexities.\n' + EXPORT_USAGE + MHA2MLA_USAGE,
   async run(argv) {
     const method = methodFlag(argv);
     if (method === 'mha2mla') return runMha2mlaConvert(argv);
@@ -28,7 +33,8 @@ export const command: Command = {
       method: 'string', out: 'string', 'kv-lora-rank': 'string', 'kv-fraction': 'string', 'rope-dim': 'string', freqfold: 'string',
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
-      'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean',
+      'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
+      target: 'string', outtype: 'string',
     });
     if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
     const out = str(p, 'out');
@@ -40,7 +46,7 @@ export const command: Command = {
     const order = str(p, 'calib-order') ?? 'faithful';
     if (order !== 'faithful' && order !== 'sequential') throw new UsageError(`--calib-order must be faithful or sequential, got "${order}"`);
     const json = bool(p, 'json');
-    const report = await convertModel({
+    const opts: ConvertOptions = {
       model: p.positionals[0]!,
       out: bool(p, 'no-save') ? null : resolve(out!),
       overwrite: bool(p, 'overwrite'),
@@ -59,8 +65,22 @@ export const command: Command = {
       evalCtx: int(p, 'eval-ctx', undefined, 2),
       evalChunks: int(p, 'eval-chunks', undefined, 1),
       searchChunks: int(p, 'search-chunks', undefined, 1),
-      log: (line) => (json ? process.stderr : process.stdout).write(line + '\n'),
-    });
+      log: (line: string) => { (json ? process.stderr : process.stdout).write(line + '\n'); },
+    };
+    const tgt = str(p, 'target');
+    if (tgt !== undefined) {
+      if (bool(p, 'no-save')) throw new UsageError('--target writes an export; it cannot be combined with --no-save');
+      const r = await convertToTarget({ ...opts, out: opts.out! }, { target: target(tgt), outType: outType(str(p, 'outtype')) });
+      if (json) console.log(JSON.stringify({ conversion: r.conversion, export: { ...r.export, gguf: r.export.gguf && { ...r.export.gguf, tensorNames: undefined } } }, null, 2));
+      return;
+    }
+    if (str(p, 'outtype') !== undefined) throw new UsageError('--outtype needs --target gguf');
+    if (bool(p, 'no-eval')) {
+      if (opts.out === null) throw new UsageError('--no-eval needs --out (without evaluation there is nothing to measure)');
+      if (typeof opts.ropeDim !== 'number' || opts.freqFold === 'auto') throw new UsageError('--no-eval needs a fixed shape: --rope-dim D and --freqfold M');
+      if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
+    }
+    const report = await (bool(p, 'no-eval') ? (await import('../../convert/stream.js')).convertStreaming(opts) : convertModel(opts));
     if (json) console.log(JSON.stringify(report, null, 2));
     else {
       const s = report.seconds;

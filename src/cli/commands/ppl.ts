@@ -22,6 +22,11 @@ export const command: Command = {
     const kvQuant = parseKvQuant(str(p, 'kv-quant') ?? 'none');
     const { model, tokenizer } = loadModel(p.positionals[0]!, { tokenizer: str(p, 'tokenizer'), kvQuant });
     if (!tokenizer) throw new Error('the model has no tokenizer; pass --tokenizer PATH');
+    const window = model.slidingWindow;
+    if (window !== null && ctx > window) {
+      throw new Error(`--ctx ${ctx} exceeds the model's sliding_window (${window} tokens): the engine implements full attention only, so this perplexity would be wrong; use --ctx ${window} or less`);
+    }
+    if (window !== null) process.stderr.write(`note: the model declares sliding_window ${window} ≥ --ctx ${ctx}, so full attention is exact here\n`);
     if (ctx > model.config.maxPositionEmbeddings) {
       process.stderr.write(`warning: --ctx ${ctx} exceeds the model's ${model.config.maxPositionEmbeddings} trained positions\n`);
     }

@@ -224,3 +224,58 @@ function smallNN(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Arr
   if (accumulate) for (let i = 0; i < M * N; i++) C[i] += S[i];
   else for (let i = 0; i < M * N; i++) C[i] = S[i];
 }
+
+/** y_i = W_i · x for each i (the reference of the fused decode projections). */
+export function gemvMulti(Ws: readonly FloatData[], wType: FloatDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void {
+  if (Ws.length !== ys.length || Ws.length !== Ns.length) throw new Error('gemvMulti: Ws, ys and Ns must have the same length');
+  if (Ws.length > 8) throw new Error('gemvMulti: at most 8 weights per call');
+  for (let i = 0; i < Ws.length; i++) {
+    for (let j = 0; j < ys.length; j++) {
+      if (j !== i && ys[i]!.buffer === ys[j]!.buffer) {
+        const a0 = ys[i]!.byteOffset, a1 = a0 + Ns[i]! * 4, b0 = ys[j]!.byteOffset, b1 = b0 + Ns[j]! * 4;
+        if (a0 < b1 && b0 < a1 && Ns[i]! > 0 && Ns[j]! > 0) throw new Error('gemvMulti: outputs overlap');
+      }
+    }
+  }
+  for (let i = 0; i < Ws.length; i++) gemv(Ws[i]!, wType, x, ys[i]!, Ns[i]!, K);
+}
+
+/** silu(g)·u as the engine defines it: g / (1 + e^−g) · u. */
+export function siluMul(gate: Float32Array, up: Float32Array, n: number): void {
+  checkDims('siluMul', { n });
+  if (gate.length < n || up.length < n) throw new Error(`siluMul: gate and up need ${n} values`);
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    gate[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+}
+
+/** out = silu(Wg·x) ⊙ (Wu·x). */
+export function gemvSwiGlu(Wg: FloatData, Wu: FloatData, wType: FloatDType, x: Float32Array, out: Float32Array, N: number, K: number): void {
+  checkDims('gemvSwiGlu', { N, K });
+  if (out.length < N) throw new Error(`gemvSwiGlu: out holds ${out.length} values, needs N = ${N}`);
+  const u = new Float32Array(N);
+  gemv(Wg, wType, x, out, N, K);
+  gemv(Wu, wType, x, u, N, K);
+  siluMul(out, u, N);
+}
+
+/** C[M×N] (+)= A[K×M]ᵀ · B[K×N]; sums in float64, rounded once (like matmul). */
+export function matmulTN(A: Float32Array, B: Float32Array, C: Float32Array, M: number, N: number, K: number, accumulate = false): void {
+  checkDims('matmulTN', { M, N, K });
+  if (A.length < K * M) throw new Error(`matmulTN: A holds ${A.length} values, needs K*M = ${K * M}`);
+  if (B.length < K * N) throw new Error(`matmulTN: B holds ${B.length} values, needs K*N = ${K * N}`);
+  if (C.length < M * N) throw new Error(`matmulTN: C holds ${C.length} values, needs M*N = ${M * N}`);
+  const row = new Float64Array(N);
+  for (let i = 0; i < M; i++) {
+    row.fill(0);
+    for (let k = 0; k < K; k++) {
+      const a = A[k * M + i]!;
+      if (a === 0) continue;
+      const bo = k * N;
+      for (let j = 0; j < N; j++) row[j]! += a * B[bo + j]!;
+    }
+    const co = i * N;
+    for (let j = 0; j < N; j++) C[co + j] = accumulate ? C[co + j]! + row[j]! : row[j]!;
+  }
+}

@@ -1,0 +1,59 @@
+// transmla export <mla-folder> --target deepseek-v3|gguf --out PATH: stock-engine exports of a
+// converted (exact MLA) folder.
+import { resolve } from 'node:path';
+import { bool, int, parseArgs, str, UsageError } from '../args.js';
+import type { Command } from '../commands.js';
+import { EXPORT_TARGETS, exportModel, type ExportTarget } from '../../convert/export-targets.js';
+import type { FloatDType } from '../../kernels/types.js';
+import { evalTexts } from './convert-mha2mla.js';
+
+export const EXPORT_USAGE =
+  '  --target deepseek-v3: a folder stock DeepSeek-V3 code loads (no custom keys): kv_a_layernorm (q_a_layernorm)\n' +
+  '    calibrated on --calib (default: the calibration file recorded in transmla.json) with kv_b_proj refit;\n' +
+  '    prints and records the perplexity of the exact and the stock-semantics model side by side.\n' +
+  '  --target gguf: a llama.cpp deepseek2 GGUF (--outtype f32|f16|bf16), through the strict export if needed.\n';
+
+export function outType(v: string | undefined): FloatDType | undefined {
+  if (v === undefined) return undefined;
+  if (v !== 'f32' && v !== 'f16' && v !== 'bf16') throw new UsageError(`--outtype must be f32, f16 or bf16, got "${v}"`);
+  return v;
+}
+
+export function target(v: string | undefined): ExportTarget {
+  if (!v) throw new UsageError(`--target is required (${EXPORT_TARGETS.join(' or ')})`);
+  if (!(EXPORT_TARGETS as readonly string[]).includes(v)) throw new UsageError(`--target must be ${EXPORT_TARGETS.join(' or ')}, got "${v}"`);
+  return v as ExportTarget;
+}
+
+export const command: Command = {
+  summary: 'Export a converted MLA folder for stock engines: DeepSeek-V3 (transformers) or llama.cpp GGUF (deepseek2)',
+  usage: 'transmla export <mla-folder> --target deepseek-v3|gguf --out PATH [--calib FILE] [--calib-samples 128]\n' +
+    '    [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--outtype f32|f16|bf16]\n' +
+    '    [--overwrite] [--json]\n' + EXPORT_USAGE,
+  async run(argv) {
+    const p = parseArgs(argv, {
+      target: 'string', out: 'string', calib: 'string', 'calib-samples': 'string', 'calib-seqlen': 'string', seed: 'string',
+      'eval-text': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string', outtype: 'string', overwrite: 'boolean', json: 'boolean',
+    });
+    if (p.positionals.length !== 1) throw new UsageError('expected exactly one MLA folder');
+    const out = str(p, 'out');
+    if (!out) throw new UsageError('--out PATH is required');
+    const json = bool(p, 'json');
+    const r = await exportModel({
+      model: p.positionals[0]!,
+      target: target(str(p, 'target')),
+      out: resolve(out),
+      overwrite: bool(p, 'overwrite'),
+      calib: str(p, 'calib'),
+      calibSamples: int(p, 'calib-samples', undefined, 1),
+      calibSeqLen: int(p, 'calib-seqlen', undefined, 2),
+      seed: int(p, 'seed', undefined),
+      evalTexts: evalTexts(str(p, 'eval-text')),
+      evalCtx: int(p, 'eval-ctx', undefined, 2),
+      evalChunks: int(p, 'eval-chunks', undefined, 1),
+      outType: outType(str(p, 'outtype')),
+      log: (line) => (json ? process.stderr : process.stdout).write(line + '\n'),
+    });
+    if (json) console.log(JSON.stringify({ target: r.target, output: r.output, stock: r.stock, gguf: r.gguf && { ...r.gguf, tensorNames: undefined } }, null, 2));
+  },
+};

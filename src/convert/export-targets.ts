@@ -1,0 +1,74 @@
+// Stock-engine export targets, for `transmla export <mla-folder> --target …` and
+// `transmla convert … --target …`:
+//   deepseek-v3  a folder stock DeepSeek-V3 code loads (export-deepseek-v3.ts);
+//   gguf         a llama.cpp deepseek2 GGUF (io/gguf-deepseek2.ts), through the strict export
+//                when the folder is the exact variant (llama.cpp runs stock semantics).
+// Intermediate folders live beside the output and are removed afterwards.
+import { existsSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../io/gguf-deepseek2.js';
+import { mlaSemantics } from '../io/mla-config.js';
+import type { FloatDType } from '../kernels/types.js';
+import { convertModel, type ConvertOptions, type ConvertReport } from './convert.js';
+import { exportDeepseekV3, type StockExportOptions, type StockExportReport } from './export-deepseek-v3.js';
+
+export type ExportTarget = 'deepseek-v3' | 'gguf';
+export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'gguf'];
+
+export interface ExportOptions extends StockExportOptions {
+  target: ExportTarget;
+  /** GGUF tensor type (default: the checkpoint's dtype). */
+  outType?: FloatDType;
+}
+
+export interface ExportResult {
+  target: ExportTarget;
+  output: string;
+  /** The strict export's report (null when a stock folder went straight to GGUF). */
+  stock: StockExportReport | null;
+  gguf: Deepseek2GgufResult | null;
+}
+
+function scratch(out: string, tag: string): string {
+  return join(dirname(resolve(out)), `.${tag}-${process.pid}-${Date.now().toString(36)}`);
+}
+
+export async function exportModel(o: ExportOptions): Promise<ExportResult> {
+  if (!EXPORT_TARGETS.includes(o.target)) throw new Error(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
+  if (o.target === 'deepseek-v3') {
+    const stock = await exportDeepseekV3(o);
+    return { target: o.target, output: resolve(o.out), stock, gguf: null };
+  }
+  if (existsSync(o.out) && !o.overwrite) throw new Error(`${o.out} already exists (give --overwrite to replace it)`);
+  let stock: StockExportReport | null = null;
+  let folder = o.model;
+  const tmp = scratch(o.out, 'transmla-ds3');
+  try {
+    if (mlaSemantics(o.model) === 'exact') {
+      stock = await exportDeepseekV3({ ...o, out: tmp });
+      folder = tmp;
+    }
+    const gguf = exportDeepseek2Gguf(resolve(o.out), folder, { outType: o.outType });
+    o.log?.(`wrote ${resolve(o.out)} (deepseek2, ${gguf.outType}, ${gguf.tensorNames.length} tensors)`);
+    return { target: o.target, output: resolve(o.out), stock, gguf };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** convert (exact MLA) then export to `target`; the exact folder is an intermediate. */
+export async function convertToTarget(c: ConvertOptions & { out: string }, e: Omit<ExportOptions, 'model' | 'out' | 'calib'>): Promise<{ conversion: ConvertReport; export: ExportResult }> {
+  if (existsSync(c.out) && !c.overwrite) throw new Error(`${c.out} already exists (give --overwrite to replace it)`);
+  const tmp = scratch(c.out, 'transmla-exact');
+  try {
+    const conversion = await convertModel({ ...c, out: tmp, overwrite: false });
+    const result = await exportModel({
+      ...e, model: tmp, out: c.out, overwrite: c.overwrite, calib: c.calib,
+      calibSamples: e.calibSamples ?? c.calibSamples, calibSeqLen: e.calibSeqLen ?? c.calibSeqLen, seed: e.seed ?? c.seed,
+      evalTexts: e.evalTexts ?? c.evalTexts, evalCtx: e.evalCtx ?? c.evalCtx, evalChunks: e.evalChunks ?? c.evalChunks, log: e.log ?? c.log,
+    });
+    return { conversion, export: result };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}

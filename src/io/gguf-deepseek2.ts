@@ -1,0 +1,180 @@
+// Stock DeepSeek-V3 folder (MLA, all-dense MLP) → llama.cpp GGUF, architecture "deepseek2".
+//
+// Facts this file relies on (read from llama.cpp's sources for the version bundled with
+// node-llama-cpp 3.22.1, not copied):
+// - deepseek2 hparams: attention.kv_lora_rank; attention.q_lora_rank is required unless the
+//   layer count is one of the "lite" ones (26/27), and q_lora_rank 0 selects a plain attn_q;
+//   leading_dense_block_count (dense MLP layers first: here all of them);
+//   expert_feed_forward_length and expert_shared_count are read unconditionally (harmless for an
+//   all-dense model); rope.dimension_count = qk_rope_head_dim.
+// - MLA with absorption (what current llama.cpp expects): attention.key_length = kv_lora_rank +
+//   qk_rope_head_dim and attention.value_length = kv_lora_rank (the MQA view of the latent cache,
+//   head_count_kv 1), attention.key_length_mla = qk_nope + qk_rope and value_length_mla =
+//   v_head_dim (per-head sizes); kv_b_proj is split into attn_k_b [H, r, d_nope] (W_UK^h
+//   transposed) and attn_v_b [H, d_v, r]. Without key_length_mla, older files with one
+//   attn_kv_b are still read (legacy, not written here).
+// - Tensors: token_embd, output_norm, output; blk.N.{attn_norm, attn_q | attn_q_a, attn_q_a_norm,
+//   attn_q_b, attn_kv_a_mqa, attn_kv_a_norm, attn_k_b, attn_v_b, attn_output, ffn_norm,
+//   ffn_gate, ffn_up, ffn_down}.
+// - RoPE on q_pe/k_pe is llama.cpp's "normal" mode (adjacent pairs), DeepSeek's interleaved
+//   layout: rows are stored as in the checkpoint (permuted only if it says rope_interleave false).
+// - kq_scale = mscale²/√(qk_nope + qk_rope), mscale = 1 without YaRN: the stock softmax scale.
+import { basename, resolve } from 'node:path';
+import type { FloatDType } from '../kernels/types.js';
+import { halfToInterleavedPerm } from '../models/rope.js';
+import { widen } from '../models/weights.js';
+import type { Tensor } from '../tensor.js';
+import { openCheckpoint } from './checkpoint.js';
+import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from './gguf.js';
+import { convertDType, tokenizerGgufMetadata, type TokenizerGgufInfo } from './gguf-llama.js';
+import { readMlaConfig } from './mla-config.js';
+
+const FILE_TYPE: Record<FloatDType, number> = { f32: 0, f16: 1, bf16: 32 };
+
+export interface Deepseek2GgufOptions {
+  outType?: FloatDType;
+  name?: string;
+}
+
+export interface Deepseek2GgufResult {
+  path: string;
+  outType: FloatDType;
+  tensorNames: string[];
+  tokenizer: TokenizerGgufInfo;
+  warnings: string[];
+}
+
+/** rows [off, off+dR) of each block of `stride` rows: half → interleaved. */
+function permuteBlocks(data: Float32Array, cols: number, blocks: number, stride: number, off: number, dR: number): Float32Array {
+  const out = new Float32Array(data);
+  const perm = halfToInterleavedPerm(dR);
+  for (let b = 0; b < blocks; b++) {
+    for (let j = 0; j < dR; j++) {
+      const dst = (b * stride + off + j) * cols, src = (b * stride + off + perm[j]!) * cols;
+      out.set(data.subarray(src, src + cols), dst);
+    }
+  }
+  return out;
+}
+
+export function exportDeepseek2Gguf(outPath: string, folder: string, options: Deepseek2GgufOptions = {}): Deepseek2GgufResult {
+  const where = `GGUF export of ${folder}`;
+  const mc = readMlaConfig(folder);
+  const c = mc.llama, m = mc.mla;
+  if (m.semantics !== 'stock') {
+    throw new GgufError(`${where}: this is the exact variant (no kv_a_layernorm; transmla.json marks it); llama.cpp runs stock DeepSeek-V3 semantics. Export it with --target deepseek-v3 first (\`transmla export\` with --target gguf does both)`);
+  }
+  if (m.yarn) throw new GgufError(`${where}: rope_scaling yarn is not exported to GGUF here (llama.cpp's DeepSeek YaRN attention-factor handling is not verified against this engine)`);
+  if (c.ropeScaling?.type === 'llama3') throw new GgufError(`${where}: llama3 rope scaling has no deepseek2 GGUF form (llama.cpp reads rope_freqs only for llama-family architectures)`);
+  if (m.attentionBias) throw new GgufError(`${where}: attention_bias true: llama.cpp's deepseek2 has no attention biases`);
+  const outType = options.outType ?? (c.torchDtype === 'bfloat16' ? 'bf16' : c.torchDtype === 'float16' ? 'f16' : 'f32');
+  const ck = openCheckpoint(folder);
+  const D = c.hiddenSize, H = c.numHeads, dn = m.qkNopeHeadDim, dR = m.qkRopeHeadDim, dv = m.vHeadDim, r = m.kvLoraRank, rq = m.qLoraRank;
+  const I = c.intermediateSize, V = c.vocabSize, L = c.numLayers, qh = dn + dR;
+  const permute = !m.ropeInterleave;
+  const a = 'deepseek2';
+  const tok = tokenizerGgufMetadata(folder, V, { bos: c.bosTokenId, eos: Array.isArray(c.eosTokenId) ? (c.eosTokenId[0] ?? null) : c.eosTokenId });
+  const md: GgufMetadataEntry[] = [
+    { key: 'general.architecture', type: 'string', value: a },
+    { key: 'general.name', type: 'string', value: options.name ?? basename(resolve(folder)) },
+    { key: 'general.file_type', type: 'u32', value: FILE_TYPE[outType] },
+    { key: `${a}.vocab_size`, type: 'u32', value: V },
+    { key: `${a}.context_length`, type: 'u32', value: c.maxPositionEmbeddings },
+    { key: `${a}.embedding_length`, type: 'u32', value: D },
+    { key: `${a}.block_count`, type: 'u32', value: L },
+    { key: `${a}.feed_forward_length`, type: 'u32', value: I },
+    { key: `${a}.attention.head_count`, type: 'u32', value: H },
+    { key: `${a}.attention.head_count_kv`, type: 'u32', value: 1 },
+    { key: `${a}.attention.layer_norm_rms_epsilon`, type: 'f32', value: c.rmsNormEps },
+    { key: `${a}.rope.freq_base`, type: 'f32', value: c.ropeTheta },
+    { key: `${a}.rope.dimension_count`, type: 'u32', value: dR },
+    { key: `${a}.attention.key_length`, type: 'u32', value: r + dR },
+    { key: `${a}.attention.value_length`, type: 'u32', value: r },
+    { key: `${a}.attention.key_length_mla`, type: 'u32', value: qh },
+    { key: `${a}.attention.value_length_mla`, type: 'u32', value: dv },
+    { key: `${a}.attention.kv_lora_rank`, type: 'u32', value: r },
+    { key: `${a}.attention.q_lora_rank`, type: 'u32', value: rq ?? 0 },
+    { key: `${a}.leading_dense_block_count`, type: 'u32', value: L },
+    { key: `${a}.expert_feed_forward_length`, type: 'u32', value: I },
+    { key: `${a}.expert_shared_count`, type: 'u32', value: 0 },
+  ];
+  if (c.ropeScaling?.type === 'linear') {
+    md.push({ key: `${a}.rope.scaling.type`, type: 'string', value: 'linear' }, { key: `${a}.rope.scaling.factor`, type: 'f32', value: c.ropeScaling.factor });
+  }
+  md.push(...tok.metadata);
+
+  const need = (name: string, shape: number[]): Tensor => {
+    if (!ck.has(name)) throw new GgufError(`${where}: the checkpoint has no tensor "${name}"`);
+    const t = ck.get(name);
+    if (t.shape.length !== shape.length || t.shape.some((x, i) => x !== shape[i])) {
+      throw new GgufError(`${where}: tensor "${name}" has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    }
+    return t;
+  };
+  const tensors: GgufTensorInput[] = [];
+  const plain = (gguf: string, hf: string, shape: number[], transform?: (x: Float32Array) => Float32Array): void => {
+    const dtype: FloatDType = shape.length === 1 ? 'f32' : outType;
+    tensors.push({
+      name: gguf, dtype, shape,
+      load: () => {
+        const t = need(hf, shape);
+        if (!transform) return convertDType(t, dtype);
+        return convertDType({ dtype: 'f32', shape, data: transform(widen(t)) }, dtype);
+      },
+    });
+  };
+  plain('token_embd.weight', ck.has('model.embed_tokens.weight') ? 'model.embed_tokens.weight' : 'lm_head.weight', [V, D]);
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}`, s = `${p}.self_attn`, b = `blk.${l}`;
+    plain(`${b}.attn_norm.weight`, `${p}.input_layernorm.weight`, [D]);
+    const qPerm = permute ? (x: Float32Array) => permuteBlocks(x, rq ?? D, H, qh, dn, dR) : undefined;
+    if (rq === null) plain(`${b}.attn_q.weight`, `${s}.q_proj.weight`, [H * qh, D], qPerm);
+    else {
+      plain(`${b}.attn_q_a.weight`, `${s}.q_a_proj.weight`, [rq, D]);
+      plain(`${b}.attn_q_a_norm.weight`, `${s}.q_a_layernorm.weight`, [rq]);
+      plain(`${b}.attn_q_b.weight`, `${s}.q_b_proj.weight`, [H * qh, rq], qPerm);
+    }
+    plain(`${b}.attn_kv_a_mqa.weight`, `${s}.kv_a_proj_with_mqa.weight`, [r + dR, D], permute ? (x) => permuteBlocks(x, D, 1, r + dR, r, dR) : undefined);
+    plain(`${b}.attn_kv_a_norm.weight`, `${s}.kv_a_layernorm.weight`, [r]);
+    // kv_b [H·(d_n+d_v), r] → k_b [H, r, d_n] (W_UK^h transposed) and v_b [H, d_v, r].
+    const kvbName = `${s}.kv_b_proj.weight`, kvbShape = [H * (dn + dv), r];
+    tensors.push({
+      name: `${b}.attn_k_b.weight`, dtype: outType, shape: [H, r, dn],
+      load: () => {
+        const B = widen(need(kvbName, kvbShape));
+        const out = new Float32Array(H * r * dn);
+        for (let h = 0; h < H; h++) for (let i = 0; i < dn; i++) for (let j = 0; j < r; j++) out[(h * r + j) * dn + i] = B[(h * (dn + dv) + i) * r + j]!;
+        return convertDType({ dtype: 'f32', shape: [H, r, dn], data: out }, outType);
+      },
+    });
+    tensors.push({
+      name: `${b}.attn_v_b.weight`, dtype: outType, shape: [H, dv, r],
+      load: () => {
+        const B = widen(need(kvbName, kvbShape));
+        const out = new Float32Array(H * dv * r);
+        for (let h = 0; h < H; h++) out.set(B.subarray((h * (dn + dv) + dn) * r, (h + 1) * (dn + dv) * r), h * dv * r);
+        return convertDType({ dtype: 'f32', shape: [H, dv, r], data: out }, outType);
+      },
+    });
+    plain(`${b}.attn_output.weight`, `${s}.o_proj.weight`, [D, H * dv]);
+    plain(`${b}.ffn_norm.weight`, `${p}.post_attention_layernorm.weight`, [D]);
+    plain(`${b}.ffn_gate.weight`, `${p}.mlp.gate_proj.weight`, [I, D]);
+    plain(`${b}.ffn_up.weight`, `${p}.mlp.up_proj.weight`, [I, D]);
+    plain(`${b}.ffn_down.weight`, `${p}.mlp.down_proj.weight`, [D, I]);
+    for (const x of ['q_proj', 'q_a_proj', 'q_b_proj', 'kv_a_proj_with_mqa', 'kv_b_proj', 'o_proj']) {
+      if (ck.has(`${s}.${x}.bias`)) throw new GgufError(`${where}: ${s}.${x}.bias: llama.cpp's deepseek2 has no attention biases`);
+    }
+    for (const x of ['gate_proj', 'up_proj', 'down_proj']) {
+      if (ck.has(`${p}.mlp.${x}.bias`)) throw new GgufError(`${where}: ${p}.mlp.${x}.bias: llama.cpp's deepseek2 has no MLP biases`);
+    }
+  }
+  plain('output_norm.weight', 'model.norm.weight', [D]);
+  if (ck.has('lm_head.weight')) plain('output.weight', 'lm_head.weight', [V, D]);
+  else if (!c.tieWordEmbeddings) throw new GgufError(`${where}: no lm_head.weight and tie_word_embeddings is false`);
+  try {
+    writeGguf(outPath, { metadata: md, tensors });
+  } finally {
+    ck.close();
+  }
+  return { path: outPath, outType, tensorNames: tensors.map((t) => t.name), tokenizer: tok.info, warnings: [...tok.info.warnings] };
+}

@@ -1,0 +1,114 @@
+// Stock DeepSeek-V3 semantics in the engine (kv_a_layernorm / q_a_layernorm, interleaved RoPE,
+// YaRN frequencies + attention factor + softmax mscale) against an independent float64
+// reference written like the stock modelling code; absorbed decode against the decompressed
+// forward; and how a folder's semantics are decided (transmla.json).
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { writeCheckpoint } from '../src/io/checkpoint.js';
+import { mlaSemantics, parseMlaConfig } from '../src/io/mla-config.js';
+import type { LlamaModel } from '../src/models/llama.js';
+import { loadModel } from '../src/models/load.js';
+import { mlaModelFromWeights, setMlaMode } from '../src/models/mla-model.js';
+import { yarnInvFreq } from '../src/models/yarn.js';
+import { randomDeepseek, referenceDeepseekLogits, type DeepseekSpec } from './helpers/random-deepseek.js';
+import { MapSource, maxAbsDiff, mulberry32 } from './helpers/random-llama.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'transmla-stock-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+function logits(model: LlamaModel, tokens: number[]): Float32Array {
+  return model.forward(tokens, model.newCache(), { logits: 'all' }).slice();
+}
+function decodeLogits(model: LlamaModel, tokens: number[]): Float32Array {
+  const V = model.config.vocabSize;
+  const out = new Float32Array(tokens.length * V);
+  const cache = model.newCache();
+  // A 5-token prefill (decompressed), then single-token (absorbed) decode from its latent cache.
+  out.set(model.forward(tokens.slice(0, 5), cache, { logits: 'all' }), 0);
+  for (let i = 5; i < tokens.length; i++) out.set(model.forward([tokens[i]!], cache, { logits: 'last' }), i * V);
+  return out;
+}
+function flat(rows: Float64Array[]): Float64Array {
+  const out = new Float64Array(rows.length * rows[0]!.length);
+  rows.forEach((r, i) => out.set(r, i * r.length));
+  return out;
+}
+function tokens(n: number, vocab: number, seed: number): number[] {
+  const r = mulberry32(seed);
+  return Array.from({ length: n }, () => Math.floor(r() * vocab));
+}
+
+const base: DeepseekSpec = { hidden: 32, heads: 4, nope: 8, rope: 8, v: 6, kvLoraRank: 12, qLoraRank: null, inter: 40, vocab: 50, layers: 2 };
+const yarn = { type: 'yarn', factor: 4, original_max_position_embeddings: 8, beta_fast: 32, beta_slow: 1, mscale: 0.9, mscale_all_dim: 1.1 };
+const cases: [string, DeepseekSpec][] = [
+  ['q_proj', { ...base, seed: 1 }],
+  ['q_lora (q_a_layernorm)', { ...base, qLoraRank: 10, seed: 2 }],
+  ['YaRN (mscale, mscale_all_dim)', { ...base, seed: 3, ropeScaling: yarn, maxPositionEmbeddings: 32 }],
+  ['rope_interleave false, tied', { ...base, seed: 4, ropeHalf: true, tied: true }],
+];
+
+describe('stock DeepSeek-V3 semantics', () => {
+  for (const [name, spec] of cases) {
+    it(`matches the float64 stock reference, absorbed = decompressed: ${name}`, () => {
+      const m = randomDeepseek(spec);
+      const model = mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), m.src);
+      const toks = tokens(20, spec.vocab, 7);
+      const ref = flat(referenceDeepseekLogits(m, toks));
+      setMlaMode(model, 'decompressed');
+      const dec = logits(model, toks);
+      assert.ok(maxAbsDiff(dec, ref) <= 1e-4, `decompressed vs reference ${maxAbsDiff(dec, ref)}`);
+      setMlaMode(model, 'absorbed');
+      const abs = logits(model, toks);
+      assert.ok(maxAbsDiff(abs, dec) <= 1e-4, `absorbed vs decompressed ${maxAbsDiff(abs, dec)}`);
+      setMlaMode(model, 'auto');
+      const step = decodeLogits(model, toks);
+      assert.ok(maxAbsDiff(step, dec) <= 1e-4, `prefill + decode vs forward ${maxAbsDiff(step, dec)}`);
+    });
+  }
+
+  it('the norms matter: dropping kv_a_layernorm (exact semantics) changes the logits', () => {
+    const m = randomDeepseek({ ...base, seed: 5 });
+    const noNorm = new MapSource(new Map([...m.src.map].filter(([k]) => !k.includes('kv_a_layernorm'))));
+    const exact = mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'exact'), noNorm);
+    const stock = mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), m.src);
+    const toks = tokens(8, base.vocab, 3);
+    assert.ok(maxAbsDiff(logits(exact, toks), logits(stock, toks)) > 1e-2);
+  });
+
+  it('YaRN frequencies: unscaled above the fast band, divided by factor below the slow band', () => {
+    const inv = yarnInvFreq(64, 10000, { type: 'yarn', factor: 40, originalMaxPositionEmbeddings: 4096, betaFast: 32, betaSlow: 1, mscale: 1, mscaleAllDim: 1, attentionFactor: null, truncate: true });
+    assert.equal(inv[0], 1);
+    assert.ok(Math.abs(inv[31]! - Math.pow(10000, -62 / 64) / 40) < 1e-18);
+  });
+
+  it('a stock folder without kv_a_layernorm, or with a q_proj bias, is refused clearly', () => {
+    const m = randomDeepseek({ ...base, seed: 6 });
+    const noNorm = new MapSource(new Map([...m.src.map].filter(([k]) => !k.includes('kv_a_layernorm'))));
+    assert.throws(() => mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), noNorm), /without model\.layers\.0\.self_attn\.kv_a_layernorm\.weight.*restore its transmla\.json/);
+    const withBias = new MapSource(new Map(m.src.map));
+    withBias.map.set('model.layers.0.self_attn.q_proj.bias', { dtype: 'f32', shape: [base.heads * 16], data: new Float32Array(base.heads * 16) });
+    assert.throws(() => mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), withBias), /has no model\.layers\.0\.self_attn\.q_proj\.bias/);
+    assert.throws(() => parseMlaConfig({ ...m.json, rope_scaling: yarn }, 'config.json', 'exact'), /yarn in an exact-variant folder/);
+  });
+
+  it('folder semantics: no transmla.json → stock; converter transmla.json → exact; variant deepseek-v3 → stock', async () => {
+    const m = randomDeepseek({ ...base, seed: 8 });
+    const dir = join(tmp, 'ds');
+    mkdirSync(dir);
+    await writeCheckpoint(dir, [...m.src.map].map(([name, tensor]) => ({ name, tensor })));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(m.json));
+    assert.equal(mlaSemantics(dir), 'stock');
+    const toks = tokens(10, base.vocab, 9);
+    const ref = flat(referenceDeepseekLogits(m, toks));
+    const loaded = loadModel(dir);
+    assert.equal(loaded.mla?.semantics, 'stock');
+    assert.ok(maxAbsDiff(logits(loaded.model, toks), ref) <= 1e-4);
+    writeFileSync(join(dir, 'transmla.json'), JSON.stringify({ tool: 'transmla', method: 'x' }));
+    assert.equal(mlaSemantics(dir), 'exact');
+    writeFileSync(join(dir, 'transmla.json'), JSON.stringify({ tool: 'transmla', variant: 'deepseek-v3' }));
+    assert.equal(mlaSemantics(dir), 'stock');
+  });
+});
