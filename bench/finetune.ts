@@ -8,9 +8,9 @@
 // joint SVD), the model is converted at --kv-fraction of its KV cache,
 // then fine-tuned on kjv-old-testament-calib.txt for a fixed budget (--budget × pretraining
 // tokens, ≤ 5 %) in four ways: attention-only or all parameters, each with the plain LM loss or
-// distilled from the original (α = --kd-weight). The two learning rates come from a pilot sweep
-// on kjv-gqa (docs/finetune.md): updating the embedding and MLPs needs a smaller step than the
-// attention tensors alone. Cosine schedule, 5 % warmup. Perplexity, KL(original ‖ model) and top-1
+// distilled from the original (α = --kd-weight). The two learning rates are fixed choices, not
+// tuned per model: a smaller step when the embedding and MLPs move too (--lr-all) than when only
+// the attention tensors do (--lr-attention). Cosine schedule, 5 % warmup. Perplexity, KL(original ‖ model) and top-1
 // agreement on kjv-new-testament-eval.txt (the first --eval-chunks chunks of 256 tokens) are
 // reported before conversion, after conversion and after each fine-tuning, with the training
 // throughput (tokens/s, GEMM GFLOP/s) of each run; a short full-parameter run of each original

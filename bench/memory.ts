@@ -172,7 +172,7 @@ export async function run(args: string[]): Promise<object> {
         subjects.push({ name: `synthetic ${m} ×${s}`, dir: await syntheticModel(dir, s, join(work, `${m}-x${s}`)) });
       }
     }
-    const results = [];
+    const results: { model: string; mode: string; modelBytes: number; peakRssBytes: number }[] = [];
     for (const subj of subjects) {
       const shape = shapeOf(subj.dir);
       const sz = sizes(shape);
@@ -204,8 +204,17 @@ export async function run(args: string[]): Promise<object> {
         for (const m of marks) log(`    ${m.stage.padEnd(30)} peak ${(m.peakRssBytes / MiB).toFixed(1)} MiB, current ${(m.rssBytes / MiB).toFixed(1)} MiB`);
       }
     }
+    // Growth of the peak with model size, smallest → largest model, per mode (1.0 = one more byte of
+    // RSS per byte of weights; streaming should be far below that).
+    const growth = Object.fromEntries(modes.map((mode) => {
+      const rows = results.filter((r) => r.mode === mode).sort((a, b) => a.modelBytes - b.modelBytes);
+      const a = rows[0]!, b = rows[rows.length - 1]!;
+      const slope = rows.length > 1 ? (b.peakRssBytes - a.peakRssBytes) / (b.modelBytes - a.modelBytes) : null;
+      // "Not growing with model size": under 0.1 byte of peak per extra byte of weights.
+      return [mode, { from: a.model, to: b.model, peakRssPerWeightByte: slope, bounded: slope === null ? null : slope < 0.1 }];
+    }));
     return {
-      bench: 'memory', created: new Date().toISOString(), cpus: cpus().length, calibration: { file: CALIB, samples, seqLen },
+      bench: 'memory', growth, created: new Date().toISOString(), cpus: cpus().length, calibration: { file: CALIB, samples, seqLen },
       measure: 'VmHWM of the converting child process (/proc/self/status)', baselinePeakRssBytes: baseline, results,
     };
   } finally {

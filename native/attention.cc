@@ -86,6 +86,21 @@ inline void qk_x4(const float* q0, const float* q1, const float* k, int64_t ks, 
   }
 }
 
+inline float row_max(const float* p, int64_t n) {
+  int64_t j = 0;
+  float mx = p[0];
+  if (n >= 8) {
+    __m256 m8 = _mm256_loadu_ps(p);
+    for (j = 8; j + 8 <= n; j += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(p + j));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    mx = _mm_cvtss_f32(m4);
+  }
+  for (; j < n; ++j) mx = std::max(mx, p[j]);
+  return mx;
+}
+
 // p[0..n) <- e^(p - mx); returns the sum.
 float exp_shifted(float* p, int64_t n, float mx) {
   const __m256 m = _mm256_set1_ps(mx);
@@ -218,8 +233,7 @@ void run_unit(const AttentionParams& a, int64_t group, int64_t g, int64_t i0, in
         w.corr[r] = 1.0f;
         continue;
       }
-      float mx = p[0];
-      for (int64_t j = 1; j < vis; ++j) mx = std::max(mx, p[j]);
+      float mx = row_max(p, vis);
       const float mnew = std::max(w.m[r], mx);
       w.corr[r] = w.m[r] == kNegInf ? 0.0f : std::exp(w.m[r] - mnew);
       const float sum = exp_shifted(p, vis, mnew);

@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { exportDeepseekV3, foldAttentionBiases, STOCK_DEEPSEEK_V3_KEYS } from '../src/convert/export-deepseek-v3.js';
+import { convertToTarget } from '../src/convert/export-targets.js';
+import { readdirSync } from 'node:fs';
 import { fitLatentNorm, LatentNormStats, refit } from '../src/convert/latent-norm.js';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { writeHfFolderExtras } from '../src/io/hf-config.js';
@@ -180,5 +182,22 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     assert.equal(g.metadata.get('general.architecture')?.value, 'deepseek2');
     assert.equal(g.metadata.get('deepseek2.attention.kv_lora_rank')?.value, spec.kvLoraRank);
     assert.ok(g.tensors.some((t) => t.name === 'blk.1.attn_kv_a_norm.weight'));
+  });
+
+  it('convert --target deepseek-v3 (library): converts, exports, leaves no intermediate folder', async () => {
+    const before = new Set(readdirSync(tmp));
+    const out = join(tmp, 'ts-ds3');
+    const evalPath = join(tmp, 'eval-ts.txt');
+    writeFileSync(evalPath, readFileSync(calibText!, 'utf8').slice(0, 3000));
+    const r = await convertToTarget(
+      { model: vocabDir!, out, kvLoraRank: 8, ropeDim: 4, freqFold: 4, calib: calibText!, calibSamples: 4, calibSeqLen: 32, evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: 32, evalChunks: 2 },
+      { target: 'deepseek-v3' },
+    );
+    assert.equal(r.conversion.variant, 'exact');
+    assert.equal(r.export.stock?.variant, 'deepseek-v3');
+    assert.ok(r.export.stock!.evaluations[0]!.exact.ppl > 0);
+    assert.equal(loadModel(out).mla?.semantics, 'stock');
+    const added = readdirSync(tmp).filter((n) => !before.has(n));
+    assert.deepEqual(added.sort(), ['eval-ts.txt', 'ts-ds3']);
   });
 });

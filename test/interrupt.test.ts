@@ -30,11 +30,11 @@ interface Run { code: number | null; signal: NodeJS.Signals | null; stderr: stri
  * Runs the conversion into dir/out with TMPDIR = dir/tmp; when `trigger` matches stderr, sends
  * `signal`. Resolves when the child exits.
  */
-function runConvert(dir: string, opts: { pauseAt?: string; trigger?: RegExp; signal?: NodeJS.Signals; overwrite?: boolean }): Promise<Run> {
+function runConvert(dir: string, opts: { pauseAt?: string; trigger?: RegExp; signal?: NodeJS.Signals; overwrite?: boolean; extra?: string[] }): Promise<Run> {
   const args = [
     '--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'convert', mustAsset('models/TinyStories-656K'), '--out', join(dir, 'out'),
     '--kv-fraction', '0.5', '--rope-dim', '8', '--freqfold', '2', '--calib', join(root, 'calib.txt'),
-    '--calib-samples', '4', '--calib-seqlen', '32', '--eval-ctx', '32', '--eval-chunks', '1', ...(opts.overwrite ? ['--overwrite'] : []),
+    '--calib-samples', '4', '--calib-seqlen', '32', ...(opts.extra ?? ['--eval-ctx', '32', '--eval-chunks', '1']), ...(opts.overwrite ? ['--overwrite'] : []),
   ];
   const env = { ...process.env, TMPDIR: join(dir, 'tmp'), TRANSMLA_TEST_PAUSE_AT: opts.pauseAt ?? '' };
   const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -125,6 +125,16 @@ describe('interrupted conversion (child process)', { skip }, () => {
       checkExit(r, signal, 'write');
       assert.deepEqual(snapshot(join(dir, 'out')), before);
       if (signal !== 'SIGKILL') assert.deepEqual(siblings(dir), []);
+    });
+  }
+
+  for (const point of ['conversion', 'write'] as const) {
+    test(`streaming conversion (--no-eval): SIGTERM during ${point} leaves nothing`, async () => {
+      const dir = freshDir(`stream-${point}`);
+      const r = await runConvert(dir, { pauseAt: point, trigger: new RegExp(`\\[test\\] paused at ${point}`), signal: 'SIGTERM', extra: ['--no-eval'] });
+      checkExit(r, 'SIGTERM', point);
+      assert.deepEqual(readdirSync(dir).sort(), ['tmp']);
+      assert.deepEqual(calibTemps(dir), []);
     });
   }
 

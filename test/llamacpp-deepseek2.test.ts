@@ -44,7 +44,9 @@ async function llamaCppLogProbs(gguf: string, ids: number[], vocab: number): Pro
   const model: CppModel = await llama!.loadModel({ modelPath: gguf, gpuLayers: 0 });
   try {
     const ctx = await model.createContext({
-      contextSize: Math.max(64, ids.length), batchSize: Math.max(64, ids.length), threads: 2,
+      // Context larger than the tokens: when they fill it exactly, the last logits row llama.cpp returns
+      // for deepseek2 differs (seen at 256 tokens in a 256-token context; not at 200 in 200 or 256 in 288).
+      contextSize: Math.max(64, ids.length + 32), batchSize: Math.max(64, ids.length), threads: 2,
       flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
     });
     const seq = ctx.getSequence();

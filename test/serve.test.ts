@@ -202,6 +202,11 @@ describe('serve', { skip }, () => {
       // A text prompt is the tokenizer's encoding with its BOS: the same scores as those ids.
       assert.deepEqual(asIds.choices[0]!.logprobs!.token_logprobs, single.choices[0]!.logprobs!.token_logprobs);
       assert.ok(batch.choices[i]!.text.startsWith(t));
+      // max_tokens 0, logprobs 1: the same prompt scores, nothing generated.
+      const zero = await complete({ model: 'tiny', prompt: t, temperature: 0, max_tokens: 0, logprobs: 1, echo: true });
+      assert.deepEqual(zero.choices[0]!.logprobs!.token_logprobs, single.choices[0]!.logprobs!.token_logprobs.slice(0, -1));
+      assert.equal(zero.choices[0]!.logprobs!.token_logprobs.length, idsOf(t).length);
+      assert.equal(zero.usage.completion_tokens, 0);
     }
   });
 

@@ -4,6 +4,8 @@ import { commands } from './commands.js';
 import { UsageError } from './args.js';
 import { currentStage, installInterruptHandlers, InterruptedError, interruptedBy, signalExitCode } from '../io/interrupt.js';
 
+const WRITERS = new Set(['convert', 'sweep', 'finetune', 'import-llama2c', 'export-llama2c', 'export']);
+
 function help(): string {
   const rows = Object.keys(commands).map((n) => `  ${n}`).join('\n');
   return `usage: transmla <command> [options]\n\ncommands:\n${rows}\n\nrun \`transmla <command> --help\` for a command's options.`;
@@ -25,8 +27,9 @@ async function main(argv: string[]): Promise<number> {
     console.log(`${cmd.summary}\n\nusage: ${cmd.usage}`);
     return 0;
   }
-  // serve stops itself on a signal; every other command stops cooperatively (interrupt.ts).
-  if (name !== 'serve') installInterruptHandlers(`transmla ${name}`);
+  // Commands that write outputs stop cooperatively on SIGINT/SIGTERM (interrupt.ts), so temp
+  // files go and the message names the stage; the others keep the default (die at once).
+  if (WRITERS.has(name)) installInterruptHandlers(`transmla ${name}`);
   try {
     const code = (await cmd.run(rest)) ?? 0;
     const sig = interruptedBy();

@@ -38,7 +38,7 @@ import { widen } from '../models/weights.js';
 import type { Tensor } from '../tensor.js';
 import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
 import { HELD_OUT_FRACTION, sha256File, tokenizeEnough, type EvalTextSpec } from './convert.js';
-import { fitLatentNorm, fitResidual, latentScale, LatentNormStats, refit } from './latent-norm.js';
+import { fitLatentNorm, fitResidual, LatentMomentStats, latentScale, LatentNormStats, refit, stabilizingScales } from './latent-norm.js';
 import { tensorOf } from './mla-build.js';
 
 /** The keys DeepseekV3Config (transformers) defines, plus PretrainedConfig's identity/dtype keys. */
@@ -115,6 +115,8 @@ export interface StockExportOptions {
   evalTexts?: EvalTextSpec[];
   evalCtx?: number;
   evalChunks?: number;
+  /** Per-channel latent scales that steady the latent's per-token RMS before the fit (default true). */
+  stabilize?: boolean;
   log?: (line: string) => void;
 }
 
@@ -247,6 +249,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   const qh = dn + dR, D = cfg.hiddenSize;
   const permute = !mla.ropeInterleave;
   const notes: string[] = [];
+  const stabilize = o.stabilize ?? true;
 
   // Biases first: refuse before any work.
   const attns = exact.layers.map((l, i) => {
@@ -279,35 +282,56 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
       let qW: Float64Array, qRows = H * qh, qCols: number;
       if (p.q) { qW = f64(p.q.weight); qCols = D; } else { qW = f64(p.qB!.weight); qCols = rq!; }
       if (permute) permuteRows(qW, qCols, H, qh, dn, dR);
-      // ε = 0 here: the latent is rescaled to mean square 1 below, where ε no longer matters.
-      const kvStats = p.kvANorm ? null : new LatentNormStats(r, 0);
-      const qStats = p.qA && !p.qANorm ? new LatentNormStats(rq!, 0) : null;
+      // Pass 1: per-channel scales that make each latent's per-token RMS as steady as possible
+      // (a free reparametrisation); pass 2: the norm statistics of the rescaled latent. ε = 0
+      // here: the latent is rescaled to mean square 1 below, where ε no longer matters.
+      const kvFit = !p.kvANorm, qFit = !!p.qA && !p.qANorm;
       const kvBuf = new Float32Array(calib.seqLen * (r + dR));
-      const qBuf = qStats ? new Float32Array(calib.seqLen * rq!) : null;
-      if (kvStats || qStats) {
+      const qBuf = qFit ? new Float32Array(calib.seqLen * rq!) : null;
+      const visit = (fn: (kv: Float32Array, q: Float32Array | null, T: number) => void): void => {
         states.visitNormed(layer.inputNorm, (xn, T) => {
-          if (kvStats) { kvA0.forward(xn, T, kvBuf); kvStats.add(kvBuf, T, r + dR); }
-          if (qStats) { p.qA!.forward(xn, T, qBuf!); qStats.add(qBuf!, T, rq!); }
+          if (kvFit) kvA0.forward(xn, T, kvBuf);
+          if (qFit) p.qA!.forward(xn, T, qBuf!);
+          fn(kvBuf, qBuf, T);
         });
+      };
+      let kvS: Float64Array | null = null, qS: Float64Array | null = null;
+      if (stabilize && (kvFit || qFit)) {
+        const km = kvFit ? new LatentMomentStats(r) : null, qm = qFit ? new LatentMomentStats(rq!) : null;
+        visit((kv, q, T) => { km?.add(kv, T, r + dR); qm?.add(q!, T, rq!); });
+        kvS = km && stabilizingScales(km);
+        qS = qm && stabilizingScales(qm);
       }
+      const kvStats = kvFit ? new LatentNormStats(r, 0) : null;
+      const qStats = qFit ? new LatentNormStats(rq!, 0) : null;
+      if (kvFit || qFit) visit((kv, q, T) => { kvStats?.add(kv, T, r + dR, 0, kvS); qStats?.add(q!, T, rq!, 0, qS); });
+      /** W·diag(1/s): the exact up-projection seen from the rescaled latent. */
+      const unscale = (W: Float64Array, rows: number, cols: number, sc: Float64Array | null): Float64Array => {
+        if (!sc) return W;
+        const out = new Float64Array(W);
+        for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[i * cols + j]! /= sc[j]!;
+        return out;
+      };
       let kvB = f64(p.kvB.weight), kvNorm: Float64Array = p.kvANorm ? Float64Array.from(p.kvANorm) : new Float64Array(0);
       let kvResidual = 0, qResidual: number | null = null;
       if (kvStats) {
         const alpha = latentScale(kvStats);
-        for (let i = 0; i < r * D; i++) kvA[i]! *= alpha;
+        for (let i = 0; i < r; i++) for (let j = 0; j < D; j++) kvA[i * D + j]! *= alpha * (kvS ? kvS[i]! : 1);
         const fit = fitLatentNorm(kvStats, alpha);
-        kvResidual = fitResidual(kvB, H * (dn + dv), kvStats);
-        kvB = refit(kvB, H * (dn + dv), fit);
+        const Wt = unscale(kvB, H * (dn + dv), r, kvS);
+        kvResidual = fitResidual(Wt, H * (dn + dv), kvStats);
+        kvB = refit(Wt, H * (dn + dv), fit);
         kvNorm = fit.weight;
       }
       let qNorm: Float64Array | null = p.qANorm ? Float64Array.from(p.qANorm) : null;
       let qA: Float64Array | null = p.qA ? f64(p.qA.weight) : null;
       if (qStats) {
         const alpha = latentScale(qStats);
-        for (let i = 0; i < qA!.length; i++) qA![i]! *= alpha;
+        for (let i = 0; i < rq!; i++) for (let j = 0; j < D; j++) qA![i * D + j]! *= alpha * (qS ? qS[i]! : 1);
         const fit = fitLatentNorm(qStats, alpha);
-        qResidual = fitResidual(qW, qRows, qStats);
-        qW = refit(qW, qRows, fit);
+        const Wt = unscale(qW, qRows, rq!, qS);
+        qResidual = fitResidual(Wt, qRows, qStats);
+        qW = refit(Wt, qRows, fit);
         qNorm = fit.weight;
       }
       const pre = `model.layers.${l}.self_attn`;

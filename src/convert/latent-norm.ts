@@ -29,17 +29,17 @@ export class LatentNormStats {
     this.gram = new Float64Array(4 * r * r);
   }
 
-  /** Adds T latents, row t at rows[t·stride + offset .. + r). */
-  add(rows: Float32Array, T: number, stride: number, offset = 0): void {
+  /** Adds T latents, row t at rows[t·stride + offset .. + r), each channel i multiplied by scale[i] if given. */
+  add(rows: Float32Array, T: number, stride: number, offset = 0, scale: Float64Array | null = null): void {
     const r = this.r, w = 2 * r;
     if (this.buf.length < T * w) this.buf = new Float32Array(T * w);
     const X = this.buf.subarray(0, T * w);
     for (let t = 0; t < T; t++) {
       const c = rows.subarray(t * stride + offset, t * stride + offset + r);
       let ss = 0;
-      for (let i = 0; i < r; i++) ss += c[i]! * c[i]!;
+      for (let i = 0; i < r; i++) { const v = scale ? c[i]! * scale[i]! : c[i]!; X[t * w + i] = v; ss += v * v; }
       const inv = 1 / Math.sqrt(ss / r + this.eps);
-      for (let i = 0; i < r; i++) { X[t * w + i] = c[i]!; X[t * w + r + i] = c[i]! * inv; }
+      for (let i = 0; i < r; i++) X[t * w + r + i] = X[t * w + i]! * inv;
     }
     kernels().gramAccumulate(X, T, w, this.gram);
     this.tokens += T;
@@ -134,4 +134,61 @@ export function fitResidual(W: ArrayLike<number>, rows: number, s: LatentNormSta
   };
   const den = tr(s.scc);
   return den > 0 ? Math.max(0, tr(E)) / den : 0;
+}
+
+/**
+ * Fourth moments of the latent, Σ [c²;1][c²;1]ᵀ ((r+1)², float64), for choosing per-channel
+ * scales s that make the latent's per-token RMS as constant as possible: with w = s²,
+ * minimise Σ_t (Σ_i w_i c_{t,i}² − 1)² (then rms(s ⊙ c) varies least from token to token, which
+ * is exactly what the norm's refit cannot absorb). s is a reparametrisation (the down-projection's
+ * latent rows times s, the up-projection's columns divided by s), so it costs nothing when exact.
+ */
+export class LatentMomentStats {
+  readonly r: number;
+  readonly gram: Float64Array;
+  tokens = 0;
+  private buf = new Float32Array(0);
+
+  constructor(r: number) {
+    this.r = r;
+    this.gram = new Float64Array((r + 1) * (r + 1));
+  }
+
+  add(rows: Float32Array, T: number, stride: number, offset = 0): void {
+    const r = this.r, w = r + 1;
+    if (this.buf.length < T * w) this.buf = new Float32Array(T * w);
+    const X = this.buf.subarray(0, T * w);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < r; i++) { const v = rows[t * stride + offset + i]!; X[t * w + i] = v * v; }
+      X[t * w + r] = 1;
+    }
+    kernels().gramAccumulate(X, T, w, this.gram);
+    this.tokens += T;
+  }
+}
+
+/**
+ * Per-channel scales s (s² = w ≥ floor·max w) solving the least squares above; all ones when
+ * the problem is degenerate.
+ */
+export function stabilizingScales(m: LatentMomentStats, floor = 1e-3): Float64Array {
+  const r = m.r, w1 = r + 1;
+  const A = new Float64Array(r * r), b = new Float64Array(r);
+  for (let i = 0; i < r; i++) {
+    b[i] = m.gram[i * w1 + r]!;
+    for (let j = 0; j < r; j++) A[i * r + j] = m.gram[i * w1 + j]!;
+  }
+  // Mild ridge for conditioning (relative to the mean diagonal).
+  let tr = 0;
+  for (let i = 0; i < r; i++) tr += A[i * r + i]!;
+  for (let i = 0; i < r; i++) A[i * r + i]! += 1e-9 * tr / r;
+  const P = pinvSym(A, r);
+  const w = new Float64Array(r);
+  for (let i = 0; i < r; i++) { let x = 0; for (let j = 0; j < r; j++) x += P[i * r + j]! * b[j]!; w[i] = x; }
+  let mx = 0;
+  for (const x of w) mx = Math.max(mx, x);
+  const s = new Float64Array(r).fill(1);
+  if (!(mx > 0)) return s;
+  for (let i = 0; i < r; i++) s[i] = Math.sqrt(Math.max(w[i]!, floor * mx) / mx);
+  return s;
 }

@@ -72,6 +72,7 @@ export async function convertStreaming(o: ConvertOptions): Promise<ConvertReport
   if ((o.evalTexts ?? []).length > 0) throw new Error('--no-eval and --eval-text contradict each other');
   checkOutputDir(o.out, { overwrite: o.overwrite, source: convertInputs(o) });
   setStage(`reading ${o.model}`);
+  if (!existsSync(join(o.model, 'config.json'))) throw new Error(`${o.model}: convert takes a Hugging Face folder with config.json (import llama2.c / GGUF checkpoints first)`);
   const raw: unknown = JSON.parse(readFileSync(join(o.model, 'config.json'), 'utf8'));
   if (isMlaConfigJson(raw) || isMha2mlaConfigJson(raw)) throw new Error(`${o.model} is already an MLA model`);
   const cfg = readLlamaConfig(o.model);
