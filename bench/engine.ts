@@ -10,7 +10,9 @@
 //  - the same decode in llama.cpp (node-llama-cpp, prebuilt CPU binary, same thread count,
 //    default f16 KV cache) on a GGUF of the same weights in the same dtype, written by our exporter.
 // Both engines use --threads (default 2) threads; on a shared, busy machine run with --threads 1,
-// where OpenMP barriers do not wait on descheduled threads.
+// where OpenMP barriers do not wait on descheduled threads. Our native kernels shrink their team
+// while other processes occupy cores (TRANSMLA_ADAPTIVE_THREADS=0 keeps it fixed); the team size
+// seen after each timed run is recorded in the JSON (threadPolicy).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -81,6 +83,7 @@ function prefill(model: LlamaModel, T: number, all: boolean, reps: number): { tp
   const run = (): void => { model.forward(ids, cache, { pos0: 0, logits: all ? 'all' : 'last' }); };
   run();
   const s = best(reps, run);
+  sampleThreads();
   return { tps: T / s, gflops: model.flops(T, 0, all ? T : 1) / s / 1e9 };
 }
 
@@ -89,6 +92,13 @@ interface DecodeSession {
   prepare(ctx: number): Promise<void>;
   time(n: number): Promise<number>;
   close(): Promise<void>;
+}
+
+/** Effective native team sizes seen right after each of our timed runs (adaptive threads). */
+const threadSamples: number[] = [];
+function sampleThreads(): void {
+  const addon = loadNativeAddon().addon;
+  if (addon) threadSamples.push(addon.effectiveThreads());
 }
 
 function oursSession(model: LlamaModel, maxCtx: number, n: number): DecodeSession {
@@ -108,7 +118,9 @@ function oursSession(model: LlamaModel, maxCtx: number, n: number): DecodeSessio
       let tok = first;
       const t0 = performance.now();
       for (let i = 0; i < steps; i++) tok = argmax(model.forward([tok], cache));
-      return steps / ((performance.now() - t0) / 1000);
+      const tps = steps / ((performance.now() - t0) / 1000);
+      sampleThreads();
+      return tps;
     },
     async close() {},
   };
@@ -148,6 +160,7 @@ export async function run(argv: string[]): Promise<object> {
   const a = parse(argv);
   const k = kernels();
   if (k.backend === 'native') loadNativeAddon().addon!.setThreads(a.threads);
+  const loadAtStart = loadavg();
   const loaded = loadModel(a.model);
   const d = describeModel(loaded);
   const model = loaded.model;
@@ -193,13 +206,23 @@ export async function run(argv: string[]): Promise<object> {
     for (const s of sessions) await s.close();
     rmSync(dir, { recursive: true, force: true });
   }
+  const adaptive = process.env.TRANSMLA_ADAPTIVE_THREADS !== '0';
+  if (threadSamples.length > 0) {
+    log(`native team size after each timed run of ours: ${threadSamples.join(' ')} (configured ${a.threads}; ` +
+      `${adaptive ? 'adaptive: reduced while other processes occupy cores' : 'TRANSMLA_ADAPTIVE_THREADS=0: fixed'}; OMP_WAIT_POLICY ${process.env.OMP_WAIT_POLICY ?? 'default'})`);
+  }
   log(`decode (best of ${a.reps} × ${a.decodeTokens} greedy tokens, ${d.weightDtype} weights; ours: f32 KV cache, llama.cpp: f16 KV cache):`);
   a.contexts.forEach((c, i) => {
     const o = ours[i]!, l = cpp?.[i];
     log(`  context ${String(c).padStart(5)}: ours ${o.toFixed(0).padStart(5)} tok/s` + (l ? `, llama.cpp ${l.toFixed(0).padStart(5)} tok/s, ratio ${(o / l).toFixed(2)}x` : ''));
   });
   return {
-    model: a.model, backend: k.backend, threads: a.threads, load: loadavg(), weightDtype: d.weightDtype, params: d.params,
+    model: a.model, backend: k.backend, threads: a.threads, load: loadavg(), loadAtStart, weightDtype: d.weightDtype, params: d.params,
+    threadPolicy: {
+      adaptive: k.backend === 'native' && process.env.TRANSMLA_ADAPTIVE_THREADS !== '0',
+      ompWaitPolicy: process.env.OMP_WAIT_POLICY ?? 'default',
+      effectiveThreadsAfterEachTimedRun: threadSamples,
+    },
     sgemmGflops: { f32: sg32, bf16: sg16 },
     prefill: Object.fromEntries(Object.entries(pre).map(([key, r]) => [key, { ...r, fractionOfSgemm: r.gflops / ref }])),
     decode: a.contexts.map((c, i) => ({

@@ -466,6 +466,14 @@ napi_value Threads(napi_env env, napi_callback_info) {
   return r;
 }
 
+// effectiveThreads(): the team size parallel kernels use now (the configured count, reduced
+// while other processes occupy cores; see available_threads in common.h).
+napi_value EffectiveThreads(napi_env env, napi_callback_info) {
+  napi_value r;
+  napi_create_int32(env, last_available_threads(), &r);
+  return r;
+}
+
 // setThreads(n): OpenMP team size for later calls (benchmarks compare 1 and 2 threads).
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
@@ -491,6 +499,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"eigh", nullptr, Eigh, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"attention", nullptr, Attention, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"threads", nullptr, Threads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"effectiveThreads", nullptr, EffectiveThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -4,6 +4,8 @@
 // the block. Keys are processed in tiles of KT with an online softmax (running max m, sum l,
 // output O rescaled by e^(m_old - m_new)). A decode step with fewer units than threads (MLA: a
 // single latent head) splits the keys into ranges whose partial (m, l, O) are merged at the end.
+// Scores are computed three rows × four keys at a time (each key vector loaded once per three
+// rows), P·V two rows × 32 columns at a time.
 #include "attention.h"
 
 #include <algorithm>
@@ -99,6 +101,37 @@ inline float row_max(const float* p, int64_t n) {
   }
   for (; j < n; ++j) mx = std::max(mx, p[j]);
   return mx;
+}
+
+// Scores of NR rows against 4 keys: s_r[j] = scale·q_r·k_j (NR·4 accumulators, keys loaded once
+// per 8 dimensions and shared by the rows).
+template <int NR>
+inline void qk_rows4(const float* const* q, const float* k, int64_t ks, int64_t dk, float scale, float* const* s) {
+  const float* kp[4] = {k, k + ks, k + 2 * ks, k + 3 * ks};
+  __m256 acc[NR][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 8 <= dk; d += 8) {
+    __m256 qv[NR];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) qv[r] = _mm256_loadu_ps(q[r] + d);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m256 kv = _mm256_loadu_ps(kp[j] + d);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) acc[r][j] = _mm256_fmadd_ps(qv[r], kv, acc[r][j]);
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    alignas(16) float t[4];
+    _mm_store_ps(t, hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+    for (int64_t e = d; e < dk; ++e)
+      for (int j = 0; j < 4; ++j) t[j] += q[r][e] * kp[j][e];
+    for (int j = 0; j < 4; ++j) s[r][j] = t[j] * scale;
+  }
 }
 
 // p[0..n) <- e^(p - mx); returns the sum.
@@ -207,8 +240,22 @@ void run_unit(const AttentionParams& a, int64_t group, int64_t g, int64_t i0, in
   for (int64_t t0 = kb; t0 < ke; t0 += KT) {
     const int64_t tn = std::min(KT, ke - t0);
     const float* kt = K + t0 * a.kTokenStride;
-    // Scores, two rows at a time, four keys at a time.
-    for (int64_t r = 0; r < R; r += 2) {
+    // Scores, three (or two) rows at a time, four keys at a time.
+    int64_t r3 = 0;
+    {
+      for (; r3 + 3 <= R; r3 += 3) {
+        const float* qs[3] = {w.q[r3], w.q[r3 + 1], w.q[r3 + 2]};
+        float* ss[3] = {S + r3 * KT, S + (r3 + 1) * KT, S + (r3 + 2) * KT};
+        int64_t j = 0;
+        for (; j + 4 <= tn; j += 4) {
+          float* sj[3] = {ss[0] + j, ss[1] + j, ss[2] + j};
+          qk_rows4<3>(qs, kt + j * a.kTokenStride, a.kTokenStride, dk, a.scale, sj);
+        }
+        for (; j < tn; ++j)
+          for (int x = 0; x < 3; ++x) ss[x][j] = dot(qs[x], kt + j * a.kTokenStride, dk) * a.scale;
+      }
+    }
+    for (int64_t r = r3; r < R; r += 2) {
       const bool two = r + 1 < R;
       float* s0 = S + r * KT;
       float* s1 = s0 + KT;

@@ -83,15 +83,20 @@ inline double monotonic_seconds() {
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-// Busy and total CPU seconds of the whole machine (/proc/stat), false if unreadable.
-inline bool machine_cpu_seconds(double& busy) {
+// Busy CPU seconds of the whole machine (/proc/stat's first line) and the number of CPUs it
+// covers (its cpuN lines); false if unreadable.
+inline bool machine_cpu_seconds(double& busy, int& cpus) {
   FILE* f = std::fopen("/proc/stat", "r");
   if (!f) return false;
   unsigned long long v[8] = {};
   const int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
                             &v[6], &v[7]);
+  cpus = 0;
+  char line[512];
+  while (std::fgets(line, sizeof line, f))
+    if (line[0] == 'c' && line[1] == 'p' && line[2] == 'u' && line[3] >= '0' && line[3] <= '9') ++cpus;
   std::fclose(f);
-  if (n < 4) return false;
+  if (n < 4 || cpus < 1) return false;
   static const double tick = double(sysconf(_SC_CLK_TCK));
   // user nice system [idle iowait] irq softirq steal: steal is time the hypervisor gave away.
   busy = double(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick;
@@ -104,6 +109,11 @@ inline bool machine_cpu_seconds(double& busy) {
 // So every 200 ms the machine's busy CPU time minus our own (/proc/stat vs this process's CPU
 // clock) estimates how many cores other processes use, and the team shrinks to the cores left
 // (at least 1). TRANSMLA_ADAPTIVE_THREADS=0 turns this off (always the configured count).
+inline std::atomic<int>& available_threads_state() {
+  static std::atomic<int> avail{1 << 20};
+  return avail;
+}
+
 inline int available_threads() {
   const int maxT = omp_get_max_threads();
   if (maxT <= 1) return 1;
@@ -112,20 +122,25 @@ inline int available_threads() {
     return !(e && std::strcmp(e, "0") == 0);
   }();
   if (!adaptive) return maxT;
-  static std::atomic<int> avail{1 << 20};
+  std::atomic<int>& avail = available_threads_state();
   static std::atomic<bool> sampling{false};
   static double last_wall = 0, last_busy = 0, last_own = 0;
   const double now = monotonic_seconds();
   bool expected = false;
   if (now - last_wall >= 0.2 && !omp_in_parallel() && sampling.compare_exchange_strong(expected, true)) {
     double busy;
+    int cpus;
     timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     const double own = double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-    if (machine_cpu_seconds(busy)) {
+    if (machine_cpu_seconds(busy, cpus)) {
       if (last_wall > 0) {
-        const double others = ((busy - last_busy) - (own - last_own)) / (now - last_wall);
-        const double free_cores = double(omp_get_num_procs()) - std::max(0.0, others);
+        // Other processes' use, in cores; when /proc/stat covers more CPUs than we may run on
+        // (a container pinned to part of a host), count their share of our CPUs only.
+        const int procs = omp_get_num_procs();
+        double others = ((busy - last_busy) - (own - last_own)) / (now - last_wall);
+        if (cpus > procs) others *= double(procs) / double(cpus);
+        const double free_cores = double(procs) - std::max(0.0, others);
         avail.store(std::max(1, int(free_cores + 0.5)));
       }
       last_wall = now;
@@ -138,6 +153,9 @@ inline int available_threads() {
   }
   return std::max(1, std::min(maxT, avail.load()));
 }
+
+// The team size the last load sample allowed (takes no new sample).
+inline int last_available_threads() { return std::max(1, std::min(omp_get_max_threads(), available_threads_state().load())); }
 
 // Threads worth using for `work` flops: forking a team costs time, so small problems stay
 // on the calling thread.

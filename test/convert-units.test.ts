@@ -115,7 +115,7 @@ test('DeepSeek-V3 config: written from a Llama config, read back; MoE and YaRN r
     ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } });
   const json = mlaConfigJson(m.config, { kvLoraRank: 20, qLoraRank: null, qkRopeHeadDim: 4, qkNopeHeadDim: 8, vHeadDim: 8, attentionBias: false });
   const back = parseMlaConfig(JSON.parse(JSON.stringify(json)), 'config.json');
-  assert.deepEqual(back.mla, { kvLoraRank: 20, qLoraRank: null, qkRopeHeadDim: 4, qkNopeHeadDim: 8, vHeadDim: 8, ropeInterleave: true });
+  assert.deepEqual(back.mla, { kvLoraRank: 20, qLoraRank: null, qkRopeHeadDim: 4, qkNopeHeadDim: 8, vHeadDim: 8, ropeInterleave: true, semantics: 'exact', yarn: null, attentionBias: false });
   assert.equal(back.llama.hiddenSize, 32);
   assert.equal(back.llama.numLayers, 2);
   assert.deepEqual(back.llama.ropeScaling, m.config.ropeScaling);

@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { exportDeepseekV3, foldAttentionBiases, STOCK_DEEPSEEK_V3_KEYS } from '../src/convert/export-deepseek-v3.js';
 import { convertToTarget } from '../src/convert/export-targets.js';
 import { readdirSync } from 'node:fs';
-import { fitLatentNorm, LatentNormStats, refit } from '../src/convert/latent-norm.js';
+import { fitLatentNorm, fitResidual, LatentMomentStats, LatentNormStats, refit, stabilizingScales } from '../src/convert/latent-norm.js';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { writeHfFolderExtras } from '../src/io/hf-config.js';
 import { parseMlaConfig } from '../src/io/mla-config.js';
@@ -25,7 +25,8 @@ import { UsageError } from '../src/cli/args.js';
 import { readGguf } from '../src/io/gguf.js';
 import { assetPath } from './helpers/assets.js';
 import { randomDeepseek, type DeepseekSpec } from './helpers/random-deepseek.js';
-import { MapSource, maxAbsDiff, mulberry32 } from './helpers/random-llama.js';
+import { MapSource, maxAbsDiff, mulberry32, randomLlama } from './helpers/random-llama.js';
+import { convertModel } from '../src/convert/convert.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-export-ds-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -90,6 +91,31 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     assert.ok(Math.abs(r.ppl - ev.stock.ppl) <= 1e-6 * ev.stock.ppl, `reloaded ${r.ppl} vs reported ${ev.stock.ppl}`);
   });
 
+  it('q_lora: q_a_layernorm is calibrated too; absorbed decode of the export matches its forward', async () => {
+    const { dir } = await exactFolder('qlora', { ...spec, qLoraRank: 12, seed: 26 }, { drop: /(kv_a|q_a)_layernorm/ });
+    const out = join(tmp, 'qlora-out');
+    const rep = await exportDeepseekV3({ model: dir, out, calib: calibText!, ...small });
+    assert.ok(rep.layers.every((l) => l.qResidual !== null && l.qResidual < 0.5 && l.kvResidual < 0.5), JSON.stringify(rep.layers));
+    const ck = openCheckpoint(out);
+    assert.ok(ck.has('model.layers.0.self_attn.q_a_layernorm.weight') && ck.has('model.layers.0.self_attn.q_b_proj.weight'));
+    ck.close();
+    const ev = rep.evaluations[0]!;
+    assert.ok(Number.isFinite(ev.stock.ppl) && ev.stock.ppl > 0);
+    const loaded = loadModel(out);
+    assert.equal(loaded.mla?.semantics, 'stock');
+    // Absorbed decode = decompressed forward on the exported stock model.
+    const toks = tokens(20, 4);
+    const m = loaded.model;
+    const V = m.config.vocabSize;
+    const full = logits(m, toks);
+    const cache = m.newCache();
+    m.forward(toks.slice(0, 10), cache);
+    for (let i = 10; i < 20; i++) {
+      const l = m.forward([toks[i]!], cache, { logits: 'last' });
+      assert.ok(maxAbsDiff(l, full.subarray(i * V, (i + 1) * V)) <= 1e-4);
+    }
+  });
+
   it('is exact when nothing needs calibrating: rotate-half RoPE rows permuted to interleaved, existing norm kept', async () => {
     const { dir } = await exactFolder('half', { ...spec, seed: 22, ropeHalf: true, latentScale: 3 });
     const out = join(tmp, 'half-out');
@@ -124,6 +150,30 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
         assert.ok(Math.abs(y - y2) < 1e-5, `${y} vs ${y2}`);
       }
     }
+  });
+
+  it('per-channel stabilizing scales steady the latent RMS and shrink the refit error', () => {
+    // Channels 0,1 lie on a circle of radius 3 (their squares sum to 9); channels 2..5 are noise
+    // of varying size, which makes rms(c) vary per token unless they are down-weighted.
+    const r = 6, rows = 4, N = 400, rnd = mulberry32(5);
+    const X = new Float32Array(N * r);
+    for (let t = 0; t < N; t++) {
+      const a = 2 * Math.PI * rnd();
+      X[t * r] = 3 * Math.cos(a); X[t * r + 1] = 3 * Math.sin(a);
+      for (let i = 2; i < r; i++) X[t * r + i] = (rnd() - 0.5) * (0.5 + i * 0.3);
+    }
+    const W = Float64Array.from({ length: rows * r }, () => rnd() - 0.5);
+    const plain = new LatentNormStats(r, 0);
+    plain.add(X, N, r);
+    const m = new LatentMomentStats(r);
+    m.add(X, N, r);
+    const sc = stabilizingScales(m);
+    const scaled = new LatentNormStats(r, 0);
+    scaled.add(X, N, r, 0, sc);
+    const Wt = W.map((v, k) => v / sc[k % r]!);
+    const e0 = fitResidual(W, rows, plain), e1 = fitResidual(Wt, rows, scaled);
+    assert.ok(e1 < 0.5 * e0, `stabilized residual ${e1} vs plain ${e0}`);
+    assert.ok(sc[2]! < sc[0]! && sc[5]! < sc[0]!, `noise channels down-weighted: ${Array.from(sc).map((x) => x.toFixed(3))}`);
   });
 
   it('key-only latent bias folds exactly (it drops out of the softmax); query, value and RoPE-key biases are refused', async () => {
@@ -197,7 +247,25 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     assert.equal(r.export.stock?.variant, 'deepseek-v3');
     assert.ok(r.export.stock!.evaluations[0]!.exact.ppl > 0);
     assert.equal(loadModel(out).mla?.semantics, 'stock');
+    // report.html leads with the export's exact-vs-stock table, then the conversion's sections.
+    const html = readFileSync(join(out, 'report.html'), 'utf8');
+    assert.match(html, /Strict DeepSeek-V3 export/);
+    assert.match(html, /<svg/);
     const added = readdirSync(tmp).filter((n) => !before.has(n));
     assert.deepEqual(added.sort(), ['eval-ts.txt', 'ts-ds3']);
+  });
+
+  it('a converted Qwen2 model (q/k/v biases) is refused with the reason, not silently changed', async () => {
+    const m = randomLlama({ hidden: 64, heads: 4, kvHeads: 2, inter: 96, vocab: 2048, layers: 2, modelType: 'qwen2', seed: 27 });
+    const src = join(tmp, 'qwen2-src');
+    mkdirSync(src);
+    await writeCheckpoint(src, [...m.src.map].map(([name, tensor]) => ({ name, tensor })));
+    writeFileSync(join(src, 'config.json'), JSON.stringify(m.json));
+    writeHfFolderExtras(vocabDir!, src);
+    const exact = join(tmp, 'qwen2-mla');
+    await convertModel({ model: src, out: exact, kvLoraRank: 8, ropeDim: 4, freqFold: 4, calib: calibText!, calibSamples: 4, calibSeqLen: 32, evalCtx: 32, evalChunks: 1 });
+    const out = join(tmp, 'qwen2-ds3');
+    await assert.rejects(exportDeepseekV3({ model: exact, out, calib: calibText!, ...small }), /layer 0: the query projection has a bias.*Refusing rather than dropping it/);
+    assert.equal(existsSync(out), false);
   });
 });

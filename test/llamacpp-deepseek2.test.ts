@@ -112,6 +112,25 @@ describe('deepseek2 GGUF: next-token log-probabilities vs llama.cpp (f32)', () =
     });
   }
 
+  for (const outType of ['f16', 'bf16'] as const) {
+    it(`random stock DeepSeek-V3 as ${outType} GGUF: llama.cpp loads it (16-bit weights and activations: loose bound 0.1)`, { skip: vocabDir ? false : 'asset models/TinyStories-656K missing' }, async (t) => {
+      if (unavailable) return t.skip(unavailable);
+      const m = randomDeepseek({ ...base, qLoraRank: 20, seed: 34 });
+      const dir = join(tmp, `half-${outType}`);
+      mkdirSync(dir);
+      await writeCheckpoint(dir, [...m.src.map].map(([n, tensor]) => ({ name: n, tensor })));
+      writeFileSync(join(dir, 'config.json'), JSON.stringify(m.json));
+      writeHfFolderExtras(vocabDir!, dir);
+      const gguf = join(tmp, `half-${outType}.gguf`);
+      exportDeepseek2Gguf(gguf, dir, { outType });
+      const rnd = mulberry32(7);
+      const ids = [1, ...Array.from({ length: 31 }, () => 3 + Math.floor(rnd() * 2000))];
+      const worst = await compare(dir, gguf, ids);
+      t.diagnostic(`${ids.length} tokens, max |Δ log-prob| vs llama.cpp (${outType} weights) = ${worst.toExponential(2)}`);
+      assert.ok(worst <= 0.1, `${outType}: max |Δ log-prob| ${worst}`);
+    });
+  }
+
   const kjv = assetPath('models/kjv-gqa');
   const calib = assetPath('text/kjv-old-testament-calib.txt');
   const evalText = assetPath('text/kjv-new-testament-eval.txt');

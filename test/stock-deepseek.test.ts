@@ -91,10 +91,10 @@ describe('stock DeepSeek-V3 semantics', () => {
     const withBias = new MapSource(new Map(m.src.map));
     withBias.map.set('model.layers.0.self_attn.q_proj.bias', { dtype: 'f32', shape: [base.heads * 16], data: new Float32Array(base.heads * 16) });
     assert.throws(() => mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), withBias), /has no model\.layers\.0\.self_attn\.q_proj\.bias/);
-    assert.throws(() => parseMlaConfig({ ...m.json, rope_scaling: yarn }, 'config.json', 'exact'), /yarn in an exact-variant folder/);
+    assert.throws(() => parseMlaConfig({ ...m.json, rope_scaling: yarn }, 'config.json', 'exact'), /yarn is not supported in an exact-variant folder/);
   });
 
-  it('folder semantics: no transmla.json → stock; converter transmla.json → exact; variant deepseek-v3 → stock', async () => {
+  it('folder semantics: no marker → stock; converter transmla.json or qk_latent_layernorm false → exact; variant deepseek-v3 → stock', async () => {
     const m = randomDeepseek({ ...base, seed: 8 });
     const dir = join(tmp, 'ds');
     mkdirSync(dir);
@@ -110,5 +110,9 @@ describe('stock DeepSeek-V3 semantics', () => {
     assert.equal(mlaSemantics(dir), 'exact');
     writeFileSync(join(dir, 'transmla.json'), JSON.stringify({ tool: 'transmla', variant: 'deepseek-v3' }));
     assert.equal(mlaSemantics(dir), 'stock');
+    // The converter's config key alone (no transmla.json) marks the exact variant too.
+    rmSync(join(dir, 'transmla.json'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...m.json, qk_latent_layernorm: false }));
+    assert.equal(mlaSemantics(dir), 'exact');
   });
 });

@@ -4,8 +4,8 @@
 //
 // - kv_a_layernorm (and q_a_layernorm with q_lora_rank) added and calibrated, and kv_b_proj
 //   (q_b_proj) refit by least squares over calibration latents to absorb what the per-token
-//   normalisation changes (latent-norm.ts); layer inputs come from the already-exported layers
-//   (sequential calibration);
+//   normalisation changes, after a per-channel rescaling of the latent that steadies its RMS
+//   (latent-norm.ts); layer inputs come from the already-exported layers (sequential calibration);
 // - q_pe/k_pe rows permuted to interleaved pairs when the source folder is rotate-half
 //   (rope_interleave: false), so stock interleaved RoPE reproduces it exactly;
 // - biases: stock DeepSeek-V3 (attention_bias false) has none. What is exact is folded: the part
@@ -406,7 +406,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
       kvLoraRank: r, qLoraRank: rq, qkRopeHeadDim: dR, qkNopeHeadDim: dn, vHeadDim: dv, dtype,
       ropePermuted: permute,
       ropeScaling: cfg.ropeScaling ? JSON.stringify(ropeScalingJson(cfg.ropeScaling)) : 'none',
-      latentNormFit: 'latent rows of kv_a_proj_with_mqa (q_a_proj) scaled by α so the calibration latent has mean square 1; g_i = α·RMS(c_i)/RMS(n_i), n = c/rms(c); W\' = W·S_cn·S_nn⁻¹·diag(1/g) (float64 Grams over calibration latents)',
+      latentNormFit: `${stabilize ? 'latent channels rescaled by s (s² by least squares so that Σ s_i²c_i² is as constant as possible per token), then ' : ''}latent rows of kv_a_proj_with_mqa (q_a_proj) scaled by α so the calibration latent has mean square 1; g_i = α·RMS(c_i)/RMS(n_i), n = c/rms(c); W' = W·diag(1/s)·S_cn·S_nn⁻¹·diag(1/g) (float64 Grams over calibration latents)`,
       softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½ = ${(1 / Math.sqrt(qh)).toPrecision(6)}`,
     },
     layers: stats,
@@ -425,6 +425,15 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
     report.seconds.save = (performance.now() - t2) / 1000;
     writeFileSync(join(dir, 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
     writeFileSync(join(dir, 'README.md'), modelCard(report, config));
+    if (report.conversion) {
+      // Loaded lazily: the report pulls in the charting library.
+      const { writeReport } = await import('../report/report.js');
+      try {
+        await writeReport(dir);
+      } catch (e) {
+        log(`warning: report.html not written: ${(e as Error).message}`);
+      }
+    }
   });
   log(`saved ${resolve(o.out)}`);
   return report;

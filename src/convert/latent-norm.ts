@@ -11,6 +11,13 @@
 // cached values stay in the same range, and W' = W when ρ is constant). The fit minimises the
 // plain output error Σ‖W'n' − Wc‖² of all rows of W together (every head's k_nope and v, or
 // every query).
+//
+// What the refit cannot absorb is the per-token variation of rms(c). Before the fit the latent
+// basis is rescaled per channel (c → s ⊙ c, a free reparametrisation: the down-projection's
+// latent rows times s, W's columns divided by s) with s² chosen by least squares so that
+// Σ_i s_i² c_i² is as constant as possible over the calibration tokens (LatentMomentStats,
+// stabilizingScales). On kjv-gqa at 31.25 % this takes the perplexity gap to the exact model
+// from +2.3 % to +0.5 %.
 import { eigh } from '../linalg/eigh.js';
 import { gemmF64 } from '../linalg/dense.js';
 import { kernels } from '../kernels/index.js';

@@ -5,8 +5,9 @@
 // - deepseek2 hparams: attention.kv_lora_rank; attention.q_lora_rank is required unless the
 //   layer count is one of the "lite" ones (26/27), and q_lora_rank 0 selects a plain attn_q;
 //   leading_dense_block_count (dense MLP layers first: here all of them);
-//   expert_feed_forward_length and expert_shared_count are read unconditionally (harmless for an
-//   all-dense model); rope.dimension_count = qk_rope_head_dim.
+//   expert_feed_forward_length and expert_shared_count are read unconditionally
+//   (expert_weights_scale too by older versions; all harmless for an all-dense model);
+//   rope.dimension_count = qk_rope_head_dim.
 // - MLA with absorption (what current llama.cpp expects): attention.key_length = kv_lora_rank +
 //   qk_rope_head_dim and attention.value_length = kv_lora_rank (the MQA view of the latent cache,
 //   head_count_kv 1), attention.key_length_mla = qk_nope + qk_rope and value_length_mla =
@@ -97,6 +98,8 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
     { key: `${a}.leading_dense_block_count`, type: 'u32', value: L },
     { key: `${a}.expert_feed_forward_length`, type: 'u32', value: I },
     { key: `${a}.expert_shared_count`, type: 'u32', value: 0 },
+    // Optional in the bundled llama.cpp, required by older deepseek2 loaders; unused without MoE layers.
+    { key: `${a}.expert_weights_scale`, type: 'f32', value: 1 },
   ];
   if (c.ropeScaling?.type === 'linear') {
     md.push({ key: `${a}.rope.scaling.type`, type: 'string', value: 'linear' }, { key: `${a}.rope.scaling.factor`, type: 'f32', value: c.ropeScaling.factor });

@@ -37,21 +37,29 @@ export type MlaSemantics = 'exact' | 'stock';
 export const STOCK_VARIANT = 'deepseek-v3';
 
 /**
- * Which semantics a DeepSeek-V3 folder runs in. A folder written by `transmla convert` carries a
- * transmla.json (tool "transmla") and is the exact variant unless that file's `variant` is
- * "deepseek-v3" (the strict export). Any other folder — no transmla.json — is a stock checkpoint.
+ * Which semantics a DeepSeek-V3 folder runs in. The converter marks its exact variant twice:
+ * config.json's `qk_latent_layernorm: false` (TransMLA's own key: "no latent RMSNorm") and a
+ * transmla.json with `tool: "transmla"`. Either makes the folder exact, unless transmla.json's
+ * `variant` is "deepseek-v3" (the strict export, which is stock by construction). A folder with
+ * neither — a stock checkpoint, no custom keys — runs in stock semantics.
  */
 export function mlaSemantics(folder: string): MlaSemantics {
-  const f = join(folder, 'transmla.json');
-  if (!existsSync(f)) return 'stock';
-  let j: unknown;
-  try {
-    j = JSON.parse(readFileSync(f, 'utf8'));
-  } catch (e) {
-    throw new HfConfigError(`${f}: not valid JSON (${(e as Error).message}); it decides whether the folder is the exact variant or a stock DeepSeek-V3 checkpoint`);
-  }
-  if (!isObj(j) || j.tool !== 'transmla') return 'stock';
-  return j.variant === STOCK_VARIANT ? 'stock' : 'exact';
+  const read = (name: string): Record<string, unknown> | null => {
+    const f = join(folder, name);
+    if (!existsSync(f)) return null;
+    let j: unknown;
+    try {
+      j = JSON.parse(readFileSync(f, 'utf8'));
+    } catch (e) {
+      throw new HfConfigError(`${f}: not valid JSON (${(e as Error).message}); it decides whether the folder is the exact variant or a stock DeepSeek-V3 checkpoint`);
+    }
+    return isObj(j) ? j : null;
+  };
+  const report = read('transmla.json');
+  const ours = report !== null && report.tool === 'transmla';
+  if (ours && report.variant === STOCK_VARIANT) return 'stock';
+  if (ours) return 'exact';
+  return read('config.json')?.qk_latent_layernorm === false ? 'exact' : 'stock';
 }
 
 export interface MlaModelConfig {
@@ -89,7 +97,7 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
   const rs = c.rope_scaling ?? c.rope_parameters;
   let yarn: YarnScaling | null = null;
   if (isObj(rs) && (rs.type === 'yarn' || rs.rope_type === 'yarn' || rs.type === 'deepseek_yarn')) {
-    if (semantics === 'exact') err('rope_scaling', 'of type yarn in an exact-variant folder (transmla.json): the converter never writes one; remove transmla.json to run the folder as a stock DeepSeek-V3 checkpoint');
+    if (semantics === 'exact') err('rope_scaling', 'of type yarn is not supported in an exact-variant folder (transmla.json marks it; the converter never writes YaRN): remove transmla.json to run the folder as a stock DeepSeek-V3 checkpoint');
     const mpe = c.max_position_embeddings;
     if (typeof mpe !== 'number' || !(mpe > 0)) err('max_position_embeddings', `must be a positive number, got ${JSON.stringify(mpe)}`);
     yarn = parseYarn(rs, mpe as number, err);

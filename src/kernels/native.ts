@@ -28,10 +28,15 @@ export interface NativeAddon {
   ): void;
   /** OpenMP threads used by later calls. */
   threads(): number;
+  /**
+   * Threads parallel kernels use right now: threads(), reduced while other processes occupy
+   * cores (sampled every 200 ms; TRANSMLA_ADAPTIVE_THREADS=0 disables the reduction).
+   */
+  effectiveThreads(): number;
   setThreads(n: number): void;
 }
 
-const ADDON_FUNCTIONS = ['matmul', 'matmulTN', 'gemv', 'gemvMulti', 'gemvSwiGlu', 'siluMul', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'setThreads'] as const;
+const ADDON_FUNCTIONS = ['matmul', 'matmulTN', 'gemv', 'gemvMulti', 'gemvSwiGlu', 'siluMul', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'effectiveThreads', 'setThreads'] as const;
 
 /** The folder holding transmla's package.json, found by walking up from this file (src/ or dist/src/). */
 export function packageRoot(): string {

@@ -66,7 +66,7 @@ function checkStockTensors(src: WeightSource, layers: number, qLora: boolean, at
     const need = [`${p}.kv_a_layernorm.weight`, ...(qLora ? [`${p}.q_a_layernorm.weight`] : [])];
     for (const n of need) {
       if (!src.has(n)) {
-        throw new Error(`stock DeepSeek-V3 folder without ${n}: stock code RMS-normalises the latent. If this is a folder written by \`transmla convert\` (the exact variant, no kv_a_layernorm), restore its transmla.json, which marks it as such`);
+        throw new Error(`stock DeepSeek-V3 folder without ${n}: stock code RMS-normalises the latent. If this is a folder written by \`transmla convert\` (the exact variant, no kv_a_layernorm), restore its transmla.json (or config.json's qk_latent_layernorm: false), which marks it as such`);
       }
     }
     const never = ['q_proj', 'q_b_proj', 'kv_b_proj'].map((x) => `${p}.${x}.bias`);

@@ -4,6 +4,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ConvertReport } from '../convert/convert.js';
+import type { StockExportReport } from '../convert/export-deepseek-v3.js';
 import type { Mha2mlaReport } from '../convert/mha2mla.js';
 import type { BenchReport } from '../eval/bench.js';
 import { groupedBarsChart, heatmapChart, linesChart, pointsChart, renderSvg } from './charts.js';
@@ -114,9 +115,21 @@ function timingSection(r: ConvertReport): Section {
   };
 }
 
+// A strict DeepSeek-V3 export: what the calibrated kv_a_layernorm costs against the exact model.
+function stockSection(x: StockExportReport): Section {
+  return {
+    title: 'Strict DeepSeek-V3 export',
+    intro: `${x.method}. Exported from ${x.source.exactFolder}; the sections below are that conversion's.`,
+    html: table(['text', 'ctx × chunks', 'exact MLA ppl', 'stock-semantics ppl', 'gap', 'KL(exact ‖ stock)', 'top-1'],
+      x.evaluations.map((e) => [e.text, `${e.ctx} × ${e.chunks}`, e.exact.ppl.toFixed(4), e.stock.ppl.toFixed(4),
+        `${e.pplGapPercent >= 0 ? '+' : ''}${e.pplGapPercent.toFixed(2)} %`, e.stock.kl.toFixed(5), pct(e.stock.top1, 2)]), { numericFrom: 2 }),
+  };
+}
+
 /** The report page of a conversion (and its benchmark, when given). */
-export async function buildReportHtml(r: ConvertReport, bench: BenchReport | null): Promise<string> {
+export async function buildReportHtml(r: ConvertReport, bench: BenchReport | null, stock: StockExportReport | null = null): Promise<string> {
   const sections: Section[] = [
+    ...(stock ? [stockSection(stock)] : []),
     await summarySection(r),
     await kvCacheSection(r.kvCache, r.source, 'MLA latent'),
     await stagesSection(r.evaluations, 'original → partial RoPE (RoRoPE + FreqFold) → MLA (BKV-PCA).'),
@@ -141,12 +154,19 @@ export async function writeReport(folder: string): Promise<string> {
   const dir = resolve(folder);
   const conv = join(dir, 'transmla.json');
   if (!existsSync(conv)) throw new Error(`${dir} has no transmla.json (it is written by \`transmla convert\`)`);
-  const r = readJson<ConvertReport | Mha2mlaReport>(conv);
+  let r = readJson<ConvertReport | Mha2mlaReport | StockExportReport>(conv);
+  let stock: StockExportReport | null = null;
+  if ((r as StockExportReport).variant === 'deepseek-v3') {
+    // A strict export carries the conversion report of the folder it was exported from.
+    stock = r as StockExportReport;
+    if (!stock.conversion) throw new Error(`${conv} is a strict DeepSeek-V3 export whose source folder had no conversion report; nothing to draw`);
+    r = stock.conversion as unknown as ConvertReport;
+  }
   if (r.tool !== 'transmla' || !r.parameters || !Array.isArray(r.layers)) throw new Error(`${conv} is not a transmla conversion report`);
   const benchFile = join(dir, 'bench.json');
   const bench = existsSync(benchFile) ? readJson<BenchReport>(benchFile) : null;
   const out = join(dir, 'report.html');
   // MHA2MLA folders (model_type llama_mha2mla) record method "mha2mla"; every other report is TransMLA's.
-  writeFileSync(out, r.method === 'mha2mla' ? await buildMha2mlaReportHtml(r as Mha2mlaReport, bench) : await buildReportHtml(r as ConvertReport, bench));
+  writeFileSync(out, r.method === 'mha2mla' ? await buildMha2mlaReportHtml(r as Mha2mlaReport, bench) : await buildReportHtml(r as ConvertReport, bench, stock));
   return out;
 }

@@ -15,7 +15,7 @@
 // Everything is a function of the seed and the options, so two runs are byte-identical, and a
 // run stopped at step k and resumed (--resume) equals the uninterrupted one.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { readDocuments } from '../convert/calibrate.js';
 import { fidelity } from '../eval/fidelity.js';

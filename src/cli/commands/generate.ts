@@ -32,6 +32,11 @@ export const command: Command = {
     if (ids.length === 0) throw new UsageError('the prompt is empty and there is no BOS token to start from; give --prompt');
     const limit = model.config.maxPositionEmbeddings;
     if (ids.length + maxTokens > limit) process.stderr.write(`warning: ${ids.length} + ${maxTokens} tokens exceed the model's ${limit} trained positions\n`);
+    const window = model.slidingWindow;
+    if (window !== null && ids.length + maxTokens > window) {
+      throw new UsageError(`${ids.length} prompt + ${maxTokens} new tokens exceed the model's sliding_window of ${window} tokens; ` +
+        `the engine implements full attention only, so tokens past position ${window} would be wrong: lower --max-tokens to ${Math.max(0, window - ids.length)} or less`);
+    }
     const stop = new Set(eosIds(model.config.eosTokenId));
     if (tokenizer.eosId !== null) stop.add(tokenizer.eosId);
     if (!quiet) process.stdout.write(prompt);
