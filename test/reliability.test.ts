@@ -6,6 +6,7 @@
 //   calibration statistics with the layer and statistic, non-finite eigh input with an error;
 // - determinism: the same inputs and seed give byte-identical folders (timings aside).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +22,7 @@ import { kernels } from '../src/kernels/index.js';
 import { loadModel } from '../src/models/load.js';
 import type { Tensor } from '../src/tensor.js';
 import { finetune } from '../src/train/finetune.js';
-import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
+import { mustAsset, REPO_ROOT, skipUnlessAsset } from './helpers/assets.js';
 import { randomLlama, toBf16Bits } from './helpers/random-llama.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-reliability-test-'));
@@ -104,6 +105,14 @@ describe('--out safety of every writing command', { skip }, () => {
       await assert.rejects(write(m.parent, true), IS_INPUT);
     });
   }
+
+  test('CLI: convert --out <the model folder> --overwrite exits 1 with one line naming the input, before loading', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'convert', m.model, '--out', m.model, '--overwrite',
+      '--kv-fraction', '0.5', '--calib', m.calib], { cwd: REPO_ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);
+    // (A stale native addon may add a warning line first.)
+    assert.match(r.stderr, /(^|\n)transmla convert: output .* is or contains an input \(.*model\); choose another output folder\n$/);
+  });
 
   test('convert also refuses an output that contains its calibration text', async () => {
     const d = fresh('calib-inside');

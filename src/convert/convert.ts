@@ -370,6 +370,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
       const { layer: P, ropeEnergy } = roRope(L0, keyCov, { nKvHeads: G, ropeDim: dR, freqFold: M });
       if (order === 'sequential') partial.push(assembleMla(P));
       const kvCov = projectedCov(kvRows(P), P.nK + P.nV, gram, D + 1);
+      assertFiniteStat(kvCov, `conversion, layer ${l + 1}/${nLayers}: the [K;V] output covariance`);
       const qb = qLoraRank === null ? null : queryBasis(P, projectedCov(P.wq, H * d, gram, D + 1), qLoraRank);
       const res = bkvPca(P, kvCov, { rank: r, balanceRatio: balance, queryBasis: qb });
       mla.push(res.weights);

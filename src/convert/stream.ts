@@ -172,6 +172,7 @@ export async function convertStreaming(o: ConvertOptions): Promise<ConvertReport
           const keyCov = order === 'faithful' ? keyCov0(l) : projectedCov(L0.wk, L0.nK, gram, D + 1);
           const { layer: P, ropeEnergy } = roRope(L0, keyCov, { nKvHeads: G, ropeDim: dR, freqFold: M });
           const kvCov = projectedCov(kvRows(P), P.nK + P.nV, gram, D + 1);
+          assertFiniteStat(kvCov, `conversion, layer ${l + 1}/${nLayers}: the [K;V] output covariance`);
           const qb = qLoraRank === null ? null : queryBasis(P, projectedCov(P.wq, H * d, gram, D + 1), qLoraRank);
           const res = bkvPca(P, kvCov, { rank: r, balanceRatio: balance, queryBasis: qb });
           const w = res.weights;
