@@ -3,12 +3,11 @@
 // attn_v_b), the same tokens are evaluated by both, next-token log-probs must agree to 1e-3.
 // Random models (q_proj and q_lora layouts, rotate-half rows permuted on export) and, when the
 // assets are there, kjv-gqa converted at 31.25 % KV and exported through the strict export.
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ControlledEvaluateInputItem, Llama, LlamaModel as CppModel, Token } from 'node-llama-cpp';
 import { convertModel } from '../src/convert/convert.js';
 import { exportDeepseekV3 } from '../src/convert/export-deepseek-v3.js';
 import { writeCheckpoint } from '../src/io/checkpoint.js';
@@ -17,52 +16,14 @@ import { writeHfFolderExtras } from '../src/io/hf-config.js';
 import { loadModel } from '../src/models/load.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { assetPath } from './helpers/assets.js';
+import { useLlamaCpp } from './helpers/llamacpp.js';
 import { randomDeepseek, type DeepseekSpec } from './helpers/random-deepseek.js';
 import { logSoftmax, mulberry32 } from './helpers/random-llama.js';
 
 const TOL = 1e-3;
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-llamacpp-ds2-'));
-let llama: Llama | null = null;
-let unavailable: string | false = false;
-
-before(async () => {
-  try {
-    const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-    llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-  } catch (e) {
-    if (process.env.CI === 'true') throw e;
-    unavailable = `node-llama-cpp could not start: ${(e as Error).message}`;
-  }
-});
-after(async () => {
-  await llama?.dispose();
-  rmSync(tmp, { recursive: true, force: true });
-});
-
-/** llama.cpp's next-token log-probabilities after each prefix of `ids` (f32 KV cache, no flash attention). */
-async function llamaCppLogProbs(gguf: string, ids: number[], vocab: number): Promise<Float64Array[]> {
-  const model: CppModel = await llama!.loadModel({ modelPath: gguf, gpuLayers: 0 });
-  try {
-    const ctx = await model.createContext({
-      // Context larger than the tokens: when they fill it exactly, the last logits row llama.cpp returns
-      // for deepseek2 differs (seen at 256 tokens in a 256-token context; not at 200 in 200 or 256 in 288).
-      contextSize: Math.max(64, ids.length + 32), batchSize: Math.max(64, ids.length), threads: 2,
-      flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
-    });
-    const seq = ctx.getSequence();
-    const res = await seq.controlledEvaluate(ids.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { logits: true } }]));
-    await ctx.dispose();
-    return ids.map((_, i) => {
-      const m = res[i]?.next.logits;
-      if (!m || m.size !== vocab) throw new Error(`llama.cpp returned ${m?.size ?? 0} logits at position ${i}, expected ${vocab}`);
-      const row = new Float64Array(vocab);
-      for (const [tok, v] of m) row[tok] = v;
-      return logSoftmax(row);
-    });
-  } finally {
-    await model.dispose();
-  }
-}
+const cpp = useLlamaCpp();
+after(() => rmSync(tmp, { recursive: true, force: true }));
 
 /**
  * max |Δ log-prob| between llama.cpp on `gguf` and our engine on `folder`, over all positions and
@@ -72,7 +33,7 @@ async function compare(folder: string, gguf: string, ids: number[], ppl?: { ours
   const ours = loadModel(folder).model;
   const V = ours.config.vocabSize;
   const logits = ours.forward(ids, ours.newCache(), { logits: 'all' }).slice();
-  const ref = await llamaCppLogProbs(gguf, ids, V);
+  const ref = await cpp.logProbs(gguf, ids, V);
   let worst = 0, nllOurs = 0, nllCpp = 0;
   for (let t = 0; t < ids.length; t++) {
     const lp = logSoftmax(logits.subarray(t * V, (t + 1) * V));
@@ -94,7 +55,7 @@ describe('deepseek2 GGUF: next-token log-probabilities vs llama.cpp (f32)', () =
   ];
   for (const [name, spec] of random) {
     it(name, { skip: vocabDir ? false : 'asset models/TinyStories-656K missing (its vocabulary is used)' }, async (t) => {
-      if (unavailable) return t.skip(unavailable);
+      if (cpp.unavailable()) return t.skip(cpp.unavailable() as string);
       const m = randomDeepseek(spec);
       const dir = join(tmp, name.replace(/\W+/g, '-'));
       mkdirSync(dir);
@@ -114,7 +75,7 @@ describe('deepseek2 GGUF: next-token log-probabilities vs llama.cpp (f32)', () =
 
   for (const outType of ['f16', 'bf16'] as const) {
     it(`random stock DeepSeek-V3 as ${outType} GGUF: llama.cpp loads it (16-bit weights and activations: loose bound 0.1)`, { skip: vocabDir ? false : 'asset models/TinyStories-656K missing' }, async (t) => {
-      if (unavailable) return t.skip(unavailable);
+      if (cpp.unavailable()) return t.skip(cpp.unavailable() as string);
       const m = randomDeepseek({ ...base, qLoraRank: 20, seed: 34 });
       const dir = join(tmp, `half-${outType}`);
       mkdirSync(dir);
@@ -135,7 +96,7 @@ describe('deepseek2 GGUF: next-token log-probabilities vs llama.cpp (f32)', () =
   const calib = assetPath('text/kjv-old-testament-calib.txt');
   const evalText = assetPath('text/kjv-new-testament-eval.txt');
   it('kjv-gqa converted at 31.25 % KV, strict export, GGUF', { skip: kjv && calib && evalText ? false : 'assets models/kjv-gqa, text/kjv-* missing', timeout: 900_000 }, async (t) => {
-    if (unavailable) return t.skip(unavailable);
+    if (cpp.unavailable()) return t.skip(cpp.unavailable() as string);
     const evalPath = join(tmp, 'kjv-eval-small.txt');
     writeFileSync(evalPath, readFileSync(evalText!, 'utf8').split('\n\n').slice(0, 4).join('\n\n'));
     const exact = join(tmp, 'kjv-gqa-mla'), stock = join(tmp, 'kjv-gqa-ds3');

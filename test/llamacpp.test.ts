@@ -3,12 +3,11 @@
 // and next-token log-probabilities at every position must agree to 1e-3.
 // llama.cpp runs with an f32 KV cache and without flash attention: its default f16 cache
 // alone moves log-probs by ~1e-2 on these models.
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ControlledEvaluateInputItem, Llama, LlamaModel as CppModel, Token } from 'node-llama-cpp';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { exportLlamaGguf } from '../src/io/gguf-llama.js';
 import { readLlamaConfig, type LlamaConfig } from '../src/io/hf-config.js';
@@ -17,49 +16,13 @@ import { LlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/load.js';
 import { loadTokenizer } from '../src/tokenizer/tokenizer.js';
 import { assetPath } from './helpers/assets.js';
+import { useLlamaCpp } from './helpers/llamacpp.js';
 import { logSoftmax, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
 
 const TOL = 1e-3;
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-llamacpp-'));
-let llama: Llama | null = null;
-let unavailable: string | false = false;
-
-before(async () => {
-  try {
-    const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-    llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-  } catch (e) {
-    if (process.env.CI === 'true') throw e;
-    unavailable = `node-llama-cpp could not start: ${(e as Error).message}`;
-  }
-});
-after(async () => {
-  await llama?.dispose();
-  rmSync(tmp, { recursive: true, force: true });
-});
-
-/** llama.cpp's log-probabilities for the next token after each prefix of `ids`. */
-async function llamaCppLogProbs(gguf: string, ids: number[], vocab: number): Promise<Float64Array[]> {
-  const model: CppModel = await llama!.loadModel({ modelPath: gguf, gpuLayers: 0 });
-  try {
-    const ctx = await model.createContext({
-      contextSize: Math.max(64, ids.length), batchSize: Math.max(64, ids.length), threads: 2,
-      flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
-    });
-    const seq = ctx.getSequence();
-    const res = await seq.controlledEvaluate(ids.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { logits: true } }]));
-    await ctx.dispose();
-    return ids.map((_, i) => {
-      const m = res[i]?.next.logits;
-      if (!m || m.size !== vocab) throw new Error(`llama.cpp returned ${m?.size ?? 0} logits at position ${i}, expected ${vocab}`);
-      const row = new Float64Array(vocab);
-      for (const [tok, v] of m) row[tok] = v;
-      return logSoftmax(row);
-    });
-  } finally {
-    await model.dispose();
-  }
-}
+const cpp = useLlamaCpp();
+after(() => rmSync(tmp, { recursive: true, force: true }));
 
 async function compare(name: string, config: LlamaConfig, weights: WeightSource, tokenizerDir: string, ids: number[]): Promise<number> {
   const gguf = join(tmp, `${name}.gguf`);
@@ -67,7 +30,7 @@ async function compare(name: string, config: LlamaConfig, weights: WeightSource,
   const ours = LlamaModel.fromWeights(config, weights);
   const V = config.vocabSize;
   const logits = ours.forward(ids, ours.newCache(), { logits: 'all' }).slice();
-  const ref = await llamaCppLogProbs(gguf, ids, V);
+  const ref = await cpp.logProbs(gguf, ids, V);
   let worst = 0;
   for (let t = 0; t < ids.length; t++) {
     const lp = logSoftmax(logits.subarray(t * V, (t + 1) * V));
@@ -99,7 +62,7 @@ describe('next-token log-probabilities vs llama.cpp (f32 GGUF)', () => {
   for (const [name, text, n] of real) {
     const dir = assetPath(`models/${name}`);
     it(`${name}${name.includes('bf16') || name === 'kjv-gqa' ? ' (bf16 widened to f32)' : ''}`, { skip: dir ? false : `asset models/${name} missing` }, async (t) => {
-      if (unavailable) return t.skip(unavailable);
+      if (cpp.unavailable()) return t.skip(cpp.unavailable() as string);
       const ids = textIds(dir!, `text/${text}`, n);
       if (!ids) return t.skip(`text/${text} missing`);
       const worst = await compare(name, readLlamaConfig(dir!), openCheckpoint(dir!), dir!, ids);
@@ -120,7 +83,7 @@ describe('next-token log-probabilities vs llama.cpp (f32 GGUF)', () => {
   ];
   for (const [name, spec] of random) {
     it(name, { skip: vocabDir ? false : 'asset models/TinyStories-656K missing (its vocabulary is used)' }, async (t) => {
-      if (unavailable) return t.skip(unavailable);
+      if (cpp.unavailable()) return t.skip(cpp.unavailable() as string);
       const m = randomLlama({ hidden: 64, inter: 96, vocab: 2048, layers: 2, heads: 4, kvHeads: 2, ...spec });
       const rnd = mulberry32(99);
       const ids = [1, ...Array.from({ length: 95 }, () => 3 + Math.floor(rnd() * 2000))];
