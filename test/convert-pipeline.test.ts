@@ -63,6 +63,7 @@ async function reloadAndCheck(out: string, report: ConvertReport, evalPath: stri
   const d = describeModel(loaded);
   assert.equal(d.kvCache.bytesPerToken, report.kvCache.bytesPerTokenAfter);
   assert.equal(d.mla!.kvLoraRank, report.parameters.kvLoraRank);
+  assert.equal(d.mla!.semantics, 'exact', 'a converted folder runs as the exact variant');
 }
 
 test('convert kjv-gqa at 31.25 % (d_R and M searched): DeepSeek-V3 folder, transmla.json, reload reproduces the MLA perplexity', { skip }, async () => {

@@ -16,6 +16,7 @@ import { writeHfFolderExtras } from '../src/io/hf-config.js';
 import { parseMlaConfig } from '../src/io/mla-config.js';
 import type { LlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/load.js';
+import { describeModel, formatModelReport } from '../src/models/describe.js';
 import { MlaAttention } from '../src/models/mla-attention.js';
 import { mlaModelFromWeights } from '../src/models/mla-model.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
@@ -86,6 +87,7 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     // The reloaded folder runs stock semantics and reproduces the reported ppl.
     const loaded = loadModel(out);
     assert.equal(loaded.mla?.semantics, 'stock');
+    assert.match(formatModelReport(describeModel(loaded)), /stock DeepSeek-V3 semantics/);
     const { ids, bos } = tokenizeForPerplexity(loaded.tokenizer!, readFileSync(evalPath, 'utf8'));
     const r = await perplexity(loaded.model, ids, bos, { ctx: ev.ctx, maxChunks: ev.chunks });
     assert.ok(Math.abs(r.ppl - ev.stock.ppl) <= 1e-6 * ev.stock.ppl, `reloaded ${r.ppl} vs reported ${ev.stock.ppl}`);

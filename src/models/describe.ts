@@ -28,7 +28,8 @@ export interface ModelDescription {
   weightBytes: number;
   maxPositions: number;
   /** MLA models: the latent shape (the cache holds kvLoraRank + qkRopeHeadDim values per token per layer). */
-  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null };
+  /** semantics: 'exact' (transmla's variant: no latent norms) or 'stock' (DeepSeek-V3's own code path). */
+  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null; semantics: string };
   /** MHA2MLA models: per KV head 2·ropePairsPerHead RoPE key dims, plus the shared latent of kvLoraRank. */
   mha2mla?: { kvLoraRank: number; ropePairsPerHead: number; kvHeads: number };
   kvCache: {
@@ -53,7 +54,7 @@ export function describeModel(m: LoadedModel): ModelDescription {
   if (attn0 instanceof MlaAttention) {
     attention = 'MLA';
     const p = attn0.p;
-    mla = { kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, qLoraRank: p.qLoraRank };
+    mla = { kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, qLoraRank: p.qLoraRank, semantics: m.mla?.semantics ?? 'exact' };
   }
   let mha2mla: ModelDescription['mha2mla'];
   if (attn0 instanceof Mha2mlaAttention) {
@@ -103,7 +104,7 @@ export function formatModelReport(d: ModelDescription): string {
     : `${d.layers} layers × ${perLayer}`;
   const m = d.mla, h = d.mha2mla;
   const attn = m
-    ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}`
+    ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}\n             ${m.semantics === 'stock' ? 'stock DeepSeek-V3 semantics (latent RMSNorms, interleaved RoPE), as stock code computes it (`transmla validate` says which engines load it)' : 'exact variant (no latent norms; transmla only: `transmla export --target deepseek-v3` for stock engines)'}`
     : h ? `${d.attention}: ${d.heads} heads / ${h.kvHeads} KV heads, head_dim ${d.headDim}, ${h.ropePairsPerHead} RoPE pairs per KV head, kv_lora_rank ${h.kvLoraRank}; RoPE ${d.rope}`
     : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}; RoPE ${d.rope}; biases ${d.biases}`;
   const at = k.quant === 'none' ? `at ${k.dtype}` : `with ${k.quant} codes + f16 scales`;
