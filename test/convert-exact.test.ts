@@ -10,27 +10,10 @@ import { roRope } from '../src/convert/rorope.js';
 import { gemmF64 } from '../src/linalg/dense.js';
 import { loadModel } from '../src/models/load.js';
 import { setMlaMode } from '../src/models/mla-model.js';
-import { LlamaModel as Llama, type LlamaModel } from '../src/models/llama.js';
+import { LlamaModel as Llama } from '../src/models/llama.js';
 import { skipUnlessAsset, mustAsset } from './helpers/assets.js';
 import { maxAbsDiff, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
-
-function logits(model: LlamaModel, tokens: number[]): Float32Array {
-  return model.forward(tokens, model.newCache(), { logits: 'all' }).slice();
-}
-
-/** Token-by-token decode logits (exercises the cache path: absorbed for MLA in 'auto'). */
-function decodeLogits(model: LlamaModel, tokens: number[]): Float32Array {
-  const V = model.config.vocabSize;
-  const out = new Float32Array(tokens.length * V);
-  const cache = model.newCache();
-  tokens.forEach((t, i) => out.set(model.forward([t], cache, { logits: 'last' }), i * V));
-  return out;
-}
-
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const r = mulberry32(seed);
-  return Array.from({ length: n }, () => Math.floor(r() * vocab));
-}
+import { logits, decodeLogits, randomTokens } from './helpers/logits.js';
 
 /** A random positive-definite Gram of [x;1] (D+1 square), as calibration would give. */
 function randomGram(Dp: number, seed: number): Float64Array {

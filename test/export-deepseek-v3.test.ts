@@ -14,7 +14,6 @@ import { fitLatentNorm, fitResidual, LatentMomentStats, LatentNormStats, refit, 
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { writeHfFolderExtras } from '../src/io/hf-config.js';
 import { parseMlaConfig } from '../src/io/mla-config.js';
-import type { LlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/load.js';
 import { describeModel, formatModelReport } from '../src/models/describe.js';
 import { MlaAttention } from '../src/models/mla-attention.js';
@@ -28,6 +27,7 @@ import { assetPath } from './helpers/assets.js';
 import { randomDeepseek, type DeepseekSpec } from './helpers/random-deepseek.js';
 import { MapSource, maxAbsDiff, mulberry32, randomLlama } from './helpers/random-llama.js';
 import { convertModel } from '../src/convert/convert.js';
+import { logits } from './helpers/logits.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-export-ds-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -52,9 +52,6 @@ async function exactFolder(name: string, s: DeepseekSpec, opts: { drop?: RegExp;
   return { dir, src: new MapSource(map), json: m.json };
 }
 
-function logits(model: LlamaModel, tokens: number[]): Float32Array {
-  return model.forward(tokens, model.newCache(), { logits: 'all' }).slice();
-}
 function tokens(n: number, seed: number): number[] {
   const r = mulberry32(seed);
   return Array.from({ length: n }, () => 3 + Math.floor(r() * 2000));

@@ -10,6 +10,7 @@ import { kvQuantName, parseKvQuant, QuantizedCacheBuffer, quantRowLayout } from 
 import { LlamaModel as Llama, type LlamaModel } from '../src/models/llama.js';
 import { setKvQuant, setMlaMode } from '../src/models/mla-model.js';
 import { maxAbsDiff, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
+import { logits, decodeLogits } from './helpers/logits.js';
 
 test('--kv-quant specs', () => {
   assert.deepEqual(parseKvQuant('int8'), { bits: 8, group: 32 });
@@ -51,18 +52,6 @@ test('rows round-trip within half a quantization step; bytes = codes + f16 scale
     assert.equal(b.allocatedBytes(), b.capacity * bytes);
   }
 });
-
-function logits(model: LlamaModel, tokens: number[]): Float32Array {
-  return model.forward(tokens, model.newCache(), { logits: 'all' }).slice();
-}
-
-function decodeLogits(model: LlamaModel, tokens: number[]): Float32Array {
-  const V = model.config.vocabSize;
-  const out = new Float32Array(tokens.length * V);
-  const cache = model.newCache();
-  tokens.forEach((t, i) => out.set(model.forward([t], cache, { logits: 'last' }), i * V));
-  return out;
-}
 
 const spec: RandomSpec = { hidden: 32, heads: 4, kvHeads: 2, headDim: 16, inter: 48, vocab: 50, layers: 2, seed: 41 };
 

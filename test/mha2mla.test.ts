@@ -21,32 +21,10 @@ import { loadModel } from '../src/models/load.js';
 import { setMlaMode } from '../src/models/mla-model.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
 import { maxAbsDiff, mulberry32, randomLlama, referenceLogits, type RandomSpec } from './helpers/random-llama.js';
+import { logits, decodeLogits, randomTokens, flat } from './helpers/logits.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-mha2mla-test-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-function logits(model: LlamaModel, tokens: number[]): Float32Array {
-  return model.forward(tokens, model.newCache(), { logits: 'all' }).slice();
-}
-
-function decodeLogits(model: LlamaModel, tokens: number[]): Float32Array {
-  const V = model.config.vocabSize;
-  const out = new Float32Array(tokens.length * V);
-  const cache = model.newCache();
-  tokens.forEach((t, i) => out.set(model.forward([t], cache, { logits: 'last' }), i * V));
-  return out;
-}
-
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const r = mulberry32(seed);
-  return Array.from({ length: n }, () => Math.floor(r() * vocab));
-}
-
-function flat(rows: Float64Array[]): Float64Array {
-  const out = new Float64Array(rows.length * rows[0]!.length);
-  rows.forEach((r, i) => out.set(r, i * r.length));
-  return out;
-}
 
 /** A random positive-definite D×D second moment. */
 function randomCov(D: number, seed: number): Float64Array {

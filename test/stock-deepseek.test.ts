@@ -9,37 +9,15 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { writeCheckpoint } from '../src/io/checkpoint.js';
 import { mlaSemantics, parseMlaConfig } from '../src/io/mla-config.js';
-import type { LlamaModel } from '../src/models/llama.js';
 import { loadModel } from '../src/models/load.js';
 import { mlaModelFromWeights, setMlaMode } from '../src/models/mla-model.js';
 import { yarnInvFreq } from '../src/models/yarn.js';
 import { randomDeepseek, referenceDeepseekLogits, type DeepseekSpec } from './helpers/random-deepseek.js';
-import { MapSource, maxAbsDiff, mulberry32 } from './helpers/random-llama.js';
+import { MapSource, maxAbsDiff } from './helpers/random-llama.js';
+import { logits, decodeLogits, flat, randomTokens as tokens } from './helpers/logits.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-stock-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-function logits(model: LlamaModel, tokens: number[]): Float32Array {
-  return model.forward(tokens, model.newCache(), { logits: 'all' }).slice();
-}
-function decodeLogits(model: LlamaModel, tokens: number[]): Float32Array {
-  const V = model.config.vocabSize;
-  const out = new Float32Array(tokens.length * V);
-  const cache = model.newCache();
-  // A 5-token prefill (decompressed), then single-token (absorbed) decode from its latent cache.
-  out.set(model.forward(tokens.slice(0, 5), cache, { logits: 'all' }), 0);
-  for (let i = 5; i < tokens.length; i++) out.set(model.forward([tokens[i]!], cache, { logits: 'last' }), i * V);
-  return out;
-}
-function flat(rows: Float64Array[]): Float64Array {
-  const out = new Float64Array(rows.length * rows[0]!.length);
-  rows.forEach((r, i) => out.set(r, i * r.length));
-  return out;
-}
-function tokens(n: number, vocab: number, seed: number): number[] {
-  const r = mulberry32(seed);
-  return Array.from({ length: n }, () => Math.floor(r() * vocab));
-}
 
 const base: DeepseekSpec = { hidden: 32, heads: 4, nope: 8, rope: 8, v: 6, kvLoraRank: 12, qLoraRank: null, inter: 40, vocab: 50, layers: 2 };
 const yarn = { type: 'yarn', factor: 4, original_max_position_embeddings: 8, beta_fast: 32, beta_slow: 1, mscale: 0.9, mscale_all_dim: 1.1 };
@@ -64,7 +42,7 @@ describe('stock DeepSeek-V3 semantics', () => {
       const abs = logits(model, toks);
       assert.ok(maxAbsDiff(abs, dec) <= 1e-4, `absorbed vs decompressed ${maxAbsDiff(abs, dec)}`);
       setMlaMode(model, 'auto');
-      const step = decodeLogits(model, toks);
+      const step = decodeLogits(model, toks, 5);
       assert.ok(maxAbsDiff(step, dec) <= 1e-4, `prefill + decode vs forward ${maxAbsDiff(step, dec)}`);
     });
   }

@@ -29,7 +29,7 @@ import { writeHfFolderExtras } from '../io/hf-config.js';
 import { mlaConfigJson } from '../io/mla-config.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
-import { fidelity, type ModelScore } from '../eval/fidelity.js';
+import { fidelity, formatScore, type ModelScore } from '../eval/fidelity.js';
 import { peakRssBytes } from '../eval/memory.js';
 import { perplexity, readEvalText, tokenizeForPerplexity, type TextMode } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
@@ -55,7 +55,22 @@ export interface EvalTextSpec {
   mode: TextMode;
 }
 
-export interface ConvertOptions {
+/** Calibration sampling, evaluation and logging: what every conversion and export takes alike. */
+export interface CalibEvalOptions {
+  calibSamples?: number;
+  calibSeqLen?: number;
+  seed?: number;
+  /** Texts to report perplexity/KL/top-1 on; empty → the held-out calibration documents. */
+  evalTexts?: EvalTextSpec[];
+  /** Chunk length of the evaluations (default min(2048, max_position_embeddings)). */
+  evalCtx?: number;
+  /** Evaluate at most this many chunks per text. */
+  evalChunks?: number;
+  /** Progress lines (stage banners, perplexities). */
+  log?: (line: string) => void;
+}
+
+export interface ConvertOptions extends CalibEvalOptions {
   model: string;
   /** Output folder; null converts and evaluates without saving. */
   out: string | null;
@@ -74,20 +89,9 @@ export interface ConvertOptions {
   /** balance_kv_ratio (0 = no balancing). Default 1. */
   balanceKvRatio?: number;
   calib: string;
-  calibSamples?: number;
-  calibSeqLen?: number;
-  seed?: number;
   calibOrder?: CalibOrder;
-  /** Texts to report perplexity/KL/top-1 on; empty → the held-out calibration documents. */
-  evalTexts?: EvalTextSpec[];
-  /** Chunk length of the evaluations (default min(2048, max_position_embeddings)). */
-  evalCtx?: number;
-  /** Evaluate at most this many chunks per text. */
-  evalChunks?: number;
   /** Chunks of held-out calibration text per FreqFold candidate (default 16). */
   searchChunks?: number;
-  /** Progress lines (stage banners, perplexities). */
-  log?: (line: string) => void;
 }
 
 export interface EvalReport {
@@ -187,10 +191,6 @@ function cpuSeconds(): number {
 
 function secondsSince(t: number): number {
   return (performance.now() - t) / 1000;
-}
-
-function fmt(s: ModelScore, ref = false): string {
-  return ref ? `ppl ${s.ppl.toFixed(4)}` : `ppl ${s.ppl.toFixed(4)}  KL ${s.kl.toFixed(4)}  top-1 ${(100 * s.top1).toFixed(2)} %`;
 }
 
 export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
@@ -418,9 +418,9 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
       original: f.reference, partialRope: f.models[0]!, mla: f.models[1]!,
     });
     log(`${t.name}: ${f.chunks} chunks × ${f.ctx} tokens`);
-    log(`  original      ${fmt(f.reference, true)}`);
-    log(`  partial RoPE  ${fmt(f.models[0]!)}`);
-    log(`  MLA           ${fmt(f.models[1]!)}`);
+    log(`  original      ${formatScore(f.reference, true)}`);
+    log(`  partial RoPE  ${formatScore(f.models[0]!)}`);
+    log(`  MLA           ${formatScore(f.models[1]!)}`);
     log(`  convention: ${f.convention}`);
   }
   const evalSecs = secondsSince(tEval);

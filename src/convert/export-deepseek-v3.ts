@@ -37,7 +37,7 @@ import { halfToInterleavedPerm } from '../models/rope.js';
 import { widen } from '../models/weights.js';
 import type { Tensor } from '../tensor.js';
 import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
-import { HELD_OUT_FRACTION, sha256File, tokenizeEnough, type EvalTextSpec } from './convert.js';
+import { HELD_OUT_FRACTION, sha256File, tokenizeEnough, type CalibEvalOptions } from './convert.js';
 import { fitLatentNorm, fitResidual, LatentMomentStats, latentScale, LatentNormStats, refit, stabilizingScales } from './latent-norm.js';
 import { tensorOf } from './mla-build.js';
 
@@ -102,22 +102,15 @@ export function stockDeepseekV3Config(c: LlamaConfig, m: MlaFields, dtype: Float
   return out;
 }
 
-export interface StockExportOptions {
+export interface StockExportOptions extends CalibEvalOptions {
   /** The exact MLA folder (written by `transmla convert`). */
   model: string;
   out: string;
   overwrite?: boolean;
   /** Calibration text; default: the one recorded in the folder's transmla.json. */
   calib?: string;
-  calibSamples?: number;
-  calibSeqLen?: number;
-  seed?: number;
-  evalTexts?: EvalTextSpec[];
-  evalCtx?: number;
-  evalChunks?: number;
   /** Per-channel latent scales that steady the latent's per-token RMS before the fit (default true). */
   stabilize?: boolean;
-  log?: (line: string) => void;
 }
 
 export interface StockEvalReport {

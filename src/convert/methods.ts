@@ -2,27 +2,20 @@
 // pipeline with the options every method shares (calibration, evaluation, KV fraction), plus the
 // ones of its own that it understands, and returns the same summary: so a caller passes the
 // method name through unchanged and compares the results on equal terms.
-import { convertModel, type CalibOrder, type EvalReport, type EvalTextSpec } from './convert.js';
+import { convertModel, type CalibEvalOptions, type CalibOrder, type EvalReport } from './convert.js';
 import { convertMha2mla } from './mha2mla.js';
 
-export interface MethodOptions {
+export interface MethodOptions extends CalibEvalOptions {
   model: string;
   out: string | null;
   overwrite?: boolean;
   kvFraction: number;
   calib: string;
-  calibSamples?: number;
-  calibSeqLen?: number;
-  seed?: number;
-  evalTexts?: EvalTextSpec[];
-  evalCtx?: number;
-  evalChunks?: number;
   /** TransMLA only. */
   freqFold?: number | 'auto';
   ropeDim?: number | 'auto';
   calibOrder?: CalibOrder;
   searchChunks?: number;
-  log?: (line: string) => void;
 }
 
 /** What every method reports, for sweeps. */

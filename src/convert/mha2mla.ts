@@ -23,7 +23,7 @@ import { writeCheckpoint } from '../io/checkpoint.js';
 import { writeHfFolderExtras } from '../io/hf-config.js';
 import { mha2mlaConfigJson } from '../io/mla-config.js';
 import type { FloatDType } from '../kernels/types.js';
-import { fidelity, type ModelScore } from '../eval/fidelity.js';
+import { fidelity, formatScore } from '../eval/fidelity.js';
 import { peakRssBytes } from '../eval/memory.js';
 import { readEvalText } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
@@ -33,7 +33,7 @@ import { ropeInvFreq } from '../models/rope.js';
 import { bytesPerElement } from '../tensor.js';
 import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
 import { withBias } from './gqa-to-mla.js';
-import { convertInputs, HELD_OUT_FRACTION, outputTensors, sha256File, tokenizeEnough, type EvalReport, type EvalTextSpec } from './convert.js';
+import { convertInputs, HELD_OUT_FRACTION, outputTensors, sha256File, tokenizeEnough, type CalibEvalOptions, type EvalReport } from './convert.js';
 import { maxMha2mlaRank, mha2mlaDecoderLayer, mha2mlaLayer, mha2mlaLayerTensors, type LowRankInit, type Mha2mlaLayerWeights } from './mha2mla-layer.js';
 import { assembleModel, gqaLayerSource } from './mla-build.js';
 import { PairNormAccumulator, pairRmsFromGram, pairScores, selectRopePairs, type NormStat, type PairNorms, type RopeSelection } from './rope-select.js';
@@ -167,7 +167,7 @@ export function buildMha2mlaModel(src: LlamaModel, layers: readonly Mha2mlaLayer
   return assembleModel(src, layers.map((w, l) => mha2mlaDecoderLayer(src, l, w, inv, { dtype })));
 }
 
-export interface Mha2mlaOptions {
+export interface Mha2mlaOptions extends CalibEvalOptions {
   model: string;
   out: string | null;
   overwrite?: boolean;
@@ -181,13 +181,6 @@ export interface Mha2mlaOptions {
   weighting?: Weighting;
   normStat?: NormStat;
   calib: string;
-  calibSamples?: number;
-  calibSeqLen?: number;
-  seed?: number;
-  evalTexts?: EvalTextSpec[];
-  evalCtx?: number;
-  evalChunks?: number;
-  log?: (line: string) => void;
 }
 
 export interface Mha2mlaReport {
@@ -236,10 +229,6 @@ function sig(x: number): number {
 
 function secondsSince(t: number): number {
   return (performance.now() - t) / 1000;
-}
-
-function fmt(s: ModelScore, ref = false): string {
-  return ref ? `ppl ${s.ppl.toFixed(4)}` : `ppl ${s.ppl.toFixed(4)}  KL ${s.kl.toFixed(4)}  top-1 ${(100 * s.top1).toFixed(2)} %`;
 }
 
 export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> {
@@ -328,9 +317,9 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
       original: f.reference, partialRope: f.models[0]!, mla: f.models[1]!,
     });
     log(`${t.name}: ${f.chunks} chunks × ${f.ctx} tokens`);
-    log(`  original      ${fmt(f.reference, true)}`);
-    log(`  partial RoPE  ${fmt(f.models[0]!)}`);
-    log(`  MLA           ${fmt(f.models[1]!)}`);
+    log(`  original      ${formatScore(f.reference, true)}`);
+    log(`  partial RoPE  ${formatScore(f.models[0]!)}`);
+    log(`  MLA           ${formatScore(f.models[1]!)}`);
   }
   const evalSecs = secondsSince(tEval);
 

@@ -25,6 +25,11 @@ export interface ModelScore {
   top1: number;
 }
 
+/** One line for a log: the reference shows its perplexity only, the others KL and top-1 as well. */
+export function formatScore(s: ModelScore, reference = false): string {
+  return reference ? `ppl ${s.ppl.toFixed(4)}` : `ppl ${s.ppl.toFixed(4)}  KL ${s.kl.toFixed(4)}  top-1 ${(100 * s.top1).toFixed(2)} %`;
+}
+
 export interface FidelityResult {
   reference: ModelScore;
   models: ModelScore[];
