@@ -193,6 +193,62 @@ function secondsSince(t: number): number {
   return (performance.now() - t) / 1000;
 }
 
+/** What both conversion paths (in memory here, streaming in stream.ts) describe alike. */
+export interface ExactConversionFacts {
+  model: string;
+  out: string | null;
+  modelType: string;
+  dims: { layers: number; hidden: number; heads: number; kvHeads: number; headDim: number };
+  dtype: FloatDType;
+  kvLoraRank: number;
+  ropeDim: number;
+  freqFold: number;
+  requested: { freqFold: number | 'auto'; ropeDim: number | 'auto' };
+  qLoraRank: number | null;
+  collapse: number;
+  balance: number;
+  order: CalibOrder;
+  attentionBias: boolean;
+  search: ConvertReport['search'];
+  calib: { file: string; documents: number; heldOutDocuments: number; samples: number; seqLen: number; seed: number };
+  /** Cached values per token per layer before and after. */
+  before: number;
+  after: number;
+}
+
+/** The fields of transmla.json fixed by the conversion's shape and inputs. */
+export function exactReportHeader(f: ExactConversionFacts): Pick<ConvertReport, 'tool' | 'variant' | 'method' | 'created' | 'source' | 'output' | 'parameters' | 'search' | 'calibration' | 'kvCache'> {
+  const { layers, headDim: d } = f.dims, dR = f.ropeDim, bpe = bytesPerElement(f.dtype), c = f.calib;
+  return {
+    tool: 'transmla',
+    variant: 'exact',
+    method: 'TransMLA (RoRoPE + FreqFold + BKV-PCA), training-free, exact variant without kv_a_layernorm',
+    created: new Date().toISOString(),
+    source: { path: resolve(f.model), modelType: f.modelType, ...f.dims, dtype: f.dtype },
+    output: f.out ? resolve(f.out) : null,
+    parameters: {
+      kvLoraRank: f.kvLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d, qLoraRank: f.qLoraRank,
+      kvFraction: f.after / f.before,
+      freqFold: f.freqFold, freqFoldRequested: f.requested.freqFold, ropeDimRequested: f.requested.ropeDim, collapse: f.collapse,
+      balanceKvRatio: f.balance, pcaDamp: PCA_DAMP, calibOrder: f.order,
+      ropeLayout: `q_pe/k_pe rows stored as interleaved pairs (2i, 2i+1), pair i rotating at θ^(−2i/d_R) = source frequency ${f.collapse}·i (rope_interleave: true)`,
+      softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½, queries pre-multiplied by √(${d}+${dR})/√${d}`,
+      attentionBias: f.attentionBias,
+      dtype: f.dtype,
+    },
+    search: f.search,
+    calibration: { file: resolve(c.file), sha256: sha256File(c.file), documents: c.documents, heldOutDocuments: c.heldOutDocuments, samples: c.samples, seqLen: c.seqLen, tokens: c.samples * c.seqLen, seed: c.seed },
+    kvCache: {
+      dtype: f.dtype,
+      bytesPerTokenBefore: layers * f.before * bpe,
+      bytesPerTokenAfter: layers * f.after * bpe,
+      elementsPerTokenPerLayerBefore: f.before,
+      elementsPerTokenPerLayerAfter: f.after,
+      fraction: f.after / f.before,
+    },
+  };
+}
+
 export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const log = o.log ?? (() => {});
   const tStart = performance.now();
@@ -425,34 +481,14 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   }
   const evalSecs = secondsSince(tEval);
 
-  const bpe = bytesPerElement(dtype);
   const report: ConvertReport = {
-    tool: 'transmla',
-    variant: 'exact',
-    method: 'TransMLA (RoRoPE + FreqFold + BKV-PCA), training-free, exact variant without kv_a_layernorm',
-    created: new Date().toISOString(),
-    source: { path: resolve(o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype },
-    output: o.out ? resolve(o.out) : null,
-    parameters: {
-      kvLoraRank: r, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d, qLoraRank,
-      kvFraction: after / before,
-      freqFold: M, freqFoldRequested: o.freqFold, ropeDimRequested: ropeDim, collapse,
-      balanceKvRatio: balance, pcaDamp: PCA_DAMP, calibOrder: order,
-      ropeLayout: `q_pe/k_pe rows stored as interleaved pairs (2i, 2i+1), pair i rotating at θ^(−2i/d_R) = source frequency ${collapse}·i (rope_interleave: true)`,
-      softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½, queries pre-multiplied by √(${d}+${dR})/√${d}`,
+    ...exactReportHeader({
+      model: o.model, out: o.out, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
+      kvLoraRank: r, ropeDim: dR, freqFold: M, requested: { freqFold: o.freqFold, ropeDim }, qLoraRank, collapse, balance, order,
       attentionBias: mla.some((w) => (w.q?.b ?? w.qB?.b ?? w.kvA.b) !== null),
-      dtype,
-    },
-    search,
-    calibration: { file: resolve(o.calib), sha256: sha256File(o.calib), documents: calibDocs.length, heldOutDocuments: nHeld, samples: calib.samples, seqLen: calib.seqLen, tokens: calib.samples * calib.seqLen, seed: calib.seed },
-    kvCache: {
-      dtype,
-      bytesPerTokenBefore: nLayers * before * bpe,
-      bytesPerTokenAfter: nLayers * after * bpe,
-      elementsPerTokenPerLayerBefore: before,
-      elementsPerTokenPerLayerAfter: after,
-      fraction: after / before,
-    },
+      calib: { file: o.calib, documents: calibDocs.length, heldOutDocuments: nHeld, ...calib },
+      search, before, after,
+    }),
     layers: stats,
     evaluations,
     seconds: { load: tLoad, pass1: tCalib, freqFoldSearch: tSearchS, conversion: convSecs, evaluation: evalSecs, save: 0, convertTotal, convertCpu },

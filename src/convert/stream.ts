@@ -23,14 +23,14 @@ import type { DecoderLayer } from '../models/llama.js';
 import { SwiGluMlp } from '../models/mlp.js';
 import { RopeTable } from '../models/rope.js';
 import { requireTensor, widen } from '../models/weights.js';
-import { bytesPerElement, type Tensor, type WeightSource } from '../tensor.js';
+import { type Tensor, type WeightSource } from '../tensor.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { bkvPca } from './bkv-pca.js';
 import { calibrationSamples, Float64Spill, HiddenStates, projectedCov, readDocuments } from './calibrate.js';
-import { convertInputs, HELD_OUT_FRACTION, outputTensors, sha256File, type ConvertOptions, type ConvertReport } from './convert.js';
+import { convertInputs, exactReportHeader, HELD_OUT_FRACTION, outputTensors, type ConvertOptions, type ConvertReport } from './convert.js';
 import { latentFromGqa } from './gqa-to-mla.js';
 import { checkKvRank, kvForFraction, sourceKvWidth } from './kv-budget.js';
-import { assembleMla, PCA_DAMP, type LatentLayer } from './latent-layer.js';
+import { assembleMla, type LatentLayer } from './latent-layer.js';
 import { gqaLayerSource, mlaDecoderLayer, mlaLayerTensors, mlaRopeTable, type LayerView } from './mla-build.js';
 import { queryBasis } from './q-lora.js';
 import { checkRoRope, roRope } from './rorope.js';
@@ -195,29 +195,15 @@ export async function convertStreaming(o: ConvertOptions): Promise<ConvertReport
     }
 
     const out = resolve(o.out);
-    const bpe = bytesPerElement(dtype);
     const report: ConvertReport = {
-      tool: 'transmla',
-      variant: 'exact',
-      method: 'TransMLA (RoRoPE + FreqFold + BKV-PCA), training-free, exact variant without kv_a_layernorm',
-      created: new Date().toISOString(),
-      source: { path: resolve(o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype },
-      output: out,
-      parameters: {
-        kvLoraRank: r, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d, qLoraRank,
-        kvFraction: after / before, freqFold: M, freqFoldRequested: M, ropeDimRequested: dR, collapse,
-        balanceKvRatio: balance, pcaDamp: PCA_DAMP, calibOrder: order,
-        ropeLayout: `q_pe/k_pe rows stored as interleaved pairs (2i, 2i+1), pair i rotating at θ^(−2i/d_R) = source frequency ${collapse}·i (rope_interleave: true)`,
-        softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½, queries pre-multiplied by √(${d}+${dR})/√${d}`,
-        attentionBias: false,
-        dtype,
-      },
-      search: { scoredOn: 'none (--no-eval: fixed shape)', trace: [] },
-      calibration: { file: resolve(o.calib), sha256: sha256File(o.calib), documents: calibDocs.length, heldOutDocuments: nHeld, samples: calib.samples, seqLen: calib.seqLen, tokens: calib.samples * calib.seqLen, seed: calib.seed },
-      kvCache: {
-        dtype, bytesPerTokenBefore: nLayers * before * bpe, bytesPerTokenAfter: nLayers * after * bpe,
-        elementsPerTokenPerLayerBefore: before, elementsPerTokenPerLayerAfter: after, fraction: after / before,
-      },
+      ...exactReportHeader({
+        model: o.model, out, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
+        kvLoraRank: r, ropeDim: dR, freqFold: M, requested: { freqFold: M, ropeDim: dR }, qLoraRank, collapse, balance, order,
+        attentionBias: false, // set once the layers are converted
+        search: { scoredOn: 'none (--no-eval: fixed shape)', trace: [] },
+        calib: { file: o.calib, documents: calibDocs.length, heldOutDocuments: nHeld, ...calib },
+        before, after,
+      }),
       layers: stats,
       evaluations: [],
       seconds: { load: tLoad, pass1: tPass1, freqFoldSearch: 0, conversion: 0, evaluation: 0, save: 0, convertTotal: 0, convertCpu: 0 },
