@@ -1,0 +1,453 @@
+// Behaviour lock for restructures: every shared model is converted with a fixed seed along each
+// path a user has (TransMLA in memory with evaluation, TransMLA streaming --no-eval, a searched
+// TransMLA shape, MHA2MLA, the strict DeepSeek-V3 export, the deepseek2 GGUF), and every output
+// file is compared byte for byte with the same conversion made by the code before the change.
+// REFERENCE below was recorded from that code (TRANSMLA_RECORD_IDENTITY=1 prints a fresh table);
+// transmla.json is compared after removing wall-clock fields and machine paths, report.html is
+// left out (it embeds those timings).
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { convertModel } from '../src/convert/convert.js';
+import { exportModel } from '../src/convert/export-targets.js';
+import { convertMha2mla } from '../src/convert/mha2mla.js';
+import { convertStreaming } from '../src/convert/stream.js';
+import { importLlama2c } from '../src/io/llama2c.js';
+import { ASSETS_ROOT, REPO_ROOT, skipUnlessAsset, mustAsset } from './helpers/assets.js';
+
+const RECORD = process.env.TRANSMLA_RECORD_IDENTITY === '1';
+const tmp = mkdtempSync(join(tmpdir(), 'transmla-identity-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const VOLATILE = new Set(['created', 'seconds', 'peakRssBytes']);
+
+/** JSON with wall-clock fields removed and machine paths replaced by placeholders. */
+function normaliseJson(text: string): string {
+  const walk = (v: unknown): unknown => {
+    if (typeof v === 'string') return v.split(tmp).join('<tmp>').split(ASSETS_ROOT).join('<assets>').split(REPO_ROOT).join('<repo>');
+    if (Array.isArray(v)) return v.map(walk);
+    if (v && typeof v === 'object') {
+      const o: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) if (!VOLATILE.has(k)) o[k] = walk(x);
+      return o;
+    }
+    return v;
+  };
+  return JSON.stringify(walk(JSON.parse(text)));
+}
+
+/** sha256 (first 16 hex digits) of every output file, by relative name. */
+function digest(path: string): Record<string, string> {
+  const files = statSync(path).isDirectory() ? readdirSync(path).sort().map((f) => [f, join(path, f)] as const) : [['(file)', path] as const];
+  const out: Record<string, string> = {};
+  for (const [name, p] of files) {
+    if (name === 'report.html') continue;
+    const bytes = name === 'transmla.json' ? Buffer.from(normaliseJson(readFileSync(p, 'utf8'))) : readFileSync(p);
+    out[name] = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+  }
+  return out;
+}
+
+interface Subject {
+  name: string;
+  /** HF folder (the llama2.c models are imported first). */
+  folder: () => Promise<string>;
+  calib: string;
+  eval: string;
+  ropeDim: number;
+  freqFold: number;
+}
+
+const kjv = { calib: 'text/kjv-old-testament-calib.txt', eval: 'text/kjv-new-testament-eval.txt' };
+const stories = { calib: 'text/tinystories/tinystories_train_lowercased_sample.txt', eval: 'text/tinystories/tinystories_val_sample.txt' };
+const hf = (name: string) => async () => mustAsset(`models/${name}`);
+const fromLlama2c = (name: string, bin: string, tok: string) => async () => {
+  const out = join(tmp, `${name}-hf`);
+  await importLlama2c(mustAsset(`models/${name}/${bin}`), mustAsset(`models/${name}/${tok}`), out);
+  return out;
+};
+
+const SUBJECTS: Subject[] = [
+  { name: 'kjv-gqa', folder: hf('kjv-gqa'), ...kjv, ropeDim: 16, freqFold: 4 },
+  { name: 'kjv-mha', folder: hf('kjv-mha'), ...kjv, ropeDim: 32, freqFold: 2 },
+  { name: 'TinyStories-656K', folder: hf('TinyStories-656K'), ...stories, ropeDim: 8, freqFold: 2 },
+  { name: 'TinyStories-656K-bf16', folder: hf('TinyStories-656K-bf16'), ...stories, ropeDim: 8, freqFold: 2 },
+  { name: 'stories260K', folder: fromLlama2c('stories260K', 'stories260K.bin', 'tok512.bin'), ...stories, ropeDim: 4, freqFold: 2 },
+  { name: 'babyllama-tok105', folder: fromLlama2c('babyllama-tok105', 'model5000.bin', 'tok105.model'), ...stories, ropeDim: 8, freqFold: 2 },
+];
+
+const SMALL = { calibSamples: 8, calibSeqLen: 64, seed: 7, evalCtx: 64, evalChunks: 2 };
+
+// Recorded from the code before the family registry (commit 7a857c3).
+const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
+  "kjv-gqa": {
+    "transmla": {
+      "config.json": "61ce8af793a482e2",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "958d3d6444bd98b1",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "e7b2b5f5136a7fae"
+    },
+    "transmla-stream": {
+      "config.json": "61ce8af793a482e2",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "958d3d6444bd98b1",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "51b7f3a0a80c91ab"
+    },
+    "transmla-sequential": {
+      "config.json": "63fbaf1f5770c457",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "a38b4b5a541a464b",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "88e44cec650ba8af"
+    },
+    "mha2mla": {
+      "config.json": "9646f14e0077d15a",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "d43999ba7d729f2d",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "10d40b2ead2fab33"
+    },
+    "deepseek-v3": {
+      "README.md": "c08ce838551b315c",
+      "config.json": "d1955d4977ad66ad",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "5816965222eb1d13",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "602b95958e391b9e"
+    },
+    "gguf": {
+      "(file)": "a6980f019d24a162"
+    },
+    "transmla-searched": {
+      "config.json": "42d5cdb8dc5b601d",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "53b0d86339d45522",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "5755c61e1fadc4fe"
+    }
+  },
+  "kjv-mha": {
+    "transmla": {
+      "config.json": "3076c87739401886",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "1e925dd8bf511dac",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "a3eb72f4d02288c8"
+    },
+    "transmla-stream": {
+      "config.json": "3076c87739401886",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "1e925dd8bf511dac",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "53d603dff601e4a4"
+    },
+    "transmla-sequential": {
+      "config.json": "0d40b5d0c11ab91e",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "df4d846fb53a9ef8",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "77ac3e44d0a040e7"
+    },
+    "mha2mla": {
+      "config.json": "490ce6d29dd414ed",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "969e8db479b26b20",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "adea5129b77b9afb"
+    },
+    "deepseek-v3": {
+      "README.md": "1d17fbc3870077e7",
+      "config.json": "db1fdba7506223ec",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "5f05abcbfc18a02e",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "de81affd6da00c5a"
+    },
+    "gguf": {
+      "(file)": "d4f05b02d87c9c1f"
+    }
+  },
+  "TinyStories-656K": {
+    "transmla": {
+      "config.json": "2ab7c6cc7941a2d8",
+      "generation_config.json": "e7837bdba54a3625",
+      "model.safetensors": "ff4032371ea3bbb5",
+      "special_tokens_map.json": "e530a890d28bf0c1",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "b41898ab69aa46f6",
+      "transmla.json": "8752ade0533b7f03"
+    },
+    "transmla-stream": {
+      "config.json": "2ab7c6cc7941a2d8",
+      "generation_config.json": "e7837bdba54a3625",
+      "model.safetensors": "ff4032371ea3bbb5",
+      "special_tokens_map.json": "e530a890d28bf0c1",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "b41898ab69aa46f6",
+      "transmla.json": "51561fcc97d0ef3a"
+    },
+    "transmla-sequential": {
+      "config.json": "23bf51253b686116",
+      "generation_config.json": "e7837bdba54a3625",
+      "model.safetensors": "7139442f2d7fc732",
+      "special_tokens_map.json": "e530a890d28bf0c1",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "b41898ab69aa46f6",
+      "transmla.json": "2c542a24c8629ca1"
+    },
+    "mha2mla": {
+      "config.json": "13ef0dd8767bc942",
+      "generation_config.json": "e7837bdba54a3625",
+      "model.safetensors": "67e70be7200f1b8d",
+      "special_tokens_map.json": "e530a890d28bf0c1",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "b41898ab69aa46f6",
+      "transmla.json": "c7e7972c3a2ee2b8"
+    },
+    "deepseek-v3": {
+      "README.md": "b4a1f6384af58e0b",
+      "config.json": "9fc0fff8d2f9763b",
+      "generation_config.json": "e7837bdba54a3625",
+      "model.safetensors": "c04af5fb71c20816",
+      "special_tokens_map.json": "e530a890d28bf0c1",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "b41898ab69aa46f6",
+      "transmla.json": "52d8fbedac245dd4"
+    },
+    "gguf": {
+      "(file)": "17f11b892c9465a3"
+    }
+  },
+  "TinyStories-656K-bf16": {
+    "transmla": {
+      "config.json": "170c1ca62a3bfc71",
+      "generation_config.json": "0f7a4487f16de9b6",
+      "model.safetensors": "0b8a5800dd934351",
+      "special_tokens_map.json": "2b90d59d20988e3e",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "017f163f185664f9",
+      "transmla.json": "5cb04d71c9c1c0af"
+    },
+    "transmla-stream": {
+      "config.json": "170c1ca62a3bfc71",
+      "generation_config.json": "0f7a4487f16de9b6",
+      "model.safetensors": "0b8a5800dd934351",
+      "special_tokens_map.json": "2b90d59d20988e3e",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "017f163f185664f9",
+      "transmla.json": "2501c29e4da3da73"
+    },
+    "transmla-sequential": {
+      "config.json": "92416fbab12ef9c9",
+      "generation_config.json": "0f7a4487f16de9b6",
+      "model.safetensors": "fb08a5e94b8162ca",
+      "special_tokens_map.json": "2b90d59d20988e3e",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "017f163f185664f9",
+      "transmla.json": "659d7c2421be1e4d"
+    },
+    "mha2mla": {
+      "config.json": "f0c7778c01ca3ff2",
+      "generation_config.json": "0f7a4487f16de9b6",
+      "model.safetensors": "5ff8a25ef765c853",
+      "special_tokens_map.json": "2b90d59d20988e3e",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "017f163f185664f9",
+      "transmla.json": "ffb2a338a581d6e8"
+    },
+    "deepseek-v3": {
+      "README.md": "ceb8dfbad151dde3",
+      "config.json": "de6c76543dd0ae07",
+      "generation_config.json": "0f7a4487f16de9b6",
+      "model.safetensors": "e631be0b761e563d",
+      "special_tokens_map.json": "2b90d59d20988e3e",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "017f163f185664f9",
+      "transmla.json": "02371549c96b5f40"
+    },
+    "gguf": {
+      "(file)": "f2b588fda16fb65d"
+    }
+  },
+  "stories260K": {
+    "transmla": {
+      "config.json": "4201138b04fb6aa5",
+      "generation_config.json": "2484c3f432388859",
+      "model.safetensors": "0193482b35d55485",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "83a1b8858b8240cc",
+      "tokenizer_config.json": "34fa9a36aa27b920",
+      "transmla.json": "aa04673d71a43e24"
+    },
+    "transmla-stream": {
+      "config.json": "4201138b04fb6aa5",
+      "generation_config.json": "2484c3f432388859",
+      "model.safetensors": "0193482b35d55485",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "83a1b8858b8240cc",
+      "tokenizer_config.json": "34fa9a36aa27b920",
+      "transmla.json": "7ae5cf8c079c5517"
+    },
+    "transmla-sequential": {
+      "config.json": "446466a60c85091b",
+      "generation_config.json": "2484c3f432388859",
+      "model.safetensors": "5890897e571f8a97",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "83a1b8858b8240cc",
+      "tokenizer_config.json": "34fa9a36aa27b920",
+      "transmla.json": "a5b3a4ee2d34a77e"
+    },
+    "mha2mla": {
+      "config.json": "a06328f43d59771a",
+      "generation_config.json": "2484c3f432388859",
+      "model.safetensors": "c85f137b61f6b128",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "83a1b8858b8240cc",
+      "tokenizer_config.json": "34fa9a36aa27b920",
+      "transmla.json": "d88ac7a1ea6d5628"
+    },
+    "deepseek-v3": {
+      "README.md": "cc19261276adf77b",
+      "config.json": "b8b0cc49e8e27bce",
+      "generation_config.json": "2484c3f432388859",
+      "model.safetensors": "a14553ddd93a4b18",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "83a1b8858b8240cc",
+      "tokenizer_config.json": "34fa9a36aa27b920",
+      "transmla.json": "aa20c270ffacf075"
+    },
+    "gguf": {
+      "(file)": "7889e339de08a2ed"
+    }
+  },
+  "babyllama-tok105": {
+    "transmla": {
+      "config.json": "abc001932dac965f",
+      "generation_config.json": "2669df40192e32e3",
+      "model.safetensors": "da6ce2d6e44264c4",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "1415373f56040c7a",
+      "tokenizer.model": "eed6827c1b4d876b",
+      "tokenizer_config.json": "a110555f163fabdb",
+      "transmla.json": "6d63cbc10a9386d7"
+    },
+    "transmla-stream": {
+      "config.json": "abc001932dac965f",
+      "generation_config.json": "2669df40192e32e3",
+      "model.safetensors": "da6ce2d6e44264c4",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "1415373f56040c7a",
+      "tokenizer.model": "eed6827c1b4d876b",
+      "tokenizer_config.json": "a110555f163fabdb",
+      "transmla.json": "3a37866959973243"
+    },
+    "transmla-sequential": {
+      "config.json": "169c73dcd3a6fc7a",
+      "generation_config.json": "2669df40192e32e3",
+      "model.safetensors": "417bd367791d8f76",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "1415373f56040c7a",
+      "tokenizer.model": "eed6827c1b4d876b",
+      "tokenizer_config.json": "a110555f163fabdb",
+      "transmla.json": "86d402779635d3c4"
+    },
+    "mha2mla": {
+      "config.json": "e71ac53ebe7b6f9d",
+      "generation_config.json": "2669df40192e32e3",
+      "model.safetensors": "cb67620d88aad1fc",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "1415373f56040c7a",
+      "tokenizer.model": "eed6827c1b4d876b",
+      "tokenizer_config.json": "a110555f163fabdb",
+      "transmla.json": "2d7a25909101d409"
+    },
+    "deepseek-v3": {
+      "README.md": "482a1338a5ca3bd8",
+      "config.json": "16674838058c1778",
+      "generation_config.json": "2669df40192e32e3",
+      "model.safetensors": "31a40e435ad6e70d",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "1415373f56040c7a",
+      "tokenizer.model": "eed6827c1b4d876b",
+      "tokenizer_config.json": "a110555f163fabdb",
+      "transmla.json": "4a138bc13eea4127"
+    },
+    "gguf": {
+      "(file)": "8f530433db82c052"
+    }
+  }
+};
+
+const recorded: Record<string, Record<string, Record<string, string>>> = {};
+
+const skip = skipUnlessAsset('models') || skipUnlessAsset('text/kjv-old-testament-calib.txt');
+
+describe('conversions are byte-identical to the recorded reference', { skip }, () => {
+  after(() => {
+    if (RECORD) console.log(`REFERENCE = ${JSON.stringify(recorded, null, 2)}`);
+  });
+  for (const s of SUBJECTS) {
+    test(s.name, async () => {
+      const folder = await s.folder();
+      const calib = mustAsset(s.calib);
+      const evalTexts = [{ path: mustAsset(s.eval), mode: 'file' as const }];
+      const dir = join(tmp, s.name);
+      const got: Record<string, Record<string, string>> = {};
+      const shape = { kvFraction: 0.25, ropeDim: s.ropeDim, freqFold: s.freqFold };
+      const exact = join(dir, 'transmla');
+      await convertModel({ model: folder, out: exact, calib, evalTexts, ...shape, ...SMALL });
+      got['transmla'] = digest(exact);
+      const streamed = join(dir, 'transmla-stream');
+      await convertStreaming({ model: folder, out: streamed, calib, ...shape, ...SMALL, evalChunks: undefined, evalCtx: undefined });
+      got['transmla-stream'] = digest(streamed);
+      const seq = join(dir, 'transmla-sequential');
+      await convertModel({ model: folder, out: seq, calib, evalTexts, ...shape, calibOrder: 'sequential', qLoraRank: 8, ...SMALL });
+      got['transmla-sequential'] = digest(seq);
+      const m2 = join(dir, 'mha2mla');
+      await convertMha2mla({ model: folder, out: m2, calib, evalTexts, kvFraction: 0.5, selection: '2norm', init: 'joint', weighting: 'activations', ...SMALL });
+      got['mha2mla'] = digest(m2);
+      const stock = join(dir, 'deepseek-v3');
+      await exportModel({ target: 'deepseek-v3', model: exact, out: stock, calib, evalTexts, ...SMALL });
+      got['deepseek-v3'] = digest(stock);
+      const gguf = join(dir, 'model.gguf');
+      await exportModel({ target: 'gguf', model: stock, out: gguf, calib, ...SMALL });
+      got['gguf'] = digest(gguf);
+      if (s.name === 'kjv-gqa') {
+        const searched = join(dir, 'transmla-searched');
+        await convertModel({ model: folder, out: searched, calib, evalTexts, kvFraction: 0.125, freqFold: 'auto', searchChunks: 1, ...SMALL });
+        got['transmla-searched'] = digest(searched);
+      }
+      recorded[s.name] = got;
+      rmSync(dir, { recursive: true, force: true });
+      if (RECORD) return;
+      assert.deepEqual(got, REFERENCE[s.name], `${s.name}: outputs differ from the recorded reference`);
+    });
+  }
+});
