@@ -3,8 +3,8 @@
 // TransMLA shape, MHA2MLA, the strict DeepSeek-V3 export, the deepseek2 GGUF), and every output
 // file is compared byte for byte with the same conversion made by the code before the change.
 // REFERENCE below was recorded from that code (TRANSMLA_RECORD_IDENTITY=1 prints a fresh table);
-// transmla.json is compared after removing wall-clock fields and machine paths, report.html is
-// left out (it embeds those timings).
+// transmla.json is compared after removing wall-clock fields and machine paths (the model card
+// after removing machine paths); report.html is left out (it embeds those timings).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -24,10 +24,12 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const VOLATILE = new Set(['created', 'seconds', 'peakRssBytes']);
 
+const unpath = (s: string): string => s.split(tmp).join('<tmp>').split(ASSETS_ROOT).join('<assets>').split(REPO_ROOT).join('<repo>');
+
 /** JSON with wall-clock fields removed and machine paths replaced by placeholders. */
 function normaliseJson(text: string): string {
   const walk = (v: unknown): unknown => {
-    if (typeof v === 'string') return v.split(tmp).join('<tmp>').split(ASSETS_ROOT).join('<assets>').split(REPO_ROOT).join('<repo>');
+    if (typeof v === 'string') return unpath(v);
     if (Array.isArray(v)) return v.map(walk);
     if (v && typeof v === 'object') {
       const o: Record<string, unknown> = {};
@@ -45,7 +47,9 @@ function digest(path: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, p] of files) {
     if (name === 'report.html') continue;
-    const bytes = name === 'transmla.json' ? Buffer.from(normaliseJson(readFileSync(p, 'utf8'))) : readFileSync(p);
+    // The model card names the calibration and evaluation files by absolute path.
+    const bytes = name === 'transmla.json' ? Buffer.from(normaliseJson(readFileSync(p, 'utf8')))
+      : name === 'README.md' ? Buffer.from(unpath(readFileSync(p, 'utf8'))) : readFileSync(p);
     out[name] = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
   }
   return out;
@@ -121,7 +125,7 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "10d40b2ead2fab33"
     },
     "deepseek-v3": {
-      "README.md": "c08ce838551b315c",
+      "README.md": "3d3c9893fe1eb398",
       "config.json": "d1955d4977ad66ad",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "5816965222eb1d13",
@@ -181,7 +185,7 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "adea5129b77b9afb"
     },
     "deepseek-v3": {
-      "README.md": "1d17fbc3870077e7",
+      "README.md": "0d6311a537236fa6",
       "config.json": "db1fdba7506223ec",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "5f05abcbfc18a02e",
@@ -232,7 +236,7 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "c7e7972c3a2ee2b8"
     },
     "deepseek-v3": {
-      "README.md": "b4a1f6384af58e0b",
+      "README.md": "48a2c7ff5c12cbf1",
       "config.json": "9fc0fff8d2f9763b",
       "generation_config.json": "e7837bdba54a3625",
       "model.safetensors": "c04af5fb71c20816",
@@ -283,7 +287,7 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "ffb2a338a581d6e8"
     },
     "deepseek-v3": {
-      "README.md": "ceb8dfbad151dde3",
+      "README.md": "bdcb28516cbff686",
       "config.json": "de6c76543dd0ae07",
       "generation_config.json": "0f7a4487f16de9b6",
       "model.safetensors": "e631be0b761e563d",
@@ -334,7 +338,7 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "d88ac7a1ea6d5628"
     },
     "deepseek-v3": {
-      "README.md": "cc19261276adf77b",
+      "README.md": "e146e10b827977d0",
       "config.json": "b8b0cc49e8e27bce",
       "generation_config.json": "2484c3f432388859",
       "model.safetensors": "a14553ddd93a4b18",
@@ -389,7 +393,7 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "2d7a25909101d409"
     },
     "deepseek-v3": {
-      "README.md": "482a1338a5ca3bd8",
+      "README.md": "de13129e05965498",
       "config.json": "16674838058c1778",
       "generation_config.json": "2669df40192e32e3",
       "model.safetensors": "31a40e435ad6e70d",
