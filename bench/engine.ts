@@ -18,15 +18,15 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckpoint } from '../src/io/checkpoint.js';
-import { exportLlamaGguf } from '../src/io/gguf-llama.js';
-import { readLlamaConfig } from '../src/io/hf-config.js';
+import { exportLlamaGguf } from '../src/export/gguf-llama.js';
+import { readConfig } from '../src/arch/registry.js';
+import { loadModel } from '../src/arch/load.js';
+import type { Decoder } from '../src/models/decoder.js';
 import { kernels } from '../src/kernels/index.js';
 import { loadNativeAddon } from '../src/kernels/native.js';
 import type { FloatDType } from '../src/kernels/types.js';
 import type { Token } from 'node-llama-cpp';
 import { describeModel } from '../src/models/describe.js';
-import { loadModel } from '../src/models/load.js';
-import type { LlamaModel } from '../src/models/llama.js';
 import { argmax } from '../src/models/sample.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -76,7 +76,7 @@ function randomIds(n: number, vocab: number, seed: number): number[] {
   return Array.from({ length: n }, () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return 3 + (s % (vocab - 3)); });
 }
 
-function prefill(model: LlamaModel, T: number, all: boolean, reps: number): { tps: number; gflops: number } {
+function prefill(model: Decoder, T: number, all: boolean, reps: number): { tps: number; gflops: number } {
   const ids = randomIds(T, model.config.vocabSize, T);
   const cache = model.newCache();
   cache.reserve(T);
@@ -101,7 +101,7 @@ function sampleThreads(): void {
   if (addon) threadSamples.push(addon.effectiveThreads());
 }
 
-function oursSession(model: LlamaModel, maxCtx: number, n: number): DecodeSession {
+function oursSession(model: Decoder, maxCtx: number, n: number): DecodeSession {
   const cache = model.newCache();
   cache.reserve(maxCtx + n);
   let ctx = 0, first = 0;
@@ -188,7 +188,7 @@ export async function run(argv: string[]): Promise<object> {
   try {
     if (a.llamacpp) {
       const gguf = join(dir, 'model.gguf');
-      exportLlamaGguf(gguf, readLlamaConfig(a.model), openCheckpoint(a.model), a.model, { outType: d.weightDtype });
+      exportLlamaGguf(gguf, readConfig(a.model), openCheckpoint(a.model), a.model, { outType: d.weightDtype });
       sessions.push(await llamaCppSession(gguf, d.vocab, maxCtx, a.decodeTokens, a.threads));
       cpp = [];
     }

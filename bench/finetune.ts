@@ -26,7 +26,7 @@ import { convertMha2mla } from '../src/convert/mha2mla.js';
 import { fidelity } from '../src/eval/fidelity.js';
 import { readEvalText, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { kernels } from '../src/kernels/index.js';
-import { loadModel } from '../src/models/load.js';
+import { loadModel } from '../src/arch/load.js';
 import { tokenizeDocuments } from '../src/train/data.js';
 import { finetune, type FinetuneReport } from '../src/train/finetune.js';
 

@@ -27,9 +27,8 @@ import type { RopeSelection } from '../src/convert/rope-select.js';
 import { fidelity, type ModelScore } from '../src/eval/fidelity.js';
 import { GqaAttention } from '../src/models/attention.js';
 import { kvQuantName, type KvQuant } from '../src/models/latent-quant.js';
-import type { LlamaModel } from '../src/models/llama.js';
-import { loadModel } from '../src/models/load.js';
-import { setKvQuant } from '../src/models/mla-model.js';
+import { type Decoder, setKvQuant } from '../src/models/decoder.js';
+import { loadModel } from '../src/arch/load.js';
 import { domainOf, hfFolderOf, runConvert } from './transmla.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -124,9 +123,9 @@ export async function run(argv: string[]): Promise<object> {
       const rows = new Map<string, Cell[]>();
       let original: ModelScore | null = null;
       for (const fraction of a.fractions) {
-        const models: LlamaModel[] = [];
+        const models: Decoder[] = [];
         const slots: { method: string; cell: Cell }[] = [];
-        const add = (method: string, cell: Cell, variantsByQuant: LlamaModel[]): void => {
+        const add = (method: string, cell: Cell, variantsByQuant: Decoder[]): void => {
           slots.push({ method, cell });
           models.push(...variantsByQuant);
         };

@@ -6,9 +6,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
-import { exportLlamaGguf } from '../src/io/gguf-llama.js';
+import { exportLlamaGguf } from '../src/export/gguf-llama.js';
+import { readConfig } from '../src/arch/registry.js';
 import { writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../src/io/gguf.js';
-import { readLlamaConfig } from '../src/io/hf-config.js';
 import { encodeLlama2c, type Llama2cCheckpoint, type Llama2cHeader } from '../src/io/llama2c.js';
 import { encodeHeader, writeSafetensors, type NamedTensor, type SafetensorsDType } from '../src/io/safetensors.js';
 import type { Tensor } from '../src/tensor.js';
@@ -194,7 +194,7 @@ function ggufSeeds(dir: string, rng: Rng): Seed[] {
     const p = join(dir, 'tinystories.gguf');
     const src = openCheckpoint(ts);
     try {
-      exportLlamaGguf(p, readLlamaConfig(ts), src, ts);
+      exportLlamaGguf(p, readConfig(ts), src, ts);
     } finally {
       src.close();
     }

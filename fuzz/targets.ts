@@ -1,9 +1,10 @@
 // Fuzz targets: how a case is generated from a seed, how it is loaded end to end, and which
 // error classes count as the parser's own typed errors.
 import { openCheckpoint, CheckpointError } from '../src/io/checkpoint.js';
-import { openGgufModel } from '../src/io/gguf-llama.js';
+import { openGgufModel } from '../src/arch/gguf.js';
+import { HfConfigError, type ModelArgs } from '../src/arch/args.js';
+import { readConfig } from '../src/arch/registry.js';
 import { GgufError, readGguf } from '../src/io/gguf.js';
-import { HfConfigError, readLlamaConfig, type LlamaConfig } from '../src/io/hf-config.js';
 import { Llama2cFormatError, readLlama2c } from '../src/io/llama2c.js';
 import { openSafetensors, SafetensorsError } from '../src/io/safetensors.js';
 import { TokenizerFormatError } from '../src/tokenizer/common.js';
@@ -64,7 +65,7 @@ function mixed(rng: Rng, img: FileImage, structural: (rng: Rng, img: FileImage) 
 }
 
 
-function checkConfig(c: LlamaConfig, path: string): void {
+function checkConfig(c: ModelArgs, path: string): void {
   // A config that parses must be internally consistent; anything else is a silent parser bug.
   const ints: [string, number][] = [['hiddenSize', c.hiddenSize], ['intermediateSize', c.intermediateSize], ['numLayers', c.numLayers], ['numHeads', c.numHeads], ['numKvHeads', c.numKvHeads], ['headDim', c.headDim], ['vocabSize', c.vocabSize], ['maxPositionEmbeddings', c.maxPositionEmbeddings]];
   for (const [k, v] of ints) if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`${path}: parsed config has ${k} = ${String(v)}`);
@@ -154,7 +155,7 @@ export const TARGETS: Record<TargetName, TargetSpec> = {
       return { files: { 'config.json': m.img }, ops: m.ops, entry: '.' };
     },
     load(path) {
-      checkConfig(readLlamaConfig(path), path);
+      checkConfig(readConfig(path), path);
     },
   },
   gguf: {

@@ -8,19 +8,27 @@ export type { Tensor, WeightSource } from './tensor.js';
 // Checkpoint I/O
 export { openSafetensors, writeSafetensors, SafetensorsError } from './io/safetensors.js';
 export { openCheckpoint, writeCheckpoint, CheckpointError } from './io/checkpoint.js';
-export { readLlamaConfig, parseLlamaConfig, writeHfFolderExtras, HfConfigError } from './io/hf-config.js';
-export type { LlamaConfig, RopeScaling } from './io/hf-config.js';
+export { writeHfFolderExtras } from './io/hf-folder.js';
 export { withAtomicDir, AtomicDirError } from './io/atomic-dir.js';
 export { resolveModel, HubError } from './io/hub.js';
 export { readGguf, writeGguf, GgufError } from './io/gguf.js';
-export { exportLlamaGguf, openGgufModel } from './io/gguf-llama.js';
+
 export { readLlama2c, writeLlama2c, importLlama2c, exportLlama2c, Llama2cFormatError } from './io/llama2c.js';
 export { loadTokenizer } from './tokenizer/tokenizer.js';
 export type { TextTokenizer } from './tokenizer/tokenizer.js';
 
+// Model families
+export { FAMILIES, readConfig, parseConfig, buildModel, familyFor } from './arch/registry.js';
+export { HfConfigError } from './arch/args.js';
+export type { ModelArgs, RopeScaling } from './arch/args.js';
+export type { Family } from './arch/family.js';
+export { openGgufModel } from './arch/gguf.js';
+export { mlaSemantics } from './arch/deepseek.js';
+
 // Engine
-export { loadModel } from './models/load.js';
-export type { LoadedModel, LoadModelOptions } from './models/load.js';
+export { loadModel } from './arch/load.js';
+export type { LoadedModel, LoadModelOptions } from './arch/load.js';
+export { Decoder } from './models/decoder.js';
 export { generate } from './models/generate.js';
 export { describeModel, formatModelReport } from './models/describe.js';
 export { parseKvQuant } from './models/latent-quant.js';
@@ -37,8 +45,8 @@ export { exportDeepseekV3, stockDeepseekV3Config, STOCK_DEEPSEEK_V3_KEYS } from 
 export type { StockExportOptions, StockExportReport } from './convert/export-deepseek-v3.js';
 export { exportModel, convertToTarget, EXPORT_TARGETS } from './convert/export-targets.js';
 export type { ExportOptions, ExportResult, ExportTarget } from './convert/export-targets.js';
-export { exportDeepseek2Gguf } from './io/gguf-deepseek2.js';
-export { mlaSemantics } from './io/mla-config.js';
+export { exportDeepseek2Gguf } from './export/gguf-deepseek2.js';
+export { exportLlamaGguf } from './export/gguf-llama.js';
 export { runSweep } from './convert/sweep.js';
 export { writeReport } from './report/report.js';
 

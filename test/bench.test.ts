@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatBenchReport, runBench } from '../src/eval/bench.js';
-import { ggufExportUnsupported } from '../src/eval/bench-decode.js';
+import { formatBenchReport, runBench } from '../src/bench/bench.js';
+import { ggufExportUnsupported } from '../src/export/gguf.js';
 import { peakRssBytes } from '../src/eval/memory.js';
 import { writeCheckpoint } from '../src/io/checkpoint.js';
-import { writeHfFolderExtras } from '../src/io/hf-config.js';
+import { writeHfFolderExtras } from '../src/io/hf-folder.js';
 import { assetPath } from './helpers/assets.js';
 import { randomDeepseek } from './helpers/random-deepseek.js';
 

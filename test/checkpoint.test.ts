@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, mock, test } from 'node:test';
 import { AtomicDirError, withAtomicDir } from '../src/io/atomic-dir.js';
 import { Checkpoint, CheckpointError, INDEX_FILE, openCheckpoint, SINGLE_FILE, writeCheckpoint } from '../src/io/checkpoint.js';
-import { writeHfFolderExtras } from '../src/io/hf-config.js';
+import { writeHfFolderExtras } from '../src/io/hf-folder.js';
 import { openSafetensors, writeSafetensors, type NamedTensor } from '../src/io/safetensors.js';
 import type { Tensor } from '../src/tensor.js';
 import { hfModelAssets, mustAsset, skipUnlessAsset } from './helpers/assets.js';

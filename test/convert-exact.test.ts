@@ -8,12 +8,12 @@ import { assembleMla, type LatentLayer } from '../src/convert/latent-layer.js';
 import { buildMlaModel, gqaLayerSource } from '../src/convert/mla-build.js';
 import { roRope } from '../src/convert/rorope.js';
 import { gemmF64 } from '../src/linalg/dense.js';
-import { loadModel } from '../src/models/load.js';
-import { setMlaMode } from '../src/models/mla-model.js';
-import { LlamaModel as Llama } from '../src/models/llama.js';
+import { loadModel } from '../src/arch/load.js';
+import { setMlaMode, Decoder as Llama } from '../src/models/decoder.js';
 import { skipUnlessAsset, mustAsset } from './helpers/assets.js';
 import { maxAbsDiff, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
 import { logits, decodeLogits, randomTokens } from './helpers/logits.js';
+import { buildModel } from '../src/arch/registry.js';
 
 /** A random positive-definite Gram of [x;1] (D+1 square), as calibration would give. */
 function randomGram(Dp: number, seed: number): Float64Array {
@@ -51,7 +51,7 @@ const specs: [string, RandomSpec][] = [
 for (const [name, spec] of specs) {
   test(`exact GQA→MLA rewrite reproduces the logits: ${name}`, () => {
     const m = randomLlama(spec);
-    const src = Llama.fromWeights(m.config, m.src);
+    const src = buildModel(m.config, m.src);
     const tokens = randomTokens(14, spec.vocab, 5);
     const ref = logits(src, tokens);
     const latents = src.layers.map((_, l) => latentFromGqa(gqaLayerSource(src, l)));
@@ -66,7 +66,7 @@ for (const [name, spec] of specs) {
 
   test(`RoRoPE rotation without truncation is exact, BKV-PCA at full rank is exact: ${name}`, () => {
     const m = randomLlama(spec);
-    const src = Llama.fromWeights(m.config, m.src);
+    const src = buildModel(m.config, m.src);
     const tokens = randomTokens(12, spec.vocab, 6);
     const ref = logits(src, tokens);
     const G = spec.kvHeads, d = spec.headDim!;
@@ -94,7 +94,7 @@ for (const [name, spec] of specs) {
 
 test('kv_lora_rank above 2·G·d − d_R is refused with the bound in the message', () => {
   const m = randomLlama(specs[0]![1]);
-  const src = Llama.fromWeights(m.config, m.src);
+  const src = buildModel(m.config, m.src);
   const L = roRope(latentFromGqa(gqaLayerSource(src, 0)), randomKeyCov(latentFromGqa(gqaLayerSource(src, 0)), 1), { nKvHeads: 2, ropeDim: 4, freqFold: 2 }).layer;
   assert.throws(() => bkvPca(L, kvCovOf(L, 2), { rank: 29 }), /kv_lora_rank 29 exceeds .* 2·G·d − d_R = 32 − 4 = 28/);
 });

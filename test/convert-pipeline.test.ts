@@ -11,8 +11,8 @@ import { convertModel, type ConvertReport } from '../src/convert/convert.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { describeModel } from '../src/models/describe.js';
-import { loadModel } from '../src/models/load.js';
-import { setMlaMode } from '../src/models/mla-model.js';
+import { loadModel } from '../src/arch/load.js';
+import { setMlaMode } from '../src/models/decoder.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
 import { maxAbsDiff } from './helpers/random-llama.js';
 

@@ -10,12 +10,13 @@ import { buildMlaModel, gqaLayerSource } from '../src/convert/mla-build.js';
 import { queryBasis } from '../src/convert/q-lora.js';
 import { freqFoldCandidates } from '../src/convert/rorope.js';
 import { gemmF64 } from '../src/linalg/dense.js';
-import { mlaConfigJson, parseMlaConfig } from '../src/io/mla-config.js';
-import { LlamaModel } from '../src/models/llama.js';
+import { mlaConfigJson, parseMlaConfig } from '../src/arch/deepseek.js';
+import { Decoder } from '../src/models/decoder.js';
 import { rmsNorm } from '../src/models/ops.js';
 import { loadTokenizer } from '../src/tokenizer/tokenizer.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
 import { maxAbsDiff, mulberry32, randomLlama } from './helpers/random-llama.js';
+import { buildModel } from '../src/arch/registry.js';
 
 test('KV budgets: fractions of the source cache → (r, d_R), and the rank bound', () => {
   // kjv-gqa (G 2, d 64: 256 values), kjv-mha (4, 64: 512), TinyStories-656K (4, 16: 128), stories260K (4, 8: 64).
@@ -55,7 +56,7 @@ test('calibration samples: N × L tokens, seeded, BOS first', { skip: skipUnless
 
 test('streamed hidden states and Grams match a direct forward', () => {
   const m = randomLlama({ hidden: 16, heads: 4, kvHeads: 2, headDim: 4, inter: 24, vocab: 30, layers: 3, seed: 3 });
-  const model = LlamaModel.fromWeights(m.config, m.src);
+  const model = buildModel(m.config, m.src);
   const rnd = mulberry32(9);
   const L = 10, N = 3, D = 16;
   const samples = Array.from({ length: N }, () => Int32Array.from({ length: L }, () => Math.floor(rnd() * 30)));
@@ -65,7 +66,7 @@ test('streamed hidden states and Grams match a direct forward', () => {
     const gram = h.gram(model.layers[1]!.inputNorm);
     assert.equal(gram[D * (D + 1) + D], N * L, 'the bias entry counts tokens');
     const expect = new Float64Array((D + 1) * (D + 1));
-    // The raw stream after all layers + final norm equals LlamaModel.hidden.
+    // The raw stream after all layers + final norm equals Decoder.hidden.
     h.advance(model.layers[1]!);
     h.advance(model.layers[2]!);
     const finalGram = h.gram(model.norm);
@@ -91,7 +92,7 @@ function transposeOf(A: Float64Array, m: number, n: number): Float64Array {
 
 test('q_lora at full rank (r_q = H·d ≤ D) is exact', () => {
   const m = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 30, layers: 2, attentionBias: true, seed: 21 });
-  const src = LlamaModel.fromWeights(m.config, m.src);
+  const src = buildModel(m.config, m.src);
   const tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3];
   const ref = src.forward(tokens, src.newCache(), { logits: 'all' }).slice();
   const rnd = mulberry32(4);
@@ -116,9 +117,9 @@ test('DeepSeek-V3 config: written from a Llama config, read back; MoE and YaRN r
   const json = mlaConfigJson(m.config, { kvLoraRank: 20, qLoraRank: null, qkRopeHeadDim: 4, qkNopeHeadDim: 8, vHeadDim: 8, attentionBias: false });
   const back = parseMlaConfig(JSON.parse(JSON.stringify(json)), 'config.json');
   assert.deepEqual(back.mla, { kvLoraRank: 20, qLoraRank: null, qkRopeHeadDim: 4, qkNopeHeadDim: 8, vHeadDim: 8, ropeInterleave: true, semantics: 'exact', yarn: null, attentionBias: false });
-  assert.equal(back.llama.hiddenSize, 32);
-  assert.equal(back.llama.numLayers, 2);
-  assert.deepEqual(back.llama.ropeScaling, m.config.ropeScaling);
+  assert.equal(back.hiddenSize, 32);
+  assert.equal(back.numLayers, 2);
+  assert.deepEqual(back.ropeScaling, m.config.ropeScaling);
   assert.equal(json.first_k_dense_replace, 2);
   assert.throws(() => parseMlaConfig({ ...json, first_k_dense_replace: 1, n_routed_experts: 8 }, 'c.json'), /mixture-of-experts/);
   assert.throws(() => parseMlaConfig({ ...json, rope_scaling: { type: 'yarn', factor: 4 } }, 'c.json'), /yarn is not supported/);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { commands } from '../src/cli/commands.js';
 import { UsageError } from '../src/cli/args.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
-import { loadModel } from '../src/models/load.js';
+import { loadModel } from '../src/arch/load.js';
 import { assetPath } from './helpers/assets.js';
 
 /** Runs a command, capturing what it writes to stdout. */

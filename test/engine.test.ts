@@ -6,22 +6,24 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LlamaModel } from '../src/models/llama.js';
+import { Decoder } from '../src/models/decoder.js';
+import { applyRope, ropeInvFreq, RopeTable } from '../src/models/rope.js';
+import { halfToInterleavedPerm } from '../src/io/rope-rows.js';
+import { loadModel } from '../src/arch/load.js';
 import { GqaAttention } from '../src/models/attention.js';
-import { applyRope, halfToInterleavedPerm, ropeInvFreq, RopeTable } from '../src/models/rope.js';
 import { argmax, Rng, sampleToken } from '../src/models/sample.js';
 import { generate } from '../src/models/generate.js';
 import { nllOf, perplexity, readEvalText } from '../src/eval/perplexity.js';
 import type { Tensor } from '../src/tensor.js';
-import { loadModel } from '../src/models/load.js';
 import { assetPath } from './helpers/assets.js';
 import { logSoftmax, MapSource, maxAbsDiff, randomLlama, referenceLogits, type RandomSpec } from './helpers/random-llama.js';
+import { buildModel, parseConfig } from '../src/arch/registry.js';
 
 const TOKENS = [1, 17, 5, 33, 9, 60, 2, 41, 13, 7, 58, 3];
 
 function checkAgainstReference(spec: RandomSpec, tol = 1e-4): void {
   const m = randomLlama(spec);
-  const model = LlamaModel.fromWeights(m.config, m.src);
+  const model = buildModel(m.config, m.src);
   const ref = referenceLogits(m, TOKENS);
   const V = m.config.vocabSize;
   const all = model.forward(TOKENS, model.newCache(), { logits: 'all' }).slice();
@@ -110,8 +112,8 @@ describe('RoPE', () => {
       }
       map.set(name, { ...t, data: out });
     }
-    const a = LlamaModel.fromWeights(m.config, m.src);
-    const b = LlamaModel.fromWeights(m.config, new MapSource(map), { ropeLayout: 'interleaved' });
+    const a = buildModel(m.config, m.src);
+    const b = buildModel(m.config, new MapSource(map), { ropeLayout: 'interleaved' });
     const la = a.forward(TOKENS, a.newCache(), { logits: 'all' }).slice();
     const lb = b.forward(TOKENS, b.newCache(), { logits: 'all' });
     assert.ok(maxAbsDiff(la, lb) <= 1e-5);
@@ -130,7 +132,7 @@ describe('RoPE', () => {
 describe('KV cache', () => {
   it('reports bytes per token at a dtype and what it allocates', () => {
     const m = randomLlama({ ...base, heads: 4, kvHeads: 2, layers: 3 });
-    const model = LlamaModel.fromWeights(m.config, m.src);
+    const model = buildModel(m.config, m.src);
     const cache = model.newCache();
     // layers · (K + V) · kvHeads · headDim
     assert.equal(cache.elementsPerToken, 3 * 2 * 2 * 8);
@@ -148,7 +150,7 @@ describe('KV cache', () => {
 
   it('rewinding with pos0 recomputes from there', () => {
     const m = randomLlama({ ...base, heads: 4, kvHeads: 2, seed: 9 });
-    const model = LlamaModel.fromWeights(m.config, m.src);
+    const model = buildModel(m.config, m.src);
     const cache = model.newCache();
     const full = model.forward(TOKENS, cache, { logits: 'all' }).slice();
     const V = m.config.vocabSize;
@@ -159,7 +161,7 @@ describe('KV cache', () => {
 
   it('counts parameters once for a tied head', () => {
     const m = randomLlama({ ...base, heads: 4, kvHeads: 2, tied: true });
-    const model = LlamaModel.fromWeights(m.config, m.src);
+    const model = buildModel(m.config, m.src);
     let n = 0;
     for (const t of m.f64.values()) n += t.length;
     assert.equal(model.paramCount(), n);
@@ -169,9 +171,9 @@ describe('KV cache', () => {
     const m = randomLlama({ ...base, heads: 4, kvHeads: 2 });
     const map = new Map(m.src.map);
     map.delete('model.layers.1.mlp.up_proj.weight');
-    assert.throws(() => LlamaModel.fromWeights(m.config, new MapSource(map)), /model\.layers\.1\.mlp\.up_proj\.weight/);
+    assert.throws(() => buildModel(m.config, new MapSource(map)), /model\.layers\.1\.mlp\.up_proj\.weight/);
     const bad = { ...m.config, intermediateSize: 40 };
-    assert.throws(() => LlamaModel.fromWeights(bad, m.src), /shape \[48, 32\], expected \[40, 32\]/);
+    assert.throws(() => buildModel(bad, m.src), /shape \[48, 32\], expected \[40, 32\]/);
   });
 });
 
@@ -200,7 +202,7 @@ describe('sampling and generation', () => {
 
   it('greedy generation follows the reference argmax and stops at EOS', async () => {
     const m = randomLlama({ ...base, heads: 4, kvHeads: 2, seed: 21 });
-    const model = LlamaModel.fromWeights(m.config, m.src);
+    const model = buildModel(m.config, m.src);
     const prompt = [1, 5, 9];
     const out: number[] = [];
     const it = generate(model, prompt, { maxTokens: 6, stopIds: [] });
@@ -222,7 +224,7 @@ describe('sampling and generation', () => {
 describe('perplexity', () => {
   it('chunks, drops the tail, and averages NLL as computed by hand', async () => {
     const m = randomLlama({ ...base, heads: 4, kvHeads: 2, seed: 31 });
-    const model = LlamaModel.fromWeights(m.config, m.src);
+    const model = buildModel(m.config, m.src);
     const ids = [1, 4, 8, 15, 16, 23, 42, 7, 9, 11, 3]; // 11 tokens, ctx 4 → 2 chunks, 3 dropped
     const r = await perplexity(model, ids, true, { ctx: 4, logitRows: 2 });
     let sum = 0;
@@ -310,7 +312,7 @@ describe('sliding-window configs (the engine implements full attention only)', (
   const spec: RandomSpec = { ...base, heads: 4, kvHeads: 2, modelType: 'mistral', slidingWindow: 8, seed: 21 };
   it('contexts within the window are computed (and match the reference); longer ones are refused', () => {
     const m = randomLlama(spec);
-    const model = LlamaModel.fromWeights(m.config, m.src);
+    const model = buildModel(m.config, m.src);
     assert.equal(model.slidingWindow, 8);
     const ref = referenceLogits(m, TOKENS.slice(0, 8));
     const all = model.forward(TOKENS.slice(0, 8), model.newCache(), { logits: 'all' });
@@ -323,7 +325,7 @@ describe('sliding-window configs (the engine implements full attention only)', (
   });
   it('perplexity refuses a ctx past the window, accepts one within it', async () => {
     const m = randomLlama(spec);
-    const model = LlamaModel.fromWeights(m.config, m.src);
+    const model = buildModel(m.config, m.src);
     const ids = Array.from({ length: 40 }, (_, i) => (i * 7) % 60 + 3);
     await assert.rejects(perplexity(model, ids, false, { ctx: 16 }), /exceeds the model's sliding attention window of 8 tokens/);
     const r = await perplexity(model, ids, false, { ctx: 8 });
@@ -331,9 +333,9 @@ describe('sliding-window configs (the engine implements full attention only)', (
   });
   it('use_sliding_window: false (and llama configs) mean full attention', () => {
     const m = randomLlama({ ...spec, modelType: 'llama' });
-    assert.equal(LlamaModel.fromWeights(m.config, m.src).slidingWindow, null);
+    assert.equal(buildModel(m.config, m.src).slidingWindow, null);
     const mm = randomLlama(spec);
-    const cfg = { ...mm.config, raw: { ...mm.config.raw, use_sliding_window: false } };
-    assert.equal(LlamaModel.fromWeights(cfg, mm.src).slidingWindow, null);
+    const cfg = parseConfig({ ...mm.config.raw, use_sliding_window: false }, 'config.json');
+    assert.equal(buildModel(cfg, mm.src).slidingWindow, null);
   });
 });

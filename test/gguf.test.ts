@@ -13,8 +13,12 @@ import {
   GgufError, ggmlTypeName, readGguf, writeGguf,
   type GgufMetadataEntry, type GgufTensorInput, type GgufValue,
 } from '../src/io/gguf.js';
-import { exportLlamaGguf, openGgufModel, permuteRopeRows, TokenType } from '../src/io/gguf-llama.js';
-import { readLlamaConfig, type LlamaConfig } from '../src/io/hf-config.js';
+import { exportLlamaGguf } from '../src/export/gguf-llama.js';
+import { openGgufModel } from '../src/arch/gguf.js';
+import { permuteRopeRows } from '../src/io/rope-rows.js';
+import { TokenType } from '../src/io/gguf-tokenizer.js';
+import { readConfig } from '../src/arch/registry.js';
+import type { ModelArgs } from '../src/arch/args.js';
 import { ropeInvFreq } from '../src/models/rope.js';
 import type { Tensor, WeightSource } from '../src/tensor.js';
 import { assetPath, mustAsset, skipUnlessAsset } from './helpers/assets.js';
@@ -433,14 +437,14 @@ function widenToF32(t: Tensor): Float32Array {
 }
 
 /** The config fields a GGUF carries must survive the round trip. */
-function assertSameConfig(got: LlamaConfig, want: LlamaConfig): void {
-  const keys: (keyof LlamaConfig)[] = ['hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'vocabSize',
+function assertSameConfig(got: ModelArgs, want: ModelArgs): void {
+  const keys: (keyof ModelArgs)[] = ['hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'vocabSize',
     'rmsNormEps', 'ropeTheta', 'ropeScaling', 'maxPositionEmbeddings', 'tieWordEmbeddings', 'attentionBias', 'oBias', 'mlpBias', 'bosTokenId', 'eosTokenId', 'torchDtype'];
   for (const k of keys) assert.deepEqual(got[k], want[k], `config.${k}`);
 }
 
 /** Checks a GGUF against its source: permuted q/k rows, 1-D tensors in f32, openGgufModel gives the source back. */
-function checkExport(path: string, config: LlamaConfig, src: WeightSource, specialIds?: { bos: number; eos: number }): void {
+function checkExport(path: string, config: ModelArgs, src: WeightSource, specialIds?: { bos: number; eos: number }): void {
   const f = readGguf(path);
   const d = config.headDim;
   const arch = f.requireString('general.architecture');
@@ -503,9 +507,9 @@ describe('Llama GGUF export of random models (structure and round trip)', () => 
 
   test('permuteRopeRows inverts itself', () => {
     const t = randomTensor('f32', [3 * 8, 5], 11);
-    const there = permuteRopeRows(t.data, 3, 8, true);
+    const there = permuteRopeRows(t.data, { blocks: 3, dim: 8 }, 'interleaved');
     assert.ok(!bytesOf(there).equals(bytesOf(t.data)));
-    assert.ok(bytesOf(permuteRopeRows(there, 3, 8, false)).equals(bytesOf(t.data)));
+    assert.ok(bytesOf(permuteRopeRows(there, { blocks: 3, dim: 8 }, 'half')).equals(bytesOf(t.data)));
   });
 
   test('SentencePiece scores follow merge ranks; token types', () => {
@@ -671,7 +675,7 @@ describe('llama.cpp loads our GGUF exports', () => {
     test(`${name}: export, load, tokenize like Hugging Face`, { skip: skipUnlessAsset(`models/${name}`) }, async (t) => {
       if (unavailable) return t.skip(unavailable);
       const dir = mustAsset(`models/${name}`);
-      const config = readLlamaConfig(dir);
+      const config = readConfig(dir);
       const ckpt = openCheckpoint(dir);
       const p = join(tmp, `${name}.gguf`);
       const res = exportLlamaGguf(p, config, ckpt, dir);

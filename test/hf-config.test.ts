@@ -3,7 +3,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { HfConfigError, parseLlamaConfig, readLlamaConfig, writeHfFolderExtras } from '../src/io/hf-config.js';
+import { HfConfigError } from '../src/arch/args.js';
+import { parseConfig, readConfig } from '../src/arch/registry.js';
+import { writeHfFolderExtras } from '../src/io/hf-folder.js';
 import { hfModelAssets, mustAsset, skipUnlessAsset } from './helpers/assets.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-cfg-'));
@@ -24,7 +26,7 @@ function base(over: Record<string, unknown> = {}): Record<string, unknown> {
 }
 
 function parseErr(cfg: unknown, re: RegExp): void {
-  assert.throws(() => parseLlamaConfig(cfg, 'some/config.json'), (e: unknown) => {
+  assert.throws(() => parseConfig(cfg, 'some/config.json'), (e: unknown) => {
     assert.ok(e instanceof HfConfigError, String(e));
     assert.match(e.message, /^some\/config\.json: /);
     assert.match(e.message, re);
@@ -37,7 +39,7 @@ describe('config.json of the shared models', () => {
   test('asset models are present', { skip: skipUnlessAsset('models') }, () => assert.ok(models.length >= 4));
   for (const m of models) {
     test(`${m} parses`, () => {
-      const c = readLlamaConfig(mustAsset(`models/${m}`));
+      const c = readConfig(mustAsset(`models/${m}`));
       assert.equal(c.modelType, 'llama');
       assert.equal(c.tieWordEmbeddings, true);
       assert.equal(c.numHeads % c.numKvHeads, 0);
@@ -49,7 +51,7 @@ describe('config.json of the shared models', () => {
     });
   }
   test('kjv-gqa values', { skip: skipUnlessAsset('models/kjv-gqa') }, () => {
-    const c = readLlamaConfig(mustAsset('models/kjv-gqa'));
+    const c = readConfig(mustAsset('models/kjv-gqa'));
     assert.deepEqual(
       [c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize, c.rmsNormEps, c.maxPositionEmbeddings, c.torchDtype],
       [384, 1024, 6, 6, 2, 64, 32000, 1e-5, 1024, 'bfloat16'],
@@ -57,14 +59,14 @@ describe('config.json of the shared models', () => {
     assert.equal(c.raw.transformers_version, '4.46.0');
   });
   test('TinyStories-656K values', { skip: skipUnlessAsset('models/TinyStories-656K') }, () => {
-    const c = readLlamaConfig(mustAsset('models/TinyStories-656K'));
+    const c = readConfig(mustAsset('models/TinyStories-656K'));
     assert.deepEqual([c.hiddenSize, c.numHeads, c.numKvHeads, c.headDim, c.rmsNormEps, c.torchDtype], [128, 8, 4, 16, 1e-6, 'float32']);
   });
 });
 
-describe('parseLlamaConfig', () => {
+describe('parseConfig', () => {
   test('defaults follow transformers', () => {
-    const c = parseLlamaConfig(base(), 'c.json');
+    const c = parseConfig(base(), 'c.json');
     assert.equal(c.numKvHeads, 4);
     assert.equal(c.headDim, 16);
     assert.equal(c.ropeTheta, 10000);
@@ -78,31 +80,31 @@ describe('parseLlamaConfig', () => {
 
   test('model type from architectures alone; SmolLM is llama', () => {
     const { model_type: _m, ...noType } = base();
-    assert.equal(parseLlamaConfig(noType, 'c.json').modelType, 'llama');
-    const smol = parseLlamaConfig(base({ num_key_value_heads: 1, head_dim: 32, tie_word_embeddings: true, rope_theta: 100000 }), 'c.json');
+    assert.equal(parseConfig(noType, 'c.json').modelType, 'llama');
+    const smol = parseConfig(base({ num_key_value_heads: 1, head_dim: 32, tie_word_embeddings: true, rope_theta: 100000 }), 'c.json');
     assert.deepEqual([smol.numKvHeads, smol.headDim, smol.tieWordEmbeddings, smol.ropeTheta], [1, 32, true, 100000]);
   });
 
   test('qwen2 has q/k/v biases and no o_proj bias; mistral none', () => {
-    const q = parseLlamaConfig(base({ architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', num_key_value_heads: 2, attention_bias: false }), 'c.json');
+    const q = parseConfig(base({ architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', num_key_value_heads: 2, attention_bias: false }), 'c.json');
     assert.deepEqual([q.modelType, q.attentionBias, q.oBias, q.mlpBias, q.maxPositionEmbeddings], ['qwen2', true, false, false, 32768]);
-    const m = parseLlamaConfig(base({ architectures: ['MistralForCausalLM'], model_type: 'mistral', num_key_value_heads: 1, sliding_window: null }), 'c.json');
+    const m = parseConfig(base({ architectures: ['MistralForCausalLM'], model_type: 'mistral', num_key_value_heads: 1, sliding_window: null }), 'c.json');
     assert.deepEqual([m.modelType, m.attentionBias, m.oBias], ['mistral', false, false]);
   });
 
   test('llama attention_bias / mlp_bias', () => {
-    const c = parseLlamaConfig(base({ attention_bias: true, mlp_bias: true }), 'c.json');
+    const c = parseConfig(base({ attention_bias: true, mlp_bias: true }), 'c.json');
     assert.deepEqual([c.attentionBias, c.oBias, c.mlpBias], [true, true, true]);
   });
 
   test('rope scaling: linear, llama3 (type or rope_type), rope_parameters', () => {
-    assert.deepEqual(parseLlamaConfig(base({ rope_scaling: { type: 'linear', factor: 4 } }), 'c.json').ropeScaling, { type: 'linear', factor: 4 });
+    assert.deepEqual(parseConfig(base({ rope_scaling: { type: 'linear', factor: 4 } }), 'c.json').ropeScaling, { type: 'linear', factor: 4 });
     const l3 = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
-    assert.deepEqual(parseLlamaConfig(base({ rope_scaling: l3, rope_theta: 500000 }), 'c.json').ropeScaling, {
+    assert.deepEqual(parseConfig(base({ rope_scaling: l3, rope_theta: 500000 }), 'c.json').ropeScaling, {
       type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192,
     });
-    assert.equal(parseLlamaConfig(base({ rope_scaling: { rope_type: 'default' } }), 'c.json').ropeScaling, null);
-    const v5 = parseLlamaConfig(base({ rope_parameters: { rope_type: 'default', rope_theta: 1e6 } }), 'c.json');
+    assert.equal(parseConfig(base({ rope_scaling: { rope_type: 'default' } }), 'c.json').ropeScaling, null);
+    const v5 = parseConfig(base({ rope_parameters: { rope_type: 'default', rope_theta: 1e6 } }), 'c.json');
     assert.deepEqual([v5.ropeTheta, v5.ropeScaling], [1e6, null]);
   });
 
@@ -140,7 +142,7 @@ describe('parseLlamaConfig', () => {
   });
 
   test('head_dim may differ from hidden/heads; eos may be a list; dtype or torch_dtype', () => {
-    const c = parseLlamaConfig(base({ hidden_size: 66, head_dim: 32, eos_token_id: [128001, 128009], dtype: 'bfloat16', torch_dtype: 'float32' }), 'c.json');
+    const c = parseConfig(base({ hidden_size: 66, head_dim: 32, eos_token_id: [128001, 128009], dtype: 'bfloat16', torch_dtype: 'float32' }), 'c.json');
     assert.deepEqual([c.headDim, c.eosTokenId, c.torchDtype], [32, [128001, 128009], 'bfloat16']);
   });
 
@@ -151,15 +153,15 @@ describe('parseLlamaConfig', () => {
   });
 });
 
-describe('readLlamaConfig / writeHfFolderExtras', () => {
+describe('readConfig / writeHfFolderExtras', () => {
   test('missing folder or config, and bad JSON, are named', () => {
     const dir = join(tmp, 'c1');
     mkdirSync(dir);
-    assert.throws(() => readLlamaConfig(dir), new RegExp(`${dir} has no config\\.json`));
+    assert.throws(() => readConfig(dir), new RegExp(`${dir} has no config\\.json`));
     writeFileSync(join(dir, 'config.json'), '{ "hidden_size": ');
-    assert.throws(() => readLlamaConfig(dir), /config\.json: not valid JSON/);
+    assert.throws(() => readConfig(dir), /config\.json: not valid JSON/);
     writeFileSync(join(dir, 'config.json'), JSON.stringify(base({ num_hidden_layers: -2 })));
-    assert.throws(() => readLlamaConfig(dir), new RegExp(`${join(dir, 'config.json')}: num_hidden_layers must be a positive integer`));
+    assert.throws(() => readConfig(dir), new RegExp(`${join(dir, 'config.json')}: num_hidden_layers must be a positive integer`));
   });
 
   test('copies tokenizer, generation and chat-template files, refusing to overwrite', () => {

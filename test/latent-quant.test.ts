@@ -7,10 +7,10 @@ import { buildMha2mlaModel } from '../src/convert/mha2mla.js';
 import { mha2mlaLayer } from '../src/convert/mha2mla-layer.js';
 import { buildMlaModel, gqaLayerSource } from '../src/convert/mla-build.js';
 import { kvQuantName, parseKvQuant, QuantizedCacheBuffer, quantRowLayout } from '../src/models/latent-quant.js';
-import { LlamaModel as Llama, type LlamaModel } from '../src/models/llama.js';
-import { setKvQuant, setMlaMode } from '../src/models/mla-model.js';
+import { Decoder as Llama, type Decoder, setKvQuant, setMlaMode } from '../src/models/decoder.js';
 import { maxAbsDiff, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
 import { logits, decodeLogits } from './helpers/logits.js';
+import { buildModel } from '../src/arch/registry.js';
 
 test('--kv-quant specs', () => {
   assert.deepEqual(parseKvQuant('int8'), { bits: 8, group: 32 });
@@ -57,10 +57,10 @@ const spec: RandomSpec = { hidden: 32, heads: 4, kvHeads: 2, headDim: 16, inter:
 
 test('both MLA variants on a quantized cache: prefill = decode = absorbed, close to f32, bytes counted', () => {
   const m = randomLlama(spec);
-  const src = Llama.fromWeights(m.config, m.src);
+  const src = buildModel(m.config, m.src);
   const tokens = Array.from({ length: 15 }, (_, i) => (i * 7 + 3) % spec.vocab);
   const latents = src.layers.map((_, l) => latentFromGqa(gqaLayerSource(src, l)));
-  const variants: [string, () => LlamaModel, number][] = [
+  const variants: [string, () => Decoder, number][] = [
     // TransMLA exact form: one latent row of 2·G·d = 64 values per layer.
     ['DeepSeek MLA', () => buildMlaModel(src, latents.map(exactMla), { dtype: 'f32', ropeInvFreq: latents[0]!.ropeInvFreq }), 64],
     // MHA2MLA: G·2r + R = 2·4 + 20 = 28 values per layer.

@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { assetPath } from './helpers/assets.js';
 import { exportLlama2c, importLlama2c, readLlama2c, type Llama2cCheckpoint } from '../src/io/llama2c.js';
 import { generate } from '../src/models/generate.js';
-import { loadModel } from '../src/models/load.js';
+import { loadModel } from '../src/arch/load.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-l2c-engine-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { assetPath } from './helpers/assets.js';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
-import { readLlamaConfig } from '../src/io/hf-config.js';
+import { readConfig } from '../src/arch/registry.js';
 import {
   encodeLlama2c,
   exportLlama2c,
@@ -122,7 +122,7 @@ describe('importLlama2c', () => {
     assert.equal(raw.model_type, 'llama');
     assert.deepEqual(raw.architectures, ['LlamaForCausalLM']);
     assert.equal(raw.torch_dtype, 'float32');
-    const c = readLlamaConfig(out);
+    const c = readConfig(out);
     assert.deepEqual(
       [c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize, c.maxPositionEmbeddings],
       [64, 172, 5, 8, 4, 8, 512, 512],
@@ -175,7 +175,7 @@ describe('importLlama2c', () => {
     const out = fresh('baby');
     await importLlama2c(assetPath(BABY)!, assetPath(TOK105)!, out);
     const c = readLlama2c(assetPath(BABY)!).header;
-    const cfg = readLlamaConfig(out);
+    const cfg = readConfig(out);
     assert.deepEqual([cfg.hiddenSize, cfg.intermediateSize, cfg.numLayers, cfg.numHeads, cfg.numKvHeads, cfg.headDim, cfg.vocabSize, cfg.maxPositionEmbeddings], [128, 352, 5, 8, 4, 16, 105, 256]);
     assert.equal(cfg.tieWordEmbeddings, c.sharedClassifier);
     assert.ok(existsSync(join(out, 'tokenizer.model')));
@@ -206,14 +206,14 @@ describe('HF → llama2.c → HF round trips', () => {
       const src = assetPath(`models/${name}`)!;
       const bin = fresh(`${name}.bin`);
       const { header, warnings } = exportLlama2c(src, bin);
-      const cfg = readLlamaConfig(src);
+      const cfg = readConfig(src);
       assert.equal(header.sharedClassifier, cfg.tieWordEmbeddings);
       assert.equal(warnings.length > 0, cfg.rmsNormEps !== 1e-5, `warnings: ${warnings.join('; ')}`);
       if (cfg.rmsNormEps !== 1e-5) assert.match(warnings[0]!, /rms_norm_eps/);
       const out = fresh(`${name}-back`);
       await importWithOwnVocab(bin, src, out);
       assertSameTensors(src, out, cfg.tieWordEmbeddings);
-      const back = readLlamaConfig(out);
+      const back = readConfig(out);
       for (const k of ['hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'vocabSize', 'maxPositionEmbeddings', 'tieWordEmbeddings', 'ropeTheta'] as const) {
         assert.equal(back[k], cfg[k], k);
       }
@@ -232,7 +232,7 @@ describe('HF → llama2.c → HF round trips', () => {
     writeFileSync(tokBin, syntheticTokenizerBin(300));
     const hf1 = fresh('untied-hf');
     await importLlama2c(bin, tokBin, hf1);
-    assert.equal(readLlamaConfig(hf1).tieWordEmbeddings, false);
+    assert.equal(readConfig(hf1).tieWordEmbeddings, false);
     const bin2 = fresh('untied2.bin');
     exportLlama2c(hf1, bin2);
     const again = readLlama2c(bin2);
@@ -337,7 +337,7 @@ function syntheticTokenizerBin(n: number): Buffer {
 
 /** Imports with a synthetic llama2.c tokenizer of the model's vocabulary size (the round trip concerns the tensors). */
 async function importWithOwnVocab(bin: string, hfFolder: string, out: string): Promise<void> {
-  const vocab = readLlamaConfig(hfFolder).vocabSize;
+  const vocab = readConfig(hfFolder).vocabSize;
   const tok = fresh('tok.bin');
   writeFileSync(tok, syntheticTokenizerBin(vocab));
   await importLlama2c(bin, tok, out);

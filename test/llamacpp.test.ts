@@ -9,25 +9,27 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCheckpoint } from '../src/io/checkpoint.js';
-import { exportLlamaGguf } from '../src/io/gguf-llama.js';
-import { readLlamaConfig, type LlamaConfig } from '../src/io/hf-config.js';
+import { exportLlamaGguf } from '../src/export/gguf-llama.js';
+import { readConfig } from '../src/arch/registry.js';
+import type { ModelArgs } from '../src/arch/args.js';
+import { Decoder } from '../src/models/decoder.js';
+import { loadModel } from '../src/arch/load.js';
 import type { WeightSource } from '../src/tensor.js';
-import { LlamaModel } from '../src/models/llama.js';
-import { loadModel } from '../src/models/load.js';
 import { loadTokenizer } from '../src/tokenizer/tokenizer.js';
 import { assetPath } from './helpers/assets.js';
 import { useLlamaCpp } from './helpers/llamacpp.js';
 import { logSoftmax, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
+import { buildModel } from '../src/arch/registry.js';
 
 const TOL = 1e-3;
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-llamacpp-'));
 const cpp = useLlamaCpp();
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function compare(name: string, config: LlamaConfig, weights: WeightSource, tokenizerDir: string, ids: number[]): Promise<number> {
+async function compare(name: string, config: ModelArgs, weights: WeightSource, tokenizerDir: string, ids: number[]): Promise<number> {
   const gguf = join(tmp, `${name}.gguf`);
   exportLlamaGguf(gguf, config, weights, tokenizerDir, { outType: 'f32' });
-  const ours = LlamaModel.fromWeights(config, weights);
+  const ours = buildModel(config, weights);
   const V = config.vocabSize;
   const logits = ours.forward(ids, ours.newCache(), { logits: 'all' }).slice();
   const ref = await cpp.logProbs(gguf, ids, V);
@@ -65,7 +67,7 @@ describe('next-token log-probabilities vs llama.cpp (f32 GGUF)', () => {
       if (cpp.unavailable()) return t.skip(cpp.unavailable() as string);
       const ids = textIds(dir!, `text/${text}`, n);
       if (!ids) return t.skip(`text/${text} missing`);
-      const worst = await compare(name, readLlamaConfig(dir!), openCheckpoint(dir!), dir!, ids);
+      const worst = await compare(name, readConfig(dir!), openCheckpoint(dir!), dir!, ids);
       t.diagnostic(`${ids.length} tokens, max |Δ log-prob| vs llama.cpp = ${worst.toExponential(2)}`);
       assert.ok(worst <= TOL, `${name}: max |Δ log-prob| ${worst} > ${TOL}`);
     });

@@ -11,17 +11,17 @@ import { buildMha2mlaModel, convertMha2mla, mha2mlaBudget, type Mha2mlaReport } 
 import { headRowOrder, mha2mlaLayer, type Mha2mlaLayerWeights } from '../src/convert/mha2mla-layer.js';
 import { gqaLayerSource } from '../src/convert/mla-build.js';
 import { PairNormAccumulator, pairRmsFromGram, selectRopePairs, type PairNorms } from '../src/convert/rope-select.js';
-import { mha2mlaConfigJson, parseMha2mlaConfig } from '../src/io/mla-config.js';
+import { mha2mlaConfigJson, parseMha2mlaConfig } from '../src/arch/mha2mla.js';
+import { Decoder as Llama, type Decoder, setMlaMode } from '../src/models/decoder.js';
+import { loadModel } from '../src/arch/load.js';
 import { gemmF64 } from '../src/linalg/dense.js';
 import { svd } from '../src/linalg/svd.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { describeModel } from '../src/models/describe.js';
-import { LlamaModel as Llama, type LlamaModel } from '../src/models/llama.js';
-import { loadModel } from '../src/models/load.js';
-import { setMlaMode } from '../src/models/mla-model.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
 import { maxAbsDiff, mulberry32, randomLlama, referenceLogits, type RandomSpec } from './helpers/random-llama.js';
 import { logits, decodeLogits, randomTokens, flat } from './helpers/logits.js';
+import { buildModel } from '../src/arch/registry.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-mha2mla-test-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -48,15 +48,15 @@ function pairsFor(G: number, l: number): number[][] {
 for (const [name, spec] of specs) {
   test(`MHA2MLA layers are exact against a float64 partial-RoPE reference, in every attention form: ${name}`, () => {
     const m = randomLlama(spec);
-    const src = Llama.fromWeights(m.config, m.src);
+    const src = buildModel(m.config, m.src);
     const G = spec.kvHeads, d = spec.headDim!, D = spec.hidden;
     const tokens = randomTokens(13, spec.vocab, 3);
     const kept = (l: number, g: number, k: number) => pairsFor(G, l)[g]!.includes(k);
     const ref = flat(referenceLogits(m, tokens, kept));
-    const build = (kvRank: number | 'full', init: 'joint' | 'split', cov: boolean): LlamaModel => buildMha2mlaModel(src, src.layers.map((_, l) =>
+    const build = (kvRank: number | 'full', init: 'joint' | 'split', cov: boolean): Decoder => buildMha2mlaModel(src, src.layers.map((_, l) =>
       mha2mlaLayer(gqaLayerSource(src, l), { ropePairs: pairsFor(G, l), kvRank, init, inputCov: cov ? randomCov(D, 40 + l) : null })), 'f32');
     const mK = G * (d - 4), mV = G * d;
-    const variants: [string, LlamaModel][] = [
+    const variants: [string, Decoder][] = [
       ['full (partial RoPE only)', build('full', 'joint', false)],
       ['joint, rank D', build(D, 'joint', false)],
       ['joint activation-aware, rank D', build(D, 'joint', true)],
@@ -128,7 +128,7 @@ test('pair norms: the exact mean accumulator, and the RMS surrogate from the Gra
 test('low rank: weight-only joint keeps exactly the top singular values; activation-aware has the smaller weighted error', () => {
   const spec: RandomSpec = { hidden: 32, heads: 4, kvHeads: 2, headDim: 16, inter: 48, vocab: 50, layers: 1, seed: 31 };
   const m = randomLlama(spec);
-  const src = Llama.fromWeights(m.config, m.src);
+  const src = buildModel(m.config, m.src);
   const s = gqaLayerSource(src, 0);
   const pairs = [[0, 1], [0, 1]];
   const R = 10, D = 32, C = randomCov(D, 5);
@@ -174,7 +174,7 @@ test('MHA2MLA config.json: written fields parse back; malformed selections are r
   assert.equal(json.model_type, 'llama_mha2mla');
   const back = parseMha2mlaConfig(JSON.parse(JSON.stringify(json)), 'c.json');
   assert.deepEqual(back.mha2mla, { kvLoraRank: 12, ropePairsPerHead: 2, ropePairs: pairs });
-  assert.deepEqual([back.llama.numKvHeads, back.llama.headDim, back.llama.numLayers], [2, 16, 2]);
+  assert.deepEqual([back.numKvHeads, back.headDim, back.numLayers], [2, 16, 2]);
   const bad = (patch: Record<string, unknown>, re: RegExp) => assert.throws(() => parseMha2mlaConfig({ ...json, ...patch }, 'c.json'), re);
   bad({ mha2mla_rope_pairs: [pairs[0]] }, /mha2mla_rope_pairs must list 2 layers/);
   bad({ mha2mla_rope_pairs: [[[3, 1], [0, 4]], pairs[1]] }, /\[0\]\[0\] must be strictly ascending/);

@@ -19,7 +19,7 @@ import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { NonFiniteError } from '../src/io/finite.js';
 import { exportLlama2c, importLlama2c } from '../src/io/llama2c.js';
 import { kernels } from '../src/kernels/index.js';
-import { loadModel } from '../src/models/load.js';
+import { loadModel } from '../src/arch/load.js';
 import type { Tensor } from '../src/tensor.js';
 import { finetune } from '../src/train/finetune.js';
 import { mustAsset, REPO_ROOT, skipUnlessAsset } from './helpers/assets.js';

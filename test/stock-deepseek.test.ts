@@ -8,9 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { writeCheckpoint } from '../src/io/checkpoint.js';
-import { mlaSemantics, parseMlaConfig } from '../src/io/mla-config.js';
-import { loadModel } from '../src/models/load.js';
-import { mlaModelFromWeights, setMlaMode } from '../src/models/mla-model.js';
+import { mlaSemantics, parseMlaConfig } from '../src/arch/deepseek.js';
+import { loadModel } from '../src/arch/load.js';
+import { buildModel } from '../src/arch/registry.js';
+import { setMlaMode } from '../src/models/decoder.js';
 import { yarnInvFreq } from '../src/models/yarn.js';
 import { randomDeepseek, referenceDeepseekLogits, type DeepseekSpec } from './helpers/random-deepseek.js';
 import { MapSource, maxAbsDiff } from './helpers/random-llama.js';
@@ -32,7 +33,7 @@ describe('stock DeepSeek-V3 semantics', () => {
   for (const [name, spec] of cases) {
     it(`matches the float64 stock reference, absorbed = decompressed: ${name}`, () => {
       const m = randomDeepseek(spec);
-      const model = mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), m.src);
+      const model = buildModel(parseMlaConfig(m.json, 'config.json', 'stock'), m.src);
       const toks = tokens(20, spec.vocab, 7);
       const ref = flat(referenceDeepseekLogits(m, toks));
       setMlaMode(model, 'decompressed');
@@ -50,8 +51,8 @@ describe('stock DeepSeek-V3 semantics', () => {
   it('the norms matter: dropping kv_a_layernorm (exact semantics) changes the logits', () => {
     const m = randomDeepseek({ ...base, seed: 5 });
     const noNorm = new MapSource(new Map([...m.src.map].filter(([k]) => !k.includes('kv_a_layernorm'))));
-    const exact = mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'exact'), noNorm);
-    const stock = mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), m.src);
+    const exact = buildModel(parseMlaConfig(m.json, 'config.json', 'exact'), noNorm);
+    const stock = buildModel(parseMlaConfig(m.json, 'config.json', 'stock'), m.src);
     const toks = tokens(8, base.vocab, 3);
     assert.ok(maxAbsDiff(logits(exact, toks), logits(stock, toks)) > 1e-2);
   });
@@ -65,10 +66,10 @@ describe('stock DeepSeek-V3 semantics', () => {
   it('a stock folder without kv_a_layernorm, or with a q_proj bias, is refused clearly', () => {
     const m = randomDeepseek({ ...base, seed: 6 });
     const noNorm = new MapSource(new Map([...m.src.map].filter(([k]) => !k.includes('kv_a_layernorm'))));
-    assert.throws(() => mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), noNorm), /without model\.layers\.0\.self_attn\.kv_a_layernorm\.weight.*restore its transmla\.json/);
+    assert.throws(() => buildModel(parseMlaConfig(m.json, 'config.json', 'stock'), noNorm), /without model\.layers\.0\.self_attn\.kv_a_layernorm\.weight.*restore its transmla\.json/);
     const withBias = new MapSource(new Map(m.src.map));
     withBias.map.set('model.layers.0.self_attn.q_proj.bias', { dtype: 'f32', shape: [base.heads * 16], data: new Float32Array(base.heads * 16) });
-    assert.throws(() => mlaModelFromWeights(parseMlaConfig(m.json, 'config.json', 'stock'), withBias), /has no model\.layers\.0\.self_attn\.q_proj\.bias/);
+    assert.throws(() => buildModel(parseMlaConfig(m.json, 'config.json', 'stock'), withBias), /has no model\.layers\.0\.self_attn\.q_proj\.bias/);
     assert.throws(() => parseMlaConfig({ ...m.json, rope_scaling: yarn }, 'config.json', 'exact'), /yarn is not supported in an exact-variant folder/);
   });
 

@@ -6,13 +6,12 @@
 // Finally the fp32 backend (the kernels used for training) is compared with float64.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RopeTable } from '../src/models/rope.js';
+import { RopeTable, ropeInvFreq } from '../src/models/rope.js';
 import { createBackend, type TrainBackend, type Vec } from '../src/train/backend.js';
 import { GqaAttentionLayer } from '../src/train/layers/attention-gqa.js';
 import { Mha2mlaAttentionLayer } from '../src/train/layers/attention-mha2mla.js';
 import { MlaAttentionLayer } from '../src/train/layers/attention-mla.js';
 import { perHeadRopeTables } from '../src/models/mha2mla-attention.js';
-import { ropeInvFreq } from '../src/models/rope.js';
 import { CausalAttention } from '../src/train/layers/causal-attention.js';
 import { HeadLossLayer } from '../src/train/layers/head-loss.js';
 import { LinearLayer } from '../src/train/layers/linear.js';
@@ -20,7 +19,8 @@ import { MlpLayer } from '../src/train/layers/mlp.js';
 import { RmsNormLayer } from '../src/train/layers/rmsnorm.js';
 import { ropeRotate } from '../src/train/layers/rope.js';
 import { emptySums } from '../src/train/loss.js';
-import { TrainModel, type TrainArch, type TrainRow } from '../src/train/model.js';
+import { TrainModel, type TrainRow } from '../src/train/model.js';
+import type { ModelArgs } from '../src/arch/args.js';
 import { ParamStore, type Param } from '../src/train/params.js';
 import type { Tensor } from '../src/tensor.js';
 import { MapSource, mulberry32, randomLlama } from './helpers/random-llama.js';
@@ -153,7 +153,7 @@ for (const [name, extra] of mlaVariants) {
 test('MHA2MLA attention layer (per-KV-head RoPE pairs, shared latent, up_k/up_v biases)', () => {
   const { cfg, src } = randomMha2mla({ hidden: 8, heads: 4, kvHeads: 2, headDim: 6, inter: 10, vocab: 11, layers: 1, pairs: 1, rank: 5, biases: true });
   const ps = ParamStore.load(be64, src, () => false, 'all');
-  const m = cfg.mha2mla, c = cfg.llama;
+  const m = cfg.mha2mla, c = cfg;
   const ropes = perHeadRopeTables(ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling), m.ropePairs[0]!);
   const layer = new Mha2mlaAttentionLayer(be64, ps, 'model.layers.0.self_attn', { hidden: 8, nHeads: 4, nKvHeads: 2, headDim: 6, ropePairs: m.ropePairsPerHead, kvLoraRank: m.kvLoraRank }, ropes);
   worst.mha2mla = checkBlockLayer('mha2mla', 8, (x, o) => layer.forward(x, row, o), (x, dO, dx) => layer.backward(x, row, dO, dx), layer.params());
@@ -215,29 +215,29 @@ test('head + loss (final norm, LM head, CE mixed with KL to a teacher)', () => {
 
 interface ModelCase {
   name: string;
-  arch: TrainArch;
+  arch: ModelArgs;
   src: MapSource;
 }
 
 function modelCases(): ModelCase[] {
   const cases: ModelCase[] = [];
   const gqa = randomLlama({ hidden: 8, heads: 4, kvHeads: 2, headDim: 4, inter: 10, vocab: 11, layers: 2, tied: true, seed: 21 });
-  cases.push({ name: 'Llama GQA, tied head', arch: { kind: 'llama', config: gqa.config }, src: gqa.src });
+  cases.push({ name: 'Llama GQA, tied head', arch: gqa.config, src: gqa.src });
   const mha = randomLlama({ hidden: 8, heads: 2, kvHeads: 2, headDim: 4, inter: 10, vocab: 11, layers: 2, tied: false, attentionBias: true, seed: 22 });
-  cases.push({ name: 'Llama MHA, biases, untied head', arch: { kind: 'llama', config: mha.config }, src: mha.src });
+  cases.push({ name: 'Llama MHA, biases, untied head', arch: mha.config, src: mha.src });
   const mla = randomMla({ hidden: 8, heads: 2, inter: 10, vocab: 11, layers: 2, nope: 4, rope: 2, v: 4, rank: 5, tied: true, seed: 23 });
-  cases.push({ name: 'MLA (TransMLA export form), tied head', arch: { kind: 'mla', config: mla.cfg.llama, mla: mla.cfg.mla }, src: mla.src });
+  cases.push({ name: 'MLA (TransMLA export form), tied head', arch: mla.cfg, src: mla.src });
   const mlaQ = randomMla({ hidden: 8, heads: 2, inter: 10, vocab: 11, layers: 2, nope: 3, rope: 4, v: 2, rank: 3, qLoraRank: 4, norms: true, biases: true, seed: 24 });
-  cases.push({ name: 'MLA with q_lora, layernorms, biases', arch: { kind: 'mla', config: mlaQ.cfg.llama, mla: mlaQ.cfg.mla }, src: mlaQ.src });
+  cases.push({ name: 'MLA with q_lora, layernorms, biases', arch: mlaQ.cfg, src: mlaQ.src });
   const m2 = randomMha2mla({ hidden: 8, heads: 4, kvHeads: 2, headDim: 4, inter: 10, vocab: 11, layers: 2, pairs: 1, rank: 3, biases: true, tied: true, seed: 25 });
-  cases.push({ name: 'MHA2MLA (GQA source, up_k/up_v biases), tied head', arch: { kind: 'mha2mla', config: m2.cfg.llama, mha2mla: m2.cfg.mha2mla }, src: m2.src });
+  cases.push({ name: 'MHA2MLA (GQA source, up_k/up_v biases), tied head', arch: m2.cfg, src: m2.src });
   return cases;
 }
 
 for (const c of modelCases()) {
   test(`whole model gradients: ${c.name}`, () => {
     const model = TrainModel.create(be64, c.arch, c.src, 'all');
-    const V = c.arch.config.vocabSize;
+    const V = c.arch.vocabSize;
     const teacher = Float32Array.from(randomVec(row.T * V, 31, 2));
     const alpha = 0.4, scale = 1 / 6;
     model.params.zeroGrads();
@@ -253,7 +253,7 @@ test('fp32 backend (training kernels) agrees with float64 gradients', () => {
   const be32 = createBackend('f32');
   const m64 = TrainModel.create(be64, c.arch, c.src, 'all');
   const m32 = TrainModel.create(be32, c.arch, c.src, 'all');
-  const teacher = Float32Array.from(randomVec(row.T * c.arch.config.vocabSize, 32, 2));
+  const teacher = Float32Array.from(randomVec(row.T * c.arch.vocabSize, 32, 2));
   for (const m of [m64, m32]) { m.params.zeroGrads(); m.forwardBackward(row, { teacher, alpha: 0.5, scale: 1 / 6 }); }
   // Float32 rounding of activations and sums bounds the agreement, not the method.
   let e = 0;

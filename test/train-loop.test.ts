@@ -9,10 +9,10 @@ import { after, test } from 'node:test';
 import { UsageError } from '../src/cli/args.js';
 import { commands } from '../src/cli/commands.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
-import { LlamaModel } from '../src/models/llama.js';
-import { loadModel } from '../src/models/load.js';
-import { mha2mlaModelFromWeights } from '../src/models/mha2mla-model.js';
-import { mlaModelFromWeights } from '../src/models/mla-model.js';
+import type { Decoder } from '../src/models/decoder.js';
+import type { SwiGluMlp } from '../src/models/mlp.js';
+import { loadModel } from '../src/arch/load.js';
+import { buildModel } from '../src/arch/registry.js';
 import type { Tensor, WeightSource } from '../src/tensor.js';
 import { createBackend } from '../src/train/backend.js';
 import { batchRows, packDocuments, readTokenFile } from '../src/train/data.js';
@@ -26,7 +26,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'transmla-train-test-'));
 after(() => { if (!process.env.KEEP) rmSync(tmp, { recursive: true, force: true }); else console.log(tmp); });
 
 /** Engine logits of every segment of a row, laid out like the row. */
-function engineRowLogits(m: LlamaModel, tokens: Int32Array, segments: Int32Array): Float32Array {
+function engineRowLogits(m: Decoder, tokens: Int32Array, segments: Int32Array): Float32Array {
   const V = m.config.vocabSize, T = tokens.length, out = new Float32Array(T * V);
   for (let s = 0; s < segments.length; s++) {
     const a = segments[s]!, b = s + 1 < segments.length ? segments[s + 1]! : T;
@@ -40,10 +40,10 @@ test('trainer forward equals the engine forward (Llama GQA, MLA, MHA2MLA; docume
   const llama = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 37, layers: 2, tied: true, seed: 3 });
   const mla = randomMla({ hidden: 32, heads: 4, inter: 48, vocab: 37, layers: 2, nope: 8, rope: 4, v: 8, rank: 12, seed: 4 });
   const m2 = randomMha2mla({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 37, layers: 2, pairs: 2, rank: 12, biases: true, seed: 5 });
-  const cases: [string, TrainModel, LlamaModel][] = [
-    ['llama', TrainModel.create(createBackend('f32'), { kind: 'llama', config: llama.config }, llama.src, 'all'), LlamaModel.fromWeights(llama.config, llama.src)],
-    ['mla', TrainModel.create(createBackend('f32'), { kind: 'mla', config: mla.cfg.llama, mla: mla.cfg.mla }, mla.src, 'all'), mlaModelFromWeights(mla.cfg, mla.src)],
-    ['mha2mla', TrainModel.create(createBackend('f32'), { kind: 'mha2mla', config: m2.cfg.llama, mha2mla: m2.cfg.mha2mla }, m2.src, 'all'), mha2mlaModelFromWeights(m2.cfg, m2.src)],
+  const cases: [string, TrainModel, Decoder][] = [
+    ['llama', TrainModel.create(createBackend('f32'), llama.config, llama.src, 'all'), buildModel(llama.config, llama.src)],
+    ['mla', TrainModel.create(createBackend('f32'), mla.cfg, mla.src, 'all'), buildModel(mla.cfg, mla.src)],
+    ['mha2mla', TrainModel.create(createBackend('f32'), m2.cfg, m2.src, 'all'), buildModel(m2.cfg, m2.src)],
   ];
   for (const [name, tm, engine] of cases) {
     const a = tm.logits(row), b = engineRowLogits(engine, row.tokens, row.segments);
@@ -179,7 +179,7 @@ test('determinism: two runs with a seed are byte-identical (MLA bf16, attention 
   // Only attention tensors the conversion made changed; o_proj, MLP, norms, embedding did not.
   const before = loadModel(mlaDir).model, afterM = loadModel(join(tmp, 'det-a')).model;
   const src0 = before.layers[0]!, src1 = afterM.layers[0]!;
-  assert.deepEqual(src0.mlp.up.weight.data, src1.mlp.up.weight.data);
+  assert.deepEqual((src0.mlp as SwiGluMlp).up.weight.data, (src1.mlp as SwiGluMlp).up.weight.data);
   assert.notDeepEqual((src0.attn as unknown as { p: { kvB: { weight: Tensor } } }).p.kvB.weight.data, (src1.attn as unknown as { p: { kvB: { weight: Tensor } } }).p.kvB.weight.data);
   const o0 = (src0.attn as unknown as { p: { o: { weight: Tensor } } }).p.o.weight.data, o1 = (src1.attn as unknown as { p: { o: { weight: Tensor } } }).p.o.weight.data;
   assert.deepEqual(o0, o1);
@@ -205,7 +205,7 @@ test('a saved checkpoint loads through loadModel and computes what the trainer c
   assert.equal(loaded.config.hiddenSize, 32);
   // Reload the trainer from the saved folder and compare logits with the engine's.
   const ck = (await import('../src/io/checkpoint.js')).openCheckpoint(out);
-  const tm = TrainModel.create(createBackend('f32'), { kind: 'llama', config: loaded.config }, ck, 'all');
+  const tm = TrainModel.create(createBackend('f32'), loaded.config, ck, 'all');
   ck.close();
   const row = packedRow([16], V, 21);
   assert.ok(maxAbsDiff(tm.logits(row), engineRowLogits(loaded.model, row.tokens, row.segments)) < 1e-4);

@@ -16,12 +16,12 @@
 import { mkdtempSync, openSync, closeSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { LlamaConfig } from '../io/hf-config.js';
+import type { ModelArgs } from '../arch/args.js';
+import type { DecoderLayer, Decoder } from '../models/decoder.js';
 import { registerTempPath } from '../io/interrupt.js';
 import type { Tensor } from '../tensor.js';
 import { kernels } from '../kernels/index.js';
 import { gemmF64 } from '../linalg/dense.js';
-import type { DecoderLayer, LlamaModel } from '../models/llama.js';
 import { addInPlace, embedRow, rmsNorm } from '../models/ops.js';
 import { Workspace } from '../models/workspace.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
@@ -92,7 +92,7 @@ export function calibrationSamples(tok: TextTokenizer, docs: readonly string[], 
   return out;
 }
 
-/** One decoder block on T tokens of one sequence (as LlamaModel.hidden does per layer), in place on x. */
+/** One decoder block on T tokens of one sequence (as Decoder.hidden does per layer), in place on x. */
 export function decoderLayerForward(layer: DecoderLayer, x: Float32Array, T: number, D: number, eps: number, ws: Workspace): void {
   const xn = ws.get('cal.xn', T * D);
   const y = ws.get('cal.y', T * D);
@@ -162,12 +162,12 @@ export class HiddenStates {
   }
 
   /** Embeds the samples with the model's embedding table (depth 0). */
-  static embed(model: LlamaModel, samples: readonly Int32Array[]): HiddenStates {
+  static embed(model: Decoder, samples: readonly Int32Array[]): HiddenStates {
     return HiddenStates.fromEmbedding(model.config, model.embed, samples);
   }
 
   /** The same from an embedding table alone (streaming conversion keeps no model). */
-  static fromEmbedding(config: LlamaConfig, embed: Tensor, samples: readonly Int32Array[]): HiddenStates {
+  static fromEmbedding(config: ModelArgs, embed: Tensor, samples: readonly Int32Array[]): HiddenStates {
     const L = samples[0]!.length, D = config.hiddenSize;
     const h = new HiddenStates(samples.length, L, D, config.rmsNormEps);
     samples.forEach((ids, s) => {

@@ -25,16 +25,16 @@ import { checkOutputDir, withAtomicDir } from '../io/atomic-dir.js';
 import { assertFiniteStat } from '../io/finite.js';
 import { interruptPoint, setStage, testPause } from '../io/interrupt.js';
 import { openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
-import { writeHfFolderExtras } from '../io/hf-config.js';
-import { mlaConfigJson } from '../io/mla-config.js';
+import { writeHfFolderExtras } from '../io/hf-folder.js';
+import { mlaConfigJson } from '../arch/deepseek.js';
+import type { Decoder } from '../models/decoder.js';
+import { loadModel } from '../arch/load.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
 import { fidelity, formatScore, type ModelScore } from '../eval/fidelity.js';
 import { peakRssBytes } from '../eval/memory.js';
 import { perplexity, readEvalText, tokenizeForPerplexity, type TextMode } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
-import type { LlamaModel } from '../models/llama.js';
-import { loadModel } from '../models/load.js';
 import { bytesPerElement } from '../tensor.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { bkvPca, rotateKvCov } from './bkv-pca.js';
@@ -347,7 +347,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   // --- Searches (held-out calibration documents).
   const tSearch = performance.now();
   // The partial-RoPE model for (d_R, M), from pass-1 statistics (one layer in float64 at a time).
-  const partialModelFor = (dRx: number, fold: number): LlamaModel => {
+  const partialModelFor = (dRx: number, fold: number): Decoder => {
     const ropeX = mlaRopeTable(src, dRx);
     return assembleModel(src, src.layers.map((_, l) => {
       const P = roRope(latentOf(l), keyCov0(l), { nKvHeads: G, ropeDim: dRx, freqFold: fold }).layer;
@@ -355,7 +355,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
     }));
   };
   // The MLA model for (d_R, M, r) entirely from pass-1 statistics (BKV-PCA on the rotated covariance).
-  const pass1MlaModelFor = (dRx: number, fold: number, rx: number): LlamaModel => {
+  const pass1MlaModelFor = (dRx: number, fold: number, rx: number): Decoder => {
     const ropeX = mlaRopeTable(src, dRx);
     return assembleModel(src, src.layers.map((_, l) => {
       const { layer: P, rotation } = roRope(latentOf(l), keyCov0(l), { nKvHeads: G, ropeDim: dRx, freqFold: fold });
@@ -370,7 +370,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
     const { ids, bos } = tokenizeEnough(tok, heldDocs.join('\n\n'), chunks * evalCtx);
     heldOut = { ids, bos, chunks, ctx: Math.min(evalCtx, Math.max(2, Math.floor(ids.length / 2))) };
   }
-  const heldOutPpl = async (model: LlamaModel): Promise<number> =>
+  const heldOutPpl = async (model: Decoder): Promise<number> =>
     (await perplexity(model, heldOut!.ids, heldOut!.bos, { ctx: heldOut!.ctx, maxChunks: heldOut!.chunks })).ppl;
   let dR: number, M: number;
   const search: ConvertReport['search'] = { scoredOn: 'none', trace: [] };
@@ -414,7 +414,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   const partial: MlaLayerWeights[] = [];
   const stats: ConvertReport['layers'] = [];
   // Faithful: the partial-RoPE model exists up front; its layers feed BKV-PCA's statistics.
-  let partialModel: LlamaModel | null = order === 'faithful' ? partialModelFor(dR, M) : null;
+  let partialModel: Decoder | null = order === 'faithful' ? partialModelFor(dR, M) : null;
   const states = HiddenStates.embed(src, samples);
   try {
     for (let l = 0; l < nLayers; l++) {

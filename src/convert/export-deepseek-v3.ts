@@ -23,17 +23,19 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { withAtomicDir } from '../io/atomic-dir.js';
 import { openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
-import { writeHfFolderExtras, type LlamaConfig } from '../io/hf-config.js';
-import { ropeScalingJson, STOCK_VARIANT, type MlaFields } from '../io/mla-config.js';
+import { writeHfFolderExtras } from '../io/hf-folder.js';
+import { type ModelArgs, ropeScalingJson } from '../arch/args.js';
+import { STOCK_VARIANT } from '../arch/deepseek-stock.js';
+import type { MlaFields } from '../arch/deepseek.js';
+import { Decoder, type DecoderLayer } from '../models/decoder.js';
+import { loadModel } from '../arch/load.js';
+import { halfToInterleavedPerm } from '../io/rope-rows.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
 import { fidelity, type ModelScore } from '../eval/fidelity.js';
 import { readEvalText } from '../eval/perplexity.js';
 import { Linear } from '../models/linear.js';
-import { LlamaModel, type DecoderLayer } from '../models/llama.js';
-import { loadModel } from '../models/load.js';
 import { MlaAttention } from '../models/mla-attention.js';
-import { halfToInterleavedPerm } from '../models/rope.js';
 import { widen } from '../models/weights.js';
 import type { Tensor } from '../tensor.js';
 import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
@@ -56,7 +58,7 @@ export const STOCK_DEEPSEEK_V3_KEYS: readonly string[] = [
 const TORCH_DTYPE: Record<FloatDType, string> = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' };
 
 /** A stock DeepSeek-V3 config.json for an all-dense MLA model. */
-export function stockDeepseekV3Config(c: LlamaConfig, m: MlaFields, dtype: FloatDType): Record<string, unknown> {
+export function stockDeepseekV3Config(c: ModelArgs, m: MlaFields, dtype: FloatDType): Record<string, unknown> {
   const out: Record<string, unknown> = {
     architectures: ['DeepseekV3ForCausalLM'],
     model_type: 'deepseek_v3',
@@ -359,7 +361,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   } finally {
     states.close();
   }
-  const stock = new LlamaModel(cfg, exact.embed, stockLayers, exact.norm, exact.head);
+  const stock = new Decoder(cfg, exact.embed, stockLayers, exact.norm, exact.head);
   const calSecs = (performance.now() - t0) / 1000;
 
   // --- Evaluation: exact (reference) vs stock semantics on the same tokens.

@@ -6,8 +6,8 @@
 // Intermediate folders live beside the output and are removed afterwards.
 import { existsSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../io/gguf-deepseek2.js';
-import { mlaSemantics } from '../io/mla-config.js';
+import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../export/gguf-deepseek2.js';
+import { mlaSemantics } from '../arch/deepseek.js';
 import type { FloatDType } from '../kernels/types.js';
 import { convertModel, type ConvertOptions, type ConvertReport } from './convert.js';
 import { exportDeepseekV3, type StockExportOptions, type StockExportReport } from './export-deepseek-v3.js';

@@ -21,7 +21,7 @@ import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
 import { weightedLowRank } from '../linalg/svd.js';
 import { Linear } from '../models/linear.js';
-import type { DecoderLayer, LlamaModel } from '../models/llama.js';
+import type { DecoderLayer, Decoder } from '../models/decoder.js';
 import { Mha2mlaAttention, perHeadRopeTables } from '../models/mha2mla-attention.js';
 import type { MlaMode } from '../models/mla-attention.js';
 import { GqaAttention } from '../models/attention.js';
@@ -225,7 +225,7 @@ export interface BuildMha2mlaOptions {
 }
 
 /** Decoder layer l of `source` with its attention replaced by the MHA2MLA layer (norms, MLP and o_proj shared). */
-export function mha2mlaDecoderLayer(source: LlamaModel, l: number, w: Mha2mlaLayerWeights, invFreq: Float64Array, opts: BuildMha2mlaOptions): DecoderLayer {
+export function mha2mlaDecoderLayer(source: Decoder, l: number, w: Mha2mlaLayerWeights, invFreq: Float64Array, opts: BuildMha2mlaOptions): DecoderLayer {
   const src = source.layers[l]!;
   if (!(src.attn instanceof GqaAttention)) throw new Error(`layer ${l} of the source is not GQA attention`);
   const map = new Map(mha2mlaLayerTensors('a', w, opts.dtype).map((t) => [t.name.slice(2), t.tensor]));

@@ -20,16 +20,16 @@ import { checkOutputDir, withAtomicDir } from '../io/atomic-dir.js';
 import { assertFiniteStat } from '../io/finite.js';
 import { setStage } from '../io/interrupt.js';
 import { writeCheckpoint } from '../io/checkpoint.js';
-import { writeHfFolderExtras } from '../io/hf-config.js';
-import { mha2mlaConfigJson } from '../io/mla-config.js';
+import { writeHfFolderExtras } from '../io/hf-folder.js';
+import { mha2mlaConfigJson } from '../arch/mha2mla.js';
+import type { Decoder } from '../models/decoder.js';
+import { loadModel } from '../arch/load.js';
+import { ropeInvFreq } from '../models/rope.js';
 import type { FloatDType } from '../kernels/types.js';
 import { fidelity, formatScore } from '../eval/fidelity.js';
 import { peakRssBytes } from '../eval/memory.js';
 import { readEvalText } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
-import type { LlamaModel } from '../models/llama.js';
-import { loadModel } from '../models/load.js';
-import { ropeInvFreq } from '../models/rope.js';
 import { bytesPerElement } from '../tensor.js';
 import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
 import { withBias } from './gqa-to-mla.js';
@@ -100,7 +100,7 @@ export function statsNeeds(selection: RopeSelection, weighting: Weighting, normS
  * One pass of the calibration samples through the original model; onLayer receives each layer's
  * statistics as soon as they exist (so a caller can convert that layer and drop them).
  */
-export function calibrateMha2mla(src: LlamaModel, samples: readonly Int32Array[], need: StatsNeeds, onLayer: (l: number, s: Mha2mlaLayerStats) => void): void {
+export function calibrateMha2mla(src: Decoder, samples: readonly Int32Array[], need: StatsNeeds, onLayer: (l: number, s: Mha2mlaLayerStats) => void): void {
   const nLayers = src.layers.length, D = src.config.hiddenSize, Dp = D + 1;
   const states = HiddenStates.embed(src, samples);
   const tokens = samples.length * states.seqLen;
@@ -153,7 +153,7 @@ export interface Mha2mlaVariant {
 }
 
 /** Layer l of the source converted with a variant, from that layer's statistics. */
-export function convertMha2mlaLayer(src: LlamaModel, l: number, v: Mha2mlaVariant, stats: Mha2mlaLayerStats): Mha2mlaLayerWeights {
+export function convertMha2mlaLayer(src: Decoder, l: number, v: Mha2mlaVariant, stats: Mha2mlaLayerStats): Mha2mlaLayerWeights {
   const s = gqaLayerSource(src, l);
   const pairs = selectRopePairs(v.selection, v.ropePairs, s.headDim, s.nKvHeads, stats.pairNorms);
   if (v.weighting === 'activations' && v.kvRank !== 'full' && !stats.inputCov) throw new Error('the activation-aware factorisation needs the input covariance from calibration');
@@ -161,7 +161,7 @@ export function convertMha2mlaLayer(src: LlamaModel, l: number, v: Mha2mlaVarian
 }
 
 /** An in-memory MHA2MLA model: the source with these attention layers (rounded to `dtype`). */
-export function buildMha2mlaModel(src: LlamaModel, layers: readonly Mha2mlaLayerWeights[], dtype: FloatDType): LlamaModel {
+export function buildMha2mlaModel(src: Decoder, layers: readonly Mha2mlaLayerWeights[], dtype: FloatDType): Decoder {
   const c = src.config;
   const inv = ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling);
   return assembleModel(src, layers.map((w, l) => mha2mlaDecoderLayer(src, l, w, inv, { dtype })));

@@ -6,9 +6,9 @@ import type { FloatDType } from '../kernels/types.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import { GqaAttention } from '../models/attention.js';
 import { Linear } from '../models/linear.js';
-import { LlamaModel, type DecoderLayer } from '../models/llama.js';
-import { MlaAttention, type MlaMode } from '../models/mla-attention.js';
+import { Decoder, type DecoderLayer } from '../models/decoder.js';
 import { RopeTable, ropeInvFreq } from '../models/rope.js';
+import { MlaAttention, type MlaMode } from '../models/mla-attention.js';
 import type { Tensor } from '../tensor.js';
 import type { GqaLayerSource } from './gqa-to-mla.js';
 import type { LinearF64, MlaLayerWeights } from './latent-layer.js';
@@ -20,8 +20,8 @@ function f32Of(t: Tensor): Float32Array {
   return out;
 }
 
-/** What the per-layer helpers read of a model: a whole LlamaModel, or one loaded layer (stream.ts). */
-export type LayerView = Pick<LlamaModel, 'config' | 'layers'>;
+/** What the per-layer helpers read of a model: a whole Decoder, or one loaded layer (stream.ts). */
+export type LayerView = Pick<Decoder, 'config' | 'layers'>;
 
 /** Layer l of a GQA model as the input of latentFromGqa (weights widened to f32). */
 export function gqaLayerSource(model: LayerView, l: number): GqaLayerSource {
@@ -108,13 +108,13 @@ export function mlaDecoderLayer(source: LayerView, l: number, w: MlaLayerWeights
 }
 
 /** The source model with every attention layer replaced by MLA (other weights shared, not copied). */
-export function buildMlaModel(source: LlamaModel, layers: readonly MlaLayerWeights[], opts: BuildMlaOptions): LlamaModel {
+export function buildMlaModel(source: Decoder, layers: readonly MlaLayerWeights[], opts: BuildMlaOptions): Decoder {
   if (layers.length !== source.layers.length) throw new Error(`${layers.length} MLA layers for a ${source.layers.length}-layer model`);
   const rope = mlaRopeTable(source, layers[0]!.dims.qkRopeHeadDim, opts.ropeInvFreq);
   return assembleModel(source, layers.map((w, l) => mlaDecoderLayer(source, l, w, rope, opts)));
 }
 
 /** A model with the source's embedding, final norm and head around the given decoder layers. */
-export function assembleModel(source: LlamaModel, layers: DecoderLayer[]): LlamaModel {
-  return new LlamaModel(source.config, source.embed, layers, source.norm, source.head);
+export function assembleModel(source: Decoder, layers: DecoderLayer[]): Decoder {
+  return new Decoder(source.config, source.embed, layers, source.norm, source.head);
 }

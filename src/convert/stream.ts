@@ -13,16 +13,16 @@ import { peakRssBytes } from '../eval/memory.js';
 import { checkOutputDir, withAtomicDir } from '../io/atomic-dir.js';
 import { openCheckpoint, writeCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { assertFiniteStat, finiteSource } from '../io/finite.js';
-import { readLlamaConfig, writeHfFolderExtras, type LlamaConfig } from '../io/hf-config.js';
+import { familyFor, readConfig } from '../arch/registry.js';
+import { writeHfFolderExtras } from '../io/hf-folder.js';
+import type { ModelArgs } from '../arch/args.js';
+import { isMha2mlaConfigJson } from '../arch/mha2mla.js';
+import { isMlaConfigJson, mlaConfigJson } from '../arch/deepseek.js';
+import type { DecoderLayer } from '../models/decoder.js';
 import { interruptPoint, setStage, testPause } from '../io/interrupt.js';
-import { isMha2mlaConfigJson, isMlaConfigJson, mlaConfigJson } from '../io/mla-config.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
-import { GqaAttention } from '../models/attention.js';
-import type { DecoderLayer } from '../models/llama.js';
-import { SwiGluMlp } from '../models/mlp.js';
-import { RopeTable } from '../models/rope.js';
-import { requireTensor, widen } from '../models/weights.js';
+import { requireTensor } from '../models/weights.js';
 import { type Tensor, type WeightSource } from '../tensor.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { bkvPca } from './bkv-pca.js';
@@ -35,19 +35,8 @@ import { gqaLayerSource, mlaDecoderLayer, mlaLayerTensors, mlaRopeTable, type La
 import { queryBasis } from './q-lora.js';
 import { checkRoRope, roRope } from './rorope.js';
 
-/** Decoder layer i read from the checkpoint (as LlamaModel.fromWeights builds it). */
-function loadLayer(c: LlamaConfig, src: WeightSource, i: number, rope: RopeTable): DecoderLayer {
-  const p = `model.layers.${i}`, D = c.hiddenSize;
-  return {
-    inputNorm: widen(requireTensor(src, `${p}.input_layernorm.weight`, [D])),
-    attn: GqaAttention.load(src, `${p}.self_attn`, c, rope, 'half'),
-    postNorm: widen(requireTensor(src, `${p}.post_attention_layernorm.weight`, [D])),
-    mlp: SwiGluMlp.load(src, `${p}.mlp`, c),
-  };
-}
-
 /** A model view holding only layer l (what the per-layer helpers of mla-build.ts read). */
-function view(config: LlamaConfig, l: number, layer: DecoderLayer): LayerView {
+function view(config: ModelArgs, l: number, layer: DecoderLayer): LayerView {
   const layers: DecoderLayer[] = [];
   layers[l] = layer;
   return { config, layers };
@@ -75,7 +64,7 @@ export async function convertStreaming(o: ConvertOptions): Promise<ConvertReport
   if (!existsSync(join(o.model, 'config.json'))) throw new Error(`${o.model}: convert takes a Hugging Face folder with config.json (import llama2.c / GGUF checkpoints first)`);
   const raw: unknown = JSON.parse(readFileSync(join(o.model, 'config.json'), 'utf8'));
   if (isMlaConfigJson(raw) || isMha2mlaConfigJson(raw)) throw new Error(`${o.model} is already an MLA model`);
-  const cfg = readLlamaConfig(o.model);
+  const cfg = readConfig(o.model);
   if (!['tokenizer.json', 'tokenizer.model', 'tokenizer.bin'].some((f) => existsSync(join(o.model, f)))) {
     throw new Error(`${o.model} has no tokenizer (tokenizer.json); calibration needs one`);
   }
@@ -118,7 +107,7 @@ export async function convertStreaming(o: ConvertOptions): Promise<ConvertReport
     const samples = calibrationSamples(tok, calibDocs, calib);
     log(`calibration: ${calib.samples} × ${calib.seqLen} tokens from ${o.calib} (${calibDocs.length} documents, seed ${calib.seed}; ${nHeld} held out), order ${order}`);
     const tLoad = secs(tStart);
-    const srcRope = RopeTable.create(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
+    const loadLayer = familyFor(cfg).engineLayers(cfg);
     const latentOf = (l: number, layer: DecoderLayer): LatentLayer => latentFromGqa(gqaLayerSource(view(cfg, l, layer), l));
 
     // --- Pass 1 (faithful order): [K;V] covariances of the original model, one layer at a time.
@@ -136,7 +125,7 @@ export async function convertStreaming(o: ConvertOptions): Promise<ConvertReport
       try {
         for (let l = 0; l < nLayers; l++) {
           setStage(`calibration pass 1 (original model), layer ${l + 1}/${nLayers}`);
-          const layer = loadLayer(cfg, src, l, srcRope);
+          const layer = loadLayer(src, l);
           const gram = states.gram(layer.inputNorm);
           assertFiniteStat(gram, `calibration pass 1 (original model), layer ${l + 1}/${nLayers}: the second moment Σ[x;1][x;1]ᵀ of the attention input`);
           const L = latentOf(l, layer);
@@ -164,7 +153,7 @@ export async function convertStreaming(o: ConvertOptions): Promise<ConvertReport
       try {
         for (let l = 0; l < nLayers; l++) {
           setStage(`conversion pass ${order === 'faithful' ? 2 : 1} (RoRoPE + BKV-PCA), layer ${l + 1}/${nLayers}`);
-          const layer = loadLayer(cfg, src, l, srcRope);
+          const layer = loadLayer(src, l);
           const v = view(cfg, l, layer);
           const gram = states.gram(layer.inputNorm);
           assertFiniteStat(gram, `calibration pass ${order === 'faithful' ? 2 : 1} (${order === 'faithful' ? 'partial-RoPE' : 'converted prefix'} model), layer ${l + 1}/${nLayers}: the second moment Σ[x;1][x;1]ᵀ of the attention input`);

@@ -4,7 +4,7 @@
 //   KL(p_ref ‖ p_model) = Σ_v p_ref(v)·(log p_ref(v) − log p_model(v))      (nats)
 // and whether the argmax tokens agree, and average over all positions. Each model's own
 // perplexity comes out of the same pass, so one run yields every stage's numbers.
-import type { LlamaModel } from '../models/llama.js';
+import type { Decoder } from '../models/decoder.js';
 import { conventionText } from './perplexity.js';
 import { interruptPoint } from '../io/interrupt.js';
 
@@ -51,7 +51,7 @@ function logSoftmaxRow(x: Float32Array, out: Float64Array): number {
   return arg;
 }
 
-export async function fidelity(reference: LlamaModel, models: readonly LlamaModel[], ids: readonly number[], bos: boolean, opts: FidelityOptions): Promise<FidelityResult> {
+export async function fidelity(reference: Decoder, models: readonly Decoder[], ids: readonly number[], bos: boolean, opts: FidelityOptions): Promise<FidelityResult> {
   const { ctx } = opts;
   if (!Number.isInteger(ctx) || ctx < 2) throw new Error(`ctx must be an integer ≥ 2, got ${ctx}`);
   const V = reference.config.vocabSize, D = reference.config.hiddenSize;

@@ -5,7 +5,7 @@
 // (ctx − 1 predictions per chunk), and ppl = exp(mean NLL over all predictions).
 // Sums run in float64.
 import { readFileSync } from 'node:fs';
-import type { LlamaModel } from '../models/llama.js';
+import type { Decoder } from '../models/decoder.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { interruptPoint } from '../io/interrupt.js';
 
@@ -98,7 +98,7 @@ export function nllOf(logits: Float32Array, target: number): number {
   return Math.log(sum) + max - logits[target]!;
 }
 
-export async function perplexity(model: LlamaModel, ids: readonly number[], bos: boolean, opts: PerplexityOptions): Promise<PerplexityResult> {
+export async function perplexity(model: Decoder, ids: readonly number[], bos: boolean, opts: PerplexityOptions): Promise<PerplexityResult> {
   const { ctx } = opts;
   if (!Number.isInteger(ctx) || ctx < 2) throw new Error(`ctx must be an integer ≥ 2, got ${ctx}`);
   const w = model.slidingWindow;

@@ -9,7 +9,8 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { withAtomicDir } from './atomic-dir.js';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
-import { isHfExtraFile, parseLlamaConfig } from './hf-config.js';
+import { isHfExtraFile } from './hf-folder.js';
+import { parseConfig } from '../arch/registry.js';
 
 export class HubError extends Error {
   override name = 'HubError';
@@ -136,7 +137,7 @@ export async function resolveModel(idOrPath: string, options: ResolveModelOption
     } catch (err) {
       throw new HubError(`${repo}/config.json is not valid JSON: ${(err as Error).message}`);
     }
-    parseLlamaConfig(configJson, `${repo}/config.json`);
+    parseConfig(configJson, `${repo}/config.json`);
     const weights: string[] = [];
     if (sizes.has(SINGLE_FILE)) {
       weights.push(SINGLE_FILE);

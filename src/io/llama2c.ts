@@ -23,7 +23,8 @@ import type { Tensor, WeightSource } from '../tensor.js';
 import { Llama2cTokenizer, encodeLlama2cTokenizerBin, toHfTokenizerFiles } from '../tokenizer/llama2c-tokenizer.js';
 import { withAtomicDir } from './atomic-dir.js';
 import { INDEX_FILE, openCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { readLlamaConfig, type LlamaConfig } from './hf-config.js';
+import { readConfig } from '../arch/registry.js';
+import type { ModelArgs } from '../arch/args.js';
 import type { NamedTensor } from './safetensors.js';
 
 export class Llama2cFormatError extends Error {
@@ -518,7 +519,7 @@ function f32Of(t: Tensor): Float32Array {
  * hidden/heads); returns warnings for what it approximates (rms_norm_eps ≠ 1e-5, which
  * run.c hard-codes).
  */
-export function hfToLlama2c(c: LlamaConfig, src: WeightSource, where: string): { checkpoint: Llama2cCheckpoint; warnings: string[] } {
+export function hfToLlama2c(c: ModelArgs, src: WeightSource, where: string): { checkpoint: Llama2cCheckpoint; warnings: string[] } {
   const no = (what: string): never => {
     throw new Llama2cFormatError(where, `cannot be expressed as a llama2.c checkpoint: ${what}`);
   };
@@ -599,7 +600,7 @@ export interface ExportLlama2cOptions {
 
 /** Writes an HF llama folder as a llama2.c checkpoint. Returns the header written and any warnings. */
 export function exportLlama2c(hfFolder: string, outBin: string, opts: ExportLlama2cOptions = {}): { header: Llama2cHeader; warnings: string[] } {
-  const config = readLlamaConfig(hfFolder);
+  const config = readConfig(hfFolder);
   const src = openCheckpoint(hfFolder);
   try {
     const { checkpoint, warnings } = hfToLlama2c(config, src, hfFolder);

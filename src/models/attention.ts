@@ -4,12 +4,31 @@
 // GqaAttention (here) caches rotated keys and values per KV head; the MLA layers of the
 // converter cache one latent row per token and implement the same interface.
 import { kernels } from '../kernels/index.js';
-import type { LlamaConfig } from '../io/hf-config.js';
 import type { WeightSource } from '../tensor.js';
 import { CacheBuffer, type LayerCache } from './kv-cache.js';
+import type { KvQuant } from './latent-quant.js';
 import { Linear, SharedInputLinears } from './linear.js';
 import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
 import type { Workspace } from './workspace.js';
+
+/** How an MLA layer attends: decompressed (per-head keys/values), absorbed (on the latent), or by token count. */
+export type MlaMode = 'auto' | 'absorbed' | 'decompressed';
+
+/** The knobs of layers that cache a latent (MLA, MHA2MLA). */
+export interface LatentControls {
+  /** 'auto': decompressed when several tokens arrive at once, absorbed for single-token decode. */
+  mode: MlaMode;
+  /** Quantized latent cache (latent-quant.ts) for caches created from now on; null keeps f32. */
+  kvQuant: KvQuant | null;
+}
+
+/** What `inspect` reports of a layer's attention. */
+export interface AttentionSummary {
+  /** 'MHA' | 'GQA' | 'MQA' | 'MLA' | 'MLA (MHA2MLA: per-KV-head RoPE)'. */
+  label: string;
+  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null };
+  mha2mla?: { kvLoraRank: number; ropePairsPerHead: number; kvHeads: number };
+}
 
 export interface AttentionLayer {
   /** Cached f32 elements per token for this layer (the sum of its cache buffers' widths). */
@@ -25,6 +44,11 @@ export interface AttentionLayer {
   flops(T: number, pos0: number): number;
   /** Parameters this layer holds (weights and biases). */
   paramCount(): number;
+  /** Bytes of weights one token's forward reads (the decode roofline). */
+  decodeWeightBytes(): number;
+  summary(): AttentionSummary;
+  /** Present on layers that cache a latent. */
+  readonly latent?: LatentControls;
 }
 
 /** FLOPs of causal attention (QKᵀ and PV) for T queries after pos0 cached keys. */
@@ -32,6 +56,16 @@ export function causalAttentionFlops(T: number, pos0: number, nHeads: number, dK
   // Query i sees pos0 + i + 1 keys.
   const pairs = T * pos0 + (T * (T + 1)) / 2;
   return 2 * pairs * nHeads * (dK + dV);
+}
+
+/** The config fields a GQA layer is loaded with (ModelArgs has them). */
+export interface GqaShape {
+  hiddenSize: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  attentionBias: boolean;
+  oBias: boolean;
 }
 
 export interface GqaParams {
@@ -75,8 +109,8 @@ export class GqaAttention implements AttentionLayer {
     this.qkv = new SharedInputLinears([p.q, p.k, p.v]);
   }
 
-  /** Loads `${prefix}.{q,k,v,o}_proj` of a Llama/Mistral/Qwen2 layer. */
-  static load(src: WeightSource, prefix: string, c: LlamaConfig, rope: RopeTable, ropeLayout: RopeLayout): GqaAttention {
+  /** Loads `${prefix}.{q,k,v,o}_proj` (biases as the checkpoint has them; required where the config says so). */
+  static load(src: WeightSource, prefix: string, c: GqaShape, rope: RopeTable, ropeLayout: RopeLayout): GqaAttention {
     const D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, d = c.headDim;
     const qkvBias = c.attentionBias ? 'required' : 'optional';
     return new GqaAttention({
@@ -100,6 +134,15 @@ export class GqaAttention implements AttentionLayer {
 
   paramCount(): number {
     return [this.q, this.k, this.v, this.o].reduce((n, l) => n + l.paramCount(), 0);
+  }
+
+  decodeWeightBytes(): number {
+    return [this.q, this.k, this.v, this.o].reduce((n, l) => n + l.weightBytes(), 0);
+  }
+
+  summary(): AttentionSummary {
+    const H = this.nHeads, G = this.nKvHeads;
+    return { label: G === H ? 'MHA' : G === 1 ? 'MQA' : 'GQA' };
   }
 
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {

@@ -5,7 +5,7 @@ import { GqaAttention } from './attention.js';
 import { kvQuantName } from './latent-quant.js';
 import { Mha2mlaAttention } from './mha2mla-attention.js';
 import { MlaAttention } from './mla-attention.js';
-import type { LoadedModel } from './load.js';
+import type { LoadedModel } from '../arch/load.js';
 
 export interface ModelDescription {
   path: string;

@@ -1,7 +1,7 @@
 // Autoregressive generation: one prefill over the prompt, then one decode step per token
 // against the KV cache. Streams token ids as they are chosen; stops at EOS or maxTokens.
 import type { KvCache } from './kv-cache.js';
-import type { LlamaModel } from './llama.js';
+import type { Decoder } from './decoder.js';
 import { Rng, sampleToken } from './sample.js';
 
 export interface GenerateOptions {
@@ -33,7 +33,7 @@ export function eosIds(eos: number | number[] | null): number[] {
  * Yields each new token id. Yields to the event loop between tokens so streamed output
  * is flushed while generation runs. Returns timing and the stop reason.
  */
-export async function* generate(model: LlamaModel, prompt: readonly number[], opts: GenerateOptions): AsyncGenerator<number, GenerateStats> {
+export async function* generate(model: Decoder, prompt: readonly number[], opts: GenerateOptions): AsyncGenerator<number, GenerateStats> {
   if (prompt.length === 0) throw new Error('generation needs at least one prompt token (e.g. BOS)');
   const sample = { temperature: opts.temperature ?? 0, topP: opts.topP ?? 1 };
   const rng = new Rng(opts.seed ?? 0);

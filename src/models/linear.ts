@@ -36,6 +36,11 @@ export class Linear {
     return this.outFeatures * this.inFeatures + (this.bias?.length ?? 0);
   }
 
+  /** Bytes a forward reads of this projection's parameters (weight as stored, f32 bias). */
+  weightBytes(): number {
+    return this.weight.data.byteLength + (this.bias?.byteLength ?? 0);
+  }
+
   /** Floating-point operations for T tokens (2 per multiply-add). */
   flops(T: number): number {
     return 2 * T * this.outFeatures * this.inFeatures;

@@ -20,11 +20,10 @@
 //   of a query's scores alike, which softmax ignores, so the absorbed form drops it.
 import { kernels } from '../kernels/index.js';
 import type { WeightSource } from '../tensor.js';
-import { causalAttentionFlops, type AttentionLayer } from './attention.js';
+import { causalAttentionFlops, type AttentionLayer, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
 import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
 import { Linear } from './linear.js';
-import type { MlaMode } from './mla-attention.js';
 import { applyRope, RopeTable } from './rope.js';
 import type { Workspace } from './workspace.js';
 
@@ -55,12 +54,13 @@ export interface Mha2mlaParams extends Mha2mlaShape {
   mode?: MlaMode;
 }
 
-export class Mha2mlaAttention implements AttentionLayer {
+export class Mha2mlaAttention implements AttentionLayer, LatentControls {
   readonly p: Readonly<Mha2mlaParams>;
   readonly cacheElementsPerToken: number;
   mode: MlaMode;
   /** Quantized latent cache (latent-quant.ts) for caches created from now on; null keeps f32. */
   kvQuant: KvQuant | null = null;
+  readonly latent: LatentControls = this;
 
   constructor(p: Mha2mlaParams) {
     const { nHeads: H, nKvHeads: G, headDim: d, ropePairs: r, kvLoraRank: R } = p;
@@ -104,6 +104,16 @@ export class Mha2mlaAttention implements AttentionLayer {
   paramCount(): number {
     const p = this.p;
     return [p.q, p.kRope, p.down, p.upK, p.upV, p.o].reduce((n, l) => n + (l ? l.paramCount() : 0), 0);
+  }
+
+  decodeWeightBytes(): number {
+    const p = this.p;
+    return [p.q, p.kRope, p.down, p.upK, p.upV, p.o].reduce((n, l) => n + (l ? l.weightBytes() : 0), 0);
+  }
+
+  summary(): AttentionSummary {
+    const p = this.p;
+    return { label: 'MLA (MHA2MLA: per-KV-head RoPE)', mha2mla: { kvLoraRank: p.kvLoraRank, ropePairsPerHead: p.ropePairs, kvHeads: p.nKvHeads } };
   }
 
   private absorbedFor(T: number): boolean {

@@ -13,7 +13,7 @@
 // unless a config says rope_interleave: false.
 import type { WeightSource } from '../tensor.js';
 import { kernels } from '../kernels/index.js';
-import { causalAttentionFlops, type AttentionLayer } from './attention.js';
+import { causalAttentionFlops, type AttentionLayer, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
 import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
 import { Linear, SharedInputLinears } from './linear.js';
@@ -22,7 +22,7 @@ import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
 import { requireTensor, widen } from './weights.js';
 import type { Workspace } from './workspace.js';
 
-export type MlaMode = 'auto' | 'absorbed' | 'decompressed';
+export type { MlaMode } from './attention.js';
 
 export interface MlaShape {
   nHeads: number;
@@ -54,12 +54,13 @@ export interface MlaParams extends MlaShape {
   mode?: MlaMode;
 }
 
-export class MlaAttention implements AttentionLayer {
+export class MlaAttention implements AttentionLayer, LatentControls {
   readonly p: Readonly<MlaParams>;
   readonly cacheElementsPerToken: number;
   mode: MlaMode;
   /** Quantized latent cache (latent-quant.ts) for caches created from now on; null keeps f32. */
   kvQuant: KvQuant | null = null;
+  readonly latent: LatentControls = this;
   /** q (or q_a) and kv_a: both read the layer input. */
   private readonly inProj: SharedInputLinears;
   private readonly inOut: Float32Array[] = [];
@@ -122,6 +123,18 @@ export class MlaAttention implements AttentionLayer {
     let n = p.kvA.paramCount() + p.kvB.paramCount() + p.o.paramCount() + (p.kvANorm?.length ?? 0);
     for (const l of [p.q, p.qA, p.qB]) if (l) n += l.paramCount();
     return n + (p.qANorm?.length ?? 0);
+  }
+
+  decodeWeightBytes(): number {
+    const p = this.p;
+    let n = (p.kvANorm?.byteLength ?? 0) + (p.qANorm?.byteLength ?? 0);
+    for (const l of [p.q, p.qA, p.qB, p.kvA, p.kvB, p.o]) if (l) n += l.weightBytes();
+    return n;
+  }
+
+  summary(): AttentionSummary {
+    const p = this.p;
+    return { label: 'MLA', mla: { kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, qLoraRank: p.qLoraRank } };
   }
 
   private absorbedFor(T: number): boolean {

@@ -1,12 +1,22 @@
-// The Llama feed-forward block: down(silu(gate(x)) · up(x)).
-import type { LlamaConfig } from '../io/hf-config.js';
+// The MLP seam of a decoder layer, and the dense SwiGLU block: down(silu(gate(x)) · up(x)).
 import { kernels } from '../kernels/index.js';
 import type { WeightSource } from '../tensor.js';
 import { Linear } from './linear.js';
 import { siluMul } from './ops.js';
 import type { Workspace } from './workspace.js';
 
-export class SwiGluMlp {
+/** What a decoder layer needs of its feed-forward block (dense SwiGLU here; mixture-of-experts elsewhere). */
+export interface Mlp {
+  /** out [T×D] = MLP(x [T×D]). */
+  forward(x: Float32Array, T: number, out: Float32Array, ws: Workspace): void;
+  /** Floating-point operations for T tokens. */
+  flops(T: number): number;
+  paramCount(): number;
+  /** Bytes of weights one token's forward reads (the decode roofline). */
+  decodeWeightBytes(): number;
+}
+
+export class SwiGluMlp implements Mlp {
   readonly gate: Linear;
   readonly up: Linear;
   readonly down: Linear;
@@ -19,9 +29,9 @@ export class SwiGluMlp {
     this.gate = gate; this.up = up; this.down = down;
   }
 
-  static load(src: WeightSource, prefix: string, c: LlamaConfig): SwiGluMlp {
-    const D = c.hiddenSize, I = c.intermediateSize;
-    const bias = c.mlpBias ? 'required' : 'optional';
+  /** `${prefix}.{gate,up,down}_proj` [I, D], [I, D], [D, I]. */
+  static load(src: WeightSource, prefix: string, D: number, I: number, mlpBias: boolean): SwiGluMlp {
+    const bias = mlpBias ? 'required' : 'optional';
     return new SwiGluMlp(
       Linear.load(src, `${prefix}.gate_proj`, I, D, bias),
       Linear.load(src, `${prefix}.up_proj`, I, D, bias),
@@ -31,6 +41,14 @@ export class SwiGluMlp {
 
   flops(T: number): number {
     return this.gate.flops(T) + this.up.flops(T) + this.down.flops(T);
+  }
+
+  paramCount(): number {
+    return this.gate.paramCount() + this.up.paramCount() + this.down.paramCount();
+  }
+
+  decodeWeightBytes(): number {
+    return this.gate.weightBytes() + this.up.weightBytes() + this.down.weightBytes();
   }
 
   /** out [T×D] = MLP(x [T×D]). */

@@ -3,9 +3,13 @@
 //   'half'        — HF Llama "rotate half": element i pairs with i + dim/2 (GPT-NeoX style);
 //   'interleaved' — adjacent pairs (2i, 2i+1): llama2.c, Meta's original code, DeepSeek MLA.
 // Both rotate pair i by angle pos·invFreq[i]; they differ only in which elements form pair i.
-import type { RopeScaling } from '../io/hf-config.js';
 
 export type RopeLayout = 'half' | 'interleaved';
+
+/** HF rope_scaling of the kinds the engine computes (parsed in arch/args.ts). */
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
 
 /** invFreq[i] = theta^(−2i/dim) for i < dim/2, then scaled as HF's rope_init_fn does. */
 export function ropeInvFreq(dim: number, theta: number, scaling: RopeScaling | null = null): Float64Array {
@@ -113,16 +117,4 @@ export function applyRope(
       }
     }
   }
-}
-
-/**
- * The row permutation that turns a 'half'-layout projection into an 'interleaved' one:
- * new row 2i ← old row i, new row 2i+1 ← old row i + dim/2. Returns perm with new[j] = old[perm[j]].
- * Applying it to the rows of W_Q/W_K (per head) makes interleaved RoPE reproduce rotate-half scores.
- */
-export function halfToInterleavedPerm(dim: number): Int32Array {
-  const h = dim / 2;
-  const perm = new Int32Array(dim);
-  for (let i = 0; i < h; i++) { perm[2 * i] = i; perm[2 * i + 1] = i + h; }
-  return perm;
 }

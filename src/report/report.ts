@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import type { ConvertReport } from '../convert/convert.js';
 import type { StockExportReport } from '../convert/export-deepseek-v3.js';
 import type { Mha2mlaReport } from '../convert/mha2mla.js';
-import type { BenchReport } from '../eval/bench.js';
+import type { BenchReport } from '../bench/bench.js';
 import { groupedBarsChart, heatmapChart, linesChart, pointsChart, renderSvg } from './charts.js';
 import { facts, page, table, type Section } from './html.js';
 import { buildMha2mlaReportHtml } from './mha2mla-report.js';

@@ -3,7 +3,7 @@
 // `transmla bench` run.
 import { readFileSync } from 'node:fs';
 import type { EvalReport } from '../convert/convert.js';
-import type { BenchReport } from '../eval/bench.js';
+import type { BenchReport } from '../bench/bench.js';
 import { barsChart, groupedBarsChart, linesChart, renderSvg } from './charts.js';
 import { esc, table, type Section } from './html.js';
 

@@ -6,7 +6,7 @@
 // nucleus), in float64. With `echo`, the prompt's tokens come first; the first has no
 // prediction (null), each later one is scored by the logits of the position before it — what
 // lm-evaluation-harness reads for log-likelihood tasks (echo + logprobs, max_tokens 0 or 1).
-import type { LlamaModel } from '../models/llama.js';
+import type { Decoder } from '../models/decoder.js';
 import { Rng, sampleToken } from '../models/sample.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { unprocessable } from './errors.js';
@@ -15,7 +15,7 @@ import type { CompletionRequest, PromptInput } from './validate.js';
 
 export interface ServedModel {
   id: string;
-  model: LlamaModel;
+  model: Decoder;
   tokenizer: TextTokenizer;
   /** Prompt + max_tokens may not exceed this. */
   contextLength: number;

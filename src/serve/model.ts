@@ -2,7 +2,7 @@
 // and end-of-sequence ids.
 import { basename, resolve } from 'node:path';
 import { eosIds } from '../models/generate.js';
-import { loadModel } from '../models/load.js';
+import { loadModel } from '../arch/load.js';
 import type { ServedModel } from './completions.js';
 
 export interface ServedModelOptions {

@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withAtomicDir } from '../io/atomic-dir.js';
 import { openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
-import { writeHfFolderExtras } from '../io/hf-config.js';
+import { writeHfFolderExtras } from '../io/hf-folder.js';
 import { writeSafetensors, type NamedTensor } from '../io/safetensors.js';
 import { kernels } from '../kernels/index.js';
 import type { FloatDType } from '../kernels/types.js';

@@ -20,23 +20,23 @@ import { join, resolve } from 'node:path';
 import { readDocuments } from '../convert/calibrate.js';
 import { fidelity } from '../eval/fidelity.js';
 import { perplexity, readEvalText, tokenizeForPerplexity } from '../eval/perplexity.js';
-import { createProgress } from '../eval/progress.js';
+import { createProgress } from '../io/progress.js';
+import { readConfig, buildModel } from '../arch/registry.js';
+import type { ModelArgs } from '../arch/args.js';
+import type { MlaFields } from '../arch/deepseek.js';
+import type { Mha2mlaFields } from '../arch/mha2mla.js';
+import type { Decoder } from '../models/decoder.js';
+import { loadModel } from '../arch/load.js';
 import { checkOutputDir } from '../io/atomic-dir.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { interruptPoint, setStage } from '../io/interrupt.js';
-import { readLlamaConfig } from '../io/hf-config.js';
 import { kernels } from '../kernels/index.js';
-import { isMha2mlaConfigJson, isMlaConfigJson, readMha2mlaConfig, readMlaConfig } from '../io/mla-config.js';
-import { LlamaModel } from '../models/llama.js';
-import { loadModel } from '../models/load.js';
-import { mha2mlaModelFromWeights } from '../models/mha2mla-model.js';
-import { mlaModelFromWeights } from '../models/mla-model.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { createBackend } from './backend.js';
 import { loadOptimizerState, readTrainerState, resumeWeights, saveTrainingCheckpoint } from './checkpoint.js';
 import { batchRows, packDocuments, readTokenFile, tokenizeDocuments } from './data.js';
-import { TrainModel, type TrainArch, type TrainRow } from './model.js';
+import { TrainModel, type TrainRow } from './model.js';
 import type { TrainSelection } from './params.js';
 import { checkSchedule, lrAt, type ScheduleConfig, type ScheduleKind } from './schedule.js';
 
@@ -164,28 +164,15 @@ function sha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-/** The architecture of an HF folder (Llama family, DeepSeek-style MLA, or MHA2MLA). */
-export function readTrainArch(dir: string): TrainArch {
-  const path = join(dir, 'config.json');
-  if (!existsSync(path)) throw new Error(`${dir}: not a Hugging Face model folder (no config.json); fine-tuning takes HF folders (import llama2.c / GGUF models first)`);
-  const json = JSON.parse(readFileSync(path, 'utf8')) as unknown;
-  if (isMha2mlaConfigJson(json)) {
-    const m = readMha2mlaConfig(dir);
-    return { kind: 'mha2mla', config: m.llama, mha2mla: m.mha2mla };
-  }
-  if (isMlaConfigJson(json)) {
-    const m = readMlaConfig(dir);
-    return { kind: 'mla', config: m.llama, mla: m.mla };
-  }
-  return { kind: 'llama', config: readLlamaConfig(dir) };
+/** The arguments of an HF folder of any family (fine-tuning reads HF folders only). */
+export function readTrainArch(dir: string): ModelArgs {
+  if (!existsSync(join(dir, 'config.json'))) throw new Error(`${dir}: not a Hugging Face model folder (no config.json); fine-tuning takes HF folders (import llama2.c / GGUF models first)`);
+  return readConfig(dir);
 }
 
 /** An engine model over the trainer's fp32 master weights (shared memory, no copy). */
-function engineModel(model: TrainModel): LlamaModel {
-  const src = model.params.asWeightSource(), a = model.arch;
-  if (a.kind === 'mla') return mlaModelFromWeights({ llama: a.config, mla: a.mla }, src);
-  if (a.kind === 'mha2mla') return mha2mlaModelFromWeights({ llama: a.config, mha2mla: a.mha2mla }, src);
-  return LlamaModel.fromWeights(a.config, src);
+function engineModel(model: TrainModel): Decoder {
+  return buildModel(model.arch, model.params.asWeightSource());
 }
 
 function checkOptions(o: RunOptions): void {
@@ -236,7 +223,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
 
   // --- Model, tokenizer, teacher.
   const arch = readTrainArch(weightsDir);
-  const cfg = arch.config;
+  const cfg = arch;
   const be = createBackend('f32');
   let model: TrainModel;
   if (prior) {
@@ -299,8 +286,9 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   if (prior) loadOptimizerState(weightsDir, opt);
   const engine = engineModel(model);
   const paramsInfo = { total: model.params.count('all'), trained: model.params.count('trainable'), trainedTensors: trained.length };
-  const kind = arch.kind === 'mla' ? `MLA r=${arch.mla.kvLoraRank} d_R=${arch.mla.qkRopeHeadDim}`
-    : arch.kind === 'mha2mla' ? `MHA2MLA r=${arch.mha2mla.kvLoraRank}, ${arch.mha2mla.ropePairsPerHead} RoPE pairs per KV head` : `Llama ${cfg.numHeads}/${cfg.numKvHeads} heads`;
+  const { mla, mha2mla } = arch as ModelArgs & { mla?: MlaFields; mha2mla?: Mha2mlaFields };
+  const kind = mla ? `MLA r=${mla.kvLoraRank} d_R=${mla.qkRopeHeadDim}`
+    : mha2mla ? `MHA2MLA r=${mha2mla.kvLoraRank}, ${mha2mla.ropePairsPerHead} RoPE pairs per KV head` : `Llama ${cfg.numHeads}/${cfg.numKvHeads} heads`;
   log(`model: ${o.model} (${kind}, ${cfg.numLayers} layers), training ${o.train}: ${paramsInfo.trained} of ${paramsInfo.total} parameters`);
   log(`data: ${dataPath}: ${trainDocs.length} documents → ${packed.rows.length} rows × ${o.seqLen} (${packed.targets} targets); ${o.steps} steps × ${o.batch} rows = ${o.steps * o.batch * o.seqLen} tokens`);
   log(`loss: ${o.kdWeight > 0 ? `${(1 - o.kdWeight).toFixed(2)}·CE + ${o.kdWeight.toFixed(2)}·KL(teacher ‖ model), teacher ${o.teacher}` : 'CE (next-token)'}; lr ${o.lr} ${o.schedule}, warmup ${sched.warmupSteps} steps; eval on ${evalName}`);
@@ -406,7 +394,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
 }
 
 /** Teacher logits on each document segment of a row (the teacher never sees across documents). */
-function teacherForward(teacher: LlamaModel, r: TrainRow, out: Float32Array): void {
+function teacherForward(teacher: Decoder, r: TrainRow, out: Float32Array): void {
   const V = teacher.config.vocabSize;
   const cache = teacher.newCache();
   for (let s = 0; s < r.segments.length; s++) {

@@ -1,30 +1,20 @@
 // The trainable decoder: embedding → blocks (x += attn(norm(x)); x += mlp(norm(x))) → head + loss,
-// with an explicit forward and backward per block, llm.c style. The attention of a block is
-// one of layers/attention-*.ts, chosen by the checkpoint's architecture; everything else is
-// the same for Llama and the converted (MLA) models.
-import type { LlamaConfig } from '../io/hf-config.js';
-import type { Mha2mlaFields, MlaFields } from '../io/mla-config.js';
+// with an explicit forward and backward per block, llm.c style. The attention and MLP of a
+// block are built by the checkpoint's family (arch/<family>.ts trainLayers); norms, embedding
+// and head are the same for every family.
+import type { ModelArgs } from '../arch/args.js';
+import { embeddingName } from '../models/decoder.js';
+import { familyFor } from '../arch/registry.js';
 import type { FloatDType } from '../kernels/types.js';
-import { perHeadRopeTables } from '../models/mha2mla-attention.js';
-import { RopeTable, ropeInvFreq } from '../models/rope.js';
 import type { WeightSource } from '../tensor.js';
 import type { TrainBackend, Vec } from './backend.js';
 import type { RowLayout, TrainAttention } from './layers/attention.js';
-import { GqaAttentionLayer } from './layers/attention-gqa.js';
-import { Mha2mlaAttentionLayer } from './layers/attention-mha2mla.js';
-import { MlaAttentionLayer } from './layers/attention-mla.js';
 import { EmbeddingLayer } from './layers/embedding.js';
 import { HeadLossLayer, type LossSpec } from './layers/head-loss.js';
-import { MlpLayer } from './layers/mlp.js';
+import type { TrainMlp } from './layers/mlp.js';
 import { RmsNormLayer } from './layers/rmsnorm.js';
 import { emptySums, type LossSums } from './loss.js';
 import { ParamStore, type TrainSelection } from './params.js';
-
-/** The architecture of a checkpoint, as far as training needs it. */
-export type TrainArch =
-  | { kind: 'llama'; config: LlamaConfig }
-  | { kind: 'mla'; config: LlamaConfig; mla: MlaFields }
-  | { kind: 'mha2mla'; config: LlamaConfig; mha2mla: Mha2mlaFields };
 
 /** One packed row: tokens, next-token targets (−1: none) and the document layout. */
 export interface TrainRow extends RowLayout {
@@ -33,13 +23,11 @@ export interface TrainRow extends RowLayout {
 }
 
 /**
- * The parameters `--train attention` trains: those the conversion rewrote. For MLA checkpoints
- * of either variant that is every self_attn tensor except o_proj (both methods keep it
- * verbatim); an unconverted Llama model has all of q/k/v/o trained.
+ * The parameters `--train attention` trains: those the conversion rewrote (the family says
+ * which); an unconverted Llama model has all of q/k/v/o trained.
  */
-export function attentionParamFilter(arch: TrainArch): (name: string) => boolean {
-  if (arch.kind === 'llama') return (n) => /\.self_attn\.[qkvo]_proj\./.test(n);
-  return (n) => /\.self_attn\./.test(n) && !/\.self_attn\.o_proj\./.test(n);
+export function attentionParamFilter(arch: ModelArgs): (name: string) => boolean {
+  return familyFor(arch).attentionParams;
 }
 
 class DecoderBlock {
@@ -50,7 +38,7 @@ class DecoderBlock {
   private xin!: Vec; private xn1!: Vec; private r1!: Vec; private xmid!: Vec; private xn2!: Vec; private r2!: Vec;
   private y!: Vec; private dxn!: Vec;
 
-  constructor(private readonly be: TrainBackend, ps: ParamStore, prefix: string, c: LlamaConfig, readonly attn: TrainAttention, readonly mlp: MlpLayer) {
+  constructor(private readonly be: TrainBackend, ps: ParamStore, prefix: string, c: ModelArgs, readonly attn: TrainAttention, readonly mlp: TrainMlp) {
     const D = c.hiddenSize;
     this.inNorm = new RmsNormLayer(ps.get(`${prefix}.input_layernorm.weight`, [D]), c.rmsNormEps);
     this.postNorm = new RmsNormLayer(ps.get(`${prefix}.post_attention_layernorm.weight`, [D]), c.rmsNormEps);
@@ -98,7 +86,7 @@ export class TrainModel {
   private x!: Vec;
   private dx!: Vec;
 
-  private constructor(readonly be: TrainBackend, readonly arch: TrainArch, params: ParamStore, embedding: EmbeddingLayer, blocks: DecoderBlock[], head: HeadLossLayer) {
+  private constructor(readonly be: TrainBackend, readonly arch: ModelArgs, params: ParamStore, embedding: EmbeddingLayer, blocks: DecoderBlock[], head: HeadLossLayer) {
     this.params = params;
     this.embedding = embedding;
     this.blocks = blocks;
@@ -109,21 +97,22 @@ export class TrainModel {
    * Master copies of every tensor of `src`; gradients for the selected parameters only.
    * storedDtype: see ParamStore.load (resuming from fp32 master copies).
    */
-  static create(be: TrainBackend, arch: TrainArch, src: WeightSource, train: TrainSelection, storedDtype?: (name: string) => FloatDType): TrainModel {
-    const c = arch.config;
+  static create(be: TrainBackend, arch: ModelArgs, src: WeightSource, train: TrainSelection, storedDtype?: (name: string) => FloatDType): TrainModel {
+    const c = arch;
     const ps = ParamStore.load(be, src, attentionParamFilter(arch), train, storedDtype);
     const D = c.hiddenSize, V = c.vocabSize;
-    // A tied head is stored under either name (models/llama.ts reads it the same way).
-    const embedName = ps.has('model.embed_tokens.weight') || !c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    // A tied head is stored under either name (the engine reads it the same way).
+    const embedName = embeddingName(ps, c);
     const embed = ps.get(embedName, [V, D]);
     const headW = c.tieWordEmbeddings ? embed : ps.get('lm_head.weight', [V, D]);
     // Some exporters store a tied head twice; the engine reads the embedding, so does training.
     if (c.tieWordEmbeddings && embedName !== 'lm_head.weight') ps.drop('lm_head.weight');
     const blocks: DecoderBlock[] = [];
-    const makeAttn = attentionFactory(be, ps, arch);
+    const makeLayer = familyFor(arch).trainLayers(be, ps, arch);
     for (let i = 0; i < c.numLayers; i++) {
       const p = `model.layers.${i}`;
-      blocks.push(new DecoderBlock(be, ps, p, c, makeAttn(i, `${p}.self_attn`), new MlpLayer(be, ps, `${p}.mlp`, D, c.intermediateSize)));
+      const { attn, mlp } = makeLayer(i, p);
+      blocks.push(new DecoderBlock(be, ps, p, c, attn, mlp));
     }
     const head = new HeadLossLayer(be, ps.get('model.norm.weight', [D]), headW, c.rmsNormEps);
     ps.checkAllUsed();
@@ -132,7 +121,7 @@ export class TrainModel {
 
   private ensure(T: number): void {
     if (T === this.T) return;
-    const D = this.arch.config.hiddenSize;
+    const D = this.arch.hiddenSize;
     this.x = this.be.alloc(T * D);
     this.dx = this.be.alloc(T * D);
     this.T = T;
@@ -165,26 +154,4 @@ export class TrainModel {
     this.embedding.backward(row.tokens, row.T, dx);
     return sums;
   }
-}
-
-/** Builds layer i's attention for the architecture (RoPE tables as the engine's loaders make them). */
-function attentionFactory(be: TrainBackend, ps: ParamStore, arch: TrainArch): (layer: number, prefix: string) => TrainAttention {
-  const c = arch.config;
-  if (arch.kind === 'llama') {
-    const rope = RopeTable.create(c.headDim, c.ropeTheta, c.ropeScaling);
-    const shape = { hidden: c.hiddenSize, nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };
-    // HF Llama checkpoints pair RoPE elements rotate-half (as the engine loads them).
-    return (_l, prefix) => new GqaAttentionLayer(be, ps, prefix, shape, rope, 'half');
-  }
-  if (arch.kind === 'mha2mla') {
-    const m = arch.mha2mla;
-    const inv = ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling);
-    const shape = { hidden: c.hiddenSize, nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim, ropePairs: m.ropePairsPerHead, kvLoraRank: m.kvLoraRank };
-    return (l, prefix) => new Mha2mlaAttentionLayer(be, ps, prefix, shape, perHeadRopeTables(inv, m.ropePairs[l]!));
-  }
-  const m = arch.mla;
-  const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
-  const shape = { ...m, hidden: c.hiddenSize, nHeads: c.numHeads, normEps: c.rmsNormEps };
-  const layout = m.ropeInterleave ? 'interleaved' : 'half';
-  return (_l, prefix) => new MlaAttentionLayer(be, ps, prefix, shape, rope, layout);
 }

@@ -1,15 +1,15 @@
 // Logits of a model the ways the exactness tests compare them: one full forward, or decode
 // through the cache (absorbed for MLA in 'auto' mode), after an optional decompressed prefill.
-import type { LlamaModel } from '../../src/models/llama.js';
+import type { Decoder } from '../../src/models/decoder.js';
 import { mulberry32 } from './random-llama.js';
 
 /** Logits at every position of one forward over `tokens`, [T × V]. */
-export function logits(model: LlamaModel, tokens: number[]): Float32Array {
+export function logits(model: Decoder, tokens: number[]): Float32Array {
   return model.forward(tokens, model.newCache(), { logits: 'all' }).slice();
 }
 
 /** The same [T × V] logits, computed by a `prefill`-token forward and then one token at a time. */
-export function decodeLogits(model: LlamaModel, tokens: number[], prefill = 0): Float32Array {
+export function decodeLogits(model: Decoder, tokens: number[], prefill = 0): Float32Array {
   const V = model.config.vocabSize;
   const out = new Float32Array(tokens.length * V);
   const cache = model.newCache();

@@ -1,6 +1,7 @@
 // Small random Llama-family models for exactness tests, and an independent float64 reference
 // forward pass written the plain way (no cache, full causal attention recomputed per call).
-import { parseLlamaConfig, type LlamaConfig } from '../../src/io/hf-config.js';
+import { parseConfig } from '../../src/arch/registry.js';
+import type { ModelArgs } from '../../src/arch/args.js';
 import { kernels } from '../../src/kernels/index.js';
 import type { FloatDType } from '../../src/kernels/types.js';
 import type { Tensor, WeightSource } from '../../src/tensor.js';
@@ -43,7 +44,7 @@ export class MapSource implements WeightSource {
 
 export interface RandomModel {
   json: Record<string, unknown>;
-  config: LlamaConfig;
+  config: ModelArgs;
   src: MapSource;
   /** The same weights as float64 (exactly the values stored, after dtype rounding). */
   f64: Map<string, Float64Array>;
@@ -91,7 +92,7 @@ export function randomLlama(spec: RandomSpec): RandomModel {
     torch_dtype: { f32: 'float32', bf16: 'bfloat16', f16: 'float16' }[dtype], hidden_act: 'silu',
   };
   if (spec.slidingWindow !== undefined) json.sliding_window = spec.slidingWindow;
-  const config = parseLlamaConfig(json, 'random-config.json');
+  const config = parseConfig(json, 'random-config.json');
   const rnd = mulberry32(spec.seed ?? 1);
   const map = new Map<string, Tensor>();
   const f64 = new Map<string, Float64Array>();
@@ -151,7 +152,7 @@ export function randomLlama(spec: RandomSpec): RandomModel {
 // ---------------------------------------------------------------------------------------------
 // float64 reference
 
-function refInvFreq(c: LlamaConfig): number[] {
+function refInvFreq(c: ModelArgs): number[] {
   const d = c.headDim;
   const out: number[] = [];
   for (let i = 0; i < d / 2; i++) {

@@ -1,6 +1,7 @@
 // Small random models and packed rows for the trainer's tests: random MLA (DeepSeek-V3 layout)
 // checkpoints in every variant the engine loads, and a float64 finite-difference checker.
-import { mha2mlaConfigJson, mlaConfigJson, parseMha2mlaConfig, parseMlaConfig, type Mha2mlaModelConfig, type MlaModelConfig } from '../../src/io/mla-config.js';
+import { mha2mlaConfigJson, parseMha2mlaConfig, type Mha2mlaArgs } from '../../src/arch/mha2mla.js';
+import { mlaConfigJson, parseMlaConfig, type MlaArgs } from '../../src/arch/deepseek.js';
 import type { Vec } from '../../src/train/backend.js';
 import type { TrainRow } from '../../src/train/model.js';
 import type { Tensor } from '../../src/tensor.js';
@@ -27,7 +28,7 @@ export interface RandomMlaSpec {
 }
 
 /** A random MLA checkpoint: the config the converter would write and f32 tensors. */
-export function randomMla(s: RandomMlaSpec): { json: Record<string, unknown>; cfg: MlaModelConfig; src: MapSource } {
+export function randomMla(s: RandomMlaSpec): { json: Record<string, unknown>; cfg: MlaArgs; src: MapSource } {
   const base = randomLlama({ hidden: s.hidden, heads: s.heads, kvHeads: s.heads, headDim: s.nope, inter: s.inter, vocab: s.vocab, layers: s.layers, tied: s.tied ?? false, seed: s.seed ?? 7 });
   const json = mlaConfigJson(base.config, { kvLoraRank: s.rank, qLoraRank: s.qLoraRank ?? null, qkRopeHeadDim: s.rope, qkNopeHeadDim: s.nope, vHeadDim: s.v, attentionBias: s.biases ?? false });
   if (s.ropeInterleave === false) json.rope_interleave = false;
@@ -82,7 +83,7 @@ export interface RandomMha2mlaSpec {
 }
 
 /** A random MHA2MLA checkpoint (per-KV-head RoPE keys + a shared latent), f32. */
-export function randomMha2mla(s: RandomMha2mlaSpec): { json: Record<string, unknown>; cfg: Mha2mlaModelConfig; src: MapSource } {
+export function randomMha2mla(s: RandomMha2mlaSpec): { json: Record<string, unknown>; cfg: Mha2mlaArgs; src: MapSource } {
   const base = randomLlama({ hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, inter: s.inter, vocab: s.vocab, layers: s.layers, tied: s.tied ?? false, seed: s.seed ?? 9 });
   const rnd = mulberry32((s.seed ?? 9) + 2000);
   const half = s.headDim / 2;

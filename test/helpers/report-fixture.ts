@@ -4,7 +4,7 @@ import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { convertModel } from '../../src/convert/convert.js';
 import { convertMha2mla } from '../../src/convert/mha2mla.js';
-import { runBench } from '../../src/eval/bench.js';
+import { runBench } from '../../src/bench/bench.js';
 import { writeReport } from '../../src/report/report.js';
 import { mustAsset } from './assets.js';
 

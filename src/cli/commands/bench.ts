@@ -4,7 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
-import { formatBenchReport, runBench } from '../../eval/bench.js';
+import { formatBenchReport, runBench } from '../../bench/bench.js';
 import { writeReport } from '../../report/report.js';
 
 function contexts(v: string | undefined): number[] {

@@ -3,7 +3,7 @@ import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
 import { eosIds, generate } from '../../models/generate.js';
 import { parseKvQuant } from '../../models/latent-quant.js';
-import { loadModel } from '../../models/load.js';
+import { loadModel } from '../../arch/load.js';
 
 export const command: Command = {
   summary: 'Generate text from a prompt, streaming tokens',

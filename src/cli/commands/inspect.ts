@@ -3,7 +3,7 @@ import { bool, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
 import { describeModel, formatModelReport } from '../../models/describe.js';
 import { parseKvQuant } from '../../models/latent-quant.js';
-import { loadModel } from '../../models/load.js';
+import { loadModel } from '../../arch/load.js';
 
 export const command: Command = {
   summary: 'Show architecture, parameter count, heads and KV-cache size of a model',

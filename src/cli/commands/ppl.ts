@@ -1,10 +1,10 @@
 // transmla ppl <model> --text FILE: perplexity in the GPTQ/TransMLA convention.
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
-import { createProgress } from '../../eval/progress.js';
+import { createProgress } from '../../io/progress.js';
+import { loadModel } from '../../arch/load.js';
 import { perplexity, readEvalText, textModeFor, tokenizeForPerplexity } from '../../eval/perplexity.js';
 import { kvQuantName, parseKvQuant } from '../../models/latent-quant.js';
-import { loadModel } from '../../models/load.js';
 
 export const command: Command = {
   summary: 'Perplexity on a text (non-overlapping chunks, GPTQ/TransMLA convention)',

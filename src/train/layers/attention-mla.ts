@@ -6,7 +6,7 @@
 //   k^h = [k_nope^h | k_pe];  a = attn(q, k, v) with scale (d_n + d_R)^−½;  out = a Woᵀ
 // Backward runs the same steps in reverse; the shared k_pe collects the sum of all heads'
 // rope-key gradients. (The absorbed form is an inference-time rewrite of the same function.)
-import type { MlaFields } from '../../io/mla-config.js';
+import type { MlaShape } from '../../models/mla-attention.js';
 import type { RopeLayout, RopeTable } from '../../models/rope.js';
 import type { TrainBackend, Vec } from '../backend.js';
 import type { Param, ParamStore } from '../params.js';
@@ -16,9 +16,8 @@ import { LinearLayer } from './linear.js';
 import { RmsNormLayer } from './rmsnorm.js';
 import { ropeRotate } from './rope.js';
 
-export interface MlaTrainShape extends Omit<MlaFields, 'ropeInterleave'> {
+export interface MlaTrainShape extends MlaShape {
   hidden: number;
-  nHeads: number;
   normEps: number;
 }
 

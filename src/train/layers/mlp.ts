@@ -5,7 +5,16 @@ import type { TrainBackend, Vec } from '../backend.js';
 import type { Param, ParamStore } from '../params.js';
 import { LinearLayer } from './linear.js';
 
-export class MlpLayer {
+/** What a decoder block needs from its feed-forward block in training. */
+export interface TrainMlp {
+  /** out [T×D] from x [T×D], keeping the activations backward needs. */
+  forward(x: Vec, T: number, out: Vec): void;
+  /** dx [T×D] from dOut, using the activations of the last forward on x (parameter gradients accumulate). */
+  backward(x: Vec, T: number, dOut: Vec, dx: Vec): void;
+  params(): Param[];
+}
+
+export class MlpLayer implements TrainMlp {
   readonly gate: LinearLayer;
   readonly up: LinearLayer;
   readonly down: LinearLayer;

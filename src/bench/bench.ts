@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { kernels } from '../kernels/index.js';
 import { measureBandwidth, type BandwidthResult } from './bandwidth.js';
 import type { BenchJob } from './bench-child.js';
-import { ggufExportUnsupported, ggufFor, type DecodeAtContext, type DecodeBench } from './bench-decode.js';
+import { ggufExportUnsupported } from '../export/gguf.js';
+import { ggufFor, type DecodeAtContext, type DecodeBench } from './bench-decode.js';
 
 export interface BenchOptions {
   model: string;

@@ -21,16 +21,15 @@
 //   layout: rows are stored as in the checkpoint (permuted only if it says rope_interleave false).
 // - kq_scale = mscale²/√(qk_nope + qk_rope), mscale = 1 without YaRN: the stock softmax scale.
 import { basename, resolve } from 'node:path';
+import { readMlaConfig } from '../arch/deepseek.js';
+import { openCheckpoint } from '../io/checkpoint.js';
+import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../io/gguf.js';
+import { convertDType, GGUF_FILE_TYPE as FILE_TYPE } from '../io/gguf-model.js';
+import { tokenizerGgufMetadata, type TokenizerGgufInfo } from '../io/gguf-tokenizer.js';
+import { permuteRopeRows } from '../io/rope-rows.js';
 import type { FloatDType } from '../kernels/types.js';
-import { halfToInterleavedPerm } from '../models/rope.js';
 import { widen } from '../models/weights.js';
 import type { Tensor } from '../tensor.js';
-import { openCheckpoint } from './checkpoint.js';
-import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from './gguf.js';
-import { convertDType, tokenizerGgufMetadata, type TokenizerGgufInfo } from './gguf-llama.js';
-import { readMlaConfig } from './mla-config.js';
-
-const FILE_TYPE: Record<FloatDType, number> = { f32: 0, f16: 1, bf16: 32 };
 
 export interface Deepseek2GgufOptions {
   outType?: FloatDType;
@@ -45,23 +44,9 @@ export interface Deepseek2GgufResult {
   warnings: string[];
 }
 
-/** rows [off, off+dR) of each block of `stride` rows: half → interleaved. */
-function permuteBlocks(data: Float32Array, cols: number, blocks: number, stride: number, off: number, dR: number): Float32Array {
-  const out = new Float32Array(data);
-  const perm = halfToInterleavedPerm(dR);
-  for (let b = 0; b < blocks; b++) {
-    for (let j = 0; j < dR; j++) {
-      const dst = (b * stride + off + j) * cols, src = (b * stride + off + perm[j]!) * cols;
-      out.set(data.subarray(src, src + cols), dst);
-    }
-  }
-  return out;
-}
-
 export function exportDeepseek2Gguf(outPath: string, folder: string, options: Deepseek2GgufOptions = {}): Deepseek2GgufResult {
   const where = `GGUF export of ${folder}`;
-  const mc = readMlaConfig(folder);
-  const c = mc.llama, m = mc.mla;
+  const c = readMlaConfig(folder), m = c.mla;
   if (m.semantics !== 'stock') {
     throw new GgufError(`${where}: this is the exact variant (no kv_a_layernorm; transmla.json marks it); llama.cpp runs stock DeepSeek-V3 semantics. Export it with --target deepseek-v3 first (\`transmla export\` with --target gguf does both)`);
   }
@@ -130,14 +115,14 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}`, s = `${p}.self_attn`, b = `blk.${l}`;
     plain(`${b}.attn_norm.weight`, `${p}.input_layernorm.weight`, [D]);
-    const qPerm = permute ? (x: Float32Array) => permuteBlocks(x, rq ?? D, H, qh, dn, dR) : undefined;
+    const qPerm = permute ? (x: Float32Array) => permuteRopeRows(x, { blocks: H, stride: qh, offset: dn, dim: dR }, 'interleaved') : undefined;
     if (rq === null) plain(`${b}.attn_q.weight`, `${s}.q_proj.weight`, [H * qh, D], qPerm);
     else {
       plain(`${b}.attn_q_a.weight`, `${s}.q_a_proj.weight`, [rq, D]);
       plain(`${b}.attn_q_a_norm.weight`, `${s}.q_a_layernorm.weight`, [rq]);
       plain(`${b}.attn_q_b.weight`, `${s}.q_b_proj.weight`, [H * qh, rq], qPerm);
     }
-    plain(`${b}.attn_kv_a_mqa.weight`, `${s}.kv_a_proj_with_mqa.weight`, [r + dR, D], permute ? (x) => permuteBlocks(x, D, 1, r + dR, r, dR) : undefined);
+    plain(`${b}.attn_kv_a_mqa.weight`, `${s}.kv_a_proj_with_mqa.weight`, [r + dR, D], permute ? (x) => permuteRopeRows(x, { blocks: 1, stride: r + dR, offset: r, dim: dR }, 'interleaved') : undefined);
     plain(`${b}.attn_kv_a_norm.weight`, `${s}.kv_a_layernorm.weight`, [r]);
     // kv_b [H·(d_n+d_v), r] → k_b [H, r, d_n] (W_UK^h transposed) and v_b [H, d_v, r].
     const kvbName = `${s}.kv_b_proj.weight`, kvbShape = [H * (dn + dv), r];

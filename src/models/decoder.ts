@@ -1,18 +1,19 @@
-// The Llama-family decoder (Llama 1–3, Mistral, Qwen2, SmolLM):
+// The one decoder every family runs (Llama 1–3, Mistral, Qwen2, the converted MLA models, …):
 //   x = embed(tokens)
 //   per layer: x += attn(rmsnorm(x)); x += mlp(rmsnorm(x))
 //   logits = head(rmsnorm(x))
-// Weights stay in checkpoint dtype; activations are f32. Attention is pluggable (see
-// attention.ts): the MLA models of the converter are this class with other attention layers.
-import { slidingWindowOf, type LlamaConfig } from '../io/hf-config.js';
+// Weights stay in checkpoint dtype; activations are f32. A layer's attention and MLP are
+// behind interfaces (attention.ts, mlp.ts); which ones a checkpoint has is its family's
+// business (arch/<family>.ts builds the layers, arch/registry.ts picks the family).
+import type { ModelArgs } from '../arch/args.js';
 import type { FloatDType } from '../kernels/types.js';
 import { numel, type Tensor, type WeightSource } from '../tensor.js';
-import { GqaAttention, type AttentionLayer } from './attention.js';
+import type { AttentionLayer, MlaMode } from './attention.js';
 import { KvCache } from './kv-cache.js';
+import type { KvQuant } from './latent-quant.js';
 import { Linear } from './linear.js';
-import { SwiGluMlp } from './mlp.js';
+import type { Mlp } from './mlp.js';
 import { addInPlace, embedRow, rmsNorm } from './ops.js';
-import { RopeTable, type RopeLayout } from './rope.js';
 import { requireTensor, widen } from './weights.js';
 import { Workspace } from './workspace.js';
 
@@ -20,20 +21,26 @@ export interface DecoderLayer {
   inputNorm: Float32Array;
   attn: AttentionLayer;
   postNorm: Float32Array;
-  mlp: SwiGluMlp;
+  mlp: Mlp;
 }
 
-export interface LlamaLoadOptions {
-  /** Pairing of RoPE elements in q/k as stored: 'half' for HF checkpoints (default). */
-  ropeLayout?: RopeLayout;
-  /** Builds layer i's attention from the source (default: GqaAttention from `{prefix}.{q,k,v,o}_proj`). */
-  attention?: (src: WeightSource, layer: number, prefix: string, config: LlamaConfig, rope: RopeTable) => AttentionLayer;
+/** Builds decoder layer l from a checkpoint (arch/<family>.ts supplies it). */
+export type LayerBuilder = (src: WeightSource, l: number) => DecoderLayer;
+
+/** An RMSNorm weight [D], widened to f32. */
+export function normWeight(src: WeightSource, name: string, D: number): Float32Array {
+  return widen(requireTensor(src, name, [D]));
+}
+
+/** The embedding's tensor name: tied heads are stored under either name (some exporters keep only lm_head.weight). */
+export function embeddingName(src: Pick<WeightSource, 'has'>, c: Pick<ModelArgs, 'tieWordEmbeddings'>): string {
+  return src.has('model.embed_tokens.weight') || !c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
 }
 
 export type LogitsMode = 'all' | 'last';
 
-export class LlamaModel {
-  readonly config: LlamaConfig;
+export class Decoder {
+  readonly config: ModelArgs;
   readonly embed: Tensor;
   readonly layers: DecoderLayer[];
   readonly norm: Float32Array;
@@ -46,36 +53,24 @@ export class LlamaModel {
    */
   readonly slidingWindow: number | null;
 
-  constructor(config: LlamaConfig, embed: Tensor, layers: DecoderLayer[], norm: Float32Array, head: Linear) {
+  constructor(config: ModelArgs, embed: Tensor, layers: DecoderLayer[], norm: Float32Array, head: Linear) {
     this.config = config;
     this.embed = embed;
     this.layers = layers;
     this.norm = norm;
     this.head = head;
-    this.slidingWindow = slidingWindowOf(config);
+    this.slidingWindow = config.slidingWindow;
   }
 
-  static fromWeights(c: LlamaConfig, src: WeightSource, opts: LlamaLoadOptions = {}): LlamaModel {
+  /** Embedding, final norm and head from `src`, and decoder layers from the family's builder. */
+  static build(c: ModelArgs, src: WeightSource, layer: LayerBuilder): Decoder {
     const D = c.hiddenSize, V = c.vocabSize;
-    // Tied heads are stored under either name (some exporters keep only lm_head.weight).
-    const embedName = src.has('model.embed_tokens.weight') || !c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-    const embed = requireTensor(src, embedName, [V, D]);
+    const embed = requireTensor(src, embeddingName(src, c), [V, D]);
     const head = c.tieWordEmbeddings ? new Linear(embed) : new Linear(requireTensor(src, 'lm_head.weight', [V, D]));
-    const rope = RopeTable.create(c.headDim, c.ropeTheta, c.ropeScaling);
-    const layout = opts.ropeLayout ?? 'half';
-    const makeAttn = opts.attention ?? ((s, _i, prefix, cfg, r) => GqaAttention.load(s, prefix, cfg, r, layout));
     const layers: DecoderLayer[] = [];
-    for (let i = 0; i < c.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      layers.push({
-        inputNorm: widen(requireTensor(src, `${p}.input_layernorm.weight`, [D])),
-        attn: makeAttn(src, i, `${p}.self_attn`, c, rope),
-        postNorm: widen(requireTensor(src, `${p}.post_attention_layernorm.weight`, [D])),
-        mlp: SwiGluMlp.load(src, `${p}.mlp`, c),
-      });
-    }
+    for (let i = 0; i < c.numLayers; i++) layers.push(layer(src, i));
     const norm = widen(requireTensor(src, 'model.norm.weight', [D]));
-    return new LlamaModel(c, embed, layers, norm, head);
+    return new Decoder(c, embed, layers, norm, head);
   }
 
   /** The dtype the weights are stored in (the embedding's; checkpoints use one dtype throughout). */
@@ -92,8 +87,7 @@ export class LlamaModel {
     add(this.head.weight);
     n += this.norm.length;
     for (const l of this.layers) {
-      n += l.inputNorm.length + l.postNorm.length + l.attn.paramCount();
-      n += l.mlp.gate.paramCount() + l.mlp.up.paramCount() + l.mlp.down.paramCount();
+      n += l.inputNorm.length + l.postNorm.length + l.attn.paramCount() + l.mlp.paramCount();
     }
     return n;
   }
@@ -165,4 +159,20 @@ export class LlamaModel {
     this.logitsFromHidden(h, T, out);
     return out;
   }
+}
+
+/** Sets the attention form of every latent-cache (MLA) layer of a model (tests compare the forms). */
+export function setMlaMode(model: Decoder, mode: MlaMode): void {
+  for (const l of model.layers) if (l.attn.latent) l.attn.latent.mode = mode;
+}
+
+/**
+ * Quantizes the latent cache of every layer (latent-quant.ts) for caches created from now on;
+ * null returns to f32. Only latent-cache (MLA) layers have a latent to quantize.
+ */
+export function setKvQuant(model: Decoder, q: KvQuant | null): void {
+  for (const l of model.layers) {
+    if (!l.attn.latent) throw new Error(`--kv-quant needs an MLA model (a latent cache); this model has ${l.attn.constructor.name} layers`);
+  }
+  for (const l of model.layers) l.attn.latent!.kvQuant = q;
 }

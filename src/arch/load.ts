@@ -1,31 +1,32 @@
 // Opens a model for the engine from what a user points at:
 //   - a Hugging Face folder (config.json + safetensors [+ tokenizer.json]);
-//   - a GGUF file (llama / qwen2 architecture, F32/F16/BF16 tensors), read lazily under HF
+//   - a GGUF file (of a family with a GGUF form, F32/F16/BF16 tensors), read lazily under HF
 //     tensor names; its tokenizer is --tokenizer, or the HF folder the GGUF sits in if any;
 //   - a llama2.c checkpoint (.bin), converted in memory to the HF layout; its tokenizer is
 //     --tokenizer, or tokenizer.bin / tok*.bin beside it.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+// The folder's family (arch/registry.ts) parses its config and builds its layers.
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { finiteSource } from '../io/finite.js';
-import { openGgufModel } from '../io/gguf-llama.js';
-import { parseLlamaConfig, readLlamaConfig, type LlamaConfig } from '../io/hf-config.js';
 import { llama2cToHf, readLlama2c } from '../io/llama2c.js';
-import { isMha2mlaConfigJson, isMlaConfigJson, readMha2mlaConfig, readMlaConfig, type MlaFields, type Mha2mlaFields } from '../io/mla-config.js';
+import { createProgress } from '../io/progress.js';
+import { setKvQuant, type Decoder } from '../models/decoder.js';
+import type { KvQuant } from '../models/latent-quant.js';
 import type { Tensor, WeightSource } from '../tensor.js';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
-import { createProgress } from '../eval/progress.js';
-import { LlamaModel } from './llama.js';
-import type { KvQuant } from './latent-quant.js';
-import { mha2mlaModelFromWeights } from './mha2mla-model.js';
-import { mlaModelFromWeights, setKvQuant } from './mla-model.js';
+import type { ModelArgs } from './args.js';
+import type { MlaFields } from './deepseek.js';
+import { openGgufModel } from './gguf.js';
+import type { Mha2mlaFields } from './mha2mla.js';
+import { buildModel, parseConfig, readConfig } from './registry.js';
 
 export type ModelFormat = 'hf' | 'gguf' | 'llama2c';
 
 export interface LoadedModel {
-  model: LlamaModel;
-  config: LlamaConfig;
+  model: Decoder;
+  config: ModelArgs;
   /** null when the model comes without one (the caller may load one separately). */
   tokenizer: TextTokenizer | null;
   format: ModelFormat;
@@ -76,19 +77,10 @@ function loadHf(path: string, opts: LoadModelOptions): LoadedModel {
   const hasTok = ['tokenizer.json', 'tokenizer.bin', 'tokenizer.model'].some((f) => existsSync(join(path, f)));
   const tokPath = opts.tokenizer ?? (hasTok ? path : null);
   const tokenizer = tokPath ? loadTokenizer(tokPath) : null;
-  if (folderConfigIs(path, isMha2mlaConfigJson)) {
-    // The converter's MHA2MLA output: per-KV-head RoPE keys + a shared latent.
-    const mc = readMha2mlaConfig(path);
-    return { model: mha2mlaModelFromWeights(mc, checkedCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mha2mla: mc.mha2mla };
-  }
-  if (folderConfigIs(path, isMlaConfigJson)) {
-    // model_type deepseek_v2/v3 (the converter's output): MLA attention.
-    const mc = readMlaConfig(path);
-    return { model: mlaModelFromWeights(mc, checkedCheckpoint(path)), config: mc.llama, tokenizer, format: 'hf', path, mla: mc.mla };
-  }
-  const config = readLlamaConfig(path);
+  const config = readConfig(path);
   const model = buildWithProgress(config, checkedCheckpoint(path));
-  return { model, config, tokenizer, format: 'hf', path };
+  const { mla, mha2mla } = config as ModelArgs & { mla?: MlaFields; mha2mla?: Mha2mlaFields };
+  return { model, config, tokenizer, format: 'hf', path, ...(mla && { mla }), ...(mha2mla && { mha2mla }) };
 }
 
 /** The folder's checkpoint, refusing NaN/Inf tensors with the tensor's name and shard file. */
@@ -97,17 +89,8 @@ function checkedCheckpoint(path: string): WeightSource {
   return finiteSource(ck, (name) => join(ck.dir, ck.info(name).file));
 }
 
-function folderConfigIs(folder: string, test: (json: unknown) => boolean): boolean {
-  try {
-    return test(JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8')));
-  } catch {
-    // Unreadable or invalid JSON: the Llama reader reports it properly.
-    return false;
-  }
-}
-
 /** Builds the model with a progress bar while tensors are read (shown after ~1.5 s only). */
-function buildWithProgress(config: LlamaConfig, src: WeightSource): LlamaModel {
+function buildWithProgress(config: ModelArgs, src: WeightSource): Decoder {
   const bar = createProgress({ label: 'loading weights', total: src.names().length, unit: 'tensors' });
   let n = 0;
   const counted: WeightSource = {
@@ -120,7 +103,7 @@ function buildWithProgress(config: LlamaConfig, src: WeightSource): LlamaModel {
     },
   };
   try {
-    return LlamaModel.fromWeights(config, counted);
+    return buildModel(config, counted);
   } finally {
     bar.finish();
   }
@@ -145,8 +128,8 @@ function loadLlama2c(path: string, opts: LoadModelOptions): LoadedModel {
     : null;
   // llama2.c's tokenizer always has <s> = 1 and </s> = 2; without one, assume the same.
   const hf = llama2cToHf(ck, { bosId: tokenizer ? tokenizer.bosId : 1, eosId: tokenizer ? tokenizer.eosId : 2 });
-  const config = parseLlamaConfig(hf.config, `${path} (llama2.c header)`);
-  const model = LlamaModel.fromWeights(config, finiteSource(new MemorySource(new Map(hf.tensors.map((t) => [t.name, t.tensor]))), () => path));
+  const config = parseConfig(hf.config, `${path} (llama2.c header)`);
+  const model = buildModel(config, finiteSource(new MemorySource(new Map(hf.tensors.map((t) => [t.name, t.tensor]))), () => path));
   return { model, config, tokenizer, format: 'llama2c', path };
 }
 

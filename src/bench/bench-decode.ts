@@ -9,27 +9,19 @@
 // least disturbed). Each result carries what a decode step must read (weights + cache), so the
 // caller can set it against a measured memory bandwidth (the roofline).
 // Token ids are pseudo-random: decode cost does not depend on which tokens are cached.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openCheckpoint } from '../io/checkpoint.js';
-import { exportLlamaGguf } from '../io/gguf-llama.js';
-import { readLlamaConfig } from '../io/hf-config.js';
-import { isMha2mlaConfigJson, isMlaConfigJson, mlaSemantics, readMlaConfig } from '../io/mla-config.js';
-import { exportDeepseek2Gguf } from '../io/gguf-deepseek2.js';
+import { exportFolderGguf, ggufExportUnsupported } from '../export/gguf.js';
+import type { Decoder } from '../models/decoder.js';
+import { loadModel } from '../arch/load.js';
 import { kernels } from '../kernels/index.js';
 import { loadNativeAddon } from '../kernels/native.js';
 import type { FloatDType } from '../kernels/types.js';
-import { GqaAttention } from '../models/attention.js';
 import { describeModel } from '../models/describe.js';
-import type { Linear } from '../models/linear.js';
-import type { LlamaModel } from '../models/llama.js';
-import { loadModel } from '../models/load.js';
-import { Mha2mlaAttention } from '../models/mha2mla-attention.js';
-import { MlaAttention } from '../models/mla-attention.js';
 import { argmax } from '../models/sample.js';
 import { bytesPerElement } from '../tensor.js';
-import { peakRssBytes } from './memory.js';
+import { peakRssBytes } from '../eval/memory.js';
 
 export interface DecodeBenchOptions {
   /** Cached tokens before the timed steps, ascending order not required. */
@@ -92,33 +84,12 @@ function pseudoRandomIds(n: number, vocab: number, seed: number): number[] {
   return Array.from({ length: n }, () => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return lo + (s % (vocab - lo)); });
 }
 
-function linearsOf(model: LlamaModel, layer: number): Linear[] {
-  const l = model.layers[layer]!;
-  const out: Linear[] = [l.mlp.gate, l.mlp.up, l.mlp.down];
-  const a = l.attn;
-  if (a instanceof GqaAttention) out.push(a.q, a.k, a.v, a.o);
-  else if (a instanceof MlaAttention) {
-    for (const x of [a.p.q, a.p.qA, a.p.qB, a.p.kvA, a.p.kvB, a.p.o]) if (x) out.push(x);
-  } else if (a instanceof Mha2mlaAttention) {
-    for (const x of [a.p.q, a.p.kRope, a.p.down, a.p.upK, a.p.upV, a.p.o]) if (x) out.push(x);
-  } else {
-    throw new Error(`bench: cannot count the weights of attention layer ${a.constructor.name}`);
-  }
-  return out;
-}
-
-/** Bytes of weights one decode step reads: all matrices, norms and biases, one embedding row. */
-export function decodeStepWeightBytes(model: LlamaModel): number {
+/** Bytes of weights one decode step reads: every layer's attention and MLP, the final norm and head, one embedding row. */
+export function decodeStepWeightBytes(model: Decoder): number {
   const c = model.config;
-  let n = model.head.weight.data.byteLength + (model.head.bias?.byteLength ?? 0) + model.norm.byteLength;
+  let n = model.head.weightBytes() + model.norm.byteLength;
   if (model.embed !== model.head.weight) n += c.hiddenSize * bytesPerElement(model.embed.dtype);
-  for (let i = 0; i < model.layers.length; i++) {
-    const l = model.layers[i]!;
-    n += l.inputNorm.byteLength + l.postNorm.byteLength;
-    for (const lin of linearsOf(model, i)) n += lin.weight.data.byteLength + (lin.bias?.byteLength ?? 0);
-    const a = l.attn;
-    if (a instanceof MlaAttention) n += (a.p.kvANorm?.byteLength ?? 0) + (a.p.qANorm?.byteLength ?? 0);
-  }
+  for (const l of model.layers) n += l.inputNorm.byteLength + l.postNorm.byteLength + l.attn.decodeWeightBytes() + l.mlp.decodeWeightBytes();
   return n;
 }
 
@@ -192,38 +163,6 @@ export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Pr
   };
 }
 
-/** Why our GGUF exporter cannot write the model for llama.cpp (null when it can). */
-export function ggufExportUnsupported(path: string): string | null {
-  if (path.endsWith('.gguf')) return null;
-  if (path.endsWith('.bin')) return 'llama2.c checkpoints are not exported to GGUF here (import it to a Hugging Face folder first)';
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(join(path, 'config.json'), 'utf8'));
-  } catch (e) {
-    return `cannot read ${join(path, 'config.json')}: ${(e as Error).message}`;
-  }
-  if (isMlaConfigJson(json)) {
-    // Stock-semantics folders (a strict export, or a DeepSeek checkpoint) go to llama.cpp's deepseek2;
-    // what that exporter refuses (YaRN, llama3 scaling, biases) is reported when it runs.
-    try {
-      if (mlaSemantics(path) === 'exact') {
-        return 'the exact MLA variant (no kv_a_layernorm) has no llama.cpp form; `transmla export <folder> --target deepseek-v3` writes the stock folder llama.cpp runs (as deepseek2)';
-      }
-      readMlaConfig(path);
-      return null;
-    } catch (e) {
-      return (e as Error).message;
-    }
-  }
-  if (isMha2mlaConfigJson(json)) return 'MHA2MLA checkpoints (per-KV-head RoPE keys plus a shared latent) have no llama.cpp architecture';
-  try {
-    readLlamaConfig(path);
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
-
 /** A GGUF of the model in its weights' dtype (the file itself when it already is one); cleanup() removes a written one. */
 export function ggufFor(path: string, dtype: FloatDType): { gguf: string; cleanup(): void } {
   const why = ggufExportUnsupported(path);
@@ -231,29 +170,11 @@ export function ggufFor(path: string, dtype: FloatDType): { gguf: string; cleanu
   if (path.endsWith('.gguf')) return { gguf: path, cleanup: () => {} };
   const dir = mkdtempSync(join(tmpdir(), 'transmla-bench-'));
   const gguf = join(dir, 'model.gguf');
-  let mla = false;
   try {
-    mla = isMlaConfigJson(JSON.parse(readFileSync(join(path, 'config.json'), 'utf8')));
-  } catch {
-    // ggufExportUnsupported already read it; a racing change surfaces in the export below.
-  }
-  if (mla) {
-    try {
-      exportDeepseek2Gguf(gguf, path, { outType: dtype });
-    } catch (e) {
-      rmSync(dir, { recursive: true, force: true });
-      throw e;
-    }
-    return { gguf, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-  }
-  const ck = openCheckpoint(path);
-  try {
-    exportLlamaGguf(gguf, readLlamaConfig(path), ck, path, { outType: dtype });
+    exportFolderGguf(path, gguf, dtype);
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
     throw e;
-  } finally {
-    ck.close();
   }
   return { gguf, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -1,0 +1,240 @@
+// The DeepSeek-V2/V3 family: MLA attention (docs/methods.md#mla) with dense SwiGLU MLPs — the
+// converter's output, and stock DeepSeek-V3 checkpoints with all-dense layers. A folder runs in
+// one of two semantics (mlaSemantics): 'exact', transmla's own variant (no latent RMSNorm, biases
+// wherever the checkpoint has them), or 'stock', DeepSeek-V3's code path (kv_a_layernorm and
+// q_a_layernorm required, biases only where attention_bias allows, YaRN with its mscale).
+// The dense-MLP, norm, embedding and RoPE-base fields are read as every family reads them.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { MlaAttention, type MlaShape } from '../models/mla-attention.js';
+import { normWeight, type LayerBuilder } from '../models/decoder.js';
+import { SwiGluMlp } from '../models/mlp.js';
+import { RopeTable } from '../models/rope.js';
+import { parseYarn, yarnAttentionFactor, yarnInvFreq, yarnSoftmaxFactor, type YarnScaling } from '../models/yarn.js';
+import { MlaAttentionLayer } from '../train/layers/attention-mla.js';
+import { MlpLayer } from '../train/layers/mlp.js';
+import { ConfigFields, HfConfigError, isObj, parseBaseFields, ropeScalingJson, type ModelArgs } from './args.js';
+import { checkStockAttentionTensors, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_VARIANT, type MlaShapeFields } from './deepseek-stock.js';
+import type { Family } from './family.js';
+
+export type MlaSemantics = 'exact' | 'stock';
+
+export interface MlaFields extends MlaShapeFields {
+  /** true: q_pe/k_pe pair adjacent elements (DeepSeek); false: rotate-half. */
+  ropeInterleave: boolean;
+  /** How the folder is run (mlaSemantics). Absent means 'exact' for in-memory configs built by the converter. */
+  semantics?: MlaSemantics;
+  /** rope_scaling of type yarn (stock semantics only); the base part then has no rope scaling. */
+  yarn?: YarnScaling | null;
+  /** attention_bias of the config (stock semantics: q_a/kv_a/o biases allowed). */
+  attentionBias?: boolean;
+}
+
+/**
+ * DeepSeek arguments. As the engine sees them: num_key_value_heads = num_attention_heads (MLA has
+ * no KV-head grouping) and headDim = qk_rope_head_dim (the RoPE width, as HF's rotary reads it).
+ */
+export interface MlaArgs extends ModelArgs {
+  mla: MlaFields;
+}
+
+/**
+ * Which semantics a DeepSeek-V3 folder runs in. The converter marks its exact variant twice:
+ * config.json's `qk_latent_layernorm: false` (TransMLA's own key: "no latent RMSNorm") and a
+ * transmla.json with `tool: "transmla"`. Either makes the folder exact, unless transmla.json's
+ * `variant` is "deepseek-v3" (the strict export, which is stock by construction). A folder with
+ * neither — a stock checkpoint, no custom keys — runs in stock semantics.
+ */
+export function mlaSemantics(folder: string): MlaSemantics {
+  const read = (name: string): Record<string, unknown> | null => {
+    const f = join(folder, name);
+    if (!existsSync(f)) return null;
+    let j: unknown;
+    try {
+      j = JSON.parse(readFileSync(f, 'utf8'));
+    } catch (e) {
+      throw new HfConfigError(`${f}: not valid JSON (${(e as Error).message}); it decides whether the folder is the exact variant or a stock DeepSeek-V3 checkpoint`);
+    }
+    return isObj(j) ? j : null;
+  };
+  const report = read('transmla.json');
+  const ours = report !== null && report.tool === 'transmla';
+  if (ours && report.variant === STOCK_VARIANT) return 'stock';
+  if (ours) return 'exact';
+  return read('config.json')?.qk_latent_layernorm === false ? 'exact' : 'stock';
+}
+
+/** true when a parsed config.json declares an MLA (DeepSeek) model. */
+export function isMlaConfigJson(json: unknown): boolean {
+  return isObj(json) && (DEEPSEEK_MODEL_TYPES as readonly unknown[]).includes(json.model_type);
+}
+
+export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemantics = 'exact'): MlaArgs {
+  if (!isObj(json)) throw new HfConfigError(`${file}: expected a JSON object`);
+  const c = json;
+  const err = (key: string, msg: string): never => { throw new HfConfigError(`${file}: ${key} ${msg}`); };
+  if (!isMlaConfigJson(c)) err('model_type', `${JSON.stringify(c.model_type)} is not an MLA model type (${DEEPSEEK_MODEL_TYPES.join(', ')})`);
+  const int = (k: string, min: number): number => {
+    const v = c[k];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) err(k, `must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
+    return v as number;
+  };
+  const layers = int('num_hidden_layers', 1);
+  // Only all-dense checkpoints (what the converter writes) run here: refuse MoE layers clearly.
+  const experts = c.n_routed_experts;
+  const firstDense = typeof c.first_k_dense_replace === 'number' ? c.first_k_dense_replace : 0;
+  if (typeof experts === 'number' && experts > 0 && firstDense < layers) {
+    err('n_routed_experts', `(${experts}) with first_k_dense_replace ${firstDense} < ${layers} layers declares mixture-of-experts layers, which this engine does not run`);
+  }
+  const rs = c.rope_scaling ?? c.rope_parameters;
+  let yarn: YarnScaling | null = null;
+  if (isObj(rs) && (rs.type === 'yarn' || rs.rope_type === 'yarn' || rs.type === 'deepseek_yarn')) {
+    if (semantics === 'exact') err('rope_scaling', 'of type yarn is not supported in an exact-variant folder (transmla.json marks it; the converter never writes YaRN): remove transmla.json to run the folder as a stock DeepSeek-V3 checkpoint');
+    const mpe = c.max_position_embeddings;
+    if (typeof mpe !== 'number' || !(mpe > 0)) err('max_position_embeddings', `must be a positive number, got ${JSON.stringify(mpe)}`);
+    yarn = parseYarn(rs, mpe as number, err);
+  }
+  const qLora = c.q_lora_rank;
+  if (qLora !== null && qLora !== undefined && (typeof qLora !== 'number' || !Number.isSafeInteger(qLora) || qLora < 1)) {
+    err('q_lora_rank', `must be null or a positive integer, got ${JSON.stringify(qLora)}`);
+  }
+  const ri = c.rope_interleave;
+  if (ri !== undefined && ri !== null && typeof ri !== 'boolean') err('rope_interleave', `must be true or false, got ${JSON.stringify(ri)}`);
+  const mla: MlaFields = {
+    kvLoraRank: int('kv_lora_rank', 1),
+    qLoraRank: (qLora as number | null | undefined) ?? null,
+    qkRopeHeadDim: int('qk_rope_head_dim', 2),
+    qkNopeHeadDim: int('qk_nope_head_dim', 0),
+    vHeadDim: int('v_head_dim', 1),
+    // DeepSeek's reference code and vLLM rotate adjacent pairs; HF says so with rope_interleave.
+    ropeInterleave: ri === undefined || ri === null ? true : (ri as boolean),
+    semantics,
+    yarn,
+    attentionBias: c.attention_bias === true,
+  };
+  if (mla.qkRopeHeadDim % 2 !== 0) err('qk_rope_head_dim', `must be even, got ${mla.qkRopeHeadDim}`);
+  // The shared fields as every family reads them; MLA has no KV-head grouping, its RoPE covers
+  // qk_rope_head_dim, and its biases are whatever the checkpoint holds.
+  const base: Record<string, unknown> = { ...c, num_key_value_heads: c.num_attention_heads, head_dim: mla.qkRopeHeadDim };
+  delete base.rope_parameters;
+  if (yarn) delete base.rope_scaling;
+  const f = new ConfigFields(base, file);
+  const args = parseBaseFields(f, 2048);
+  return { ...args, family: 'deepseek', modelType: c.model_type as string, attentionBias: false, oBias: false, mlpBias: f.bool('mlp_bias', false), slidingWindow: null, raw: c, mla };
+}
+
+export function readMlaConfig(folder: string): MlaArgs {
+  const path = join(folder, 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new HfConfigError(`${path}: cannot read: ${(e as Error).message}`);
+  }
+  return parseMlaConfig(json, path, mlaSemantics(folder));
+}
+
+export interface MlaConfigWriteOptions extends MlaShapeFields {
+  /** Whether any attention projection carries a bias (TransMLA's attention_bias flag). */
+  attentionBias: boolean;
+}
+
+/**
+ * The exact variant's config.json: the source's keys, with DeepSeek-V3 identity and MLA shape.
+ * All MLPs stay dense (first_k_dense_replace = layers; the MoE fields are set to harmless
+ * values because some converters read them unconditionally). head_dim = d_R, as in TransMLA,
+ * is what HF's rotary embedding reads for the RoPE width.
+ */
+export function mlaConfigJson(source: ModelArgs, o: MlaConfigWriteOptions): Record<string, unknown> {
+  const raw = { ...source.raw };
+  for (const k of ['rope_parameters', 'pretraining_tp', 'auto_map', 'sliding_window', 'use_sliding_window', 'max_window_layers']) delete raw[k];
+  return {
+    ...raw,
+    architectures: ['DeepseekV3ForCausalLM'],
+    model_type: 'deepseek_v3',
+    num_key_value_heads: source.numHeads,
+    head_dim: o.qkRopeHeadDim,
+    kv_lora_rank: o.kvLoraRank,
+    q_lora_rank: o.qLoraRank,
+    qk_rope_head_dim: o.qkRopeHeadDim,
+    qk_nope_head_dim: o.qkNopeHeadDim,
+    v_head_dim: o.vHeadDim,
+    rope_interleave: true,
+    rope_theta: source.ropeTheta,
+    rope_scaling: ropeScalingJson(source.ropeScaling),
+    attention_bias: o.attentionBias,
+    qk_latent_layernorm: false,
+    hidden_act: 'silu',
+    first_k_dense_replace: source.numLayers,
+    n_routed_experts: 1,
+    n_shared_experts: 1,
+    num_experts_per_tok: 1,
+    moe_intermediate_size: source.intermediateSize,
+    n_group: 1,
+    topk_group: 1,
+    routed_scaling_factor: 1.0,
+    tie_word_embeddings: source.tieWordEmbeddings,
+  };
+}
+
+/** The RoPE table of an MLA model: the converter's frequencies, YaRN's, or θ^(−2i/d_R) with the base scaling. */
+export function mlaRope(c: MlaArgs, invFreq?: Float64Array): RopeTable {
+  const m = c.mla, yarn = m.yarn ?? null;
+  if (invFreq) {
+    if (invFreq.length * 2 !== m.qkRopeHeadDim) throw new Error(`${invFreq.length} RoPE frequencies for qk_rope_head_dim ${m.qkRopeHeadDim}`);
+    return new RopeTable(invFreq);
+  }
+  return yarn ? new RopeTable(yarnInvFreq(m.qkRopeHeadDim, c.ropeTheta, yarn), yarnAttentionFactor(yarn))
+    : RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
+}
+
+function mlaShape(c: MlaArgs): MlaShape {
+  const m = c.mla;
+  return { nHeads: c.numHeads, qkNopeHeadDim: m.qkNopeHeadDim, qkRopeHeadDim: m.qkRopeHeadDim, vHeadDim: m.vHeadDim, kvLoraRank: m.kvLoraRank, qLoraRank: m.qLoraRank };
+}
+
+export const deepseek: Family<MlaArgs> = {
+  id: 'deepseek',
+  modelTypes: DEEPSEEK_MODEL_TYPES,
+  architectures: DEEPSEEK_ARCHITECTURES,
+  claims: isMlaConfigJson,
+  parse: (json, file, ctx) => parseMlaConfig(json, file, ctx.folder ? mlaSemantics(ctx.folder) : 'exact'),
+  engineLayers(c, opts = {}): LayerBuilder {
+    const m = c.mla;
+    const stock = m.semantics === 'stock';
+    const yarn = m.yarn ?? null;
+    if (yarn && !stock) throw new Error('rope_scaling yarn is only supported for stock DeepSeek-V3 folders');
+    const rope = mlaRope(c, opts.ropeInvFreq);
+    // DeepseekV3Attention: qk_head_dim^−½, times mscale(factor, mscale_all_dim)² under YaRN.
+    const scale = (yarn ? yarnSoftmaxFactor(yarn) : 1) / Math.sqrt(m.qkNopeHeadDim + m.qkRopeHeadDim);
+    const shape = { ...mlaShape(c), scale, hidden: c.hiddenSize, normEps: c.rmsNormEps, ropeLayout: m.ropeInterleave ? ('interleaved' as const) : ('half' as const) };
+    const D = c.hiddenSize;
+    let checked = false;
+    return (src, l) => {
+      if (stock && !checked) { checkStockAttentionTensors(src, c.numLayers, m.qLoraRank !== null, m.attentionBias ?? false); checked = true; }
+      const p = `model.layers.${l}`;
+      const inputNorm = normWeight(src, `${p}.input_layernorm.weight`, D);
+      const attn = MlaAttention.load(src, `${p}.self_attn`, shape, rope);
+      if (opts.mode) attn.mode = opts.mode;
+      return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias) };
+    };
+  },
+  trainLayers(be, ps, c) {
+    const m = c.mla;
+    const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
+    const shape = { ...mlaShape(c), hidden: c.hiddenSize, normEps: c.rmsNormEps };
+    const layout = m.ropeInterleave ? 'interleaved' : 'half';
+    return (_l, prefix) => ({
+      attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout),
+      mlp: new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
+    });
+  },
+  // Every self_attn tensor except o_proj: the conversion rewrote them and kept o_proj verbatim.
+  attentionParams: (n) => /\.self_attn\./.test(n) && !/\.self_attn\.o_proj\./.test(n),
+  conversions: { transmla: 'it is already an MLA model', mha2mla: 'it is already an MLA model' },
+  // Stock-semantics folders (a strict export, or a DeepSeek checkpoint) go to llama.cpp's deepseek2;
+  // what that exporter refuses (YaRN, llama3 scaling, biases) is reported when it runs.
+  ggufExport: (c) => c.mla.semantics === 'exact'
+    ? 'the exact MLA variant (no kv_a_layernorm) has no llama.cpp form; `transmla export <folder> --target deepseek-v3` writes the stock folder llama.cpp runs (as deepseek2)'
+    : true,
+};

@@ -1,0 +1,99 @@
+// A model's tensors in a GGUF file, under both names: reading llama.cpp tensors back as Hugging
+// Face tensors, and writing HF tensors as llama.cpp ones. Which tensors a model has is its
+// family's knowledge (arch/<family>.ts lists them as GgufTensorSpec); this file only moves them.
+import type { FloatDType } from '../kernels/types.js';
+import { kernels } from '../kernels/index.js';
+import type { Tensor, WeightSource } from '../tensor.js';
+import { GgufError, type GgufFile, type GgufTensorInput } from './gguf.js';
+import { permuteRopeRows } from './rope-rows.js';
+
+/** One tensor of a GGUF model under both names. */
+export interface GgufTensorSpec {
+  gguf: string;
+  hf: string;
+  /** Row-major shape (HF convention). */
+  shape: number[];
+  /** Rows to permute between rotate-half (HF) and adjacent-pair (GGUF) order, per head. */
+  rope?: { heads: number; headDim: number };
+}
+
+/** llama.cpp general.file_type for all-F32 / mostly-F16 / mostly-BF16 files. */
+export const GGUF_FILE_TYPE: Record<FloatDType, number> = { f32: 0, f16: 1, bf16: 32 };
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** The shortest decimal that rounds to the same f32 (so 1e-5 stored as f32 reads back as 1e-5). */
+export function f32Decimal(x: number): number {
+  for (let p = 1; p <= 9; p++) {
+    const y = Number(x.toPrecision(p));
+    if (Math.fround(y) === x) return y;
+  }
+  return x;
+}
+
+export function convertDType(t: Tensor, to: FloatDType): Tensor {
+  if (t.dtype === to) return t;
+  const f32 = t.dtype === 'f32' ? (t.data as Float32Array) : (() => {
+    const o = new Float32Array(t.data.length);
+    kernels().toF32(t.data as Uint16Array, t.dtype as 'f16' | 'bf16', o);
+    return o;
+  })();
+  if (to === 'f32') return { dtype: 'f32', shape: t.shape, data: f32 };
+  const bits = new Uint16Array(f32.length);
+  kernels().fromF32(f32, to, bits);
+  return { dtype: to, shape: t.shape, data: bits };
+}
+
+/**
+ * The tensors of `specs` in GGUF file `f` as a lazy WeightSource with Hugging Face names (q/k
+ * rows back in rotate-half order). Every spec must be present with its shape and a float type,
+ * and the file must hold nothing else (`extra` names tensors it may also hold).
+ */
+export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path: string, arch: string, extra: readonly string[] = []): WeightSource {
+  const fail = (msg: string): never => { throw new GgufError(`${path}: ${msg}`); };
+  const byHf = new Map<string, GgufTensorSpec>();
+  const known = new Set<string>(extra);
+  for (const s of specs) {
+    if (!f.has(s.gguf)) fail(`missing tensor ${s.gguf}`);
+    const info = f.tensorInfo(s.gguf);
+    if (!sameShape(info.shape, s.shape)) fail(`tensor ${s.gguf} has shape [${info.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
+    if (f.floatDType(s.gguf) === null) fail(`tensor ${s.gguf} has type ${info.typeName}; only F32, F16 and BF16 GGUF models can be run`);
+    byHf.set(s.hf, s);
+    known.add(s.gguf);
+  }
+  for (const t of f.tensors) if (!known.has(t.name)) fail(`tensor ${t.name} has no place in a ${arch} model`);
+  return {
+    names: () => [...byHf.keys()],
+    has: (name) => byHf.has(name),
+    get: (name) => {
+      const s = byHf.get(name);
+      if (!s) fail(`no tensor "${name}" (GGUF models expose Hugging Face tensor names)`);
+      const t = f.readTensor(s!.gguf);
+      return s!.rope ? { ...t, data: permuteRopeRows(t.data, { blocks: s!.rope.heads, dim: s!.rope.headDim }, 'half') } : t;
+    },
+  };
+}
+
+/**
+ * GGUF tensor inputs for `specs`, read from `weights` one at a time when written: matrices at
+ * `outType`, 1-D tensors (norms, biases) in F32 as llama.cpp's converter writes them.
+ */
+export function ggufTensorInputs(specs: readonly GgufTensorSpec[], weights: WeightSource, outType: FloatDType, where: string): GgufTensorInput[] {
+  for (const s of specs) if (!weights.has(s.hf)) throw new GgufError(`${where}: the checkpoint has no tensor "${s.hf}" (needed for ${s.gguf})`);
+  return specs.map((s) => {
+    const dtype: FloatDType = s.shape.length === 1 ? 'f32' : outType;
+    return {
+      name: s.gguf,
+      dtype,
+      shape: s.shape,
+      load: (): Tensor => {
+        const t = weights.get(s.hf);
+        if (!sameShape(t.shape, s.shape)) throw new GgufError(`${where}: tensor "${s.hf}" has shape [${t.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
+        const conv = convertDType(t, dtype);
+        return s.rope ? { ...conv, data: permuteRopeRows(conv.data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'interleaved') } : conv;
+      },
+    };
+  });
+}
