@@ -21,7 +21,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readDocuments } from '../src/convert/calibrate.js';
-import { convertModel } from '../src/convert/convert.js';
+import { convertModel } from '../src/convert/transmla.js';
 import { convertMha2mla } from '../src/convert/mha2mla.js';
 import { fidelity } from '../src/eval/fidelity.js';
 import { readEvalText, tokenizeForPerplexity } from '../src/eval/perplexity.js';

@@ -32,8 +32,8 @@ function procStatus(): { hwm: number; rss: number } {
 }
 
 async function child(job: ChildJob): Promise<void> {
-  const { convertModel } = await import('../src/convert/convert.js');
-  const { convertStreaming } = await import('../src/convert/stream.js');
+  const { convertModel } = await import('../src/convert/transmla.js');
+  const { convertStreaming } = await import('../src/convert/transmla.js');
   await import('../src/report/report.js'); // loaded by every conversion that writes a folder
   const marks: Mark[] = [];
   const mark = (stage: string): void => {

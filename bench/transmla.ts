@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ConvertReport } from '../src/convert/convert.js';
+import type { ConvertReport } from '../src/schema/transmla-json.js';
 import { importLlama2c } from '../src/io/llama2c.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');

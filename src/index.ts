@@ -38,13 +38,15 @@ export { perplexity, readEvalText, tokenizeForPerplexity } from './eval/perplexi
 export { fidelity } from './eval/fidelity.js';
 
 // Conversion
-export { convertModel } from './convert/convert.js';
-export type { ConvertOptions, ConvertReport } from './convert/convert.js';
+export { convertModel, convertStreaming } from './convert/transmla.js';
+export type { ConvertOptions } from './convert/transmla.js';
+export type { ConvertReport, Mha2mlaReport, StockExportReport } from './schema/transmla-json.js';
 export { convertMha2mla } from './convert/mha2mla.js';
-export { exportDeepseekV3, stockDeepseekV3Config, STOCK_DEEPSEEK_V3_KEYS } from './convert/export-deepseek-v3.js';
-export type { StockExportOptions, StockExportReport } from './convert/export-deepseek-v3.js';
-export { exportModel, convertToTarget, EXPORT_TARGETS } from './convert/export-targets.js';
-export type { ExportOptions, ExportResult, ExportTarget } from './convert/export-targets.js';
+export { exportDeepseekV3 } from './export/deepseek-v3.js';
+export type { StockExportOptions } from './export/deepseek-v3.js';
+export { stockDeepseekV3Config, STOCK_DEEPSEEK_V3_KEYS } from './arch/deepseek-stock.js';
+export { exportModel, convertToTarget, EXPORT_TARGETS } from './export/targets.js';
+export type { ExportOptions, ExportResult, ExportTarget } from './export/targets.js';
 export { exportDeepseek2Gguf } from './export/gguf-deepseek2.js';
 export { exportLlamaGguf } from './export/gguf-llama.js';
 export { runSweep } from './convert/sweep.js';

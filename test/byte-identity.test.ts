@@ -11,10 +11,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { convertModel } from '../src/convert/convert.js';
-import { exportModel } from '../src/convert/export-targets.js';
+import { convertModel } from '../src/convert/transmla.js';
 import { convertMha2mla } from '../src/convert/mha2mla.js';
-import { convertStreaming } from '../src/convert/stream.js';
+import { exportModel } from '../src/export/targets.js';
+import { convertStreaming } from '../src/convert/transmla.js';
 import { importLlama2c } from '../src/io/llama2c.js';
 import { ASSETS_ROOT, REPO_ROOT, skipUnlessAsset, mustAsset } from './helpers/assets.js';
 

@@ -7,7 +7,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { convertModel, type ConvertReport } from '../src/convert/convert.js';
+import { convertModel } from '../src/convert/transmla.js';
+import type { ConvertReport } from '../src/schema/transmla-json.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { describeModel } from '../src/models/describe.js';

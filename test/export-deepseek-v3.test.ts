@@ -7,8 +7,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { exportDeepseekV3, foldAttentionBiases, STOCK_DEEPSEEK_V3_KEYS } from '../src/convert/export-deepseek-v3.js';
-import { convertToTarget } from '../src/convert/export-targets.js';
+import { exportDeepseekV3 } from '../src/export/deepseek-v3.js';
+import { foldAttentionBiases } from '../src/export/deepseek-v3-layer.js';
+import { STOCK_DEEPSEEK_V3_KEYS } from '../src/arch/deepseek-stock.js';
+import { convertModel } from '../src/convert/transmla.js';
+import { convertToTarget } from '../src/export/targets.js';
 import { readdirSync } from 'node:fs';
 import { fitLatentNorm, fitResidual, LatentMomentStats, LatentNormStats, refit, stabilizingScales } from '../src/convert/latent-norm.js';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
@@ -26,7 +29,6 @@ import { readGguf } from '../src/io/gguf.js';
 import { assetPath } from './helpers/assets.js';
 import { randomDeepseek, type DeepseekSpec } from './helpers/random-deepseek.js';
 import { MapSource, maxAbsDiff, mulberry32, randomLlama } from './helpers/random-llama.js';
-import { convertModel } from '../src/convert/convert.js';
 import { logits } from './helpers/logits.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-export-ds-'));

@@ -11,9 +11,9 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { convertModel } from '../src/convert/convert.js';
+import { convertModel } from '../src/convert/transmla.js';
 import { convertMha2mla } from '../src/convert/mha2mla.js';
-import { convertStreaming } from '../src/convert/stream.js';
+import { convertStreaming } from '../src/convert/transmla.js';
 import { runSweep } from '../src/convert/sweep.js';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { NonFiniteError } from '../src/io/finite.js';

@@ -8,11 +8,11 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { commands } from '../src/cli/commands.js';
-import type { ConvertReport } from '../src/convert/convert.js';
+import type { ConvertReport, Mha2mlaReport } from '../src/schema/transmla-json.js';
+import { convertMha2mla } from '../src/convert/mha2mla.js';
 import { runSweep, type SweepReport } from '../src/convert/sweep.js';
 import type { BenchReport } from '../src/bench/bench.js';
 import { measureBandwidth } from '../src/bench/bandwidth.js';
-import { convertMha2mla, type Mha2mlaReport } from '../src/convert/mha2mla.js';
 import { buildMha2mlaReportHtml } from '../src/report/mha2mla-report.js';
 import { buildReportHtml } from '../src/report/report.js';
 import { assetPath, mustAsset } from './helpers/assets.js';

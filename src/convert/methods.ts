@@ -2,7 +2,9 @@
 // pipeline with the options every method shares (calibration, evaluation, KV fraction), plus the
 // ones of its own that it understands, and returns the same summary: so a caller passes the
 // method name through unchanged and compares the results on equal terms.
-import { convertModel, type CalibEvalOptions, type CalibOrder, type EvalReport } from './convert.js';
+import { convertModel } from './transmla.js';
+import { type CalibEvalOptions } from './pipeline.js';
+import type { CalibOrder, EvalReport } from '../schema/transmla-json.js';
 import { convertMha2mla } from './mha2mla.js';
 
 export interface MethodOptions extends CalibEvalOptions {

@@ -30,7 +30,9 @@ import { ropePairElements, type GqaLayerSource } from './gqa-to-mla.js';
 import type { LinearF64 } from './latent-layer.js';
 import { tensorOf } from './mla-build.js';
 
-export type LowRankInit = 'joint' | 'split';
+import type { LowRankInit } from '../schema/transmla-json.js';
+
+export type { LowRankInit } from '../schema/transmla-json.js';
 
 export interface Mha2mlaLayerOptions {
   /** [G][r] ascending pair indices (rope-select.ts). */

@@ -13,32 +13,30 @@
 //   projections of every calibration token; 'rms': the root-mean-square surrogate from the Gram);
 // - activation-aware factorisation: the layer input's second moment E[xxᵀ] (from the Gram).
 // Weight-only SVD with a fixed selection needs no calibration at all.
-import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { checkOutputDir, withAtomicDir } from '../io/atomic-dir.js';
+import { resolve } from 'node:path';
+import { mha2mlaConfigJson } from '../arch/mha2mla.js';
+import { formatScore } from '../eval/fidelity.js';
+import { peakRssBytes } from '../eval/memory.js';
+import { checkOutputDir } from '../io/atomic-dir.js';
 import { assertFiniteStat } from '../io/finite.js';
 import { setStage } from '../io/interrupt.js';
-import { writeCheckpoint } from '../io/checkpoint.js';
-import { writeHfFolderExtras } from '../io/hf-folder.js';
-import { mha2mlaConfigJson } from '../arch/mha2mla.js';
-import type { Decoder } from '../models/decoder.js';
-import { loadModel } from '../arch/load.js';
-import { ropeInvFreq } from '../models/rope.js';
 import type { FloatDType } from '../kernels/types.js';
-import { fidelity, formatScore } from '../eval/fidelity.js';
-import { peakRssBytes } from '../eval/memory.js';
-import { readEvalText } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
+import type { Decoder } from '../models/decoder.js';
+import { ropeInvFreq } from '../models/rope.js';
+import type { EvalReport, Mha2mlaReport, Weighting } from '../schema/transmla-json.js';
 import { bytesPerElement } from '../tensor.js';
-import { calibrationSamples, HiddenStates, readDocuments } from './calibrate.js';
+import { HiddenStates } from './calibrate.js';
 import { withBias } from './gqa-to-mla.js';
-import { convertInputs, HELD_OUT_FRACTION, outputTensors, sha256File, tokenizeEnough, type CalibEvalOptions, type EvalReport } from './convert.js';
 import { maxMha2mlaRank, mha2mlaDecoderLayer, mha2mlaLayer, mha2mlaLayerTensors, type LowRankInit, type Mha2mlaLayerWeights } from './mha2mla-layer.js';
 import { assembleModel, gqaLayerSource } from './mla-build.js';
+import {
+  calibrationSet, calibrationTokens, convertInputs, describeCalibration, evaluateStages, evaluationTexts, openSource,
+  outputTensors, secondsSince, sha256File, writeModelFolder, type CalibEvalOptions,
+} from './pipeline.js';
 import { PairNormAccumulator, pairRmsFromGram, pairScores, selectRopePairs, type NormStat, type PairNorms, type RopeSelection } from './rope-select.js';
 
-export type Weighting = 'weights' | 'activations';
+export type { Weighting } from '../schema/transmla-json.js';
 
 /** MHA2MLA's default: r = d/16 pairs per head (4 for d = 64, 8 for d = 128), at least one. */
 export function defaultRopePairs(headDim: number): number {
@@ -183,69 +181,22 @@ export interface Mha2mlaOptions extends CalibEvalOptions {
   calib: string;
 }
 
-export interface Mha2mlaReport {
-  tool: 'transmla';
-  method: 'mha2mla';
-  methodDescription: string;
-  created: string;
-  source: {
-    path: string; modelType: string; layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; dtype: FloatDType;
-    /** The source's rotary frequency ω_k of every pair k (d/2 values, k = 0 fastest): pair k turns by ω_k per position. */
-    ropeInvFreq?: number[];
-  };
-  output: string | null;
-  parameters: {
-    ropePairsPerHead: number;
-    kvLoraRank: number;
-    kvFraction: number;
-    selection: RopeSelection;
-    lowRank: LowRankInit;
-    weighting: Weighting;
-    normStat: NormStat | null;
-    /** [layer][kv head] kept frequency indices. */
-    ropePairs: number[][][];
-    ropeLayout: string;
-    softmaxScale: string;
-    dtype: FloatDType;
-  };
-  calibration: { file: string; sha256: string; documents: number; heldOutDocuments: number; samples: number; seqLen: number; tokens: number; seed: number; statistics: string[] };
-  kvCache: { dtype: FloatDType; bytesPerTokenBefore: number; bytesPerTokenAfter: number; elementsPerTokenPerLayerBefore: number; elementsPerTokenPerLayerAfter: number; fraction: number };
-  /**
-   * Per layer: share of the (weighted) [K_nope ; V] energy the latent keeps; the factorisations'
-   * spectra as shares of their total (σ_j² / Σσ², descending; one for SVD_joint, keys and values
-   * for SVD_split); S_2-norm's score of every pair per KV head [G][d/2] (null for fixed selections).
-   * Conversions before these were recorded have `energy` only.
-   */
-  layers: { energy: number; spectra?: { part: string; rank: number; shares: number[] }[]; pairScores?: number[][] | null }[];
-  evaluations: EvalReport[];
-  seconds: { load: number; calibration: number; conversion: number; evaluation: number; save: number; convertTotal: number };
-  peakRssBytes: number;
-}
 
 /** Six significant digits: enough for a chart, and transmla.json stays small. */
 function sig(x: number): number {
   return x === 0 || !Number.isFinite(x) ? x : Number(x.toPrecision(6));
 }
 
-function secondsSince(t: number): number {
-  return (performance.now() - t) / 1000;
-}
 
 export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> {
   const log = o.log ?? (() => {});
   const tStart = performance.now();
   // Refuse a bad --out before the long computation, not after it.
   if (o.out) checkOutputDir(o.out, { overwrite: o.overwrite, source: convertInputs(o) });
-  setStage(`loading ${o.model}`);
-  const loaded = loadModel(o.model);
-  if (loaded.mla || loaded.mha2mla) throw new Error(`${o.model} is already an MLA model`);
-  if (loaded.format !== 'hf') throw new Error(`${o.model}: convert takes a Hugging Face folder (import llama2.c checkpoints first)`);
-  const src = loaded.model, cfg = loaded.config, tok = loaded.tokenizer;
-  if (!tok) throw new Error(`${o.model} has no tokenizer (tokenizer.json); calibration needs one`);
-  const a0 = src.layers[0]!.attn;
-  if (!(a0 instanceof GqaAttention)) throw new Error('only GQA/MHA attention can be converted');
-  const H = a0.nHeads, G = a0.nKvHeads, d = a0.headDim, D = cfg.hiddenSize, nLayers = src.layers.length;
-  const dtype = src.weightDtype;
+  const source = openSource(o.model, 'mha2mla', true);
+  const src = source.model!, cfg = source.args, tok = source.tokenizer;
+  const H = cfg.numHeads, G = cfg.numKvHeads, d = cfg.headDim, D = cfg.hiddenSize, nLayers = cfg.numLayers;
+  const dtype = source.dtype;
   const budget = mha2mlaBudget({ nKvHeads: G, headDim: d, hidden: D }, o);
   const variant: Mha2mlaVariant = {
     selection: o.selection ?? '2norm', init: o.init ?? 'joint', weighting: o.weighting ?? 'weights',
@@ -260,11 +211,7 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
   log(`method: MHA2MLA, S_${variant.selection} selection${need.pairNorms ? ` (${need.pairNorms} pair norms)` : ''}, SVD_${variant.init}, ${variant.weighting === 'weights' ? 'weight-only' : 'activation-aware'}`);
 
   // Calibration samples (also when no statistic is needed: the held-out split is the same).
-  const docs = readDocuments(o.calib);
-  const nHeld = docs.length >= 2 ? Math.max(1, Math.round(docs.length * HELD_OUT_FRACTION)) : 0;
-  const calibDocs = docs.slice(0, docs.length - nHeld);
-  const heldDocs = docs.slice(docs.length - nHeld);
-  const calib = { samples: o.calibSamples ?? 128, seqLen: o.calibSeqLen ?? 256, seed: o.seed ?? 42 };
+  const c = calibrationSet(o.calib, o);
   const statistics = [need.pairNorms && `${need.pairNorms} query/key pair norms`, need.inputCov && 'layer-input second moment'].filter((x): x is string => !!x);
 
   // --- Calibrate and convert, layer by layer (each layer's statistics dropped once used).
@@ -284,8 +231,8 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
     log(`  layer ${l + 1}/${nLayers}: RoPE pairs ${w.ropePairs.map((p) => `[${p.join(',')}]`).join(' ')}, latent energy kept ${(100 * w.energy).toFixed(1)} %`);
   };
   if (need.pairNorms || need.inputCov) {
-    const samples = calibrationSamples(tok, calibDocs, calib);
-    log(`calibration: ${calib.samples} × ${calib.seqLen} tokens from ${o.calib} (${calibDocs.length} documents, seed ${calib.seed}; ${nHeld} held out): ${statistics.join(', ')}`);
+    const samples = calibrationTokens(tok, c);
+    log(`calibration: ${describeCalibration(c)}: ${statistics.join(', ')}`);
     calibrateMha2mla(src, samples, need, convertLayer);
   } else {
     log('calibration: none needed (fixed selection, weight-only factorisation)');
@@ -298,20 +245,8 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
 
   // --- Evaluation: original → partial RoPE → MLA on the same tokens.
   const tEval = performance.now();
-  const evalCtx = o.evalCtx ?? Math.min(2048, cfg.maxPositionEmbeddings);
-  const texts: { name: string; sha: string; mode: EvalReport['mode']; text: string }[] = (o.evalTexts ?? []).map((t) => ({
-    name: resolve(t.path), sha: sha256File(t.path), mode: t.mode, text: readEvalText(t.path, t.mode).text,
-  }));
-  if (texts.length === 0) {
-    if (heldDocs.length === 0) throw new Error('no --eval-text and no held-out calibration documents to evaluate on');
-    const text = heldDocs.join('\n\n');
-    texts.push({ name: `${resolve(o.calib)} (last ${nHeld} documents, held out)`, sha: createHash('sha256').update(text).digest('hex'), mode: 'held-out calibration documents', text });
-  }
   const evaluations: EvalReport[] = [];
-  for (const t of texts) {
-    setStage(`evaluation on ${t.name}`);
-    const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
-    const f = await fidelity(src, [partialModel, mlaModel], ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks });
+  for (const { text: t, result: f } of await evaluateStages(src, [partialModel, mlaModel], tok, evaluationTexts(o, c), o)) {
     evaluations.push({
       text: t.name, sha256: t.sha, mode: t.mode, ctx: f.ctx, chunks: f.chunks, predictions: f.predictions, convention: f.convention,
       original: f.reference, partialRope: f.models[0]!, mla: f.models[1]!,
@@ -343,8 +278,8 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
       dtype,
     },
     calibration: {
-      file: resolve(o.calib), sha256: sha256File(o.calib), documents: calibDocs.length, heldOutDocuments: nHeld,
-      samples: statistics.length ? calib.samples : 0, seqLen: calib.seqLen, tokens: statistics.length ? calib.samples * calib.seqLen : 0, seed: calib.seed, statistics,
+      file: resolve(o.calib), sha256: sha256File(o.calib), documents: c.docs.length, heldOutDocuments: c.heldOut.length,
+      samples: statistics.length ? c.samples : 0, seqLen: c.seqLen, tokens: statistics.length ? c.samples * c.seqLen : 0, seed: c.seed, statistics,
     },
     kvCache: {
       dtype, bytesPerTokenBefore: nLayers * before * bpe, bytesPerTokenAfter: nLayers * budget.width * bpe,
@@ -361,35 +296,31 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
   };
   log(`KV cache per token (${dtype}): ${report.kvCache.bytesPerTokenBefore} B → ${report.kvCache.bytesPerTokenAfter} B`);
 
-  if (o.out) {
-    setStage(`writing ${resolve(o.out)}`);
-    const tSave = performance.now();
-    const out = resolve(o.out);
-    const configJson = mha2mlaConfigJson(cfg, { kvLoraRank: budget.kvRank, ropePairsPerHead: budget.ropePairs, ropePairs: report.parameters.ropePairs });
-    // Loaded on demand: the charting library is only needed once a folder is written.
-    const { writeReport } = await import('../report/report.js');
-    await withAtomicDir(out, { overwrite: o.overwrite ?? false, source: convertInputs(o) }, async (dir) => {
-      await writeCheckpoint(dir, outputTensors(o.model, nLayers, (l, prefix) => mha2mlaLayerTensors(prefix, mla[l]!, dtype)));
-      // Innermost number lists (the kept pairs of one KV head) on one line each; a raw newline
-      // after "[" cannot occur inside a JSON string, so string values are never touched.
-      const text = JSON.stringify(configJson, null, 2).replace(/\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]/g, (_m, nums: string) => `[${nums.split(/,\s*/).join(', ')}]`);
-      writeFileSync(join(dir, 'config.json'), text + '\n');
-      writeHfFolderExtras(o.model, dir);
-      // Final timings written inside the atomic folder: an interrupted save leaves nothing behind.
-      report.seconds.save = secondsSince(tSave);
-      report.seconds.convertTotal += report.seconds.save;
-      report.peakRssBytes = peakRssBytes();
-      writeFileSync(join(dir, 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
-      try {
-        await writeReport(dir);
-        log(`report ${join(out, 'report.html')}`);
-      } catch (e) {
-        log(`warning: report.html not written: ${(e as Error).message}`);
-      }
-    });
-    log(`saved ${out}`);
-  } else {
+  if (!o.out) {
     report.peakRssBytes = peakRssBytes();
+    return report;
   }
+  setStage(`writing ${resolve(o.out)}`);
+  const configJson = mha2mlaConfigJson(cfg, { kvLoraRank: budget.kvRank, ropePairsPerHead: budget.ropePairs, ropePairs: report.parameters.ropePairs });
+  // Innermost number lists (the kept pairs of one KV head) on one line each; a raw newline
+  // after "[" cannot occur inside a JSON string, so string values are never touched.
+  const config = JSON.stringify(configJson, null, 2).replace(/\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]/g, (_m, nums: string) => `[${nums.split(/,\s*/).join(', ')}]`);
+  await writeModelFolder(o.out, { overwrite: o.overwrite ?? false, inputs: convertInputs(o) }, async () => {
+    const tSave = performance.now();
+    return {
+      srcDir: o.model, inputs: convertInputs(o), overwrite: o.overwrite ?? false,
+      tensors: outputTensors(o.model, nLayers, (l, prefix) => mha2mlaLayerTensors(prefix, mla[l]!, dtype)),
+      config,
+      // Final timings written inside the atomic folder: an interrupted save leaves nothing behind.
+      report: () => {
+        report.seconds.save = secondsSince(tSave);
+        report.seconds.convertTotal += report.seconds.save;
+        report.peakRssBytes = peakRssBytes();
+        return report;
+      },
+      html: true, log,
+    };
+  });
+  log(`saved ${resolve(o.out)}`);
   return report;
 }

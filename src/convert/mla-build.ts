@@ -20,8 +20,15 @@ function f32Of(t: Tensor): Float32Array {
   return out;
 }
 
-/** What the per-layer helpers read of a model: a whole Decoder, or one loaded layer (stream.ts). */
+/** What the per-layer helpers read of a model: a whole Decoder, or one loaded layer (streaming). */
 export type LayerView = Pick<Decoder, 'config' | 'layers'>;
+
+/** A model view holding only layer l (a streaming conversion has one layer at a time). */
+export function layerView(config: Decoder['config'], l: number, layer: DecoderLayer): LayerView {
+  const layers: DecoderLayer[] = [];
+  layers[l] = layer;
+  return { config, layers };
+}
 
 /** Layer l of a GQA model as the input of latentFromGqa (weights widened to f32). */
 export function gqaLayerSource(model: LayerView, l: number): GqaLayerSource {

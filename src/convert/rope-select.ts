@@ -14,9 +14,9 @@ import { gemmF64 } from '../linalg/dense.js';
 import { ropePairElements } from './gqa-to-mla.js';
 import type { RopeLayout } from '../models/rope.js';
 
-export const ROPE_SELECTIONS = ['high', 'low', 'uniform', '2norm'] as const;
-export type RopeSelection = (typeof ROPE_SELECTIONS)[number];
-export type NormStat = 'mean' | 'rms';
+import { ROPE_SELECTIONS, type NormStat, type RopeSelection } from '../schema/transmla-json.js';
+
+export { ROPE_SELECTIONS, type NormStat, type RopeSelection } from '../schema/transmla-json.js';
 
 /** Per-pair norms of one layer's queries [H × d/2] and keys [G × d/2] (pre-RoPE; RoPE keeps them). */
 export interface PairNorms {

@@ -5,14 +5,10 @@
 // with its own FreqFold search, and the best (d_R, M) wins. The trade-off is real: each RoPE dim
 // costs a latent dim, and collapsing frequencies (c > 1) costs most when heads are small — with
 // head_dim 8 the kept frequencies are 10× apart, so c = 2 discards half the positional signal.
+import type { ShapeScore } from '../schema/transmla-json.js';
 import { freqFoldCandidates } from './rorope.js';
 
-export interface ShapeScore {
-  ropeDim: number;
-  freqFold: number;
-  kvLoraRank: number;
-  ppl: number;
-}
+export type { ShapeScore } from '../schema/transmla-json.js';
 
 /** TransMLA's greedy FreqFold search for one d_R; `fixed` restricts it to one given M. */
 export async function searchFreqFold(

@@ -5,6 +5,9 @@
 // and whether the argmax tokens agree, and average over all positions. Each model's own
 // perplexity comes out of the same pass, so one run yields every stage's numbers.
 import type { Decoder } from '../models/decoder.js';
+import type { ModelScore } from '../schema/transmla-json.js';
+
+export type { ModelScore } from '../schema/transmla-json.js';
 import { conventionText } from './perplexity.js';
 import { interruptPoint } from '../io/interrupt.js';
 
@@ -14,15 +17,6 @@ export interface FidelityOptions {
   /** Rows of logits computed at once per model (memory: rows × vocab floats per model). Default 128. */
   logitRows?: number;
   onProgress?(done: number, total: number): void;
-}
-
-export interface ModelScore {
-  ppl: number;
-  nll: number;
-  /** Mean KL(reference ‖ this model) per predicted token, nats (0 for the reference). */
-  kl: number;
-  /** Share of positions whose argmax equals the reference's. */
-  top1: number;
 }
 
 /** One line for a log: the reference shows its perplexity only, the others KL and top-1 as well. */

@@ -2,7 +2,7 @@
 // and bench.json (when benchmarked): which RoPE pairs (frequencies) every KV head kept, how much
 // of the NoPE-key/value energy the low-rank latent keeps at the chosen rank (the SVD spectra),
 // perplexity per stage, and the KV bytes before and after.
-import type { Mha2mlaReport } from '../convert/mha2mla.js';
+import type { Mha2mlaReport } from '../schema/transmla-json.js';
 import type { BenchReport } from '../bench/bench.js';
 import { columnsChart, groupedBarsChart, linesChart, pairMapChart, renderSvg } from './charts.js';
 import { facts, page, table, type Section } from './html.js';

@@ -3,9 +3,7 @@
 // saves in cache bytes and what it gains in decode speed, as charts one can take in at a glance.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { ConvertReport } from '../convert/convert.js';
-import type { StockExportReport } from '../convert/export-deepseek-v3.js';
-import type { Mha2mlaReport } from '../convert/mha2mla.js';
+import type { ConvertReport, StockExportReport, Mha2mlaReport } from '../schema/transmla-json.js';
 import type { BenchReport } from '../bench/bench.js';
 import { groupedBarsChart, heatmapChart, linesChart, pointsChart, renderSvg } from './charts.js';
 import { facts, page, table, type Section } from './html.js';

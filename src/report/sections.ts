@@ -2,7 +2,7 @@
 // number formatting, the KV-cache bars, perplexity per stage, and the decode-speed section of a
 // `transmla bench` run.
 import { readFileSync } from 'node:fs';
-import type { EvalReport } from '../convert/convert.js';
+import type { EvalReport } from '../schema/transmla-json.js';
 import type { BenchReport } from '../bench/bench.js';
 import { barsChart, groupedBarsChart, linesChart, renderSvg } from './charts.js';
 import { esc, table, type Section } from './html.js';

@@ -2,7 +2,7 @@
 // TinyStories-656K converted with a small calibration set, benchmarked at two short contexts.
 import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { convertModel } from '../../src/convert/convert.js';
+import { convertModel } from '../../src/convert/transmla.js';
 import { convertMha2mla } from '../../src/convert/mha2mla.js';
 import { runBench } from '../../src/bench/bench.js';
 import { writeReport } from '../../src/report/report.js';

@@ -1,9 +1,9 @@
 // transmla convert <model> --method mha2mla …: the MHA2MLA method's flags (convert.ts dispatches here).
 import { resolve } from 'node:path';
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
-import type { EvalTextSpec } from '../../convert/convert.js';
-import { convertMha2mla, type Weighting } from '../../convert/mha2mla.js';
-import type { LowRankInit } from '../../convert/mha2mla-layer.js';
+import type { EvalTextSpec } from '../../convert/pipeline.js';
+import { convertMha2mla } from '../../convert/mha2mla.js';
+import type { Weighting, LowRankInit } from '../../schema/transmla-json.js';
 import { ROPE_SELECTIONS, type NormStat, type RopeSelection } from '../../convert/rope-select.js';
 import { textModeFor } from '../../eval/perplexity.js';
 

@@ -3,8 +3,9 @@
 import { resolve } from 'node:path';
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
-import { convertModel, type CalibOrder, type ConvertOptions } from '../../convert/convert.js';
-import { convertToTarget } from '../../convert/export-targets.js';
+import { convertModel, type ConvertOptions } from '../../convert/transmla.js';
+import type { CalibOrder } from '../../schema/transmla-json.js';
+import { convertToTarget } from '../../export/targets.js';
 import { evalTexts, methodFlag, MHA2MLA_USAGE, runMha2mlaConvert } from './convert-mha2mla.js';
 import { EXPORT_USAGE, outType, target } from './export.js';
 
@@ -80,7 +81,7 @@ export const command: Command = {
       if (typeof opts.ropeDim !== 'number' || opts.freqFold === 'auto') throw new UsageError('--no-eval needs a fixed shape: --rope-dim D and --freqfold M');
       if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
     }
-    const report = await (bool(p, 'no-eval') ? (await import('../../convert/stream.js')).convertStreaming(opts) : convertModel(opts));
+    const report = await (bool(p, 'no-eval') ? (await import('../../convert/transmla.js')).convertStreaming(opts) : convertModel(opts));
     if (json) console.log(JSON.stringify(report, null, 2));
     else {
       const s = report.seconds;

@@ -3,7 +3,7 @@
 import { resolve } from 'node:path';
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
-import { EXPORT_TARGETS, exportModel, type ExportTarget } from '../../convert/export-targets.js';
+import { EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
 import type { FloatDType } from '../../kernels/types.js';
 import { evalTexts } from './convert-mha2mla.js';
 

@@ -3,7 +3,8 @@
 import { resolve } from 'node:path';
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../commands.js';
-import type { CalibOrder, EvalTextSpec } from '../../convert/convert.js';
+import type { CalibOrder } from '../../schema/transmla-json.js';
+import type { EvalTextSpec } from '../../convert/pipeline.js';
 import { CONVERT_METHODS } from '../../convert/methods.js';
 import { runSweep } from '../../convert/sweep.js';
 import { textModeFor } from '../../eval/perplexity.js';

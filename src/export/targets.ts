@@ -9,8 +9,9 @@ import { dirname, join, resolve } from 'node:path';
 import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../export/gguf-deepseek2.js';
 import { mlaSemantics } from '../arch/deepseek.js';
 import type { FloatDType } from '../kernels/types.js';
-import { convertModel, type ConvertOptions, type ConvertReport } from './convert.js';
-import { exportDeepseekV3, type StockExportOptions, type StockExportReport } from './export-deepseek-v3.js';
+import { convertModel, type ConvertOptions } from '../convert/transmla.js';
+import type { ConvertReport, StockExportReport } from '../schema/transmla-json.js';
+import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
 
 export type ExportTarget = 'deepseek-v3' | 'gguf';
 export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'gguf'];

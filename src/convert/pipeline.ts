@@ -1,0 +1,297 @@
+// The skeleton every conversion and export follows, each method contributing only its step:
+//   1. prepare the source    openSource: the model folder, its family's consent, its tokenizer,
+//                            whole in memory (searches, evaluation) or one layer at a time;
+//   2. calibration           calibrationSet / calibrationTokens: documents, the held-out split,
+//                            the seeded samples (docs/methods.md#calibration);
+//   3. per-layer step        the method's own (transmla.ts, mha2mla.ts, export/deepseek-v3.ts),
+//                            over HiddenStates (calibrate.ts);
+//   4. evaluation of stages  evaluateStages: every stage's perplexity, KL and top-1 on the same
+//                            tokens of each evaluation text (docs/methods.md#evaluation);
+//   5. output folder         writeModelFolder: atomic folder, tensors (the source's, a layer's
+//                            attention replaced), config.json, tokenizer files, transmla.json,
+//                            report.html.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { requireConversion, readConfig } from '../arch/registry.js';
+import type { ModelArgs } from '../arch/args.js';
+import { loadModel } from '../arch/load.js';
+import type { ConversionMethod } from '../arch/family.js';
+import { fidelity, type FidelityResult } from '../eval/fidelity.js';
+import { readEvalText, tokenizeForPerplexity } from '../eval/perplexity.js';
+import { withAtomicDir } from '../io/atomic-dir.js';
+import { openCheckpoint, writeCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import { finiteSource } from '../io/finite.js';
+import { writeHfFolderExtras } from '../io/hf-folder.js';
+import { setStage, testPause } from '../io/interrupt.js';
+import type { NamedTensor } from '../io/safetensors.js';
+import type { FloatDType } from '../kernels/types.js';
+import { embeddingName, type Decoder, type DecoderLayer } from '../models/decoder.js';
+import { requireTensor } from '../models/weights.js';
+import type { TextMode } from '../schema/transmla-json.js';
+import type { Tensor, WeightSource } from '../tensor.js';
+import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
+import { calibrationSamples, readDocuments } from './calibrate.js';
+import { familyFor } from '../arch/registry.js';
+
+export interface EvalTextSpec {
+  path: string;
+  /** How the file becomes one string (perplexity.ts); WikiText-2 is read as 'lines' by the papers. */
+  mode: TextMode;
+}
+
+/** Calibration sampling, evaluation and logging: what every conversion and export takes alike. */
+export interface CalibEvalOptions {
+  calibSamples?: number;
+  calibSeqLen?: number;
+  seed?: number;
+  /** Texts to report perplexity/KL/top-1 on; empty → the held-out calibration documents. */
+  evalTexts?: EvalTextSpec[];
+  /** Chunk length of the evaluations (default min(2048, max_position_embeddings)). */
+  evalCtx?: number;
+  /** Evaluate at most this many chunks per text. */
+  evalChunks?: number;
+  /** Progress lines (stage banners, perplexities). */
+  log?: (line: string) => void;
+}
+
+export const HELD_OUT_FRACTION = 0.1;
+
+export function sha256File(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+export function cpuSeconds(): number {
+  const u = process.resourceUsage();
+  return (u.userCPUTime + u.systemCPUTime) / 1e6;
+}
+
+export function secondsSince(t: number): number {
+  return (performance.now() - t) / 1000;
+}
+
+/** Every file a conversion reads: the output folder must not be or contain any of them. */
+export function convertInputs(o: { model: string; calib: string; evalTexts?: readonly { path: string }[] }): string[] {
+  return [o.model, o.calib, ...(o.evalTexts ?? []).map((t) => t.path)];
+}
+
+/**
+ * Token ids of the start of `text`, enough for `need` tokens (all of it when need is undefined).
+ * Long evaluation texts are tokenized only as far as the chunks used: whole documents (cut at
+ * "\n\n") are added until the count suffices, so the ids used equal those of the whole text.
+ */
+export function tokenizeEnough(tok: TextTokenizer, text: string, need: number | undefined): { ids: number[]; bos: boolean } {
+  if (need === undefined) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
+  let chars = Math.max(4096, need * 8);
+  for (;;) {
+    if (chars >= text.length) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
+    const cut = text.indexOf('\n\n', chars);
+    if (cut < 0) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
+    const r = tokenizeForPerplexity(tok, text.slice(0, cut), tok.addBosByDefault);
+    // A margin beyond `need` keeps the last used tokens away from the cut.
+    if (r.ids.length >= need + 64) return r;
+    chars *= 2;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The source
+
+/** The model a conversion reads: whole in memory, or one decoder layer at a time. */
+export interface ConversionSource {
+  path: string;
+  args: ModelArgs;
+  tokenizer: TextTokenizer;
+  dtype: FloatDType;
+  /** The whole model (searches and evaluation need it); null when streaming. */
+  model: Decoder | null;
+  /** Layer l: the model's, or read from the checkpoint now (the caller drops it when done). */
+  layer(l: number): DecoderLayer;
+  embedding(): Tensor;
+  close(): void;
+}
+
+/**
+ * Opens `model` as the source of `method`: a Hugging Face folder whose family accepts it as a
+ * source (arch/<family>.ts conversions), with a tokenizer.
+ */
+export function openSource(model: string, method: ConversionMethod, whole: boolean): ConversionSource {
+  setStage(`${whole ? 'loading' : 'reading'} ${model}`);
+  if (!existsSync(join(model, 'config.json')) || !statSync(model).isDirectory()) {
+    throw new Error(`${model}: convert takes a Hugging Face folder with config.json (import llama2.c / GGUF checkpoints first)`);
+  }
+  const args = readConfig(model);
+  requireConversion(args, method, model);
+  if (!['tokenizer.json', 'tokenizer.model', 'tokenizer.bin'].some((f) => existsSync(join(model, f)))) {
+    throw new Error(`${model} has no tokenizer (tokenizer.json); calibration needs one`);
+  }
+  if (whole) {
+    const loaded = loadModel(model);
+    const m = loaded.model;
+    return {
+      path: model, args: loaded.config, tokenizer: loaded.tokenizer!, dtype: m.weightDtype, model: m,
+      layer: (l) => m.layers[l]!, embedding: () => m.embed, close: () => {},
+    };
+  }
+  const tokenizer = loadTokenizer(model);
+  const ck: Checkpoint = openCheckpoint(model);
+  const src: WeightSource = finiteSource(ck, (name) => join(ck.dir, ck.info(name).file));
+  const embedName = embeddingName(src, args);
+  // From the header: reading the embedding just for its dtype would cost its size.
+  const sdt = ck.info(embedName).dtype;
+  const build = familyFor(args).engineLayers(args);
+  return {
+    path: model, args, tokenizer, dtype: sdt === 'BF16' ? 'bf16' : sdt === 'F16' ? 'f16' : 'f32', model: null,
+    layer: (l) => build(src, l),
+    embedding: () => requireTensor(src, embedName, [args.vocabSize, args.hiddenSize]),
+    close: () => ck.close(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Calibration
+
+export interface CalibrationSet {
+  file: string;
+  /** Documents sampled for calibration. */
+  docs: string[];
+  /** The last HELD_OUT_FRACTION of the documents: never sampled, used by searches and default evaluation. */
+  heldOut: string[];
+  samples: number;
+  seqLen: number;
+  seed: number;
+}
+
+/** The documents of a calibration text, split into calibration and held-out ones. */
+export function calibrationSet(file: string, o: CalibEvalOptions): CalibrationSet {
+  const docs = readDocuments(file);
+  const nHeld = docs.length >= 2 ? Math.max(1, Math.round(docs.length * HELD_OUT_FRACTION)) : 0;
+  return {
+    file, docs: docs.slice(0, docs.length - nHeld), heldOut: docs.slice(docs.length - nHeld),
+    samples: o.calibSamples ?? 128, seqLen: o.calibSeqLen ?? 256, seed: o.seed ?? 42,
+  };
+}
+
+/** The seeded calibration samples (N × L token ids). */
+export function calibrationTokens(tok: TextTokenizer, c: CalibrationSet): Int32Array[] {
+  return calibrationSamples(tok, c.docs, c);
+}
+
+export function describeCalibration(c: CalibrationSet): string {
+  return `${c.samples} × ${c.seqLen} tokens from ${c.file} (${c.docs.length} documents, seed ${c.seed}; ${c.heldOut.length} held out)`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Evaluation
+
+export interface EvalText {
+  name: string;
+  sha: string;
+  mode: TextMode | 'held-out calibration documents';
+  text: string;
+}
+
+/** The evaluation texts: --eval-text files, else the held-out calibration documents. */
+export function evaluationTexts(o: CalibEvalOptions, c: CalibrationSet): EvalText[] {
+  const texts: EvalText[] = (o.evalTexts ?? []).map((t) => ({ name: resolve(t.path), sha: sha256File(t.path), mode: t.mode, text: readEvalText(t.path, t.mode).text }));
+  if (texts.length === 0) {
+    if (c.heldOut.length === 0) throw new Error('no --eval-text and no held-out calibration documents to evaluate on');
+    const text = c.heldOut.join('\n\n');
+    texts.push({ name: `${resolve(c.file)} (last ${c.heldOut.length} documents, held out)`, sha: createHash('sha256').update(text).digest('hex'), mode: 'held-out calibration documents', text });
+  }
+  return texts;
+}
+
+/**
+ * Each stage model against the reference on the same tokens of every text (the convention of
+ * eval/perplexity.ts), chunked as the options say.
+ */
+export async function evaluateStages(reference: Decoder, stages: readonly Decoder[], tok: TextTokenizer, texts: readonly EvalText[], o: CalibEvalOptions): Promise<{ text: EvalText; result: FidelityResult }[]> {
+  const evalCtx = o.evalCtx ?? Math.min(2048, reference.config.maxPositionEmbeddings);
+  const out: { text: EvalText; result: FidelityResult }[] = [];
+  for (const t of texts) {
+    setStage(`evaluation on ${t.name}`);
+    await testPause('evaluation');
+    const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
+    out.push({ text: t, result: await fidelity(reference, stages, ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks }) });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. The output folder
+
+/**
+ * Source tensors in checkpoint order with each layer's q/k/v projections replaced by
+ * layerTensors(l, 'model.layers.l.self_attn') (its converted attention; o_proj stays the source's).
+ */
+export function* outputTensors(srcDir: string, nLayers: number, layerTensors: (l: number, prefix: string) => NamedTensor[]): Generator<NamedTensor> {
+  const ck = openCheckpoint(srcDir);
+  try {
+    const done = new Set<number>();
+    for (const name of ck.names()) {
+      const m = /^model\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$/.exec(name);
+      if (!m) {
+        if (/\.rotary_emb\.inv_freq$/.test(name)) continue;
+        yield { name, tensor: ck.get(name) };
+        continue;
+      }
+      const l = Number(m[1]);
+      if (done.has(l)) continue;
+      done.add(l);
+      if (l >= nLayers) throw new Error(`no converted weights for layer ${l}`);
+      setStage(`writing layer ${l + 1}/${nLayers} attention tensors`);
+      yield* layerTensors(l, `model.layers.${l}.self_attn`);
+    }
+    if (done.size !== nLayers) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the conversion ${nLayers}`);
+  } finally {
+    ck.close();
+  }
+}
+
+export interface ModelFolder {
+  /** The folder tokenizer and generation files are copied from. */
+  srcDir: string;
+  /** Input paths the output must not be or contain. */
+  inputs: string[];
+  overwrite: boolean;
+  tensors: Iterable<NamedTensor> | AsyncIterable<NamedTensor>;
+  /** config.json text (without the final newline). */
+  config: string;
+  /** Other text files (README.md …). */
+  files?: { name: string; text: string }[];
+  /** transmla.json, built once everything else is written (so it can hold the save timings). */
+  report: () => object;
+  /** Draw report.html (needs transmla.json). */
+  html: boolean;
+  log: (line: string) => void;
+}
+
+/**
+ * Writes a model folder inside one atomic folder (an interrupted save leaves nothing behind).
+ * `before` runs first inside the temporary folder (a streaming conversion spills there) and
+ * returns the folder contents.
+ */
+export async function writeModelFolder(out: string, inputs: { overwrite: boolean; inputs: string[] }, before: (dir: string) => Promise<ModelFolder>): Promise<void> {
+  const final = resolve(out);
+  await withAtomicDir(final, { overwrite: inputs.overwrite, source: inputs.inputs }, async (dir) => {
+    const f = await before(dir);
+    await writeCheckpoint(dir, f.tensors);
+    setStage(`writing ${final}: config, transmla.json, report.html`);
+    await testPause('write');
+    writeFileSync(join(dir, 'config.json'), f.config + '\n');
+    writeHfFolderExtras(f.srcDir, dir);
+    for (const x of f.files ?? []) writeFileSync(join(dir, x.name), x.text);
+    writeFileSync(join(dir, 'transmla.json'), JSON.stringify(f.report(), null, 2) + '\n');
+    if (f.html) {
+      // Loaded on demand: the charting library is only needed once a folder is written.
+      const { writeReport } = await import('../report/report.js');
+      try {
+        await writeReport(dir);
+        f.log(`report ${join(final, 'report.html')}`);
+      } catch (e) {
+        f.log(`warning: report.html not written: ${(e as Error).message}`);
+      }
+    }
+  });
+}
