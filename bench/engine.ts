@@ -26,7 +26,7 @@ import { kernels } from '../src/kernels/index.js';
 import { loadNativeAddon } from '../src/kernels/native.js';
 import type { FloatDType } from '../src/kernels/types.js';
 import type { Token } from 'node-llama-cpp';
-import { describeModel } from '../src/models/describe.js';
+import { describeModel } from '../src/arch/describe.js';
 import { argmax } from '../src/models/sample.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -14,7 +14,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ConvertReport } from '../src/schema/transmla-json.js';
-import { importLlama2c } from '../src/io/llama2c.js';
+import { importLlama2c } from '../src/export/llama2c.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const ASSETS = resolve(REPO, '..', 'shared', 'assets');

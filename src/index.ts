@@ -13,7 +13,8 @@ export { withAtomicDir, AtomicDirError } from './io/atomic-dir.js';
 export { resolveModel, HubError } from './io/hub.js';
 export { readGguf, writeGguf, GgufError } from './io/gguf.js';
 
-export { readLlama2c, writeLlama2c, importLlama2c, exportLlama2c, Llama2cFormatError } from './io/llama2c.js';
+export { readLlama2c, writeLlama2c, Llama2cFormatError } from './io/llama2c.js';
+export { importLlama2c, exportLlama2c } from './export/llama2c.js';
 export { loadTokenizer } from './tokenizer/tokenizer.js';
 export type { TextTokenizer } from './tokenizer/tokenizer.js';
 
@@ -30,7 +31,7 @@ export { loadModel } from './arch/load.js';
 export type { LoadedModel, LoadModelOptions } from './arch/load.js';
 export { Decoder } from './models/decoder.js';
 export { generate } from './models/generate.js';
-export { describeModel, formatModelReport } from './models/describe.js';
+export { describeModel, formatModelReport } from './arch/describe.js';
 export { parseKvQuant } from './models/latent-quant.js';
 
 // Evaluation

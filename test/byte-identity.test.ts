@@ -15,7 +15,7 @@ import { convertModel } from '../src/convert/transmla.js';
 import { convertMha2mla } from '../src/convert/mha2mla.js';
 import { exportModel } from '../src/export/targets.js';
 import { convertStreaming } from '../src/convert/transmla.js';
-import { importLlama2c } from '../src/io/llama2c.js';
+import { importLlama2c } from '../src/export/llama2c.js';
 import { ASSETS_ROOT, REPO_ROOT, skipUnlessAsset, mustAsset } from './helpers/assets.js';
 
 const RECORD = process.env.TRANSMLA_RECORD_IDENTITY === '1';

@@ -11,7 +11,7 @@ import { convertModel } from '../src/convert/transmla.js';
 import type { ConvertReport } from '../src/schema/transmla-json.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
-import { describeModel } from '../src/models/describe.js';
+import { describeModel } from '../src/arch/describe.js';
 import { loadModel } from '../src/arch/load.js';
 import { setMlaMode } from '../src/models/decoder.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';

@@ -19,7 +19,7 @@ import { writeHfFolderExtras } from '../src/io/hf-folder.js';
 import { parseMlaConfig } from '../src/arch/deepseek.js';
 import { loadModel } from '../src/arch/load.js';
 import { buildModel } from '../src/arch/registry.js';
-import { describeModel, formatModelReport } from '../src/models/describe.js';
+import { describeModel, formatModelReport } from '../src/arch/describe.js';
 import { MlaAttention } from '../src/models/mla-attention.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import type { Tensor } from '../src/tensor.js';

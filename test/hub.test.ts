@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { HubError, resolveModel } from '../src/io/hub.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
+import { parseConfig } from '../src/arch/registry.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-hub-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -159,8 +160,8 @@ describe('resolveModel downloads from a (local, fake) Hub', { skip: skipUnlessAs
     try {
       await assert.rejects(resolveModel('someone/private', { cacheDir, hubUrl: hub.url }), /refused access to someone\/private \(HTTP 401\).*HF_TOKEN/);
       await assert.rejects(resolveModel('someone/absent', { cacheDir, hubUrl: hub.url }), /someone\/absent was not found on the Hugging Face Hub/);
-      await assert.rejects(resolveModel('someone/bin', { cacheDir, hubUrl: hub.url }), /has no model\.safetensors or model\.safetensors\.index\.json; only safetensors/);
-      await assert.rejects(resolveModel('someone/qwen3', { cacheDir, hubUrl: hub.url }), /someone\/qwen3\/config\.json: architectures \["Qwen3ForCausalLM"\] is not supported/);
+      await assert.rejects(resolveModel('someone/bin', { cacheDir, hubUrl: hub.url, checkConfig: parseConfig }), /has no model\.safetensors or model\.safetensors\.index\.json; only safetensors/);
+      await assert.rejects(resolveModel('someone/qwen3', { cacheDir, hubUrl: hub.url, checkConfig: parseConfig }), /someone\/qwen3\/config\.json: architectures \["Qwen3ForCausalLM"\] is not supported/);
       assert.ok(!hub.requests.some((p) => p.endsWith('/model.safetensors') && p.includes('qwen3')), 'weights of an unsupported model are not downloaded');
       assert.deepEqual(existsSync(cacheDir) ? readdirSync(cacheDir) : [], []);
     } finally {

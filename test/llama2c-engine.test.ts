@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { assetPath } from './helpers/assets.js';
-import { exportLlama2c, importLlama2c, readLlama2c, type Llama2cCheckpoint } from '../src/io/llama2c.js';
+import { readLlama2c, type Llama2cCheckpoint } from '../src/io/llama2c.js';
+import { exportLlama2c, importLlama2c } from '../src/export/llama2c.js';
 import { generate } from '../src/models/generate.js';
 import { loadModel } from '../src/arch/load.js';
 

@@ -8,19 +8,9 @@ import { after, describe, test } from 'node:test';
 import { assetPath } from './helpers/assets.js';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { readConfig } from '../src/arch/registry.js';
-import {
-  encodeLlama2c,
-  exportLlama2c,
-  expectedFileBytes,
-  importLlama2c,
-  LLAMA2C_MAGIC,
-  Llama2cFormatError,
-  permuteRopeRows,
-  readLlama2c,
-  writeLlama2c,
-  type Llama2cCheckpoint,
-  type Llama2cHeader,
-} from '../src/io/llama2c.js';
+import { encodeLlama2c, expectedFileBytes, LLAMA2C_MAGIC, Llama2cFormatError, readLlama2c, writeLlama2c, type Llama2cCheckpoint, type Llama2cHeader } from '../src/io/llama2c.js';
+import { exportLlama2c, importLlama2c } from '../src/export/llama2c.js';
+import { permuteRopeRows } from '../src/io/rope-rows.js';
 import { kernels } from '../src/kernels/index.js';
 import type { Tensor } from '../src/tensor.js';
 import { Llama2cTokenizer } from '../src/tokenizer/llama2c-tokenizer.js';
@@ -152,7 +142,7 @@ describe('importLlama2c', () => {
         assert.ok(sameBits(a, b), `head ${head} HF row ${hfRow} should be llama2.c row ${binRow}`);
       }
       const k = ck.get('model.layers.1.self_attn.k_proj.weight').data as Float32Array;
-      assert.ok(sameBits(k, permuteRopeRows(bin.layers[1]!.wk, 4, 8, 64, true)));
+      assert.ok(sameBits(k, permuteRopeRows(bin.layers[1]!.wk, { blocks: 4, dim: 8 }, 'half')));
       assert.ok(sameBits(ck.get('model.layers.2.self_attn.v_proj.weight').data as Float32Array, bin.layers[2]!.wv));
       assert.ok(sameBits(ck.get('model.layers.2.mlp.gate_proj.weight').data as Float32Array, bin.layers[2]!.w1));
       assert.ok(sameBits(ck.get('model.norm.weight').data as Float32Array, bin.rmsFinal));

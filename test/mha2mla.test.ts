@@ -18,7 +18,7 @@ import { loadModel } from '../src/arch/load.js';
 import { gemmF64 } from '../src/linalg/dense.js';
 import { svd } from '../src/linalg/svd.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
-import { describeModel } from '../src/models/describe.js';
+import { describeModel } from '../src/arch/describe.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
 import { maxAbsDiff, mulberry32, randomLlama, referenceLogits, type RandomSpec } from './helpers/random-llama.js';
 import { logits, decodeLogits, randomTokens, flat } from './helpers/logits.js';

@@ -17,7 +17,7 @@ import { convertStreaming } from '../src/convert/transmla.js';
 import { runSweep } from '../src/convert/sweep.js';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { NonFiniteError } from '../src/io/finite.js';
-import { exportLlama2c, importLlama2c } from '../src/io/llama2c.js';
+import { exportLlama2c, importLlama2c } from '../src/export/llama2c.js';
 import { kernels } from '../src/kernels/index.js';
 import { loadModel } from '../src/arch/load.js';
 import type { Tensor } from '../src/tensor.js';

@@ -4,44 +4,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { preview } from '../io/preview.js';
+import type { ModelArgs } from '../models/model-args.js';
 import type { RopeScaling } from '../models/rope.js';
 
+export type { ModelArgs } from '../models/model-args.js';
 export type { RopeScaling } from '../models/rope.js';
 
-export interface ModelArgs {
-  /** The arch/ family that parsed the config (registry id: 'llama', 'deepseek', 'mha2mla', …). */
-  family: string;
-  /** config.json's model_type ('llama', 'mistral', 'qwen2', 'deepseek_v3', …). */
-  modelType: string;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  vocabSize: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  ropeScaling: RopeScaling | null;
-  maxPositionEmbeddings: number;
-  tieWordEmbeddings: boolean;
-  /** q/k/v projections carry biases (qwen2 always; llama when attention_bias). */
-  attentionBias: boolean;
-  /** o_proj bias (llama attention_bias=true); qwen2 has none. */
-  oBias: boolean;
-  mlpBias: boolean;
-  bosTokenId: number | null;
-  eosTokenId: number | number[] | null;
-  /** Checkpoint dtype from torch_dtype/dtype, when stated. */
-  torchDtype: 'float32' | 'float16' | 'bfloat16' | null;
-  /**
-   * The attention window (null: full attention). The engine attends to the whole context, which
-   * is exact as long as the context holds at most `slidingWindow` tokens.
-   */
-  slidingWindow: number | null;
-  /** The original JSON, carried so writers can preserve unknown keys. */
-  raw: Record<string, unknown>;
-}
 
 export class HfConfigError extends Error {
   override name = 'HfConfigError';

@@ -5,6 +5,9 @@
 // figure: decode-time rooflines divide the bytes a step must read by it.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { BandwidthResult } from '../schema/bench-json.js';
+
+export type { BandwidthResult } from '../schema/bench-json.js';
 
 export interface BandwidthOptions {
   /** Buffer size (default 512 MiB: far beyond any last-level cache). */
@@ -15,16 +18,6 @@ export interface BandwidthOptions {
   threads?: number;
 }
 
-export interface BandwidthResult {
-  /** Best bytes/s over all thread counts: the machine figure. */
-  bytesPerSecond: number;
-  singleThreadBytesPerSecond: number;
-  parallelBytesPerSecond: number;
-  threads: number;
-  bufferBytes: number;
-  reps: number;
-  method: string;
-}
 
 // Workers are plain CommonJS so this runs the same under tsx and from the compiled package.
 const WORKER_SOURCE = `

@@ -18,10 +18,13 @@ import { loadModel } from '../arch/load.js';
 import { kernels } from '../kernels/index.js';
 import { loadNativeAddon } from '../kernels/native.js';
 import type { FloatDType } from '../kernels/types.js';
-import { describeModel } from '../models/describe.js';
+import { describeModel } from '../arch/describe.js';
 import { argmax } from '../models/sample.js';
 import { bytesPerElement } from '../tensor.js';
 import { peakRssBytes } from '../eval/memory.js';
+import type { DecodeAtContext, DecodeBench } from '../schema/bench-json.js';
+
+export type { DecodeAtContext, DecodeBench } from '../schema/bench-json.js';
 
 export interface DecodeBenchOptions {
   /** Cached tokens before the timed steps, ascending order not required. */
@@ -36,46 +39,7 @@ export interface DecodeBenchOptions {
   log?: (line: string) => void;
 }
 
-export interface DecodeAtContext {
-  context: number;
-  /** The context exceeds max_position_embeddings: measured for speed only. */
-  beyondTrainedWindow: boolean;
-  tokensPerSecond: number;
-  msPerToken: number;
-  /** Cache bytes held at this context as the engine stores it (ours f32, llama.cpp f16). */
-  cacheBytes: number;
-  /** Bytes one decode step must read at least: every weight once + the whole cache once. */
-  bytesPerStep: number;
-  /** Resident set size right after this context's decode (process-wide). */
-  rssBytes: number;
-}
 
-export interface DecodeBench {
-  engine: 'transmla' | 'llama.cpp';
-  model: string;
-  attention: string;
-  weightDtype: FloatDType;
-  params: number;
-  vocab: number;
-  trainedContext: number;
-  /** Cached values per token over all layers. */
-  cacheElementsPerToken: number;
-  /** Bytes per token of the cache as the engine stores it. */
-  cacheBytesPerToken: number;
-  /** Bytes per token of the cache at the weights' dtype (the conversion's reporting figure). */
-  cacheBytesPerTokenAtModelDtype: number;
-  cacheDtype: FloatDType;
-  /** Weight bytes a decode step reads (the embedding contributes one row unless it is also the head). */
-  weightBytesPerStep: number;
-  decodeTokens: number;
-  reps: number;
-  /** Threads the engine ran with. */
-  threads: number;
-  prefillSeconds: number;
-  contexts: DecodeAtContext[];
-  /** This process's peak resident set size at the end of the run. */
-  peakRssBytes: number;
-}
 
 function pseudoRandomIds(n: number, vocab: number, seed: number): number[] {
   let s = seed >>> 0;

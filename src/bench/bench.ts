@@ -13,10 +13,13 @@ import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kernels } from '../kernels/index.js';
-import { measureBandwidth, type BandwidthResult } from './bandwidth.js';
+import { measureBandwidth } from './bandwidth.js';
 import type { BenchJob } from './bench-child.js';
 import { ggufExportUnsupported } from '../export/gguf.js';
-import { ggufFor, type DecodeAtContext, type DecodeBench } from './bench-decode.js';
+import { ggufFor } from './bench-decode.js';
+import type { BenchRatio, BenchReport, BenchRun, DecodeAtContext, DecodeBench, RooflinePoint } from '../schema/bench-json.js';
+
+export type { BenchRatio, BenchReport, BenchRun, RooflinePoint } from '../schema/bench-json.js';
 
 export interface BenchOptions {
   model: string;
@@ -34,45 +37,9 @@ export interface BenchOptions {
   log?: (line: string) => void;
 }
 
-export interface RooflinePoint {
-  context: number;
-  /** bytesPerStep / bandwidth: the fastest a decode step can be on this machine. */
-  minMsPerToken: number;
-  /** minMsPerToken / measured ms per token (1 = at the memory roofline). */
-  fractionOfRoofline: number;
-  /** bytesPerStep / measured time per step. */
-  achievedBytesPerSecond: number;
-}
 
-export interface BenchRun extends DecodeBench {
-  role: 'model' | 'compare';
-  roofline: RooflinePoint[];
-}
 
-export interface BenchRatio {
-  context: number;
-  /** model tokens/s ÷ comparison tokens/s (our engine for both). */
-  decodeSpeedup: number;
-  /** model cache bytes ÷ comparison cache bytes. */
-  cacheBytesRatio: number;
-}
 
-export interface BenchReport {
-  tool: 'transmla bench';
-  created: string;
-  machine: { cpuModel: string; cpus: number; totalMemoryBytes: number; kernels: string; node: string; loadAverageBefore: number; loadAverageAfter: number };
-  bandwidth: BandwidthResult;
-  model: string;
-  compare: string | null;
-  /** Where the comparison model came from. */
-  compareSource: 'given' | 'transmla.json source' | 'none';
-  contexts: number[];
-  runs: BenchRun[];
-  ratios: BenchRatio[];
-  /** Models llama.cpp could not run, and why. */
-  llamaCppSkipped: { model: string; reason: string }[];
-  notes: string[];
-}
 
 /** The source model recorded by the converter in an MLA folder, when it still exists. */
 export function recordedSource(model: string): string | null {

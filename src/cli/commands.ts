@@ -1,11 +1,9 @@
 // The command table. Each command lives in src/cli/commands/<name>.ts and only parses flags
 // and calls the library. Loaded lazily so `transmla --help` stays instant.
 
-export interface Command {
-  summary: string;
-  usage: string;
-  run(argv: string[]): Promise<number | void>;
-}
+import type { Command } from './command.js';
+
+export type { Command } from './command.js';
 
 export const commands: Record<string, () => Promise<Command>> = {
   inspect: () => import('./commands/inspect.js').then((m) => m.command),

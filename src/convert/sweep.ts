@@ -8,6 +8,9 @@ import { checkOutputDir } from '../io/atomic-dir.js';
 import { setStage } from '../io/interrupt.js';
 import { buildSweepHtml } from '../report/sweep-report.js';
 import { convertMethod, type MethodOptions } from './methods.js';
+import type { SweepReport, SweepScore } from '../schema/sweep-json.js';
+
+export type { SweepPoint, SweepReport, SweepScore } from '../schema/sweep-json.js';
 
 export type SweepConvertOptions = Omit<MethodOptions, 'model' | 'out' | 'overwrite' | 'kvFraction' | 'log'>;
 
@@ -24,31 +27,8 @@ export interface SweepOptions {
   log?: (line: string) => void;
 }
 
-export interface SweepScore { ppl: number; kl: number; top1: number }
 
-export interface SweepPoint {
-  method: string;
-  kvFractionRequested: number;
-  kvFraction: number;
-  kvLoraRank: number;
-  /** The cache layout the method chose, in words. */
-  shape: string;
-  bytesPerTokenBefore: number;
-  bytesPerTokenAfter: number;
-  evaluations: { text: string; ctx: number; chunks: number; original: SweepScore; partialRope: SweepScore; mla: SweepScore }[];
-  convertSeconds: number;
-  output: string | null;
-}
 
-export interface SweepReport {
-  tool: 'transmla sweep';
-  created: string;
-  model: string;
-  methods: string[];
-  fractions: number[];
-  convention: string | null;
-  points: SweepPoint[];
-}
 
 export async function runSweep(o: SweepOptions): Promise<SweepReport> {
   const log = o.log ?? (() => {});

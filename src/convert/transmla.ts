@@ -25,16 +25,15 @@ import { mlaConfigJson } from '../arch/deepseek.js';
 import type { ModelArgs } from '../arch/args.js';
 import { formatScore } from '../eval/fidelity.js';
 import { peakRssBytes } from '../eval/memory.js';
-import { perplexity } from '../eval/perplexity.js';
 import { checkOutputDir } from '../io/atomic-dir.js';
 import { openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
 import { assertFiniteStat } from '../io/finite.js';
 import { interruptPoint, setStage, testPause } from '../io/interrupt.js';
 import type { FloatDType } from '../kernels/types.js';
-import type { Decoder, DecoderLayer } from '../models/decoder.js';
+import type { DecoderLayer } from '../models/decoder.js';
 import { bytesPerElement } from '../tensor.js';
 import type { CalibOrder, ConvertReport, EvalReport } from '../schema/transmla-json.js';
-import { bkvPca, rotateKvCov } from './bkv-pca.js';
+import { bkvPca } from './bkv-pca.js';
 import { Float64Spill, HiddenStates, projectedCov } from './calibrate.js';
 import { latentFromGqa } from './gqa-to-mla.js';
 import { checkKvRank, defaultRopeDim, kvForFraction, sourceKvWidth } from './kv-budget.js';
@@ -42,12 +41,12 @@ import { assembleMla, PCA_DAMP, type LatentLayer, type MlaLayerWeights } from '.
 import { assembleModel, buildMlaModel, gqaLayerSource, layerView, mlaDecoderLayer, mlaLayerTensors, mlaRopeTable } from './mla-build.js';
 import {
   calibrationSet, calibrationTokens, convertInputs, cpuSeconds, describeCalibration, evaluateStages, evaluationTexts, openSource,
-  outputTensors, secondsSince, sha256File, tokenizeEnough, writeModelFolder,
+  outputTensors, secondsSince, sha256File, writeModelFolder,
   type CalibEvalOptions, type CalibrationSet, type ConversionSource,
 } from './pipeline.js';
 import { queryBasis } from './q-lora.js';
 import { checkRoRope, roRope } from './rorope.js';
-import { searchFreqFold, searchRopeShape } from './shape-search.js';
+import { keyBlock, memoryStore, searchShape, type StatStore } from './shape-search.js';
 
 export interface ConvertOptions extends CalibEvalOptions {
   model: string;
@@ -137,13 +136,6 @@ function kvRows(L: LatentLayer): Float64Array {
   return W;
 }
 
-/** The key block [nK×nK] of a [K;V] covariance. */
-function keyBlock(C: Float64Array, nK: number): Float64Array {
-  const N = 2 * nK, K = new Float64Array(nK * nK);
-  for (let i = 0; i < nK; i++) K.set(C.subarray(i * N, i * N + nK), i * nK);
-  return K;
-}
-
 /** The cache budget r + d_R, and d_R ('auto': searched), from the options. */
 function resolveBudget(o: ConvertOptions, G: number, d: number): { budget: number; ropeDim: number | 'auto' } {
   const shape = { nKvHeads: G, headDim: d };
@@ -224,18 +216,6 @@ async function* convertLayers(src: ConversionSource, samples: Int32Array[], s: S
   }
 }
 
-/** Per-layer statistics kept between passes: in memory beside a whole model, on disk when streaming. */
-interface StatStore {
-  push(a: Float64Array): void;
-  read(l: number): Float64Array;
-  close(): void;
-}
-
-function memoryStore(): StatStore {
-  const xs: Float64Array[] = [];
-  return { push: (a) => { xs.push(a); }, read: (l) => xs[l]!, close: () => { xs.length = 0; } };
-}
-
 /**
  * Pass 1 (original model): per-layer covariance of the [K ; V] outputs (keys in latent order),
  * for RoRoPE in the faithful order and for the searches.
@@ -264,57 +244,6 @@ async function originalCovariances(src: ConversionSource, samples: Int32Array[],
     states.close();
   }
   return spill;
-}
-
-/**
- * The (d_R, M) searches on held-out calibration documents, scoring models built from pass-1
- * statistics: every d_R of the budget with its FreqFold search (ropeDim 'auto'), or FreqFold
- * alone for a given d_R (TransMLA).
- */
-async function searchShape(model: Decoder, src: ConversionSource, covs: StatStore, c: CalibrationSet, o: ConvertOptions, x: { d: number; G: number; budget: number; ropeDim: number | 'auto'; balance: number; dtype: FloatDType; evalCtx: number }): Promise<{ dR: number; M: number; search: ConvertReport['search'] }> {
-  const log = o.log ?? (() => {});
-  const { d, G, budget, balance, dtype } = x, nK = G * d;
-  const latentOf = (l: number): LatentLayer => latentFromGqa(gqaLayerSource(model, l));
-  const partialModelFor = (dRx: number, fold: number): Decoder => {
-    const ropeX = mlaRopeTable(model, dRx);
-    return assembleModel(model, model.layers.map((_, l) => {
-      const P = roRope(latentOf(l), keyBlock(covs.read(l), nK), { nKvHeads: G, ropeDim: dRx, freqFold: fold }).layer;
-      return mlaDecoderLayer(model, l, assembleMla(P), ropeX, { dtype });
-    }));
-  };
-  const pass1MlaModelFor = (dRx: number, fold: number, rx: number): Decoder => {
-    const ropeX = mlaRopeTable(model, dRx);
-    return assembleModel(model, model.layers.map((_, l) => {
-      const C = covs.read(l);
-      const { layer: P, rotation } = roRope(latentOf(l), keyBlock(C, nK), { nKvHeads: G, ropeDim: dRx, freqFold: fold });
-      const w = bkvPca(P, rotateKvCov(C, rotation, P.nK, P.nV), { rank: rx, balanceRatio: balance }).weights;
-      return mlaDecoderLayer(model, l, w, ropeX, { dtype });
-    }));
-  };
-  if (c.heldOut.length === 0) throw new Error('searching --freqfold/--rope-dim needs held-out documents: give a calibration text with at least 2 documents');
-  const chunks = o.searchChunks ?? 16;
-  const { ids, bos } = tokenizeEnough(src.tokenizer, c.heldOut.join('\n\n'), chunks * x.evalCtx);
-  const ctx = Math.min(x.evalCtx, Math.max(2, Math.floor(ids.length / 2)));
-  const heldOutPpl = async (m: Decoder): Promise<number> => (await perplexity(m, ids, bos, { ctx, maxChunks: chunks })).ppl;
-  if (x.ropeDim === 'auto') {
-    const res = await searchRopeShape(d, budget, o.freqFold, (dRx) => 2 * nK - dRx, async (dRx, fold, rx) => {
-      setStage(`shape search (d_R ${dRx}, freqfold ${fold}, r ${rx})`);
-      const ppl = await heldOutPpl(pass1MlaModelFor(dRx, fold, rx));
-      log(`  d_R ${dRx}, freqfold ${fold}, r ${rx}: held-out MLA ppl ${ppl.toFixed(4)}`);
-      return ppl;
-    });
-    log(`rope-dim auto → d_R ${res.best.ropeDim}, freqfold ${res.best.freqFold}, kv_lora_rank ${budget - res.best.ropeDim}`);
-    return { dR: res.best.ropeDim, M: res.best.freqFold, search: { scoredOn: 'held-out perplexity of the MLA model built from pass-1 (original-model) statistics', trace: res.trace } };
-  }
-  const dR = x.ropeDim;
-  const res = await searchFreqFold(d, dR, null, async (fold) => {
-    setStage(`freqfold search (freqfold ${fold})`);
-    const ppl = await heldOutPpl(partialModelFor(dR, fold));
-    log(`  freqfold ${fold}: held-out partial-RoPE ppl ${ppl.toFixed(4)}`);
-    return ppl;
-  });
-  log(`freqfold auto → ${res.freqFold}`);
-  return { dR, M: res.freqFold, search: { scoredOn: 'held-out perplexity of the partial-RoPE model (TransMLA)', trace: res.trace.map((t) => ({ ropeDim: dR, freqFold: t.freqFold, kvLoraRank: budget - dR, ppl: t.ppl })) } };
 }
 
 function exactConfig(args: ModelArgs, p: ConvertReport['parameters']): string {

@@ -83,8 +83,8 @@ export function stockLayer(layer: DecoderLayer, l: number, states: HiddenStates,
   let kvA = f64(p.kvA.weight);
   if (permute) kvA = permuteRopeRows(kvA, { blocks: 1, stride: r + dR, offset: r, dim: dR }, 'interleaved');
   const kvA0 = new Linear(p.kvA.weight, null);
-  let qW: Float64Array, qRows = H * qh, qCols: number;
-  if (p.q) { qW = f64(p.q.weight); qCols = D; } else { qW = f64(p.qB!.weight); qCols = rq!; }
+  const qRows = H * qh;
+  let qW = f64(p.q ? p.q.weight : p.qB!.weight);
   if (permute) qW = permuteRopeRows(qW, { blocks: H, stride: qh, offset: dn, dim: dR }, 'interleaved');
   // Pass 1: per-channel scales that make each latent's per-token RMS as steady as possible
   // (a free reparametrisation); pass 2: the norm statistics of the rescaled latent. ε = 0

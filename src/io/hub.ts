@@ -10,7 +10,6 @@ import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { withAtomicDir } from './atomic-dir.js';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
 import { isHfExtraFile } from './hf-folder.js';
-import { parseConfig } from '../arch/registry.js';
 
 export class HubError extends Error {
   override name = 'HubError';
@@ -27,6 +26,11 @@ export interface ResolveModelOptions {
   accessToken?: string;
   /** Progress lines (one per file downloaded). */
   log?: (line: string) => void;
+  /**
+   * Checks config.json before any weight is downloaded (throws to refuse: an unsupported model
+   * costs no gigabytes). The model families (arch/registry.ts parseConfig) are the usual check.
+   */
+  checkConfig?: (json: unknown, file: string) => void;
 }
 
 export interface ResolvedModel {
@@ -137,7 +141,7 @@ export async function resolveModel(idOrPath: string, options: ResolveModelOption
     } catch (err) {
       throw new HubError(`${repo}/config.json is not valid JSON: ${(err as Error).message}`);
     }
-    parseConfig(configJson, `${repo}/config.json`);
+    options.checkConfig?.(configJson, `${repo}/config.json`);
     const weights: string[] = [];
     if (sizes.has(SINGLE_FILE)) {
       weights.push(SINGLE_FILE);

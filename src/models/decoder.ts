@@ -5,7 +5,7 @@
 // Weights stay in checkpoint dtype; activations are f32. A layer's attention and MLP are
 // behind interfaces (attention.ts, mlp.ts); which ones a checkpoint has is its family's
 // business (arch/<family>.ts builds the layers, arch/registry.ts picks the family).
-import type { ModelArgs } from '../arch/args.js';
+import type { ModelArgs } from './model-args.js';
 import type { FloatDType } from '../kernels/types.js';
 import { numel, type Tensor, type WeightSource } from '../tensor.js';
 import type { AttentionLayer, MlaMode } from './attention.js';

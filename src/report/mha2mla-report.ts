@@ -3,7 +3,7 @@
 // of the NoPE-key/value energy the low-rank latent keeps at the chosen rank (the SVD spectra),
 // perplexity per stage, and the KV bytes before and after.
 import type { Mha2mlaReport } from '../schema/transmla-json.js';
-import type { BenchReport } from '../bench/bench.js';
+import type { BenchReport } from '../schema/bench-json.js';
 import { columnsChart, groupedBarsChart, linesChart, pairMapChart, renderSvg } from './charts.js';
 import { facts, page, table, type Section } from './html.js';
 import { benchOrHint, fmtBytes, kvCacheSection, pct, stagesSection } from './sections.js';

@@ -4,7 +4,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ConvertReport, StockExportReport, Mha2mlaReport } from '../schema/transmla-json.js';
-import type { BenchReport } from '../bench/bench.js';
+import type { BenchReport } from '../schema/bench-json.js';
 import { groupedBarsChart, heatmapChart, linesChart, pointsChart, renderSvg } from './charts.js';
 import { facts, page, table, type Section } from './html.js';
 import { buildMha2mlaReportHtml } from './mha2mla-report.js';

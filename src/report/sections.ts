@@ -3,7 +3,7 @@
 // `transmla bench` run.
 import { readFileSync } from 'node:fs';
 import type { EvalReport } from '../schema/transmla-json.js';
-import type { BenchReport } from '../bench/bench.js';
+import type { BenchReport } from '../schema/bench-json.js';
 import { barsChart, groupedBarsChart, linesChart, renderSvg } from './charts.js';
 import { esc, table, type Section } from './html.js';
 

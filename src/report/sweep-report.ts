@@ -1,6 +1,6 @@
 // sweep.html: perplexity (and KL from the original) against the KV-cache fraction, one line
 // per conversion method, one chart per evaluation text, the original model as a dashed rule.
-import type { SweepReport } from '../convert/sweep.js';
+import type { SweepReport } from '../schema/sweep-json.js';
 import { linesChart, renderSvg } from './charts.js';
 import { page, table, type Section } from './html.js';
 

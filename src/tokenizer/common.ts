@@ -1,5 +1,5 @@
 // Shared by the tokenizer implementations (kept apart from tokenizer.ts to avoid an import cycle).
-import type { EncodeOptions } from './tokenizer.js';
+import type { EncodeOptions } from './types.js';
 
 /** A tokenizer file is missing, unreadable or malformed; names the file. */
 export class TokenizerFormatError extends Error {

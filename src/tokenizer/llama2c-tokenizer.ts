@@ -18,7 +18,7 @@
 import { readFileSync } from 'node:fs';
 import { checkIds, TokenizerFormatError, withSpecials } from './common.js';
 import { readSentencePieceModel, SpPieceType, type SentencePieceModel } from './sentencepiece-model.js';
-import type { DecodeOptions, EncodeOptions, StreamDecoder, TextTokenizer } from './tokenizer.js';
+import type { DecodeOptions, EncodeOptions, StreamDecoder, TextTokenizer } from './types.js';
 
 export const TokenKind = {
   Normal: 0,

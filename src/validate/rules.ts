@@ -31,78 +31,20 @@
 //   scaling but has no deepseek2 form of Llama-3 frequency factors; it splits kv_b_proj per
 //   head using config num_key_value_heads (asserting the row count); a tied lm_head is skipped
 //   and output.weight falls back to token_embd.
+import {
+  BIASED_WITH_ATTENTION_BIAS, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_DEEPSEEK_EXTRA_KEYS, STOCK_DEEPSEEK_V3_KEYS, stockTensors,
+} from '../arch/deepseek-stock.js';
+import { ALL, EXPORT_FIX, isInt, isObj, type Finding, type FolderFacts, type Impact, type MlaDims, type TensorFact } from './findings.js';
+import { checkKernels } from './kernels.js';
 
-export const ENGINES = ['transformers', 'vllm', 'sglang', 'llama.cpp'] as const;
-export type EngineId = (typeof ENGINES)[number];
-
-export const ENGINE_LABELS: Record<EngineId, string> = {
-  transformers: 'HF transformers (DeepseekV3ForCausalLM)',
-  vllm: 'vLLM (DeepseekV3ForCausalLM, MLA backends)',
-  sglang: 'SGLang (DeepseekV2AttentionMLA)',
-  'llama.cpp': 'llama.cpp (deepseek2, after convert_hf_to_gguf.py)',
-};
-
-/** What a finding does to one engine, worst first. */
-export type Impact = 'will-not-load' | 'incorrect' | 'unknown' | 'not-fast' | 'note';
-
-export interface Finding {
-  /** Rule id (stable, for --json consumers and tests). */
-  rule: string;
-  impact: Partial<Record<EngineId, Impact>>;
-  /** What is wrong (engine-neutral). */
-  message: string;
-  /** Per engine: what its stock code then does. */
-  effect?: Partial<Record<EngineId, string>>;
-  fix?: string;
-}
-
-export interface TensorFact {
-  dtype: string;
-  shape: number[];
-}
-
-/** Everything the rules look at, read without loading tensor data. */
-export interface FolderFacts {
-  dir: string;
-  config: Record<string, unknown>;
-  tensors: ReadonlyMap<string, TensorFact>;
-  /** File names present in the folder (tokenizer.json, transmla.json, …). */
-  files: ReadonlySet<string>;
-  /** transmla.json, when present and readable. */
-  transmla: Record<string, unknown> | null;
-}
-
-/** The MLA shape read from config.json (validated integers). */
-export interface MlaDims {
-  layers: number;
-  hidden: number;
-  heads: number;
-  vocab: number;
-  intermediate: number;
-  kvLoraRank: number;
-  qLoraRank: number | null;
-  qkRopeHeadDim: number;
-  qkNopeHeadDim: number;
-  vHeadDim: number;
-  /** Layers with a dense MLP (the rest are mixture-of-experts, whose tensors are not checked). */
-  denseLayers: number;
-}
-
-export const EXPORT_FIX = 'transmla export <folder> --target deepseek-v3';
-
-const ALL = (i: Impact): Record<EngineId, Impact> => ({ transformers: i, vllm: i, sglang: i, 'llama.cpp': i });
-
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-const isInt = (v: unknown, min: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
+export * from './findings.js';
+export { checkKernels, kernelTables, type KernelStatus, type KernelTables } from './kernels.js';
 
 // ---------------------------------------------------------------------------------------------
 // Identity and shape of the config
 
-export const MLA_MODEL_TYPES = ['deepseek_v3', 'deepseek_v2'];
-const ARCHITECTURES = ['DeepseekV3ForCausalLM', 'DeepseekV2ForCausalLM'];
+const MLA_MODEL_TYPES: readonly string[] = DEEPSEEK_MODEL_TYPES;
+const ARCHITECTURES = Object.keys(DEEPSEEK_ARCHITECTURES);
 
 /** model_type / architectures: what every engine dispatches on. */
 export function checkIdentity(c: Record<string, unknown>): Finding[] {
@@ -234,45 +176,6 @@ export function checkMlpLayout(c: Record<string, unknown>, d: MlaDims, tensors: 
 // ---------------------------------------------------------------------------------------------
 // Tensors
 
-interface Expected {
-  name: string;
-  shape: number[];
-  /** An RMSNorm weight (transformers/SGLang silently use ones when it is missing). */
-  norm?: boolean;
-}
-
-/** Every tensor stock DeepseekV3 code creates for a dense model of these dimensions (lm_head aside). */
-export function expectedTensors(d: MlaDims): Expected[] {
-  const { hidden: D, heads: H, kvLoraRank: r, qkRopeHeadDim: dR, qkNopeHeadDim: dn, vHeadDim: dv, intermediate: I } = d;
-  const out: Expected[] = [{ name: 'model.embed_tokens.weight', shape: [d.vocab, D] }, { name: 'model.norm.weight', shape: [D], norm: true }];
-  for (let l = 0; l < d.layers; l++) {
-    const p = `model.layers.${l}`, a = `${p}.self_attn`;
-    out.push({ name: `${p}.input_layernorm.weight`, shape: [D], norm: true }, { name: `${p}.post_attention_layernorm.weight`, shape: [D], norm: true });
-    if (d.qLoraRank === null) out.push({ name: `${a}.q_proj.weight`, shape: [H * (dn + dR), D] });
-    else {
-      out.push(
-        { name: `${a}.q_a_proj.weight`, shape: [d.qLoraRank, D] },
-        { name: `${a}.q_a_layernorm.weight`, shape: [d.qLoraRank], norm: true },
-        { name: `${a}.q_b_proj.weight`, shape: [H * (dn + dR), d.qLoraRank] },
-      );
-    }
-    out.push(
-      { name: `${a}.kv_a_proj_with_mqa.weight`, shape: [r + dR, D] },
-      { name: `${a}.kv_a_layernorm.weight`, shape: [r], norm: true },
-      { name: `${a}.kv_b_proj.weight`, shape: [H * (dn + dv), r] },
-      { name: `${a}.o_proj.weight`, shape: [D, H * dv] },
-    );
-    if (l < d.denseLayers) {
-      out.push(
-        { name: `${p}.mlp.gate_proj.weight`, shape: [I, D] },
-        { name: `${p}.mlp.up_proj.weight`, shape: [I, D] },
-        { name: `${p}.mlp.down_proj.weight`, shape: [D, I] },
-      );
-    }
-  }
-  return out;
-}
-
 const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** Lists a few names and how many more. */
@@ -283,7 +186,7 @@ function few(names: string[], n = 3): string {
 /** Missing tensors and shape mismatches against the config, with the exact-variant norm called out. */
 export function checkTensors(c: Record<string, unknown>, d: MlaDims, f: FolderFacts): Finding[] {
   const out: Finding[] = [];
-  const exp = expectedTensors(d);
+  const exp = stockTensors(d);
   const wrong = exp.filter((e) => f.tensors.has(e.name) && !sameShape(f.tensors.get(e.name)!.shape, e.shape));
   if (wrong.length > 0) {
     const w = wrong[0]!;
@@ -335,7 +238,7 @@ export function checkTensors(c: Record<string, unknown>, d: MlaDims, f: FolderFa
 
 /** Tensors stock code has no parameter for (biases and lm_head have their own rules). */
 export function checkUnexpectedTensors(d: MlaDims, f: FolderFacts): Finding[] {
-  const expected = new Set(expectedTensors(d).map((e) => e.name));
+  const expected = new Set(stockTensors(d).map((e) => e.name));
   const extra = [...f.tensors.keys()].filter((n) => !expected.has(n) && n !== 'lm_head.weight' &&
     !/^model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+\.bias$/.test(n) && !n.endsWith('rotary_emb.inv_freq') &&
     !n.includes('.mlp.experts.') && !n.includes('.mlp.gate.') && !n.includes('.mlp.shared_experts.'));
@@ -386,7 +289,7 @@ export function checkBiases(c: Record<string, unknown>, f: FolderFacts): Finding
   const biases = [...f.tensors.keys()].filter((n) => /^model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+\.bias$/.test(n));
   if (biases.length === 0) return [];
   // transformers' DeepseekV3 builds q_a_proj, kv_a_proj_with_mqa and o_proj with bias=attention_bias.
-  const hfReads = (n: string): boolean => c.attention_bias === true && /\.(q_a_proj|kv_a_proj_with_mqa|o_proj)\.bias$/.test(n);
+  const hfReads = (n: string): boolean => c.attention_bias === true && BIASED_WITH_ATTENTION_BIAS.some((x) => n.endsWith(`.${x}.bias`));
   const hfOk = biases.every(hfReads);
   const kinds = [...new Set(biases.map((n) => n.replace(/^model\.layers\.\d+\./, '')))];
   return [{
@@ -448,19 +351,7 @@ export function checkRopeScaling(c: Record<string, unknown>): Finding[] {
 
 // Keys transformers' DeepseekV3Config and PretrainedConfig define, plus DeepSeek's own keys vLLM
 // reads. Anything else is carried along and ignored by every stock engine.
-const KNOWN_KEYS = new Set([
-  'vocab_size', 'hidden_size', 'intermediate_size', 'moe_intermediate_size', 'num_hidden_layers', 'num_attention_heads',
-  'num_key_value_heads', 'n_shared_experts', 'n_routed_experts', 'routed_scaling_factor', 'kv_lora_rank', 'q_lora_rank',
-  'qk_rope_head_dim', 'v_head_dim', 'qk_nope_head_dim', 'n_group', 'topk_group', 'num_experts_per_tok',
-  'first_k_dense_replace', 'norm_topk_prob', 'hidden_act', 'max_position_embeddings', 'initializer_range', 'rms_norm_eps',
-  'use_cache', 'pad_token_id', 'bos_token_id', 'eos_token_id', 'pretraining_tp', 'tie_word_embeddings', 'rope_theta',
-  'rope_scaling', 'rope_parameters', 'rope_interleave', 'attention_bias', 'attention_dropout', 'head_dim',
-  'moe_layer_freq', 'topk_method', 'scoring_func', 'aux_loss_alpha', 'seq_aux', 'ep_size', 'num_nextn_predict_layers',
-  'quantization_config', 'architectures', 'model_type', 'torch_dtype', 'dtype', 'transformers_version', '_name_or_path',
-  'auto_map', 'use_return_dict', 'output_hidden_states', 'output_attentions', 'return_dict', 'is_encoder_decoder',
-  'decoder_start_token_id', 'sep_token_id', 'bad_words_ids', 'max_length', 'id2label', 'label2id', 'problem_type',
-  'tokenizer_class', 'task_specific_params', 'chunk_size_feed_forward', 'name_or_path',
-]);
+const KNOWN_KEYS = new Set([...STOCK_DEEPSEEK_V3_KEYS, ...STOCK_DEEPSEEK_EXTRA_KEYS]);
 
 /**
  * Keys that carry meaning in transmla/TransMLA but that stock code ignores. Whether ignoring
@@ -491,95 +382,6 @@ export function checkCustomKeys(c: Record<string, unknown>): Finding[] {
   const ignored = unknown.filter((k) => !(k in MEANINGFUL_CUSTOM));
   if (ignored.length > 0) {
     out.push({ rule: 'unused-keys', impact: ALL('note'), message: `config key(s) no stock DeepseekV3 code reads (harmless): ${ignored.join(', ')}` });
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Kernels (fast path) and dtype
-
-export interface KernelStatus {
-  name: string;
-  usable: boolean;
-  /** Why not, or what else it needs (GPU generation). */
-  note: string;
-}
-
-export interface KernelTables {
-  vllm: KernelStatus[];
-  sglang: KernelStatus[];
-}
-
-/** Which attention kernels the latent shape admits (hardware still decides among the usable ones). */
-export function kernelTables(d: MlaDims): KernelTables {
-  const r = d.kvLoraRank, dR = d.qkRopeHeadDim, head = r + dR;
-  const is576 = r === 512 && dR === 64;
-  const need576 = (what: string): KernelStatus['note'] => (is576 ? what : `needs 512 + 64, has ${r} + ${dR}`);
-  const nopeOk = [64, 128, 192].includes(d.qkNopeHeadDim);
-  const tritonVllm = head === 576 || head === 320;
-  return {
-    vllm: [
-      { name: 'FLASHMLA', usable: is576, note: need576('Hopper/Blackwell (SM90/SM100), fp16/bf16, block size 64') },
-      { name: 'FLASH_ATTN_MLA', usable: is576, note: need576('Hopper (SM90)') },
-      {
-        name: 'FLASHINFER_MLA', usable: is576 && nopeOk,
-        note: !is576 ? need576('') : nopeOk ? 'Blackwell (SM100)' : `needs qk_nope_head_dim 64, 128 or 192, has ${d.qkNopeHeadDim}`,
-      },
-      { name: 'CUTLASS_MLA', usable: is576, note: need576('Blackwell (SM100)') },
-      {
-        name: 'TRITON_MLA', usable: tritonVllm,
-        note: tritonVllm ? (head === 320 ? 'any GPU; head size 320 only in recent vLLM releases' : 'any GPU (portable fallback)') : `needs head size 576 (or 320), has ${head}`,
-      },
-    ],
-    sglang: [
-      { name: 'flashmla', usable: is576, note: need576('Hopper/Blackwell') },
-      { name: 'fa3', usable: is576, note: need576('Hopper') },
-      { name: 'flashinfer', usable: is576, note: need576('head_dim_ckv 512, head_dim_kpe 64') },
-      { name: 'cutlass_mla / trtllm_mla', usable: is576, note: need576('Blackwell') },
-      { name: 'triton', usable: true, note: 'any latent shape (portable fallback)' },
-    ],
-  };
-}
-
-/** Fast-path findings: vLLM's backend head-size gate, SGLang's backend choice, transformers' cache. */
-export function checkKernels(d: MlaDims): Finding[] {
-  const out: Finding[] = [];
-  const r = d.kvLoraRank, dR = d.qkRopeHeadDim, head = r + dR;
-  const shape = `kv_lora_rank ${r} + qk_rope_head_dim ${dR} = ${head}`;
-  const fixShape = 'convert with kv_lora_rank 512 and qk_rope_head_dim 64 (a source with 2·KV heads·head_dim ≥ 576) to reach the fast kernels';
-  out.push({
-    rule: 'transformers-cache',
-    impact: { transformers: 'not-fast' },
-    message: 'transformers\' DeepseekV3 attention expands the latent and caches per-head keys and values: correct, but no latent cache and no MLA kernel',
-  });
-  if (head !== 576 && head !== 320) {
-    out.push({
-      rule: 'vllm-head-size',
-      impact: { vllm: 'will-not-load' },
-      message: `${shape}: every vLLM MLA backend accepts only head size 576 (512 + 64; recent releases also 320 = 256 + 64), so engine start fails with "No valid attention backend found" (VLLM_MLA_DISABLE=1 would run it as ordinary attention with an uncompressed cache)`,
-      fix: fixShape,
-    });
-  } else if (head === 320) {
-    out.push({
-      rule: 'vllm-fast-kernels',
-      impact: { vllm: 'not-fast' },
-      message: `${shape}: only vLLM's TRITON_MLA backend (recent releases) takes head size 320; FlashMLA, FlashAttention MLA, FlashInfer MLA and CUTLASS MLA need 512 + 64`,
-      fix: fixShape,
-    });
-  } else if (![64, 128, 192].includes(d.qkNopeHeadDim)) {
-    out.push({
-      rule: 'vllm-flashinfer-nope',
-      impact: { vllm: 'note' },
-      message: `qk_nope_head_dim ${d.qkNopeHeadDim}: vLLM's FlashInfer MLA backend (Blackwell) needs 64, 128 or 192; FlashMLA/CUTLASS MLA still apply`,
-    });
-  }
-  if (head !== 576) {
-    out.push({
-      rule: 'sglang-backend',
-      impact: { sglang: 'not-fast' },
-      message: `${shape}: only SGLang's triton attention backend handles this latent shape (flashmla, fa3, flashinfer, cutlass_mla and trtllm_mla need 512 + 64); start it with --attention-backend triton`,
-      fix: fixShape,
-    });
   }
   return out;
 }

@@ -2,7 +2,7 @@
 // printing each stage's perplexity.
 import { resolve } from 'node:path';
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { convertModel, type ConvertOptions } from '../../convert/transmla.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import { convertToTarget } from '../../export/targets.js';

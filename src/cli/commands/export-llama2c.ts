@@ -1,7 +1,7 @@
 // transmla export-llama2c <hf-folder> --out model.bin: HF llama folder → llama2.c checkpoint.
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
-import { exportLlama2c } from '../../io/llama2c.js';
+import type { Command } from '../command.js';
+import { exportLlama2c } from '../../export/llama2c.js';
 
 export const command: Command = {
   summary: 'Write a Hugging Face llama folder as a llama2.c checkpoint (.bin)',

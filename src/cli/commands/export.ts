@@ -2,7 +2,7 @@
 // converted (exact MLA) folder.
 import { resolve } from 'node:path';
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
 import type { FloatDType } from '../../kernels/types.js';
 import { evalTexts } from './convert-mha2mla.js';

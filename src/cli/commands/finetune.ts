@@ -2,7 +2,7 @@
 // converted model, with evaluations, a loss curve and resumable checkpoints.
 import { resolve } from 'node:path';
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { DEFAULTS, finetune, type FinetuneReport } from '../../train/finetune.js';
 import { lossCurve } from '../../train/loss-curve.js';
 import type { ScheduleKind } from '../../train/schedule.js';

@@ -1,6 +1,6 @@
 // transmla generate <model> --prompt "...": streams a continuation to stdout, stats to stderr.
 import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { eosIds, generate } from '../../models/generate.js';
 import { parseKvQuant } from '../../models/latent-quant.js';
 import { loadModel } from '../../arch/load.js';

@@ -1,7 +1,7 @@
 // transmla import-llama2c model.bin --tokenizer tok.bin --out dir: llama2.c checkpoint → HF llama folder.
 import { bool, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
-import { importLlama2c } from '../../io/llama2c.js';
+import type { Command } from '../command.js';
+import { importLlama2c } from '../../export/llama2c.js';
 
 export const command: Command = {
   summary: 'Import a llama2.c checkpoint (.bin) and its tokenizer as a Hugging Face llama folder',

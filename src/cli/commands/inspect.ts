@@ -1,7 +1,7 @@
 // transmla inspect <model>: what the engine sees in a checkpoint, and what its KV cache costs.
 import { bool, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
-import { describeModel, formatModelReport } from '../../models/describe.js';
+import type { Command } from '../command.js';
+import { describeModel, formatModelReport } from '../../arch/describe.js';
 import { parseKvQuant } from '../../models/latent-quant.js';
 import { loadModel } from '../../arch/load.js';
 

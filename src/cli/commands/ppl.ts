@@ -1,6 +1,6 @@
 // transmla ppl <model> --text FILE: perplexity in the GPTQ/TransMLA convention.
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { createProgress } from '../../io/progress.js';
 import { loadModel } from '../../arch/load.js';
 import { perplexity, readEvalText, textModeFor, tokenizeForPerplexity } from '../../eval/perplexity.js';

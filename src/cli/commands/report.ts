@@ -1,6 +1,6 @@
 // transmla report <folder>: rebuilds report.html from the folder's transmla.json (+ bench.json).
 import { parseArgs, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { writeReport } from '../../report/report.js';
 
 export const command: Command = {

@@ -1,6 +1,6 @@
 // transmla serve <model>: OpenAI-compatible /v1/completions and /v1/models over HTTP.
 import { int, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { loadServedModel } from '../../serve/model.js';
 import { startServer } from '../../serve/server.js';
 

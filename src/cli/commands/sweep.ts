@@ -2,7 +2,7 @@
 // draws perplexity vs KV fraction into sweep.html (+ sweep.json).
 import { resolve } from 'node:path';
 import { bool, int, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import type { EvalTextSpec } from '../../convert/pipeline.js';
 import { CONVERT_METHODS } from '../../convert/methods.js';

@@ -2,7 +2,7 @@
 // means, and reach their fast MLA kernels? Exit 1 when a checked engine would not load it or
 // would compute something else.
 import { bool, parseArgs, str, UsageError } from '../args.js';
-import type { Command } from '../commands.js';
+import type { Command } from '../command.js';
 import { ENGINES, type EngineId } from '../../validate/rules.js';
 import { formatValidateReport, validatePath } from '../../validate/validate.js';
 

@@ -1,11 +1,8 @@
 // A model's vital statistics: the `inspect` report, also used by bench and ppl headers.
 import type { FloatDType } from '../kernels/types.js';
 import { bytesPerElement } from '../tensor.js';
-import { GqaAttention } from './attention.js';
-import { kvQuantName } from './latent-quant.js';
-import { Mha2mlaAttention } from './mha2mla-attention.js';
-import { MlaAttention } from './mla-attention.js';
-import type { LoadedModel } from '../arch/load.js';
+import { kvQuantName } from '../models/latent-quant.js';
+import type { LoadedModel } from './load.js';
 
 export interface ModelDescription {
   path: string;
@@ -47,21 +44,10 @@ export interface ModelDescription {
 
 export function describeModel(m: LoadedModel): ModelDescription {
   const c = m.config, model = m.model;
-  const attn0 = model.layers[0]?.attn;
-  let attention = attn0?.constructor.name ?? 'none';
-  if (attn0 instanceof GqaAttention) attention = c.numKvHeads === c.numHeads ? 'MHA' : c.numKvHeads === 1 ? 'MQA' : 'GQA';
-  let mla: ModelDescription['mla'];
-  if (attn0 instanceof MlaAttention) {
-    attention = 'MLA';
-    const p = attn0.p;
-    mla = { kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, qLoraRank: p.qLoraRank, semantics: m.mla?.semantics ?? 'exact' };
-  }
-  let mha2mla: ModelDescription['mha2mla'];
-  if (attn0 instanceof Mha2mlaAttention) {
-    attention = 'MLA (MHA2MLA: per-KV-head RoPE)';
-    const p = attn0.p;
-    mha2mla = { kvLoraRank: p.kvLoraRank, ropePairsPerHead: p.ropePairs, kvHeads: p.nKvHeads };
-  }
+  const summary = model.layers[0]?.attn.summary();
+  const attention = summary?.label ?? 'none';
+  const mla: ModelDescription['mla'] = summary?.mla && { ...summary.mla, semantics: m.mla?.semantics ?? 'exact' };
+  const mha2mla: ModelDescription['mha2mla'] = summary?.mha2mla;
   const cache = model.newCache();
   const elems = cache.elementsPerToken;
   const dtype = model.weightDtype;

@@ -1,0 +1,94 @@
+// bench.json (`transmla bench`), as types: read by report/, written by bench/.
+import type { FloatDType } from '../kernels/types.js';
+
+export interface BandwidthResult {
+  /** Best bytes/s over all thread counts: the machine figure. */
+  bytesPerSecond: number;
+  singleThreadBytesPerSecond: number;
+  parallelBytesPerSecond: number;
+  threads: number;
+  bufferBytes: number;
+  reps: number;
+  method: string;
+}
+
+export interface DecodeAtContext {
+  context: number;
+  /** The context exceeds max_position_embeddings: measured for speed only. */
+  beyondTrainedWindow: boolean;
+  tokensPerSecond: number;
+  msPerToken: number;
+  /** Cache bytes held at this context as the engine stores it (ours f32, llama.cpp f16). */
+  cacheBytes: number;
+  /** Bytes one decode step must read at least: every weight once + the whole cache once. */
+  bytesPerStep: number;
+  /** Resident set size right after this context's decode (process-wide). */
+  rssBytes: number;
+}
+
+export interface DecodeBench {
+  engine: 'transmla' | 'llama.cpp';
+  model: string;
+  attention: string;
+  weightDtype: FloatDType;
+  params: number;
+  vocab: number;
+  trainedContext: number;
+  /** Cached values per token over all layers. */
+  cacheElementsPerToken: number;
+  /** Bytes per token of the cache as the engine stores it. */
+  cacheBytesPerToken: number;
+  /** Bytes per token of the cache at the weights' dtype (the conversion's reporting figure). */
+  cacheBytesPerTokenAtModelDtype: number;
+  cacheDtype: FloatDType;
+  /** Weight bytes a decode step reads (the embedding contributes one row unless it is also the head). */
+  weightBytesPerStep: number;
+  decodeTokens: number;
+  reps: number;
+  /** Threads the engine ran with. */
+  threads: number;
+  prefillSeconds: number;
+  contexts: DecodeAtContext[];
+  /** This process's peak resident set size at the end of the run. */
+  peakRssBytes: number;
+}
+
+export interface RooflinePoint {
+  context: number;
+  /** bytesPerStep / bandwidth: the fastest a decode step can be on this machine. */
+  minMsPerToken: number;
+  /** minMsPerToken / measured ms per token (1 = at the memory roofline). */
+  fractionOfRoofline: number;
+  /** bytesPerStep / measured time per step. */
+  achievedBytesPerSecond: number;
+}
+
+export interface BenchRun extends DecodeBench {
+  role: 'model' | 'compare';
+  roofline: RooflinePoint[];
+}
+
+export interface BenchRatio {
+  context: number;
+  /** model tokens/s ÷ comparison tokens/s (our engine for both). */
+  decodeSpeedup: number;
+  /** model cache bytes ÷ comparison cache bytes. */
+  cacheBytesRatio: number;
+}
+
+export interface BenchReport {
+  tool: 'transmla bench';
+  created: string;
+  machine: { cpuModel: string; cpus: number; totalMemoryBytes: number; kernels: string; node: string; loadAverageBefore: number; loadAverageAfter: number };
+  bandwidth: BandwidthResult;
+  model: string;
+  compare: string | null;
+  /** Where the comparison model came from. */
+  compareSource: 'given' | 'transmla.json source' | 'none';
+  contexts: number[];
+  runs: BenchRun[];
+  ratios: BenchRatio[];
+  /** Models llama.cpp could not run, and why. */
+  llamaCppSkipped: { model: string; reason: string }[];
+  notes: string[];
+}
