@@ -21,7 +21,7 @@ const ASSETS = resolve(REPO, '..', 'shared', 'assets');
 const TEXT = join(ASSETS, 'text');
 const WIKITEXT = join(TEXT, 'wikitext-2-raw', 'wiki.test.raw');
 
-/** Calibration and in-domain evaluation text per model family (assets.md). */
+/** Calibration and in-domain evaluation text per model family (docs/results.md#transmla-results). */
 export function domainOf(name: string): { calib: string; inDomain: string } {
   if (name.startsWith('kjv')) return { calib: join(TEXT, 'kjv-old-testament-calib.txt'), inDomain: join(TEXT, 'kjv-new-testament-eval.txt') };
   return { calib: join(TEXT, 'tinystories', 'tinystories_train_lowercased_sample.txt'), inDomain: join(TEXT, 'tinystories', 'tinystories_val_sample.txt') };

@@ -11,10 +11,9 @@ import { assetPath } from './helpers/assets.js';
 import {
   Llama2cTokenizer,
   encodeLlama2cTokenizerBin,
-  mergesFromScores,
   parseLlama2cTokenizerBin,
-  toHfTokenizerFiles,
 } from '../src/tokenizer/llama2c-tokenizer.js';
+import { mergesFromScores, toHfTokenizerFiles } from '../src/tokenizer/llama2c-to-hf.js';
 import { parseSentencePieceModel, readSentencePieceModel } from '../src/tokenizer/sentencepiece-model.js';
 import { HfTokenizer, loadHfTokenizer, loadTokenizer, TokenizerFormatError, type TextTokenizer } from '../src/tokenizer/tokenizer.js';
 

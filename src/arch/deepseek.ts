@@ -1,4 +1,4 @@
-// The DeepSeek-V2/V3 family: MLA attention (docs/methods.md#mla) with dense SwiGLU MLPs — the
+// The DeepSeek-V2/V3 family: MLA attention (docs/methods.md#mla-target) with dense SwiGLU MLPs — the
 // converter's output, and stock DeepSeek-V3 checkpoints with all-dense layers. A folder runs in
 // one of two semantics (mlaSemantics): 'exact', transmla's own variant (no latent RMSNorm, biases
 // wherever the checkpoint has them), or 'stock', DeepSeek-V3's code path (kv_a_layernorm and

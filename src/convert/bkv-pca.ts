@@ -1,4 +1,4 @@
-// Stage 4 — BKV-PCA (algorithms.md §3.2): one latent of rank r for the NoPE keys and the
+// Stage 4 — BKV-PCA (docs/methods.md#bkv-pca): one latent of rank r for the NoPE keys and the
 // values together. Keys are first divided by α = mean‖K_nope col‖ / (mean‖V col‖·ratio) so
 // the PCA does not spend the rank on whichever of the two happens to be larger; kUp is
 // multiplied by α, so the function is unchanged before truncation. The top-r principal

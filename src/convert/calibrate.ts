@@ -1,4 +1,4 @@
-// Stage 2 — calibration (algorithms.md §3, "Calibration data").
+// Stage 2 — calibration (docs/methods.md#calibration).
 //
 // Samples: as TransMLA's prepare_dataloader, each sample joins random documents with "\n\n"
 // until it reaches L tokens (BOS first when the tokenizer has one), then is cut to L. The

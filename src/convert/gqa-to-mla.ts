@@ -1,4 +1,4 @@
-// Stage 1 — the exact rewrite of GQA/MHA attention into MLA form (algorithms.md §2).
+// Stage 1 — the exact rewrite of GQA/MHA attention into MLA form (docs/methods.md#exact-rewrite).
 // The key latent is the G·d key outputs, the value latent the G·d value outputs; every
 // query head reads its group's block through identity-selector up-projections. All key
 // dims stay under RoPE ("big RoPE": each head's frequencies repeated per block), so the

@@ -1,4 +1,4 @@
-// KV-cache budgets: the source caches 2·G·d values per token per layer, the MLA model
+// KV-cache budgets: (docs/methods.md#shape-search) the source caches 2·G·d values per token per layer, the MLA model
 // r + d_R. Turns a target fraction into (r, d_R) and checks user-given ranks.
 
 export interface KvShape {

@@ -1,11 +1,11 @@
-// The two per-layer forms the conversion stages pass around, both float64 (algorithms.md §2–3):
+// The two per-layer forms the conversion stages pass around, both float64 (docs/methods.md#exact-rewrite, #bkv-pca):
 //
 // LatentLayer — attention written as "latent down-projections + per-head up-projections":
 //   key latent  cK = Wk·[x;1]  (nK features; the first ropeDim carry RoPE in interleaved pairs)
 //   value latent cV = Wv·[x;1]  (nV features)
 //   head h: q_h = Wq^h·[x;1],  k_h = kUp^h·(RoPE'd cK),  v_h = vUp^h·cV,  score = scale·q_h·k_h
 // The GQA source is this form with identity-selector up-projections; RoRoPE rotates Wk and
-// kUp together; the RoPE part of kUp is later folded into the query (§3.3).
+// kUp together; the RoPE part of kUp is later folded into the query (docs/methods.md#query-fold).
 //
 // MlaLayerWeights — the DeepSeek-V3 tensors of one layer (q_proj or q_a/q_b, kv_a_proj_with_mqa,
 // kv_b_proj), which the engine's MlaAttention runs and the writer saves. o_proj is untouched.

@@ -1,4 +1,4 @@
-// Calibrating the RMSNorm a stock DeepSeek-V3 layer puts on a low-rank latent (kv_a_layernorm
+// Calibrating the RMSNorm a stock DeepSeek-V3 layer puts on a low-rank latent (docs/methods.md#strict-export) (kv_a_layernorm
 // on c, q_a_layernorm on the query latent), for a model converted without one.
 //
 // The exact model computes y = W·c from the latent c; the stock model computes

@@ -1,4 +1,4 @@
-// One MHA2MLA layer (algorithms.md §4) from a GQA/MHA layer, in float64: partial RoPE by row
+// One MHA2MLA layer (docs/methods.md#mha2mla) from a GQA/MHA layer, in float64: partial RoPE by row
 // selection, then a low-rank latent for the NoPE keys and the values.
 //
 // Partial RoPE: KV head g keeps the pairs S_g (rope-select.ts). Its query heads and its key get

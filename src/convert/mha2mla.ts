@@ -1,4 +1,4 @@
-// The MHA2MLA method (algorithms.md §4), training-free: source GQA/MHA model → calibrate (only what
+// The MHA2MLA method (docs/methods.md#mha2mla), training-free: source GQA/MHA model → calibrate (only what
 // the chosen options need) → partial RoPE (r pairs per KV head, selected by S_high / S_low /
 // S_uniform / S_2-norm) → low-rank latent for the NoPE keys and values (SVD_joint or SVD_split,
 // weight-only or activation-aware) → an MHA2MLA folder (per-KV-head RoPE keys, mla-config.ts),

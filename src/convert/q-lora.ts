@@ -1,4 +1,4 @@
-// Stage 5 (optional) — query low rank (algorithms.md §3.3, "With q_lora_rank"): PCA of the
+// Stage 5 (optional) — query low rank (docs/methods.md#q-lora): PCA of the
 // source query outputs W_Q·[x;1] (H·d features, uncentered, bias included as TransMLA's hooks
 // capture it). q_a = R_qᵀ·W_Q and q_b = R_q per head, with q_b's RoPE rows absorbing the key
 // up-projection exactly as q_proj's do; assembleMla builds both. No q_a_layernorm is added:

@@ -1,4 +1,4 @@
-// MHA2MLA partial-RoPE selection (algorithms.md §4.1): which r of a head's d/2 frequency pairs
+// MHA2MLA partial-RoPE selection (docs/methods.md#partial-rope): which r of a head's d/2 frequency pairs
 // keep RoPE. Pair k of a head is the two elements ropePairElements(layout, d, k), rotating at θ_k.
 //   high     {0 … r−1}: the fastest-rotating pairs
 //   low      {d/2−r … d/2−1}: the slowest

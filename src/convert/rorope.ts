@@ -1,4 +1,4 @@
-// Stage 3 — RoRoPE + FreqFold (algorithms.md §3.1): concentrate the key's position
+// Stage 3 — RoRoPE + FreqFold (docs/methods.md#rorope, #freqfold): concentrate the key's position
 // information in d_R RoPE dims shared by all heads, and drop RoPE from the rest.
 //
 // For one frequency, the G heads' (re, im) pairs rotate by the same angle, so any orthogonal

@@ -1,4 +1,4 @@
-// Choosing FreqFold M and, for a fixed cache budget, the RoPE width d_R by held-out perplexity.
+// Choosing FreqFold M and, for a fixed cache budget, the RoPE width d_R by held-out perplexity. (docs/methods.md#shape-search)
 //
 // FreqFold (TransMLA): start at M = c = d/d_R and double M while the score improves, up to d/2.
 // d_R for a budget r + d_R = B: every even divisor of head_dim that leaves r ≥ 1 is tried, each

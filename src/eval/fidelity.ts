@@ -1,4 +1,4 @@
-// How closely converted models follow the original on the same held-out tokens. Every model
+// How closely converted models follow the original on the same held-out tokens. (docs/methods.md#kl-top1) Every model
 // forwards the same chunks (the perplexity convention of perplexity.ts: non-overlapping ctx
 // chunks from an empty cache, ctx − 1 predictions each); per predicted position we take
 //   KL(p_ref ‖ p_model) = Σ_v p_ref(v)·(log p_ref(v) − log p_model(v))      (nats)

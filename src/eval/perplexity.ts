@@ -1,4 +1,4 @@
-// Perplexity in the GPTQ / TransMLA convention ("(a)" in serving.md §4): the documents are
+// Perplexity in the GPTQ / TransMLA convention (docs/methods.md#perplexity): the documents are
 // joined with "\n\n" and tokenized once (one BOS at the very start), the ids are cut into
 // non-overlapping chunks of ctx tokens (the tail shorter than ctx is dropped), every chunk is
 // evaluated from an empty cache, each position predicts the next token inside its chunk

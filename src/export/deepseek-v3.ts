@@ -1,4 +1,4 @@
-// Strict DeepSeek-V3 export (`transmla export <mla-folder> --target deepseek-v3`, and
+// Strict DeepSeek-V3 export (docs/methods.md#strict-export, #biases; docs/stock-engines.md) (`transmla export <mla-folder> --target deepseek-v3`, and
 // `transmla convert … --target deepseek-v3`): the exact MLA folder written by `convert` (no
 // kv_a_layernorm) becomes a folder stock DeepSeek-V3 code loads with no custom keys:
 //

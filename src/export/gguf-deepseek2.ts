@@ -1,4 +1,4 @@
-// Stock DeepSeek-V3 folder (MLA, all-dense MLP) → llama.cpp GGUF, architecture "deepseek2".
+// Stock DeepSeek-V3 folder (MLA, all-dense MLP) → llama.cpp GGUF, architecture "deepseek2". (docs/stock-engines.md#llama-cpp)
 //
 // Facts this file relies on (read from llama.cpp's sources for the version bundled with
 // node-llama-cpp 3.22.1, not copied):

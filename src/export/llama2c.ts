@@ -14,7 +14,8 @@ import {
 import { permuteRopeRows } from '../io/rope-rows.js';
 import { kernels } from '../kernels/index.js';
 import type { Tensor, WeightSource } from '../tensor.js';
-import { encodeLlama2cTokenizerBin, Llama2cTokenizer, toHfTokenizerFiles } from '../tokenizer/llama2c-tokenizer.js';
+import { encodeLlama2cTokenizerBin, Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.js';
+import { toHfTokenizerFiles } from '../tokenizer/llama2c-to-hf.js';
 export interface ImportLlama2cOptions {
   /** Replace a non-empty output folder. Default false. */
   overwrite?: boolean;

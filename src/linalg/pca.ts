@@ -1,5 +1,5 @@
 // PCA from an uncentered second-moment matrix Σ = Σ_t x_t x_tᵀ (TransMLA uses uncentered,
-// float64, damped statistics: algorithms.md §3.1–3.2).
+// float64, damped statistics: docs/methods.md#pca).
 import { kernels } from '../kernels/index.js';
 import { checkMatrix } from './dense.js';
 import { eigh } from './eigh.js';

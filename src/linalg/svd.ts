@@ -1,4 +1,4 @@
-// Thin SVD through the eigendecomposition of the smaller Gram matrix (float64), and the
+// Thin SVD through the eigendecomposition of the smaller Gram matrix (float64), and the (weightedLowRank: docs/methods.md#low-rank)
 // activation-aware low-rank factorisation the converter uses.
 import { kernels } from '../kernels/index.js';
 import { checkMatrix, frobenius2, gemmF64, transpose } from './dense.js';

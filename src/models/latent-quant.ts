@@ -1,4 +1,4 @@
-// Quantized latent cache for the MLA layers (both variants): every cached row is stored as
+// Quantized latent cache for the MLA layers (both variants): (docs/methods.md#kv-quant) every cached row is stored as
 // int8 or int4 codes with one symmetric scale per group of `group` consecutive elements of the
 // row (group 0: one scale per token row), scales kept as f16. A row x of a group becomes
 //   s = f16(max|x| / qmax),  code = clamp(round(x / s), −qmax, qmax),  x̂ = code·s

@@ -1,4 +1,4 @@
-// The MHA2MLA variant of Multi-head Latent Attention (algorithms.md §4) behind the AttentionLayer
+// The MHA2MLA variant of Multi-head Latent Attention (docs/methods.md#mha2mla) behind the AttentionLayer
 // seam: every KV head g keeps a small RoPE key of 2r dims (r frequency pairs of its own choosing,
 // at their original frequencies), and one latent c (kv_lora_rank values) shared by all heads of
 // the layer carries the NoPE keys and the values:

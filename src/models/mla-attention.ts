@@ -1,4 +1,4 @@
-// Multi-head Latent Attention (DeepSeek-V2/V3, algorithms.md §1) behind the AttentionLayer seam.
+// Multi-head Latent Attention (DeepSeek-V2/V3, docs/methods.md#mla-target) behind the AttentionLayer seam.
 // Per token the cache holds one row [c (r) | k_pe (d_R)], k_pe stored after RoPE: that is
 // r + d_R values per layer, whatever the number of heads.
 //

@@ -1,4 +1,4 @@
-// Rotary position embedding: frequencies (with linear / llama3 scaling), a growable
+// Rotary position embedding: (layouts and scaling: docs/methods.md#rope-layouts, #rope-scaling) frequencies (with linear / llama3 scaling), a growable
 // cos/sin table, and application in the two layouts in use:
 //   'half'        — HF Llama "rotate half": element i pairs with i + dim/2 (GPT-NeoX style);
 //   'interleaved' — adjacent pairs (2i, 2i+1): llama2.c, Meta's original code, DeepSeek MLA.

@@ -1,4 +1,4 @@
-// DeepSeek's YaRN RoPE scaling (rope_scaling type "yarn", as DeepSeek-V2/V3 configs use it), for
+// DeepSeek's YaRN RoPE scaling (docs/methods.md#yarn) (rope_scaling type "yarn", as DeepSeek-V2/V3 configs use it), for
 // stock DeepSeek-V3 checkpoints. Three effects, each as the stock code computes it:
 //   - pair frequencies: a per-pair blend of θ^(−2i/d) (extrapolation) and θ^(−2i/d)/factor
 //     (interpolation), ramped between the correction dims of beta_fast and beta_slow rotations

@@ -1,4 +1,4 @@
-// The training loss at one position with target y, student logits z and (optionally) teacher
+// The training loss at one position (docs/methods.md#fine-tuning) with target y, student logits z and (optionally) teacher
 // logits z_t:
 //   L = (1 − α)·CE + α·KL,   CE = −log p_s(y),   KL(p_t ‖ p_s) = Σ_v p_t(v)·(log p_t(v) − log p_s(v))
 //   ∂L/∂z = p_s − (1 − α)·onehot(y) − α·p_t

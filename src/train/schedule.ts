@@ -1,8 +1,8 @@
 // Learning-rate schedules, as a function of the update step (0-based; the lr used for it):
 // - 'cosine': linear warmup to the peak, then cosine decay to minRatio·peak at the last step
-//   (TransMLA's recipe, algorithms.md §3.5);
+//   (TransMLA's recipe, docs/methods.md#fine-tuning);
 // - 'wsd': warmup, stable at the peak, then a "1 − sqrt" decay to minRatio·peak over the last
-//   `decay` fraction of the steps (MHA2MLA's recipe, §4.4);
+//   `decay` fraction of the steps (MHA2MLA's recipe, docs/methods.md#fine-tuning);
 // - 'constant': warmup, then the peak.
 export type ScheduleKind = 'cosine' | 'wsd' | 'constant';
 

@@ -1,4 +1,4 @@
-// What llama.cpp's deepseek2 loader requires of a GGUF file (llama-model.cpp load_hparams /
+// What llama.cpp's deepseek2 loader requires of a GGUF file (docs/stock-engines.md#llama-cpp) (llama-model.cpp load_hparams /
 // load_tensors for LLM_ARCH_DEEPSEEK2, as written by convert_hf_to_gguf.py's DeepseekV2Model):
 // - required keys: block_count, context_length, embedding_length, feed_forward_length,
 //   attention.head_count, attention.layer_norm_rms_epsilon, attention.kv_lora_rank,

@@ -3,7 +3,7 @@
 // side files) and returns findings; a finding says, per engine, what breaks and why, citing
 // the stock code path responsible. validate.ts turns findings into per-engine verdicts.
 //
-// Facts behind the rules (read in the engines' sources; docs/serving.md summarises them):
+// Facts behind the rules (read in the engines' sources; docs/stock-engines.md summarises them, with the upstream files and commits):
 // - transformers DeepseekV3 (modeling_deepseek_v3.py): builds kv_a_layernorm (and q_a_layernorm)
 //   unconditionally; q_proj/q_b_proj/kv_b_proj never have biases, q_a_proj/kv_a_proj_with_mqa/
 //   o_proj only with attention_bias; honours rope_interleave; takes the RoPE width from head_dim

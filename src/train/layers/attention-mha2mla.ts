@@ -1,4 +1,4 @@
-// MHA2MLA attention (algorithms.md §4; engine: models/mha2mla-attention.ts) in its decompressed
+// MHA2MLA attention (docs/methods.md#mha2mla; engine: models/mha2mla-attention.ts) in its decompressed
 // (training) form. Each KV head g keeps a 2r-dim RoPE key rotating at its own r source
 // frequencies; one latent c shared by the layer carries the NoPE keys and the values:
 //   q = x Wqᵀ [T, H, d], head layout [rope 2r (interleaved) | nope d − 2r], RoPE at g's frequencies

@@ -1,4 +1,4 @@
-// DeepSeek MLA in its decompressed (training) form, algorithms.md §1:
+// DeepSeek MLA in its decompressed (training) form, docs/methods.md#mla-target:
 //   q  = x Wqᵀ  (or q_b(norm?(q_a(x))))             [T, H, d_n + d_R], RoPE on each head's last d_R
 //   kva = x W_kvaᵀ = [c (r) | k_pe (d_R)],  c ← kv_a_layernorm(c) when the checkpoint has one
 //   k_pe ← RoPE(k_pe): one rope key shared by every head
