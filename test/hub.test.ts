@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -100,6 +101,11 @@ describe('resolveModel with a fake Hub', { skip: skipUnlessAsset(SRC) }, () => {
       assert.ok(!fetched.some((p) => p.endsWith(`/${f}`)), `${f} must not be downloaded`);
     }
     assert.ok(lines.some((l) => /fetching someone\/tiny@main \(commit [0-9a-f]{12}\): 3 weight files/.test(l)), lines.join('\n'));
+    // The progress bar counts bytes and shows the rate (here drawn at once, as plain lines).
+    const drawn: string[] = [];
+    const stream = { isTTY: false, write: (s: string) => { drawn.push(s); return true; } } as unknown as NodeJS.WriteStream;
+    await resolveModel('someone/tiny', opts({ cacheDir: freshCache(), progress: { stream, delayMs: 0 } }));
+    assert.match(drawn.at(-1)!, /^downloading someone\/tiny: 1\.\d\d MB\/1\.\d\d MB 100% [\d.]+ [kMG]?B\/s, [\d.]+s\n$/);
     const back = openCheckpoint(r.dir);
     assert.equal(back.names().length, openCheckpoint(mustAsset(SRC)).names().length);
     back.close();
@@ -151,7 +157,7 @@ describe('resolveModel with a fake Hub', { skip: skipUnlessAsset(SRC) }, () => {
     const lines: string[] = [];
     const r = await resolveModel('someone/tiny', opts({ cacheDir, log: (l) => lines.push(l) }));
     assert.ok(readFileSync(join(r.dir, shard)).equals(body));
-    assert.match(lines.join('\n'), new RegExp(`connection lost while downloading someone/tiny/${shard} \\(.*\\); resuming at byte 100000 \\(attempt 2 of 5\\)`));
+    assert.match(lines.join('\n'), new RegExp(`download of someone/tiny/${shard} interrupted \\(.*\\); resuming at byte 100000 \\(attempt 2 of 5\\)`));
     const cdn = hub.requests.slice(start).filter((q) => q.path === `/cdn/${sha256(body)}` && q.range !== 'bytes=0-0');
     assert.deepEqual(cdn.map((q) => q.range), [null, 'bytes=100000-']);
 
@@ -165,6 +171,19 @@ describe('resolveModel with a fake Hub', { skip: skipUnlessAsset(SRC) }, () => {
     assert.ok(readFileSync(join(r2.dir, shard)).equals(body));
     assert.deepEqual(hub.requests.slice(n).filter((q) => q.path === `/cdn/${sha256(body)}` && q.range !== 'bytes=0-0').map((q) => q.range), ['bytes=1234-']);
     assert.match(lines.join('\n'), new RegExp(`resuming someone/tiny/${shard} at byte 1234 of ${body.length}`));
+
+    // A 503 from the CDN is retried; a lock left by a process that is gone is taken over.
+    const cache4 = freshCache();
+    const blobs4 = join(cache4, 'models--someone--tiny', 'blobs');
+    mkdirSync(blobs4, { recursive: true });
+    const gone = spawnSync(process.execPath, ['-e', '']).pid!;
+    writeFileSync(join(blobs4, `${sha256(body)}.lock`), String(gone));
+    hub.failOnce(shard, 503);
+    const notes: string[] = [];
+    const r4 = await resolveModel('someone/tiny', opts({ cacheDir: cache4, log: (l) => notes.push(l) }));
+    assert.ok(readFileSync(join(r4.dir, shard)).equals(body));
+    assert.match(notes.join('\n'), new RegExp(`download of someone/tiny/${shard} interrupted \\(HTTP 503\\); resuming at byte 0 \\(attempt 2 of 5\\)`));
+    assert.ok(!existsSync(join(blobs4, `${sha256(body)}.lock`)));
 
     // A server that ignores Range: the partial file is restarted, not appended to.
     const cache3 = freshCache();

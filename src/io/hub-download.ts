@@ -13,6 +13,13 @@ export class HubError extends Error {
   override name = 'HubError';
 }
 
+/** A server-side hiccup (HTTP 429 or 5xx) worth another attempt. */
+class TransientHttpError extends HubError {
+  constructor(message: string, readonly status: number) {
+    super(message);
+  }
+}
+
 export interface RemoteFile {
   /** Path in the repo. */
   path: string;
@@ -66,11 +73,14 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** A lock whose holder wrote nothing to the partial file for this long is taken over (its pid may have been reused). */
+const STALL_MS = 120_000;
+
 /**
  * An exclusive lock file holding our pid, so two processes do not append to the same partial
- * file. A lock whose process is gone (killed) is taken over; a live one is waited for.
+ * file. A lock whose process is gone (killed), or that stalled, is taken over; a live one is waited for.
  */
-async function acquireLock(lock: string, what: string, log: (line: string) => void): Promise<() => void> {
+async function acquireLock(lock: string, partial: string, what: string, log: (line: string) => void): Promise<() => void> {
   let waited = false;
   for (;;) {
     try {
@@ -88,7 +98,9 @@ async function acquireLock(lock: string, what: string, log: (line: string) => vo
       // Released between our two calls: try again.
       continue;
     }
-    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) {
+    const touched = Math.max(statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? 0, statSync(partial, { throwIfNoEntry: false })?.mtimeMs ?? 0);
+    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid) || Date.now() - touched > STALL_MS) {
+      if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) log(`taking over ${what}: process ${pid} holds its lock but wrote nothing for ${STALL_MS / 1000} s`);
       rmSync(lock, { force: true });
       continue;
     }
@@ -103,7 +115,7 @@ async function acquireLock(lock: string, what: string, log: (line: string) => vo
 export async function downloadBlob(blobPath: string, f: RemoteFile, ctx: DownloadContext): Promise<void> {
   if (existsSync(blobPath)) return;
   const what = `${ctx.repo}/${f.path}`;
-  const release = await acquireLock(`${blobPath}.lock`, what, ctx.log);
+  const release = await acquireLock(`${blobPath}.lock`, `${blobPath}.incomplete`, what, ctx.log);
   try {
     // Another process may have finished it while we waited.
     if (existsSync(blobPath)) return;
@@ -140,11 +152,11 @@ async function fetchResumable(blobPath: string, f: RemoteFile, what: string, ctx
       if (state.have === f.size) break;
       failure = `the connection closed after byte ${state.have} of ${f.size}`;
     } catch (err) {
-      if (!isNetworkError(err)) throw err;
-      failure = networkCause(err);
+      if (!isNetworkError(err) && !(err instanceof TransientHttpError)) throw err;
+      failure = err instanceof TransientHttpError ? `HTTP ${err.status}` : networkCause(err);
     }
     if (attempt >= attempts) throw new HubError(`download of ${what} failed after ${attempt} attempts (${failure}); run again to resume from byte ${state.have}`);
-    ctx.log(`connection lost while downloading ${what} (${failure}); resuming at byte ${state.have} (attempt ${attempt + 1} of ${attempts})`);
+    ctx.log(`download of ${what} interrupted (${failure}); resuming at byte ${state.have} (attempt ${attempt + 1} of ${attempts})`);
     await new Promise((res) => setTimeout(res, Math.min(8000, 250 * 2 ** attempt)));
     throwIfInterrupted();
   }
@@ -164,7 +176,8 @@ async function fetchFrom(partial: string, f: RemoteFile, ctx: DownloadContext, s
   const res = await fetch(ctx.url, { headers });
   if (!res.ok) {
     await res.body?.cancel();
-    throw new HubError(`${ctx.repo}/${f.path}: the Hub answered HTTP ${res.status} to the download request`);
+    const msg = `${ctx.repo}/${f.path}: the Hub answered HTTP ${res.status} to the download request`;
+    throw res.status === 429 || res.status >= 500 ? new TransientHttpError(msg, res.status) : new HubError(msg);
   }
   if (state.have > 0 && res.status !== 206) {
     // The server ignored the Range request: the body starts at byte 0 again.

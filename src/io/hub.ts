@@ -32,8 +32,8 @@ export interface ResolveModelOptions {
   checkConfig?: (dir: string) => void;
   /** Progress lines (what is fetched, resumed, retried). */
   log?: (line: string) => void;
-  /** A progress bar (bytes, rate) on stderr while weights download. Default false. */
-  progress?: boolean;
+  /** A progress bar (bytes, rate) on stderr while weights download, or on `stream` after `delayMs`. Default false. */
+  progress?: boolean | { stream: NodeJS.WriteStream; delayMs?: number };
 }
 
 export interface ResolvedModel {
@@ -187,7 +187,8 @@ export async function resolveModel(spec: string, options: ResolveModelOptions = 
     const todo = files.filter((f) => !existsSync(blob(f)));
     const total = todo.reduce((s, f) => s + f.size, 0);
     const start = todo.reduce((s, f) => s + partialBytes(blob(f), f.size), 0);
-    const progress = bar && options.progress ? createProgress({ label: `downloading ${repo}`, total, unit: 'bytes', start }) : null;
+    const p = options.progress;
+    const progress = bar && p ? createProgress({ label: `downloading ${repo}`, total, unit: 'bytes', start, ...(typeof p === 'object' ? p : {}) }) : null;
     let done = start;
     mkdirSync(join(storage, 'blobs'), { recursive: true });
     mkdirSync(snapshot, { recursive: true });

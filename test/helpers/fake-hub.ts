@@ -33,6 +33,8 @@ export interface FakeHub {
   requests: FakeHubRequest[];
   /** The next download of `file` sends `bytes` bytes, then the connection is cut. */
   dropOnce(file: string, bytes: number): void;
+  /** The next download of `file` (not the size probe) answers this HTTP status. */
+  failOnce(file: string, status: number): void;
   /** Downloads answer 200 with the whole file even when a Range is asked for (a proxy's quirk). */
   ignoreRange: boolean;
   /** Files whose content is served with one byte flipped (the listing keeps the true hash). */
@@ -57,10 +59,12 @@ function json(res: ServerResponse, status: number, body: unknown, headers: Recor
 export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<FakeHub> {
   const requests: FakeHubRequest[] = [];
   const drops = new Map<string, number>();
+  const failures = new Map<string, number>();
   const blobs = new Map<string, Buffer>();
   const hub: FakeHub = {
     url: '', server: null as unknown as Server, requests, ignoreRange: false, corrupt: new Set(),
     dropOnce: (file, bytes) => { drops.set(file, bytes); },
+    failOnce: (file, status) => { failures.set(file, status); },
     close: () => new Promise((res) => { hub.server.closeAllConnections(); hub.server.close(() => res()); }),
   };
 
@@ -68,6 +72,11 @@ export async function startFakeHub(repos: Record<string, FakeRepo>): Promise<Fak
     if (hub.corrupt.has(file)) {
       body = Buffer.from(body);
       body[body.length >> 1] ^= 0xff;
+    }
+    const fail = failures.get(file);
+    if (fail !== undefined && req.headers.range !== 'bytes=0-0') {
+      failures.delete(file);
+      return json(res, fail, { error: 'Service Unavailable' });
     }
     const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     let status = 200, start = 0, end = body.length - 1;
