@@ -31,7 +31,7 @@ import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
 import { fidelity, formatScore, type ModelScore } from '../eval/fidelity.js';
 import { peakRssBytes } from '../eval/memory.js';
-import { perplexity, readEvalText, tokenizeForPerplexity, type TextMode } from '../eval/perplexity.js';
+import { perplexity, readEvalText, tokenizeEnough, type TextMode } from '../eval/perplexity.js';
 import { GqaAttention } from '../models/attention.js';
 import type { LlamaModel } from '../models/llama.js';
 import { loadModel } from '../models/load.js';
@@ -165,24 +165,8 @@ function kvRows(L: LatentLayer): Float64Array {
   return W;
 }
 
-/**
- * Token ids of the start of `text`, enough for `need` tokens (all of it when need is undefined).
- * Long evaluation texts are tokenized only as far as the chunks used: whole documents (cut at
- * "\n\n") are added until the count suffices, so the ids used equal those of the whole text.
- */
-export function tokenizeEnough(tok: TextTokenizer, text: string, need: number | undefined): { ids: number[]; bos: boolean } {
-  if (need === undefined) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
-  let chars = Math.max(4096, need * 8);
-  for (;;) {
-    if (chars >= text.length) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
-    const cut = text.indexOf('\n\n', chars);
-    if (cut < 0) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
-    const r = tokenizeForPerplexity(tok, text.slice(0, cut), tok.addBosByDefault);
-    // A margin beyond `need` keeps the last used tokens away from the cut.
-    if (r.ids.length >= need + 64) return r;
-    chars *= 2;
-  }
-}
+// Moved to the evaluation layer (perplexity.ts); re-exported for the conversion modules.
+export { tokenizeEnough } from '../eval/perplexity.js';
 
 function cpuSeconds(): number {
   const u = process.resourceUsage();
@@ -367,7 +351,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   if (searching) {
     if (heldDocs.length === 0) throw new Error('searching --freqfold/--rope-dim needs held-out documents: give a calibration text with at least 2 documents');
     const chunks = o.searchChunks ?? 16;
-    const { ids, bos } = tokenizeEnough(tok, heldDocs.join('\n\n'), chunks * evalCtx);
+    const { ids, bos } = await tokenizeEnough(tok, heldDocs.join('\n\n'), chunks * evalCtx);
     heldOut = { ids, bos, chunks, ctx: Math.min(evalCtx, Math.max(2, Math.floor(ids.length / 2))) };
   }
   const heldOutPpl = async (model: LlamaModel): Promise<number> =>
@@ -466,7 +450,7 @@ export async function convertModel(o: ConvertOptions): Promise<ConvertReport> {
   for (const t of texts) {
     setStage(`evaluation on ${t.name}`);
     await testPause('evaluation');
-    const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
+    const { ids, bos } = await tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
     const ctx = Math.min(evalCtx, ids.length);
     const f = await fidelity(src, [partialModel, mlaModel], ids, bos, { ctx, maxChunks: o.evalChunks });
     evaluations.push({

@@ -373,7 +373,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   }
   const evaluations: StockEvalReport[] = [];
   for (const t of texts) {
-    const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
+    const { ids, bos } = await tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
     const f = await fidelity(exact, [stock], ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks });
     const s = f.models[0]!;
     const gap = 100 * (s.ppl / f.reference.ppl - 1);

@@ -310,7 +310,7 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
   const evaluations: EvalReport[] = [];
   for (const t of texts) {
     setStage(`evaluation on ${t.name}`);
-    const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
+    const { ids, bos } = await tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
     const f = await fidelity(src, [partialModel, mlaModel], ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks });
     evaluations.push({
       text: t.name, sha256: t.sha, mode: t.mode, ctx: f.ctx, chunks: f.chunks, predictions: f.predictions, convention: f.convention,
