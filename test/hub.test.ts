@@ -128,6 +128,7 @@ describe('resolveModel with a fake Hub', { skip: skipUnlessAsset(SRC) }, () => {
     assert.deepEqual([pinned.dir, pinned.origin], [r.dir, 'cache']);
     assert.equal(hub.requests.length, before, 'a cached commit is immutable: no request');
     await assert.rejects(resolveModel('someone/tiny@v1', opts({ cacheDir, revision: 'main' })), /names revision v1 but --revision says main/);
+    await assert.rejects(resolveModel('someone/tiny', opts({ cacheDir, revision: '../../escape' })), /revision "\.\.\/\.\.\/escape" is not a branch, tag or commit name/);
     await assert.rejects(resolveModel('someone/tiny', opts({ cacheDir, revision: 'v9' })), /someone\/tiny on http:\/\/127\.0\.0\.1:\d+ has no revision "v9"/);
   });
 

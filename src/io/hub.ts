@@ -57,8 +57,13 @@ export function parseHubId(spec: string): { repo: string; revision: string | nul
   const m = HUB_ID.exec(spec);
   if (!m || m[1]!.includes('..') || m[1]!.includes('--')) return null;
   const rev = m[2] ?? null;
-  if (rev !== null && (rev.includes('..') || rev.startsWith('/') || rev.endsWith('/'))) return null;
+  if (rev !== null && !validRevision(rev)) return null;
   return { repo: m[1]!, revision: rev };
+}
+
+/** A branch, tag or commit name that stays inside refs/ of the cache (refs/pr/1 is fine, ../x is not). */
+function validRevision(rev: string): boolean {
+  return rev !== '' && !rev.split('/').some((part) => part === '' || part === '.' || part === '..') && !/[\\\s:]/.test(rev);
 }
 
 function envTrue(v: string | undefined): boolean {
@@ -122,6 +127,7 @@ export async function resolveModel(spec: string, options: ResolveModelOptions = 
     throw new HubError(`${spec} names revision ${id.revision} but --revision says ${options.revision}; give one`);
   }
   const revision = options.revision ?? id.revision ?? 'main';
+  if (!validRevision(revision)) throw new HubError(`revision ${JSON.stringify(revision)} is not a branch, tag or commit name`);
   const hubUrl = (options.hubUrl ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT)).replace(/\/+$/, '');
   const offline = options.offline ?? envTrue(process.env.HF_HUB_OFFLINE);
   const accessToken = (options.accessToken ?? process.env.HF_TOKEN) || undefined;
@@ -169,7 +175,8 @@ export async function resolveModel(spec: string, options: ResolveModelOptions = 
       if (f.type !== 'file') continue;
       const size = f.lfs?.size ?? f.size;
       const etag = f.lfs?.oid ?? f.oid;
-      if (!etag) continue;
+      // The blob's file name in the cache: only a hash is acceptable.
+      if (!etag || !/^([0-9a-f]{40}|[0-9a-f]{64})$/.test(etag)) continue;
       listing.set(f.path, { path: f.path, size, etag, hash: f.lfs ? { algo: 'sha256', hex: f.lfs.oid } : { algo: 'git-sha1', hex: etag } });
     }
   } catch (err) {
