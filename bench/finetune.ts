@@ -131,7 +131,7 @@ export async function run(argv: string[]): Promise<object> {
       const orig = loadModel(dir);
       const tok = orig.tokenizer;
       if (!tok) throw new Error(`${dir} has no tokenizer`);
-      const docs = tokenizeDocuments(tok, docsText);
+      const docs = await tokenizeDocuments(tok, docsText);
       const { ids, bos } = tokenizeForPerplexity(tok, readEvalText(EVAL_TEXT).text);
       const budgetTokens = Math.floor(a.budget * pre);
       const steps = Math.floor(budgetTokens / (a.batch * a.seqLen));

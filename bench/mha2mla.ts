@@ -107,7 +107,7 @@ export async function run(argv: string[]): Promise<object> {
       const dtype = src.weightDtype;
 
       // Evaluation tokens: the first chunks of the in-domain text (the documents as one string).
-      const { ids, bos } = tokenizeEnough(tok, readFileSync(inDomain, 'utf8'), a.evalChunks * a.evalCtx);
+      const { ids, bos } = await tokenizeEnough(tok, readFileSync(inDomain, 'utf8'), a.evalChunks * a.evalCtx);
       const ctx = Math.min(a.evalCtx, src.config.maxPositionEmbeddings);
 
       // One calibration pass: exact mean pair norms (S_2-norm) and layer-input second moments.

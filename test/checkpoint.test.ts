@@ -323,7 +323,7 @@ describe('withAtomicDir', () => {
     mkdirSync(out);
     writeFileSync(join(out, 'old.txt'), 'old');
     let ran = false;
-    await assert.rejects(withAtomicDir(out, {}, async () => { ran = true; }), (e: unknown) => e instanceof AtomicDirError && /exists and is not empty; pass overwrite/.test(e.message));
+    await assert.rejects(withAtomicDir(out, {}, async () => { ran = true; }), (e: unknown) => e instanceof AtomicDirError && /exists and is not empty; pass --overwrite to replace it/.test(e.message));
     assert.equal(ran, false, 'refused before doing any work');
     await withAtomicDir(out, { overwrite: true }, async (t) => writeFileSync(join(t, 'new.txt'), 'new'));
     assert.deepEqual(readdirSync(out), ['new.txt']);

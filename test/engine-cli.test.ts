@@ -1,14 +1,21 @@
 // The inspect / ppl / generate commands, run in-process on the small TinyStories checkpoint.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { commands } from '../src/cli/commands.js';
 import { UsageError } from '../src/cli/args.js';
-import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
+import { defaultPplContext, perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { loadModel } from '../src/arch/load.js';
+import type { Decoder } from '../src/models/decoder.js';
 import { assetPath } from './helpers/assets.js';
+import { capture as captureIo } from './helpers/capture.js';
+
+async function captureAll(fn: () => Promise<unknown>): Promise<{ out: string; err: string }> {
+  const r = await captureIo(fn);
+  return { out: r.out, err: r.err };
+}
 
 /** Runs a command, capturing what it writes to stdout. */
 async function capture(name: string, argv: string[]): Promise<string> {
@@ -76,6 +83,34 @@ describe('engine commands', { skip }, () => {
     const s1 = await capture('generate', [model!, '--prompt', 'Tom', '--max-tokens', '12', '--seed', '5', '--quiet']);
     const s2 = await capture('generate', [model!, '--prompt', 'Tom', '--max-tokens', '12', '--seed', '5', '--quiet']);
     assert.equal(s1, s2);
+  });
+
+  it('ppl: the default --ctx is the model\'s trained window (TinyStories-656K: 512), at most 2048', async () => {
+    const text = assetPath('text/tinystories/tinystories_val_sample.txt')!;
+    const ppl = await commands.ppl!();
+    const r = await captureAll(() => ppl.run([model!, '--text', text, '--max-chunks', '2', '--json']));
+    assert.equal((JSON.parse(r.out) as { ctx: number }).ctx, 512);
+    assert.doesNotMatch(r.err, /exceeds the model's/);
+    const { model: lm } = loadModel(model!);
+    assert.equal(defaultPplContext(lm), 512);
+    assert.equal(defaultPplContext({ config: { maxPositionEmbeddings: 131_072 }, slidingWindow: null } as Decoder), 2048);
+    assert.equal(defaultPplContext({ config: { maxPositionEmbeddings: 32_768 }, slidingWindow: 1024 } as Decoder), 1024);
+  });
+
+  it('ppl --max-chunks tokenizes only what the chunks need, with the ids of the whole text', async () => {
+    const path = assetPath('text/tinystories/tinystories_val_sample.txt')!;
+    const ppl = await commands.ppl!();
+    const r = await captureAll(() => ppl.run([model!, '--text', path, '--ctx', '128', '--max-chunks', '3', '--json']));
+    const j = JSON.parse(r.out) as { ppl: number; chunks: number; tokenized: { chars: number; ofChars: number; complete: boolean } };
+    assert.equal(j.tokenized.complete, false);
+    assert.ok(j.tokenized.chars < j.tokenized.ofChars / 10, `${j.tokenized.chars} of ${j.tokenized.ofChars} characters`);
+    const { model: lm, tokenizer } = loadModel(model!);
+    // The whole text, tokenized (by the Rust binding: same ids as encode, test/tokenize-lazy.test.ts).
+    const ids = await tokenizer!.encodeAsync(readFileSync(path, 'utf8'), { addBos: true });
+    const whole = await perplexity(lm, ids, true, { ctx: 128, maxChunks: 3 });
+    assert.equal(j.ppl, whole.ppl);
+    const text = await capture('ppl', [model!, '--text', path, '--ctx', '128', '--max-chunks', '3']);
+    assert.match(text, /tokens from the first \d+\.\d % of the text \(as far as the chunks need\)/);
   });
 
   it('rejects bad flags with a usage error', async () => {

@@ -24,6 +24,7 @@ import { MlaAttention } from '../src/models/mla-attention.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import type { Tensor } from '../src/tensor.js';
 import { commands } from '../src/cli/commands.js';
+import { capture } from './helpers/capture.js';
 import { UsageError } from '../src/cli/args.js';
 import { readGguf } from '../src/io/gguf.js';
 import { assetPath } from './helpers/assets.js';
@@ -222,13 +223,10 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     const conv = await commands.convert!();
     await assert.rejects(conv.run([dir, '--out', join(tmp, 'y'), '--calib', calibText!, '--kv-fraction', '0.5', '--outtype', 'f16']), /--outtype needs --target gguf/);
     const gguf = join(tmp, 'cli.gguf');
-    const log = process.stdout.write;
-    process.stdout.write = (() => true) as typeof process.stdout.write;
-    try {
-      await cmd.run([dir, '--target', 'gguf', '--out', gguf, '--calib', calibText!, '--calib-samples', '4', '--calib-seqlen', '32', '--eval-ctx', '32', '--eval-chunks', '1', '--outtype', 'f16']);
-    } finally {
-      process.stdout.write = log;
-    }
+    const { out } = await capture(() => cmd.run([dir, '--target', 'gguf', '--out', gguf, '--calib', calibText!, '--calib-samples', '4', '--calib-seqlen', '32', '--eval-ctx', '32', '--eval-chunks', '1', '--outtype', 'f16']));
+    // The strict export in between goes to a scratch folder that is deleted: it is not a result.
+    assert.doesNotMatch(out, /\.transmla-/);
+    assert.match(out, new RegExp(`^wrote ${gguf} \\(deepseek2, f16, \\d+ tensors\\)$`, 'm'));
     const g = readGguf(gguf);
     assert.equal(g.metadata.get('general.architecture')?.value, 'deepseek2');
     assert.equal(g.metadata.get('deepseek2.attention.kv_lora_rank')?.value, spec.kvLoraRank);
@@ -240,10 +238,14 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     const out = join(tmp, 'ts-ds3');
     const evalPath = join(tmp, 'eval-ts.txt');
     writeFileSync(evalPath, readFileSync(calibText!, 'utf8').slice(0, 3000));
+    const lines: string[] = [];
     const r = await convertToTarget(
-      { model: vocabDir!, out, kvLoraRank: 8, ropeDim: 4, freqFold: 4, calib: calibText!, calibSamples: 4, calibSeqLen: 32, evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: 32, evalChunks: 2 },
+      { model: vocabDir!, out, kvLoraRank: 8, ropeDim: 4, freqFold: 4, calib: calibText!, calibSamples: 4, calibSeqLen: 32, evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: 32, evalChunks: 2, log: (l) => lines.push(l) },
       { target: 'deepseek-v3' },
     );
+    // Only the final folder is printed as a result; the exact intermediate is deleted.
+    assert.deepEqual(lines.filter((l) => /^(saved|report) /.test(l)), [`saved ${out}`, `report ${join(out, 'report.html')}`]);
+    assert.ok(!lines.some((l) => l.includes('.transmla-')), lines.join('\n'));
     assert.equal(r.conversion.variant, 'exact');
     assert.equal(r.export.stock?.variant, 'deepseek-v3');
     assert.ok(r.export.stock!.evaluations[0]!.exact.ppl > 0);

@@ -4,9 +4,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, test } from 'node:test';
 import { commands } from '../src/cli/commands.js';
+import { exportModel } from '../src/export/targets.js';
 import { buildMha2mlaModel, convertMha2mla, mha2mlaBudget } from '../src/convert/mha2mla.js';
 import type { Mha2mlaReport } from '../src/schema/transmla-json.js';
 import { headRowOrder, mha2mlaLayer, type Mha2mlaLayerWeights } from '../src/convert/mha2mla-layer.js';
@@ -239,6 +240,19 @@ test('convert --method mha2mla on kjv-mha (S_2-norm, activation-aware joint, 12.
   const q8 = JSON.parse(pplOut) as { ppl: number; kvQuant: string };
   assert.equal(q8.kvQuant, 'int8:g32');
   assert.ok(Math.abs(Math.log(q8.ppl / ev.mla.ppl)) < 0.01, `int8 cache ppl ${q8.ppl} vs f32 ${ev.mla.ppl}`);
+
+  // No stock export exists (one shared RoPE key head in DeepSeek-V3): the message says what does
+  // work — TransMLA on the source, which --method mha2mla would reject with --target.
+  const noStock = join(tmp, 'mha2mla-export');
+  for (const target of ['deepseek-v3', 'gguf'] as const) {
+    await assert.rejects(exportModel({ model: out, target, out: noStock, calib: mustAsset('text/kjv-old-testament-calib.txt') }), (e: unknown) => {
+      const m = (e as Error).message;
+      assert.equal(m, `${out} is an MHA2MLA folder (RoPE keys per KV head); stock DeepSeek-V3 code has one RoPE key shared by all heads, so it has no stock form. ` +
+        `Convert the source with TransMLA (the default method) instead: transmla convert ${resolve(mustAsset('models/kjv-mha'))} --target deepseek-v3 --kv-fraction 0.125 --calib ${resolve(mustAsset('text/kjv-old-testament-calib.txt'))} --out DIR`);
+      return true;
+    });
+  }
+  assert.equal(existsSync(noStock), false);
 });
 
 async function captureStdout(fn: () => Promise<unknown>): Promise<string> {

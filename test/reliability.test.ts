@@ -126,7 +126,7 @@ describe('--out safety of every writing command', { skip }, () => {
     const d = fresh('export');
     const exists = join(d, 'model.bin');
     writeFileSync(exists, 'old');
-    assert.throws(() => exportLlama2c(m.model, exists), /output file exists; pass overwrite/);
+    assert.throws(() => exportLlama2c(m.model, exists), /output file exists; pass --overwrite to replace it/);
     assert.equal(readFileSync(exists, 'utf8'), 'old');
     assert.throws(() => exportLlama2c(m.model, d, { overwrite: true }), /output path is a folder/);
     assert.throws(() => exportLlama2c(m.model, join(m.model, 'model.safetensors'), { overwrite: true }), /output is an input of the export/);

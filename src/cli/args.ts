@@ -1,7 +1,12 @@
 // Minimal flag parser for the CLI: `--name value`, `--name=value`, boolean `--flag`, positionals.
-// Commands declare their flags so a typo is an error, not a silently ignored option.
+// Commands declare their flags so a typo is an error, not a silently ignored option. Every
+// problem with the command line is a UsageError: main.ts prints it with the command's usage and
+// exits 2 (other failures exit 1).
+import { OptionError } from '../option-error.js';
 
-export class UsageError extends Error {}
+export class UsageError extends OptionError {
+  override name = 'UsageError';
+}
 
 export interface FlagSpec {
   /** 'string' takes a value; 'boolean' does not. */
@@ -52,10 +57,61 @@ export function int(p: ParsedArgs, name: string, dflt?: number, min = 0): number
   return Number(v);
 }
 
-export function num(p: ParsedArgs, name: string, dflt?: number): number | undefined {
+/** Bounds for num(): gt/ge below, lt/le above. */
+export interface NumRange {
+  gt?: number;
+  ge?: number;
+  lt?: number;
+  le?: number;
+}
+
+function rangeText(r: NumRange): string {
+  const lo = r.gt !== undefined ? `(${r.gt}` : r.ge !== undefined ? `[${r.ge}` : null;
+  const hi = r.lt !== undefined ? `${r.lt})` : r.le !== undefined ? `${r.le}]` : null;
+  if (lo && hi) return ` in ${lo}, ${hi}`;
+  if (lo) return r.gt !== undefined ? ` > ${r.gt}` : ` ≥ ${r.ge}`;
+  if (hi) return r.lt !== undefined ? ` < ${r.lt}` : ` ≤ ${r.le}`;
+  return '';
+}
+
+export function num(p: ParsedArgs, name: string, dflt?: number, range: NumRange = {}): number | undefined {
   const v = str(p, name);
   if (v === undefined) return dflt;
   const x = Number(v);
-  if (v.trim() === '' || !Number.isFinite(x)) throw new UsageError(`--${name} must be a number, got "${v}"`);
+  const ok = v.trim() !== '' && Number.isFinite(x) &&
+    (range.gt === undefined || x > range.gt) && (range.ge === undefined || x >= range.ge) &&
+    (range.lt === undefined || x < range.lt) && (range.le === undefined || x <= range.le);
+  if (!ok) throw new UsageError(`--${name} must be a number${rangeText(range)}, got "${v}"`);
   return x;
+}
+
+/** The value of a flag that must be given. */
+export function required(p: ParsedArgs, name: string, what: string): string {
+  const v = str(p, name);
+  if (v === undefined || v === '') throw new UsageError(`--${name} ${what} is required`);
+  return v;
+}
+
+/** A flag restricted to a few words. */
+export function oneOf<T extends string>(p: ParsedArgs, name: string, allowed: readonly T[], dflt: T): T {
+  const v = str(p, name);
+  if (v === undefined) return dflt;
+  if (!(allowed as readonly string[]).includes(v)) {
+    const list = allowed.length > 1 ? `${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}` : allowed[0];
+    throw new UsageError(`--${name} must be ${list}, got "${v}"`);
+  }
+  return v as T;
+}
+
+/** Exactly one of two alternatives (e.g. a rank or a fraction). */
+export function exactlyOne(p: ParsedArgs, a: string, b: string, hint: string): void {
+  const has = (n: string): boolean => p.flags.has(n);
+  if (has(a) && has(b)) throw new UsageError(`give either --${a} or --${b}, not both`);
+  if (!has(a) && !has(b)) throw new UsageError(`give ${hint}`);
+}
+
+/** The single positional argument (the model, a folder…). */
+export function onePositional(p: ParsedArgs, what: string): string {
+  if (p.positionals.length !== 1) throw new UsageError(`expected exactly one ${what}${p.positionals.length > 1 ? `, got ${p.positionals.length}: ${p.positionals.join(' ')}` : ''}`);
+  return p.positionals[0]!;
 }

@@ -25,6 +25,7 @@ import { gemmF64 } from '../linalg/dense.js';
 import { addInPlace, embedRow, rmsNorm } from '../models/ops.js';
 import { Workspace } from '../models/workspace.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { OptionError } from '../option-error.js';
 
 /** Documents of a calibration text: JSONL "text" fields, or blank-line-separated blocks of a plain file. */
 export function readDocuments(path: string): string[] {
@@ -71,8 +72,8 @@ export interface SampleOptions {
 
 /** N samples of exactly L tokens each. */
 export function calibrationSamples(tok: TextTokenizer, docs: readonly string[], o: SampleOptions): Int32Array[] {
-  if (!Number.isInteger(o.samples) || o.samples < 1) throw new Error(`--calib-samples must be a positive integer, got ${o.samples}`);
-  if (!Number.isInteger(o.seqLen) || o.seqLen < 2) throw new Error(`--calib-seqlen must be an integer ≥ 2, got ${o.seqLen}`);
+  if (!Number.isInteger(o.samples) || o.samples < 1) throw new OptionError(`--calib-samples must be a positive integer, got ${o.samples}`);
+  if (!Number.isInteger(o.seqLen) || o.seqLen < 2) throw new OptionError(`--calib-seqlen must be an integer ≥ 2, got ${o.seqLen}`);
   if (docs.length === 0) throw new Error('no calibration documents');
   const rnd = seededRandom(o.seed);
   const addBos = tok.addBosByDefault && tok.bosId !== null;

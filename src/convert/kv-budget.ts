@@ -1,5 +1,6 @@
 // KV-cache budgets: (docs/methods.md#shape-search) the source caches 2·G·d values per token per layer, the MLA model
 // r + d_R. Turns a target fraction into (r, d_R) and checks user-given ranks.
+import { OptionError } from '../option-error.js';
 
 export interface KvShape {
   nKvHeads: number;
@@ -40,9 +41,9 @@ export function defaultRopeDim(headDim: number, width: number): number {
 /** Checks r against the joint latent's size 2·G·d − d_R, with a message that says what to change. */
 export function checkKvRank(s: KvShape, kvLoraRank: number, ropeDim: number): void {
   const max = sourceKvWidth(s) - ropeDim;
-  if (!Number.isInteger(kvLoraRank) || kvLoraRank < 1) throw new Error(`--kv-lora-rank must be a positive integer, got ${kvLoraRank}`);
+  if (!Number.isInteger(kvLoraRank) || kvLoraRank < 1) throw new OptionError(`--kv-lora-rank must be a positive integer, got ${kvLoraRank}`);
   if (kvLoraRank > max) {
-    throw new Error(`--kv-lora-rank ${kvLoraRank} is larger than the key/value latent allows: r ≤ 2·G·d − d_R = 2·${s.nKvHeads}·${s.headDim} − ${ropeDim} = ${max}`);
+    throw new OptionError(`--kv-lora-rank ${kvLoraRank} is larger than the key/value latent allows: r ≤ 2·G·d − d_R = 2·${s.nKvHeads}·${s.headDim} − ${ropeDim} = ${max}`);
   }
 }
 
@@ -51,13 +52,13 @@ export function checkKvRank(s: KvShape, kvLoraRank: number, ropeDim: number): vo
  * given one, or defaultRopeDim of the budget.
  */
 export function kvForFraction(s: KvShape, fraction: number, ropeDim?: number): KvChoice {
-  if (!(fraction > 0 && fraction <= 1)) throw new Error(`--kv-fraction must be in (0, 1], got ${fraction}`);
+  if (!(fraction > 0 && fraction <= 1)) throw new OptionError(`--kv-fraction must be in (0, 1], got ${fraction}`);
   const full = sourceKvWidth(s);
   // A hair of tolerance so 0.3125·256 = 80 is not lost to rounding.
   const width = Math.floor(fraction * full + 1e-9);
   const dR = ropeDim ?? defaultRopeDim(s.headDim, width);
   const r = width - dR;
-  if (r < 1) throw new Error(`--kv-fraction ${fraction} gives ${width} values per token, no room for a latent beside ${dR} RoPE dims`);
+  if (r < 1) throw new OptionError(`--kv-fraction ${fraction} gives ${width} values per token, no room for a latent beside ${dR} RoPE dims`);
   checkKvRank(s, r, dR);
   return { kvLoraRank: r, ropeDim: dR, fraction: (r + dR) / full };
 }

@@ -29,6 +29,7 @@ import { widen } from '../models/weights.js';
 import { ropePairElements, type GqaLayerSource } from './gqa-to-mla.js';
 import type { LinearF64 } from './latent-layer.js';
 import { tensorOf } from './mla-build.js';
+import { OptionError } from '../option-error.js';
 
 import type { LowRankInit } from '../schema/transmla-json.js';
 
@@ -155,10 +156,10 @@ export function mha2mlaLayer(s: GqaLayerSource, o: Mha2mlaLayerOptions): Mha2mla
     R = o.kvRank;
     const C = o.inputCov ?? identity(D);
     if (C.length !== D * D) throw new Error(`input covariance has ${C.length} values, expected ${D}²`);
-    if (!Number.isInteger(R) || R < 1) throw new Error(`--kv-rank must be a positive integer, got ${R}`);
+    if (!Number.isInteger(R) || R < 1) throw new OptionError(`--kv-rank must be a positive integer, got ${R}`);
     if (o.init === 'joint') {
       const max = Math.min(m, D);
-      if (R > max) throw new Error(`--kv-rank ${R} exceeds what a joint factorisation of [W_k,nope ; W_v] (${m}×${D}) admits: ${max}`);
+      if (R > max) throw new OptionError(`--kv-rank ${R} exceeds what a joint factorisation of [W_k,nope ; W_v] (${m}×${D}) admits: ${max}`);
       const W = new Float64Array(m * D);
       W.set(kNope.w);
       W.set(v.w, mK * D);
@@ -170,7 +171,7 @@ export function mha2mlaLayer(s: GqaLayerSource, o: Mha2mlaLayerOptions): Mha2mla
       spectra.push({ part: 'keys+values', rank: R, total: f.total, values: f.spectrum });
     } else {
       const rk = Math.min(Math.ceil(R / 2), mK, D), rv = R - rk;
-      if (rv > Math.min(mV, D) || rv < 1) throw new Error(`--kv-rank ${R} cannot be split into key rank ${rk} ≤ ${Math.min(mK, D)} and value rank ${rv} in 1..${Math.min(mV, D)}`);
+      if (rv > Math.min(mV, D) || rv < 1) throw new OptionError(`--kv-rank ${R} cannot be split into key rank ${rk} ≤ ${Math.min(mK, D)} and value rank ${rv} in 1..${Math.min(mV, D)}`);
       const fk = weightedLowRank(kNope.w, mK, D, C, rk);
       const fv = weightedLowRank(v.w, mV, D, C, rv);
       down = new Float64Array(R * D);

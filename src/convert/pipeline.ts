@@ -18,7 +18,9 @@ import type { ModelArgs } from '../arch/args.js';
 import { loadModel } from '../arch/load.js';
 import type { ConversionMethod } from '../arch/family.js';
 import { fidelity, type FidelityResult } from '../eval/fidelity.js';
-import { readEvalText, tokenizeForPerplexity } from '../eval/perplexity.js';
+import { readEvalText, tokenizeEnough } from '../eval/perplexity.js';
+
+export { tokenizeEnough } from '../eval/perplexity.js';
 import { withAtomicDir } from '../io/atomic-dir.js';
 import { openCheckpoint, writeCheckpoint, type Checkpoint } from '../io/checkpoint.js';
 import { finiteSource } from '../io/finite.js';
@@ -73,25 +75,6 @@ export function secondsSince(t: number): number {
 /** Every file a conversion reads: the output folder must not be or contain any of them. */
 export function convertInputs(o: { model: string; calib: string; evalTexts?: readonly { path: string }[] }): string[] {
   return [o.model, o.calib, ...(o.evalTexts ?? []).map((t) => t.path)];
-}
-
-/**
- * Token ids of the start of `text`, enough for `need` tokens (all of it when need is undefined).
- * Long evaluation texts are tokenized only as far as the chunks used: whole documents (cut at
- * "\n\n") are added until the count suffices, so the ids used equal those of the whole text.
- */
-export function tokenizeEnough(tok: TextTokenizer, text: string, need: number | undefined): { ids: number[]; bos: boolean } {
-  if (need === undefined) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
-  let chars = Math.max(4096, need * 8);
-  for (;;) {
-    if (chars >= text.length) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
-    const cut = text.indexOf('\n\n', chars);
-    if (cut < 0) return tokenizeForPerplexity(tok, text, tok.addBosByDefault);
-    const r = tokenizeForPerplexity(tok, text.slice(0, cut), tok.addBosByDefault);
-    // A margin beyond `need` keeps the last used tokens away from the cut.
-    if (r.ids.length >= need + 64) return r;
-    chars *= 2;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,7 +195,7 @@ export async function evaluateStages(reference: Decoder, stages: readonly Decode
   for (const t of texts) {
     setStage(`evaluation on ${t.name}`);
     await testPause('evaluation');
-    const { ids, bos } = tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
+    const { ids, bos } = await tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
     out.push({ text: t, result: await fidelity(reference, stages, ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks }) });
   }
   return out;

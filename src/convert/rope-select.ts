@@ -13,6 +13,7 @@
 import { gemmF64 } from '../linalg/dense.js';
 import { ropePairElements } from './gqa-to-mla.js';
 import type { RopeLayout } from '../models/rope.js';
+import { OptionError } from '../option-error.js';
 
 import { ROPE_SELECTIONS, type NormStat, type RopeSelection } from '../schema/transmla-json.js';
 
@@ -110,7 +111,7 @@ export function pairScores(norms: PairNorms): number[][] {
  */
 export function selectRopePairs(strategy: RopeSelection, r: number, headDim: number, nKvHeads: number, norms: PairNorms | null = null): number[][] {
   const half = headDim / 2;
-  if (!Number.isInteger(r) || r < 0 || r >= half) throw new Error(`--rope-pairs must be an integer in 0..${half - 1} (head_dim ${headDim} has ${half} pairs; at least one must go to the latent), got ${r}`);
+  if (!Number.isInteger(r) || r < 0 || r >= half) throw new OptionError(`--rope-pairs must be an integer in 0..${half - 1} (head_dim ${headDim} has ${half} pairs; at least one must go to the latent), got ${r}`);
   const same = (ks: number[]): number[][] => Array.from({ length: nKvHeads }, () => ks.slice());
   switch (strategy) {
     case 'high': return same(Array.from({ length: r }, (_, i) => i));

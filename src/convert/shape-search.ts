@@ -122,7 +122,7 @@ export async function searchShape(model: Decoder, src: ConversionSource, covs: S
   };
   if (c.heldOut.length === 0) throw new Error('searching --freqfold/--rope-dim needs held-out documents: give a calibration text with at least 2 documents');
   const chunks = o.searchChunks ?? 16;
-  const { ids, bos } = tokenizeEnough(src.tokenizer, c.heldOut.join('\n\n'), chunks * x.evalCtx);
+  const { ids, bos } = await tokenizeEnough(src.tokenizer, c.heldOut.join('\n\n'), chunks * x.evalCtx);
   const ctx = Math.min(x.evalCtx, Math.max(2, Math.floor(ids.length / 2)));
   const heldOutPpl = async (m: Decoder): Promise<number> => (await perplexity(m, ids, bos, { ctx, maxChunks: chunks })).ppl;
   if (x.ropeDim === 'auto') {

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Decoder } from '../models/decoder.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { interruptPoint } from '../io/interrupt.js';
+import { OptionError } from '../option-error.js';
 
 /**
  * How a text file becomes one string:
@@ -22,8 +23,19 @@ export function textModeFor(path: string): TextMode {
   return path.endsWith('.jsonl') ? 'jsonl' : 'file';
 }
 
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR') throw new Error(`${path} is a folder; expected a text file (.txt, or .jsonl with "text" fields)`);
+    if (code === 'ENOENT') throw new Error(`${path}: no such file`);
+    throw new Error(`${path}: cannot read: ${(e as Error).message}`);
+  }
+}
+
 export function readEvalText(path: string, mode: TextMode = textModeFor(path)): { text: string; documents: number } {
-  const raw = readFileSync(path, 'utf8');
+  const raw = readText(path);
   if (mode === 'file') return { text: raw, documents: raw.split(/\n\s*\n/).filter((d) => d.trim() !== '').length };
   if (mode === 'lines') {
     // Keep each line's newline, as `datasets` does; whitespace-only lines become "".
@@ -89,6 +101,51 @@ export function tokenizeForPerplexity(tok: TextTokenizer, text: string, bos = to
   return { ids: tok.encode(text, { addBos: bos }), bos };
 }
 
+/** The longest default context: the GPTQ/TransMLA papers' 2048. */
+export const MAX_DEFAULT_PPL_CONTEXT = 2048;
+
+/**
+ * The context a perplexity defaults to: the window the model was trained on (its
+ * max_position_embeddings, or its sliding window when smaller), at most 2048 tokens.
+ */
+export function defaultPplContext(model: Decoder): number {
+  return Math.min(MAX_DEFAULT_PPL_CONTEXT, model.config.maxPositionEmbeddings, model.slidingWindow ?? Infinity);
+}
+
+/** Token ids of (the start of) a text. */
+export interface TokenizedText {
+  ids: number[];
+  bos: boolean;
+  /** Characters tokenized: all of the text, or a prefix ending at a document boundary ("\n\n"). */
+  chars: number;
+  /** Whether the whole text was tokenized. */
+  complete: boolean;
+}
+
+/** Tokens kept beyond `need` so the ids used lie well before the cut (only the last few can differ). */
+const CUT_MARGIN = 64;
+
+/**
+ * Token ids of the start of `text`, enough for `need` tokens (all of it when need is undefined),
+ * as tokenizeForPerplexity gives them for the whole text. Long texts are tokenized only as far
+ * as needed: the text is cut at the first document boundary ("\n\n") past 8·need characters,
+ * the cut doubled until it yields need + 64 tokens. BPE merges are local, so the first `need`
+ * ids equal those of the whole text (test/tokenize-lazy.test.ts checks it on the shared texts).
+ */
+export async function tokenizeEnough(tok: TextTokenizer, text: string, need: number | undefined, bos = tok.addBosByDefault): Promise<TokenizedText> {
+  const whole = async (): Promise<TokenizedText> => ({ ids: await tok.encodeAsync(text, { addBos: bos }), bos, chars: text.length, complete: true });
+  if (need === undefined) return whole();
+  let chars = Math.max(4096, need * 8);
+  for (;;) {
+    if (chars >= text.length) return whole();
+    const cut = text.indexOf('\n\n', chars);
+    if (cut < 0) return whole();
+    const ids = await tok.encodeAsync(text.slice(0, cut), { addBos: bos });
+    if (ids.length >= need + CUT_MARGIN) return { ids, bos, chars: cut, complete: false };
+    chars *= 2;
+  }
+}
+
 /** −log softmax(logits)[target], in float64. */
 export function nllOf(logits: Float32Array, target: number): number {
   let max = -Infinity;
@@ -103,7 +160,7 @@ export async function perplexity(model: Decoder, ids: readonly number[], bos: bo
   if (!Number.isInteger(ctx) || ctx < 2) throw new Error(`ctx must be an integer ≥ 2, got ${ctx}`);
   const w = model.slidingWindow;
   if (w !== null && ctx > w) {
-    throw new Error(`--ctx ${ctx} exceeds the model's sliding attention window of ${w} tokens; the engine implements full attention only, ` +
+    throw new OptionError(`--ctx ${ctx} exceeds the model's sliding attention window of ${w} tokens; the engine implements full attention only, ` +
       `so perplexity would be computed with the wrong attention past position ${w}: use --ctx ${w} or less`);
   }
   const available = Math.floor(ids.length / ctx);

@@ -59,9 +59,20 @@ function readJson(path: string): Record<string, unknown> | null {
   }
 }
 
+/** Why an MHA2MLA folder cannot be exported, and the conversion that gives a stock folder (its source, through TransMLA). */
+function mha2mlaHasNoStockForm(folder: string, report: Record<string, unknown> | null): string {
+  const source = (report?.source as { path?: unknown } | undefined)?.path;
+  const fraction = (report?.parameters as { kvFraction?: unknown } | undefined)?.kvFraction;
+  const calib = (report?.calibration as { file?: unknown } | undefined)?.file;
+  return `${folder} is an MHA2MLA folder (RoPE keys per KV head); stock DeepSeek-V3 code has one RoPE key shared by all heads, so it has no stock form. ` +
+    `Convert the source with TransMLA (the default method) instead: transmla convert ${typeof source === 'string' ? source : '<source model>'} --target deepseek-v3 ` +
+    `${typeof fraction === 'number' ? `--kv-fraction ${Number(fraction.toFixed(6))}` : '--kv-fraction F'} --calib ${typeof calib === 'string' ? calib : 'FILE'} --out DIR`;
+}
+
 export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExportReport> {
   const log = o.log ?? (() => {});
   const loaded = loadModel(o.model);
+  if (loaded.mha2mla) throw new Error(mha2mlaHasNoStockForm(o.model, readJson(join(o.model, 'transmla.json'))));
   if (!loaded.mla) throw new Error(`${o.model} is not an MLA (DeepSeek-V3) folder; convert it first (\`transmla convert … --target deepseek-v3\`)`);
   if (loaded.mla.semantics !== 'exact') throw new Error(`${o.model} already runs in stock DeepSeek-V3 semantics (no transmla.json marking it as the exact variant); there is nothing to export`);
   const tok = loaded.tokenizer;

@@ -5,13 +5,14 @@
 //                when the folder is the exact variant (llama.cpp runs stock semantics).
 // Intermediate folders live beside the output and are removed afterwards.
 import { existsSync, rmSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../export/gguf-deepseek2.js';
 import { mlaSemantics } from '../arch/deepseek.js';
 import type { FloatDType } from '../kernels/types.js';
 import { convertModel, type ConvertOptions } from '../convert/transmla.js';
 import type { ConvertReport, StockExportReport } from '../schema/transmla-json.js';
 import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
+import { OptionError } from '../option-error.js';
 
 export type ExportTarget = 'deepseek-v3' | 'gguf';
 export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'gguf'];
@@ -34,10 +35,22 @@ function scratch(out: string, tag: string): string {
   return join(dirname(resolve(out)), `.${tag}-${process.pid}-${Date.now().toString(36)}`);
 }
 
+/**
+ * An intermediate step's log without the lines naming its scratch folder or that folder's own
+ * temp sibling ("saved …", "report …", report warnings): it is deleted, not a result.
+ */
+function scratchQuiet(log: ((line: string) => void) | undefined, tmp: string): ((line: string) => void) | undefined {
+  const name = basename(tmp);
+  return log && ((line) => { if (!line.includes(name)) log(line); });
+}
+
 export async function exportModel(o: ExportOptions): Promise<ExportResult> {
-  if (!EXPORT_TARGETS.includes(o.target)) throw new Error(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
+  if (!EXPORT_TARGETS.includes(o.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
   if (o.target === 'deepseek-v3') {
     const stock = await exportDeepseekV3(o);
+    // The report of the final folder (an intermediate's "report …" line is not printed).
+    const report = join(resolve(o.out), 'report.html');
+    if (existsSync(report)) o.log?.(`report ${report}`);
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
   if (existsSync(o.out) && !o.overwrite) throw new Error(`${o.out} already exists (give --overwrite to replace it)`);
@@ -46,7 +59,7 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   const tmp = scratch(o.out, 'transmla-ds3');
   try {
     if (mlaSemantics(o.model) === 'exact') {
-      stock = await exportDeepseekV3({ ...o, out: tmp });
+      stock = await exportDeepseekV3({ ...o, out: tmp, log: scratchQuiet(o.log, tmp) });
       folder = tmp;
     }
     const gguf = exportDeepseek2Gguf(resolve(o.out), folder, { outType: o.outType });
@@ -62,7 +75,7 @@ export async function convertToTarget(c: ConvertOptions & { out: string }, e: Om
   if (existsSync(c.out) && !c.overwrite) throw new Error(`${c.out} already exists (give --overwrite to replace it)`);
   const tmp = scratch(c.out, 'transmla-exact');
   try {
-    const conversion = await convertModel({ ...c, out: tmp, overwrite: false });
+    const conversion = await convertModel({ ...c, out: tmp, overwrite: false, log: scratchQuiet(c.log, tmp) });
     const result = await exportModel({
       ...e, model: tmp, out: c.out, overwrite: c.overwrite, calib: c.calib,
       calibSamples: e.calibSamples ?? c.calibSamples, calibSeqLen: e.calibSeqLen ?? c.calibSeqLen, seed: e.seed ?? c.seed,

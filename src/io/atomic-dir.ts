@@ -144,7 +144,7 @@ export function checkOutputDir(finalDir: string, options: AtomicDirOptions): voi
     }
   }
   if (existing && readdirSync(target).length > 0 && !options.overwrite) {
-    throw new AtomicDirError(`output folder ${target} exists and is not empty; pass overwrite to replace it`);
+    throw new AtomicDirError(`output folder ${target} exists and is not empty; pass --overwrite to replace it`);
   }
 }
 
@@ -180,7 +180,7 @@ export async function withAtomicDir<T>(finalDir: string, options: AtomicDirOptio
   const now = statOrNull(target);
   try {
     if (now && !now.isDirectory()) throw new AtomicDirError(`output ${target} appeared as a file while writing`);
-    if (now && nonEmpty() && !options.overwrite) throw new AtomicDirError(`output folder ${target} appeared and is not empty; pass overwrite to replace it`);
+    if (now && nonEmpty() && !options.overwrite) throw new AtomicDirError(`output folder ${target} appeared and is not empty; pass --overwrite to replace it`);
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     throw err;

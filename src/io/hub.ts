@@ -1,175 +1,267 @@
-// Model location: a local Hugging Face folder is used as is; an `owner/name` id that is not a
-// local path is downloaded once from the Hub into a cache folder (config, safetensors weights,
-// index, tokenizer and generation files only) and reused from there afterwards.
-import { createWriteStream, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
-import { withAtomicDir } from './atomic-dir.js';
+// Model location: a local path (folder, .gguf, .bin) is used as is; a Hugging Face Hub id
+// `owner/name` (optionally `owner/name@revision`) that is not a local path is fetched into the
+// Hugging Face cache and the snapshot folder is returned. The cache has huggingface_hub's layout
+// (models--owner--name/{blobs,snapshots/<commit>,refs/<revision>} under $HF_HUB_CACHE, or
+// $HF_HOME/hub, or ~/.cache/huggingface/hub — @huggingface/hub's getHFHubCachePath), so models
+// already downloaded by Python tools are reused and vice versa. Only the files a model needs are
+// fetched: config, generation config, tokenizer and chat-template files, transmla.json (a
+// converted folder's record, which decides how an MLA folder computes), and the safetensors
+// weights the loader reads (model.safetensors, or the index and its shards) — no .bin/.pt/ONNX/
+// GGUF duplicates. Conventions: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE=1 (cache only).
+import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
 import { isHfExtraFile } from './hf-folder.js';
+import { downloadBlob, HubError, isNetworkError, networkCause, partialBytes, type RemoteFile } from './hub-download.js';
+import { createProgress } from './progress.js';
 
-export class HubError extends Error {
-  override name = 'HubError';
-}
+export { HubError } from './hub-download.js';
 
 export interface ResolveModelOptions {
-  /** Root of the download cache. Default ~/.cache/transmla/hub. */
+  /** Branch, tag or commit. Default: the `@revision` of the id, else "main". */
+  revision?: string;
+  /** Cache root. Default: @huggingface/hub's getHFHubCachePath() (HF_HUB_CACHE, HF_HOME, ~/.cache/huggingface/hub). */
   cacheDir?: string;
   /** Hub endpoint. Default $HF_ENDPOINT or https://huggingface.co. */
   hubUrl?: string;
-  /** Branch, tag or commit. Default "main". */
-  revision?: string;
   /** Access token for gated/private repos. Default $HF_TOKEN. */
   accessToken?: string;
-  /** Progress lines (one per file downloaded). */
+  /** Use the cache only, never the network. Default: $HF_HUB_OFFLINE is 1/true/yes/on. */
+  offline?: boolean;
+  /** Called with the folder once config.json is there, before any weights are fetched; throws to refuse the model. */
+  checkConfig?: (dir: string) => void;
+  /** Progress lines (what is fetched, resumed, retried). */
   log?: (line: string) => void;
-  /**
-   * Checks config.json before any weight is downloaded (throws to refuse: an unsupported model
-   * costs no gigabytes). The model families (arch/registry.ts parseConfig) are the usual check.
-   */
-  checkConfig?: (json: unknown, file: string) => void;
+  /** A progress bar (bytes, rate) on stderr while weights download, or on `stream` after `delayMs`. Default false. */
+  progress?: boolean | { stream: NodeJS.WriteStream; delayMs?: number };
 }
 
 export interface ResolvedModel {
-  /** Absolute path of the model folder. */
+  /** Absolute path of the local file or folder (a snapshot folder for Hub models). */
   dir: string;
-  /** 'local': given folder; 'cache': earlier download; 'hub': downloaded now. */
+  /** 'local': given path; 'cache': already in the cache; 'hub': downloaded (at least in part) now. */
   origin: 'local' | 'cache' | 'hub';
-  /** The Hub id when the model came from the Hub. */
+  /** The Hub id, the revision asked for and the commit it resolved to (null for local paths). */
   repo: string | null;
+  revision: string | null;
+  commit: string | null;
 }
 
-const MARKER = '.transmla-download.json';
-const HUB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const DEFAULT_ENDPOINT = 'https://huggingface.co';
+const HUB_ID = /^([A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@([^\s@]+))?$/;
+const COMMIT = /^[0-9a-f]{40}$/;
+const RECORD_FILE = 'transmla.json';
 
-export function defaultCacheDir(): string {
-  return join(homedir(), '.cache', 'transmla', 'hub');
+/** `owner/name[@revision]` → its parts; null when `spec` is not shaped like a Hub id. */
+export function parseHubId(spec: string): { repo: string; revision: string | null } | null {
+  const m = HUB_ID.exec(spec);
+  if (!m || m[1]!.includes('..') || m[1]!.includes('--')) return null;
+  const rev = m[2] ?? null;
+  if (rev !== null && !validRevision(rev)) return null;
+  return { repo: m[1]!, revision: rev };
 }
 
-function looksLikePath(s: string): boolean {
-  return s.startsWith('.') || s.startsWith('/') || s.startsWith('~') || s.includes('\\') || s.split('/').length !== 2;
+/** A branch, tag or commit name that stays inside refs/ of the cache (refs/pr/1 is fine, ../x is not). */
+function validRevision(rev: string): boolean {
+  return rev !== '' && !rev.split('/').some((part) => part === '' || part === '.' || part === '..') && !/[\\\s:]/.test(rev);
 }
 
-function checkLocalFolder(dir: string, given: string): void {
-  const st = statSync(dir, { throwIfNoEntry: false });
-  if (!st) throw new HubError(`model folder ${given} does not exist`);
-  if (!st.isDirectory()) throw new HubError(`model path ${given} is not a folder (expected a Hugging Face model folder with config.json)`);
-  if (!existsSync(join(dir, 'config.json'))) throw new HubError(`model folder ${given} has no config.json`);
-}
-
-/** Explains a failed Hub call: unreachable network, access refused, or missing repo/file. */
-function hubFailure(repo: string, hubUrl: string, what: string, err: unknown): HubError {
-  const e = err as { statusCode?: number; message?: string; cause?: { code?: string; message?: string } };
-  if (typeof e.statusCode === 'number') {
-    if (e.statusCode === 401 || e.statusCode === 403) {
-      return new HubError(`the Hugging Face Hub refused access to ${repo} (HTTP ${e.statusCode}) while fetching ${what}: gated or private repos need an access token (HF_TOKEN) with access granted; or pass a local folder`);
-    }
-    if (e.statusCode === 404) return new HubError(`${repo} was not found on the Hugging Face Hub (${hubUrl}) while fetching ${what}; check the id and revision, or pass a local folder`);
-    return new HubError(`the Hugging Face Hub answered HTTP ${e.statusCode} for ${repo} (${what}): ${e.message ?? ''}`);
-  }
-  const cause = e.cause?.code ?? e.cause?.message ?? e.message ?? String(err);
-  return new HubError(`could not reach the Hugging Face Hub (${hubUrl}) to download ${repo}: ${cause}; pass a local folder`);
+function envTrue(v: string | undefined): boolean {
+  return v !== undefined && ['1', 'ON', 'YES', 'TRUE'].includes(v.trim().toUpperCase());
 }
 
 /**
- * Returns a local folder for `idOrPath`: an existing folder (must contain config.json), or the
- * cached / freshly downloaded copy of Hub repo `owner/name`.
+ * Whether a snapshot folder is complete: config.json and every weight file. Weights are fetched
+ * last, so this also covers the small files, and needs no marker of our own in the shared cache.
  */
-export async function resolveModel(idOrPath: string, options: ResolveModelOptions = {}): Promise<ResolvedModel> {
-  const local = resolve(idOrPath);
-  if (existsSync(local)) {
-    checkLocalFolder(local, idOrPath);
-    return { dir: local, origin: 'local', repo: null };
-  }
-  if (looksLikePath(idOrPath) || !HUB_ID.test(idOrPath) || idOrPath.includes('..')) {
-    throw new HubError(`model ${idOrPath} is neither an existing folder nor a Hugging Face Hub id (owner/name)`);
-  }
-  const repo = idOrPath;
-  const revision = options.revision ?? 'main';
-  const hubUrl = (options.hubUrl ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  const cacheRoot = resolve(options.cacheDir ?? defaultCacheDir());
-  const folderName = repo.replace('/', '--') + (revision === 'main' ? '' : `--${revision.replace(/[^A-Za-z0-9._-]/g, '_')}`);
-  const dir = join(cacheRoot, folderName);
-  // The folder is only ever created complete (atomic rename), so its marker means a finished download.
-  if (existsSync(join(dir, MARKER)) && existsSync(join(dir, 'config.json'))) return { dir, origin: 'cache', repo };
-
-  const accessToken = options.accessToken ?? process.env.HF_TOKEN;
-  const log = options.log ?? (() => {});
-  const hub = await import('@huggingface/hub');
-  const common = { repo: { type: 'model' as const, name: repo }, revision, hubUrl, ...(accessToken ? { accessToken } : {}) };
-
-  let listing: { path: string; size: number }[];
+function snapshotComplete(dir: string): boolean {
+  if (!existsSync(join(dir, 'config.json'))) return false;
+  if (existsSync(join(dir, SINGLE_FILE))) return true;
+  if (!existsSync(join(dir, INDEX_FILE))) return false;
   try {
-    listing = [];
-    for await (const f of hub.listFiles({ ...common })) {
-      if (f.type === 'file') listing.push({ path: f.path, size: f.lfs?.size ?? f.size });
-    }
-  } catch (err) {
-    throw hubFailure(repo, hubUrl, 'the file list', err);
+    return shardsOfIndex(join(dir, INDEX_FILE), dir).every((s) => existsSync(join(dir, s)));
+  } catch {
+    return false;
   }
-  const sizes = new Map(listing.map((f) => [f.path, f.size]));
-  if (!sizes.has('config.json')) throw new HubError(`${repo} on the Hub has no config.json; it is not a transformers model folder`);
-  if (!sizes.has(SINGLE_FILE) && !sizes.has(INDEX_FILE)) {
-    throw new HubError(`${repo} on the Hub has no ${SINGLE_FILE} or ${INDEX_FILE}; only safetensors checkpoints are supported`);
-  }
-
-  const fetchTo = async (tmp: string, name: string): Promise<void> => {
-    let blob: Blob | null;
-    try {
-      blob = await hub.downloadFile({ ...common, path: name });
-      if (!blob) throw new HubError(`${repo} on the Hub lists ${name} but it could not be downloaded`);
-      log(`downloading ${repo}/${name} (${(blob.size / 1e6).toFixed(1)} MB)`);
-      await pipeline(Readable.fromWeb(blob.stream() as unknown as NodeReadableStream), createWriteStream(join(tmp, name)));
-    } catch (err) {
-      if (err instanceof HubError) throw err;
-      throw hubFailure(repo, hubUrl, name, err);
-    }
-    const want = sizes.get(name);
-    const got = statSync(join(tmp, name)).size;
-    if (want !== undefined && got !== want) throw new HubError(`download of ${repo}/${name} is incomplete: ${got} of ${want} bytes`);
-  };
-
-  await withAtomicDir(dir, { overwrite: true }, async (tmp) => {
-    await fetchTo(tmp, 'config.json');
-    // Refuse unsupported models before downloading gigabytes of weights.
-    let configJson: unknown;
-    try {
-      configJson = JSON.parse(readFileSync(join(tmp, 'config.json'), 'utf8'));
-    } catch (err) {
-      throw new HubError(`${repo}/config.json is not valid JSON: ${(err as Error).message}`);
-    }
-    options.checkConfig?.(configJson, `${repo}/config.json`);
-    const weights: string[] = [];
-    if (sizes.has(SINGLE_FILE)) {
-      weights.push(SINGLE_FILE);
-    } else {
-      await fetchTo(tmp, INDEX_FILE);
-      weights.push(...shardsOfIndex(join(tmp, INDEX_FILE), repo));
-    }
-    const extras = listing.map((f) => f.path).filter((p) => !p.includes('/') && isHfExtraFile(p));
-    for (const name of [...extras, ...weights]) await fetchTo(tmp, name);
-    writeFileSync(join(tmp, MARKER), JSON.stringify({ repo, revision, hubUrl, files: ['config.json', ...(sizes.has(SINGLE_FILE) ? [] : [INDEX_FILE]), ...extras, ...weights], downloadedAt: new Date().toISOString() }, null, 2) + '\n');
-  });
-  return { dir, origin: 'hub', repo };
 }
 
-/** Shard file names of a downloaded index; only plain top-level names are accepted. */
-function shardsOfIndex(indexPath: string, repo: string): string[] {
+function readRef(storage: string, revision: string): string | null {
+  const ref = join(storage, 'refs', revision);
+  if (!existsSync(ref)) return null;
+  const sha = readFileSync(ref, 'utf8').trim();
+  return COMMIT.test(sha) ? sha : null;
+}
+
+/** Explains a failed Hub API call (an HTTP answer; network failures are handled by the caller). */
+function apiFailure(repo: string, revision: string, hubUrl: string, token: boolean, what: string, err: unknown): HubError {
+  const e = err as { statusCode?: number; message?: string; data?: { error?: string } };
+  const status = e.statusCode;
+  if (status === 401 || status === 403) {
+    return new HubError(token
+      ? `${hubUrl} refused the token in HF_TOKEN for ${repo} (HTTP ${status}): check that it is valid and has access to the repo (gated models: accept the terms on the model page first)`
+      : `${hubUrl} refused access to ${repo} (HTTP ${status}): it does not exist, or it is private or gated — set HF_TOKEN to a token with access, or pass a local folder`);
+  }
+  if (status === 404) {
+    const msg = `${e.data?.error ?? e.message ?? ''}`;
+    if (/\brev\b|revision/i.test(msg)) return new HubError(`${repo} on ${hubUrl} has no revision "${revision}" (a branch, tag or commit)`);
+    return new HubError(`no local file or folder ${repo}, and ${hubUrl} has no model ${repo} (HTTP 404)`);
+  }
+  return new HubError(`${hubUrl} answered HTTP ${status ?? '?'} for ${repo} (${what}): ${e.message ?? String(err)}`);
+}
+
+function unreachable(hubUrl: string, repo: string, err: unknown): HubError {
+  return new HubError(`could not reach ${hubUrl} for ${repo} (${networkCause(err)}); pass a local folder or set HF_HUB_OFFLINE=1`);
+}
+
+/**
+ * A local path as given (resolved), or the local snapshot folder of Hub model `owner/name`,
+ * downloading the files it needs when they are not cached yet.
+ */
+export async function resolveModel(spec: string, options: ResolveModelOptions = {}): Promise<ResolvedModel> {
+  const local = resolve(spec);
+  if (existsSync(local)) return { dir: local, origin: 'local', repo: null, revision: null, commit: null };
+  const id = parseHubId(spec);
+  if (!id) throw new HubError(`model ${spec} does not exist (it is neither a local path nor a Hugging Face Hub id owner/name)`);
+  const { repo } = id;
+  if (options.revision !== undefined && id.revision !== null && options.revision !== id.revision) {
+    throw new HubError(`${spec} names revision ${id.revision} but --revision says ${options.revision}; give one`);
+  }
+  const revision = options.revision ?? id.revision ?? 'main';
+  if (!validRevision(revision)) throw new HubError(`revision ${JSON.stringify(revision)} is not a branch, tag or commit name`);
+  const hubUrl = (options.hubUrl ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT)).replace(/\/+$/, '');
+  const offline = options.offline ?? envTrue(process.env.HF_HUB_OFFLINE);
+  const accessToken = (options.accessToken ?? process.env.HF_TOKEN) || undefined;
+  const log = options.log ?? (() => {});
+  const hub = await import('@huggingface/hub');
+  const cacheRoot = resolve(options.cacheDir ?? hub.getHFHubCachePath());
+  const storage = join(cacheRoot, hub.getRepoFolderName({ type: 'model', name: repo }));
+  const found = (commit: string, origin: 'cache' | 'hub'): ResolvedModel => ({ dir: join(storage, 'snapshots', commit), origin, repo, revision, commit });
+
+  const cachedCommit = COMMIT.test(revision) ? revision : readRef(storage, revision);
+  const cachedComplete = cachedCommit !== null && snapshotComplete(join(storage, 'snapshots', cachedCommit));
+  if (offline) {
+    if (cachedComplete) return found(cachedCommit, 'cache');
+    throw new HubError(`HF_HUB_OFFLINE is set and ${repo}@${revision} is not in the cache (${storage}${cachedCommit ? `, snapshot ${cachedCommit} incomplete` : ''}); ` +
+      'download it once without HF_HUB_OFFLINE, or pass a local folder');
+  }
+  // A commit never changes: a complete snapshot of it needs no request.
+  if (cachedComplete && COMMIT.test(revision)) return found(revision, 'cache');
+
+  const common = { repo: { type: 'model' as const, name: repo }, hubUrl, ...(accessToken ? { accessToken } : {}) };
+  let commit: string;
+  try {
+    commit = (await hub.modelInfo({ name: repo, hubUrl, revision, additionalFields: ['sha'], ...(accessToken ? { accessToken } : {}) })).sha;
+  } catch (err) {
+    if (!isNetworkError(err)) throw apiFailure(repo, revision, hubUrl, accessToken !== undefined, 'model info', err);
+    if (cachedComplete) {
+      // As huggingface_hub does: without the network, the cached snapshot of the ref is used.
+      log(`could not reach ${hubUrl} (${networkCause(err)}); using the cached snapshot ${cachedCommit.slice(0, 12)} of ${repo}@${revision}`);
+      return found(cachedCommit, 'cache');
+    }
+    throw unreachable(hubUrl, repo, err);
+  }
+  if (!COMMIT.test(commit)) throw new HubError(`${hubUrl} gave no commit id for ${repo}@${revision}`);
+  if (revision !== commit) {
+    mkdirSync(dirname(join(storage, 'refs', revision)), { recursive: true });
+    writeFileSync(join(storage, 'refs', revision), commit);
+  }
+  const snapshot = join(storage, 'snapshots', commit);
+  if (snapshotComplete(snapshot)) return found(commit, 'cache');
+
+  let listing: Map<string, RemoteFile>;
+  try {
+    listing = new Map();
+    for await (const f of hub.listFiles({ ...common, revision: commit })) {
+      if (f.type !== 'file') continue;
+      const size = f.lfs?.size ?? f.size;
+      const etag = f.lfs?.oid ?? f.oid;
+      // The blob's file name in the cache: only a hash is acceptable.
+      if (!etag || !/^([0-9a-f]{40}|[0-9a-f]{64})$/.test(etag)) continue;
+      listing.set(f.path, { path: f.path, size, etag, hash: f.lfs ? { algo: 'sha256', hex: f.lfs.oid } : { algo: 'git-sha1', hex: etag } });
+    }
+  } catch (err) {
+    throw isNetworkError(err) ? unreachable(hubUrl, repo, err) : apiFailure(repo, revision, hubUrl, accessToken !== undefined, 'the file list', err);
+  }
+  if (!listing.has('config.json')) throw new HubError(`${repo}@${revision} on ${hubUrl} has no config.json; it is not a transformers model folder`);
+  if (!listing.has(SINGLE_FILE) && !listing.has(INDEX_FILE)) {
+    const others = [...listing.keys()].filter((p) => /\.(bin|pt|pth|gguf|onnx|safetensors|h5|msgpack)$/.test(p));
+    throw new HubError(`${repo}@${revision} on ${hubUrl} has no ${SINGLE_FILE} or ${INDEX_FILE}${others.length ? ` (it has ${others.slice(0, 4).join(', ')}${others.length > 4 ? ', …' : ''})` : ''}; only safetensors checkpoints are supported`);
+  }
+
+  const fetchFiles = async (names: string[], bar: boolean): Promise<void> => {
+    const files = names.map((n) => listing.get(n)!);
+    const blob = (f: RemoteFile): string => join(storage, 'blobs', f.etag);
+    const todo = files.filter((f) => !existsSync(blob(f)));
+    const total = todo.reduce((s, f) => s + f.size, 0);
+    const start = todo.reduce((s, f) => s + partialBytes(blob(f), f.size), 0);
+    const p = options.progress;
+    const progress = bar && p ? createProgress({ label: `downloading ${repo}`, total, unit: 'bytes', start, ...(typeof p === 'object' ? p : {}) }) : null;
+    let done = start;
+    mkdirSync(join(storage, 'blobs'), { recursive: true });
+    mkdirSync(snapshot, { recursive: true });
+    for (const f of files) {
+      if (!existsSync(blob(f))) {
+        let url: string;
+        try {
+          const info = await hub.fileDownloadInfo({ ...common, path: f.path, revision: commit });
+          if (!info) throw new HubError(`${repo}@${revision} on ${hubUrl} lists ${f.path} but it cannot be downloaded`);
+          if (info.size !== f.size) throw new HubError(`${repo}/${f.path}: the file list says ${f.size} bytes, the download ${info.size}`);
+          url = info.url;
+        } catch (err) {
+          if (err instanceof HubError) throw err;
+          throw isNetworkError(err) ? unreachable(hubUrl, repo, err) : apiFailure(repo, revision, hubUrl, accessToken !== undefined, f.path, err);
+        }
+        await downloadBlob(blob(f), f, {
+          repo, url, accessToken, log,
+          onBytes: (n) => { done += n; progress?.update(done); },
+        });
+      }
+      linkIntoSnapshot(blob(f), join(snapshot, f.path));
+    }
+    progress?.finish();
+  };
+
+  const extras = [...listing.keys()].filter((p) => !p.includes('/') && isHfExtraFile(p));
+  const weightBytes = (names: string[]): number => names.reduce((s, n) => s + listing.get(n)!.size, 0);
+  // transmla.json (a converted folder's record) decides whether an MLA folder is the exact variant.
+  await fetchFiles(['config.json', ...(listing.has(RECORD_FILE) ? [RECORD_FILE] : [])], false);
+  // Refuse an unsupported model before downloading gigabytes of weights.
+  options.checkConfig?.(snapshot);
+  await fetchFiles(listing.has(SINGLE_FILE) ? extras : [...extras, INDEX_FILE], false);
+  const weights = listing.has(SINGLE_FILE) ? [SINGLE_FILE] : shardsOfIndex(join(snapshot, INDEX_FILE), `${repo}/${INDEX_FILE}`);
+  const missing = weights.filter((w) => !listing.has(w));
+  if (missing.length > 0) throw new HubError(`${repo}/${INDEX_FILE} names shards the repo does not have: ${missing.slice(0, 3).join(', ')}`);
+  log(`fetching ${repo}@${revision} (commit ${commit.slice(0, 12)}): ${weights.length} weight file${weights.length > 1 ? 's' : ''}, ${(weightBytes(weights) / 1e6).toFixed(1)} MB, into ${storage}`);
+  await fetchFiles(weights, true);
+  return found(commit, 'hub');
+}
+
+/** snapshots/<commit>/<file> → ../../blobs/<etag>, as huggingface_hub links them (a copy where symlinks are refused). */
+function linkIntoSnapshot(blob: string, pointer: string): void {
+  if (existsSync(pointer)) return;
+  mkdirSync(dirname(pointer), { recursive: true });
+  try {
+    symlinkSync(relative(dirname(pointer), blob), pointer);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    copyFileSync(blob, pointer);
+  }
+}
+
+/** Shard file names of an index; only plain top-level .safetensors names are accepted. */
+function shardsOfIndex(indexPath: string, where: string): string[] {
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(indexPath, 'utf8'));
   } catch (err) {
-    throw new HubError(`${repo}: ${INDEX_FILE} is not valid JSON: ${(err as Error).message}`);
+    throw new HubError(`${where}: not valid JSON: ${(err as Error).message}`);
   }
   const wm = (json as { weight_map?: unknown } | null)?.weight_map;
-  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new HubError(`${repo}: ${INDEX_FILE} has no weight_map object`);
+  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new HubError(`${where}: no weight_map object`);
   const files = new Set<string>();
   for (const f of Object.values(wm)) {
     if (typeof f !== 'string' || f === '' || f.includes('/') || f.includes('\\') || f === '.' || f === '..' || !f.endsWith('.safetensors')) {
-      throw new HubError(`${repo}: ${INDEX_FILE} names shard ${JSON.stringify(f)}; expected a plain .safetensors file name`);
+      throw new HubError(`${where} names shard ${JSON.stringify(f)}; expected a plain .safetensors file name`);
     }
     files.add(f);
   }

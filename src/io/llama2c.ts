@@ -344,7 +344,7 @@ function writeFileAtomic(path: string, parts: Uint8Array[], overwrite: boolean):
   const target = resolve(path);
   if (existsSync(target)) {
     if (statSync(target).isDirectory()) throw new Llama2cFormatError(target, 'output path is a folder');
-    if (!overwrite) throw new Llama2cFormatError(target, 'output file exists; pass overwrite to replace it');
+    if (!overwrite) throw new Llama2cFormatError(target, 'output file exists; pass --overwrite to replace it');
   }
   const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}-${Date.now().toString(36)}`);
   try {

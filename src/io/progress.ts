@@ -12,7 +12,10 @@ export interface Progress {
 export interface ProgressOptions {
   label: string;
   total: number;
+  /** What is counted; 'bytes' prints sizes and rates in kB/MB/GB. */
   unit?: string;
+  /** Already done when the bar starts (a resumed download): shown, but not counted in the rate. */
+  start?: number;
   stream?: NodeJS.WriteStream;
   /** Nothing is shown before this many ms (default 1500). */
   delayMs?: number;
@@ -27,14 +30,17 @@ export function createProgress(opts: ProgressOptions): Progress {
   const delay = opts.delayMs ?? 1500;
   const every = tty ? 100 : opts.lineEveryMs ?? 10_000;
   const t0 = performance.now();
-  let shown = false, lastDraw = -Infinity, done = 0, total = opts.total;
+  const start = opts.start ?? 0;
+  let shown = false, lastDraw = -Infinity, done = start, total = opts.total;
 
   const line = (now: number): string => {
     const s = (now - t0) / 1000;
-    const rate = done / Math.max(s, 1e-9);
+    const rate = (done - start) / Math.max(s, 1e-9);
     const frac = total > 0 ? Math.min(1, done / total) : 0;
     const eta = rate > 0 && done < total ? ` ETA ${fmtSecs((total - done) / rate)}` : '';
-    const counts = `${done}/${total} ${unit} ${(100 * frac).toFixed(0)}% ${fmtRate(rate)} ${unit}/s`;
+    const counts = unit === 'bytes'
+      ? `${fmtBytes(done)}/${fmtBytes(total)} ${(100 * frac).toFixed(0)}% ${fmtBytes(rate)}/s`
+      : `${done}/${total} ${unit} ${(100 * frac).toFixed(0)}% ${fmtRate(rate)} ${unit}/s`;
     if (!tty) return `${opts.label}: ${counts}, ${fmtSecs(s)}${eta}`;
     const width = 24, fill = Math.round(frac * width);
     return `${opts.label} [${'#'.repeat(fill)}${'-'.repeat(width - fill)}] ${counts}${eta}`;
@@ -64,6 +70,14 @@ export function createProgress(opts: ProgressOptions): Progress {
 
 function fmtRate(r: number): string {
   return r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2);
+}
+
+/** Decimal units, as download tools and the Hub print sizes. */
+export function fmtBytes(n: number): string {
+  if (n < 1e3) return `${n.toFixed(0)} B`;
+  const [div, u] = n < 1e6 ? [1e3, 'kB'] : n < 1e9 ? [1e6, 'MB'] : [1e9, 'GB'];
+  const x = n / div;
+  return `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)} ${u}`;
 }
 
 function fmtSecs(s: number): string {

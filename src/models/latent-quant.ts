@@ -13,6 +13,7 @@ import { kernels } from '../kernels/index.js';
 import type { FloatDType } from '../kernels/types.js';
 import { CacheBuffer, type CacheStore, type LayerCache } from './kv-cache.js';
 import type { Workspace } from './workspace.js';
+import { OptionError } from '../option-error.js';
 
 export interface KvQuant {
   bits: 8 | 4;
@@ -28,13 +29,13 @@ export const DEFAULT_KV_QUANT_GROUP = 32;
  */
 export function parseKvQuant(spec: string): KvQuant | null {
   const m = /^(none|int8|int4)(?::(token|g(\d+)))?$/.exec(spec.trim());
-  if (!m) throw new Error(`--kv-quant must be none, int8 or int4, optionally with :gN (elements per scale) or :token, got "${spec}"`);
+  if (!m) throw new OptionError(`--kv-quant must be none, int8 or int4, optionally with :gN (elements per scale) or :token, got "${spec}"`);
   if (m[1] === 'none') {
-    if (m[2]) throw new Error('--kv-quant none takes no grouping');
+    if (m[2]) throw new OptionError('--kv-quant none takes no grouping');
     return null;
   }
   const group = m[2] === undefined ? DEFAULT_KV_QUANT_GROUP : m[2] === 'token' ? 0 : Number(m[3]);
-  if (m[3] !== undefined && !(group >= 1 && Number.isSafeInteger(group))) throw new Error(`--kv-quant group size must be a positive integer, got ${m[3]}`);
+  if (m[3] !== undefined && !(group >= 1 && Number.isSafeInteger(group))) throw new OptionError(`--kv-quant group size must be a positive integer, got ${m[3]}`);
   return { bits: m[1] === 'int8' ? 8 : 4, group };
 }
 

@@ -175,9 +175,10 @@ export function startServer(served: ServedModel, port: number, host = '127.0.0.1
   server.requestTimeout = 0;
 
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (e: NodeJS.ErrnoException): void => reject(listenError(e, host, port));
+    server.once('error', failed);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       const a = server.address() as AddressInfo;
       const h = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       resolve({
@@ -186,4 +187,13 @@ export function startServer(served: ServedModel, port: number, host = '127.0.0.1
       });
     });
   });
+}
+
+/** One line for why the server could not listen (the raw error names neither cause nor fix). */
+function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
+  const where = `${host}:${port}`;
+  if (e.code === 'EADDRINUSE') return new Error(`port ${port} is already in use on ${host} (another server listens on ${where}); choose another --port, or --port 0 for a free one`);
+  if (e.code === 'EACCES') return new Error(`not allowed to listen on ${where} (ports below 1024 need privileges); choose another --port`);
+  if (e.code === 'EADDRNOTAVAIL') return new Error(`cannot listen on ${where}: ${host} is not an address of this machine (--host)`);
+  return new Error(`cannot listen on ${where}: ${e.message}`);
 }

@@ -345,6 +345,11 @@ export class Llama2cTokenizer implements TextTokenizer {
     return withSpecials(this.encodeText(text), opts, this.bosId, this.eosId, this.file);
   }
 
+  /** Our own encoder has no faster variant. */
+  async encodeAsync(text: string, opts: EncodeOptions): Promise<number[]> {
+    return this.encode(text, opts);
+  }
+
   /** Bytes of token `id` when it follows `prev` (null: first token of the output). */
   private bytesOf(id: number, prev: number | null, skipSpecial: boolean): Uint8Array {
     const kind = this.vocab.kinds[id]!;

@@ -1,7 +1,8 @@
 // The tokenizer interface the engine, evaluation and CLI use, and its loader.
 //
 // Two implementations:
-// - HfTokenizer: a Hugging Face `tokenizer.json` run by `@huggingface/tokenizers`.
+// - HfTokenizer: a Hugging Face `tokenizer.json` run by `@huggingface/tokenizers` (sync), and for
+//   long texts (encodeAsync) by the Rust `tokenizers` binding when it loads (native-tokenizers.ts).
 // - Llama2cTokenizer (llama2c-tokenizer.ts): our own SentencePiece-BPE encoder for
 //   llama2.c tokenizer `.bin` files and SentencePiece `.model` files.
 //
@@ -16,6 +17,7 @@ import { dirname, join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { checkIds, TokenizerFormatError, withSpecials } from './common.js';
 import { Llama2cTokenizer } from './llama2c-tokenizer.js';
+import { nativeTokenizer, type NativeTokenizer } from './native-tokenizers.js';
 
 export { TokenizerFormatError } from './common.js';
 
@@ -82,6 +84,8 @@ export class HfTokenizer implements TextTokenizer {
   readonly eosId: number | null;
   readonly addBosByDefault: boolean;
   private readonly tok: Tokenizer;
+  private readonly json: Json;
+  private native: NativeTokenizer | null | undefined;
   private readonly idToTok: (string | undefined)[];
   private readonly special: Set<number>;
 
@@ -104,6 +108,7 @@ export class HfTokenizer implements TextTokenizer {
     // reference implementation never does. Apply it only when the config asks.
     const config: Json = { ...tokenizerConfig, clean_up_tokenization_spaces: tokenizerConfig.clean_up_tokenization_spaces === true };
     if (!Array.isArray(tokenizerJson.added_tokens)) tokenizerJson = { ...tokenizerJson, added_tokens: [] };
+    this.json = tokenizerJson;
     try {
       this.tok = new Tokenizer(tokenizerJson, config);
     } catch (e) {
@@ -141,6 +146,14 @@ export class HfTokenizer implements TextTokenizer {
 
   encode(text: string, opts: EncodeOptions): number[] {
     const ids = text.length === 0 ? [] : this.tok.encode(text, { add_special_tokens: false }).ids;
+    return withSpecials(ids, opts, this.bosId, this.eosId, this.file);
+  }
+
+  async encodeAsync(text: string, opts: EncodeOptions): Promise<number[]> {
+    // Built on first use: most runs (generation, serving) only encode short prompts.
+    if (this.native === undefined) this.native = nativeTokenizer(JSON.stringify(this.json));
+    if (!this.native || text.length === 0) return this.encode(text, opts);
+    const ids = (await this.native.encode(text, null, { addSpecialTokens: false })).getIds();
     return withSpecials(ids, opts, this.bosId, this.eosId, this.file);
   }
 

@@ -34,6 +34,8 @@ export interface TextTokenizer {
   /** Whether the model's tokenizer config asks for a BOS at the start of each sequence. */
   readonly addBosByDefault: boolean;
   encode(text: string, opts: EncodeOptions): number[];
+  /** The same ids as encode, on the fastest implementation available (use it for long texts). */
+  encodeAsync(text: string, opts: EncodeOptions): Promise<number[]>;
   decode(ids: readonly number[], opts?: DecodeOptions): string;
   /** The vocabulary string of a token (e.g. "▁the", "<0x0A>", "<s>"), or null when out of range. */
   idToToken(id: number): string | null;

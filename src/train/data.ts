@@ -16,11 +16,19 @@ import { seededRandom } from '../convert/calibrate.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { TrainRow } from './model.js';
 
-/** Token ids of each document, with BOS/EOS as described above. */
-export function tokenizeDocuments(tok: TextTokenizer, docs: readonly string[]): Int32Array[] {
+/**
+ * Token ids of each document, with BOS/EOS as described above. Through encodeAsync (the Rust
+ * binding when it loads), a batch of documents at a time, so they tokenize on several threads.
+ */
+export async function tokenizeDocuments(tok: TextTokenizer, docs: readonly string[]): Promise<Int32Array[]> {
   const addBos = tok.addBosByDefault && tok.bosId !== null;
   const addEos = tok.eosId !== null;
-  return docs.map((d) => Int32Array.from(tok.encode(d, { addBos, addEos })));
+  const out: Int32Array[] = [];
+  for (let i = 0; i < docs.length; i += 64) {
+    const batch = await Promise.all(docs.slice(i, i + 64).map((d) => tok.encodeAsync(d, { addBos, addEos })));
+    for (const ids of batch) out.push(Int32Array.from(ids));
+  }
+  return out;
 }
 
 export interface Packed {

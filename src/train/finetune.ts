@@ -19,7 +19,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { readDocuments } from '../convert/calibrate.js';
 import { fidelity } from '../eval/fidelity.js';
-import { perplexity, readEvalText, tokenizeForPerplexity } from '../eval/perplexity.js';
+import { perplexity, readEvalText, tokenizeEnough } from '../eval/perplexity.js';
 import { createProgress } from '../io/progress.js';
 import { readConfig, buildModel } from '../arch/registry.js';
 import type { ModelArgs } from '../arch/args.js';
@@ -252,7 +252,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   const dataPath = resolve((o.text ?? o.tokens)!);
   let docs: Int32Array[];
   if (input.documents && !prior) docs = input.documents;
-  else if (o.text) docs = tokenizeDocuments(needTok('--text'), readDocuments(o.text));
+  else if (o.text) docs = await tokenizeDocuments(needTok('--text'), readDocuments(o.text));
   else docs = readTokenFile(o.tokens!, cfg.vocabSize, bosId);
   const nHeld = o.evalText === null ? Math.max(1, Math.round(docs.length * 0.1)) : 0;
   if (o.evalText === null && docs.length < 2) throw new Error('holding out evaluation documents needs at least 2 training documents (or give --eval-text)');
@@ -260,7 +260,7 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   const packed = packDocuments(trainDocs, o.seqLen, eosId ?? 0);
   let evalIds: number[], evalBos: boolean, evalName: string;
   if (o.evalText) {
-    const r = input.evalTokens && !prior ? input.evalTokens : tokenizeForPerplexity(needTok('--eval-text'), readEvalText(o.evalText).text);
+    const r = input.evalTokens && !prior ? input.evalTokens : await tokenizeEnough(needTok('--eval-text'), readEvalText(o.evalText).text, undefined);
     evalIds = r.ids; evalBos = r.bos; evalName = resolve(o.evalText);
   } else {
     evalIds = docs.slice(docs.length - nHeld).flatMap((d) => [...d]);

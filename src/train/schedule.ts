@@ -4,6 +4,7 @@
 // - 'wsd': warmup, stable at the peak, then a "1 − sqrt" decay to minRatio·peak over the last
 //   `decay` fraction of the steps (MHA2MLA's recipe, docs/methods.md#fine-tuning);
 // - 'constant': warmup, then the peak.
+import { OptionError } from '../option-error.js';
 export type ScheduleKind = 'cosine' | 'wsd' | 'constant';
 
 export interface ScheduleConfig {
@@ -18,11 +19,11 @@ export interface ScheduleConfig {
 }
 
 export function checkSchedule(s: ScheduleConfig): void {
-  if (!(s.peakLr > 0)) throw new Error(`--lr must be positive, got ${s.peakLr}`);
-  if (!Number.isInteger(s.totalSteps) || s.totalSteps < 1) throw new Error(`--steps must be a positive integer, got ${s.totalSteps}`);
+  if (!(s.peakLr > 0)) throw new OptionError(`--lr must be positive, got ${s.peakLr}`);
+  if (!Number.isInteger(s.totalSteps) || s.totalSteps < 1) throw new OptionError(`--steps must be a positive integer, got ${s.totalSteps}`);
   if (!Number.isInteger(s.warmupSteps) || s.warmupSteps < 0 || s.warmupSteps > s.totalSteps) throw new Error(`warmup of ${s.warmupSteps} steps does not fit ${s.totalSteps} steps`);
-  if (!(s.minRatio >= 0 && s.minRatio <= 1)) throw new Error(`--min-lr-ratio must be in [0, 1], got ${s.minRatio}`);
-  if (!(s.decayFraction > 0 && s.decayFraction <= 1)) throw new Error(`--decay must be in (0, 1], got ${s.decayFraction}`);
+  if (!(s.minRatio >= 0 && s.minRatio <= 1)) throw new OptionError(`--min-lr-ratio must be in [0, 1], got ${s.minRatio}`);
+  if (!(s.decayFraction > 0 && s.decayFraction <= 1)) throw new OptionError(`--decay must be in (0, 1], got ${s.decayFraction}`);
 }
 
 export function lrAt(s: ScheduleConfig, step: number): number {

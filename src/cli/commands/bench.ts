@@ -2,10 +2,11 @@
 // llama.cpp on the same weights) with the memory roofline; JSON to --out or into a converted folder.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { bool, int, parseArgs, str, UsageError } from '../args.js';
+import { bool, int, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { formatBenchReport, runBench } from '../../bench/bench.js';
 import { writeReport } from '../../report/report.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 function contexts(v: string | undefined): number[] {
   if (v === undefined) return [1024, 4096, 8192, 16384];
@@ -15,34 +16,37 @@ function contexts(v: string | undefined): number[] {
 }
 
 export const command: Command = {
-  summary: 'Decode speed vs context, with the source/--compare model, llama.cpp on the same weights, and the memory roofline',
-  usage: 'transmla bench <model> [--contexts 1024,4096,8192,16384] [--compare MODEL | --no-compare] [--decode-tokens 64] [--reps 3]\n' +
+  usage: 'transmla bench <model> [--revision REV] [--contexts 1024,4096,8192,16384] [--compare MODEL | --no-compare] [--decode-tokens 64] [--reps 3]\n' +
     '    [--no-llamacpp] [--threads N] [--out FILE] [--json]\n' +
     '  An MLA folder written by `transmla convert` is compared with its source model (from transmla.json) unless\n' +
     '  --compare or --no-compare says otherwise; its results are saved as bench.json in the folder and its\n' +
-    '  report.html is rebuilt with the speed chart. Contexts past the trained window are allowed (speed only).',
+    '  report.html is rebuilt with the speed chart (not for a Hub model: the cache is not written to; use --out).\n' +
+    '  Contexts past the trained window are allowed (speed only).',
   async run(argv) {
     const p = parseArgs(argv, {
       contexts: 'string', compare: 'string', 'no-compare': 'boolean', 'decode-tokens': 'string', reps: 'string',
-      'no-llamacpp': 'boolean', threads: 'string', out: 'string', json: 'boolean',
+      'no-llamacpp': 'boolean', threads: 'string', out: 'string', json: 'boolean', ...HUB_FLAGS,
     });
-    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const spec = onePositional(p, 'model');
     if (str(p, 'compare') && bool(p, 'no-compare')) throw new UsageError('give --compare or --no-compare, not both');
-    const model = resolve(p.positionals[0]!);
     const json = bool(p, 'json');
     const log = (line: string): void => { process.stderr.write(`${line}\n`); };
-    const report = await runBench({
-      model,
-      compare: bool(p, 'no-compare') ? null : str(p, 'compare'),
+    const options = {
       contexts: contexts(str(p, 'contexts')),
       decodeTokens: int(p, 'decode-tokens', 64, 1),
       reps: int(p, 'reps', 3, 1),
       llamaCpp: !bool(p, 'no-llamacpp'),
       threads: int(p, 'threads', undefined, 1),
       log,
-    });
+    };
+    const path = await modelArg(spec, p);
+    const model = resolve(path);
+    const compareSpec = str(p, 'compare');
+    const compare = bool(p, 'no-compare') ? null : compareSpec === undefined ? undefined : await modelArg(compareSpec, p, { flag: 'compare' });
+    const report = await runBench({ model, compare, ...options });
     const text = `${JSON.stringify(report, null, 2)}\n`;
-    const converted = existsSync(join(model, 'transmla.json'));
+    // A Hub model's folder is the shared download cache: results go to --out only, never into it.
+    const converted = existsSync(join(model, 'transmla.json')) && path === spec;
     const out = str(p, 'out') ?? (converted ? join(model, 'bench.json') : undefined);
     if (out) {
       writeFileSync(resolve(out), text);

@@ -1,11 +1,12 @@
 // transmla convert <model> --method mha2mla …: the MHA2MLA method's flags (convert.ts dispatches here).
 import { resolve } from 'node:path';
-import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { EvalTextSpec } from '../../convert/pipeline.js';
-import { convertMha2mla } from '../../convert/mha2mla.js';
-import type { Weighting, LowRankInit } from '../../schema/transmla-json.js';
+import { convertMha2mla, type Weighting } from '../../convert/mha2mla.js';
+import type { LowRankInit } from '../../convert/mha2mla-layer.js';
 import { ROPE_SELECTIONS, type NormStat, type RopeSelection } from '../../convert/rope-select.js';
 import { textModeFor } from '../../eval/perplexity.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const MHA2MLA_USAGE =
   'transmla convert <model> --method mha2mla --out DIR (--kv-rank R | --kv-fraction F) --calib FILE [--rope-pairs r]\n' +
@@ -24,6 +25,7 @@ const FLAGS = {
   method: 'string', out: 'string', 'kv-rank': 'string', 'kv-fraction': 'string', 'rope-pairs': 'string', selection: 'string',
   svd: 'string', weighting: 'string', 'norm-stat': 'string', calib: 'string', 'calib-samples': 'string', 'calib-seqlen': 'string',
   seed: 'string', 'eval-text': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean',
+  ...HUB_FLAGS,
 } as const;
 
 /** The value of --method in argv (default 'transmla'), without parsing the other flags. */
@@ -51,19 +53,19 @@ export function evalTexts(v: string | undefined): EvalTextSpec[] {
 
 export async function runMha2mlaConvert(argv: string[]): Promise<void> {
   const p = parseArgs(argv, { ...FLAGS });
-  if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+  const spec = onePositional(p, 'model');
+  exactlyOne(p, 'kv-rank', 'kv-fraction', '--kv-rank R or --kv-fraction F');
   const out = str(p, 'out');
   if (!out && !bool(p, 'no-save')) throw new UsageError('--out DIR is required (or --no-save to only measure)');
   const calib = str(p, 'calib');
   if (!calib) throw new UsageError('--calib FILE is required (held-out documents, and the statistics S_2-norm and --weighting activations need)');
   const json = bool(p, 'json');
-  const report = await convertMha2mla({
-    model: p.positionals[0]!,
+  const options = {
     out: bool(p, 'no-save') ? null : resolve(out!),
     overwrite: bool(p, 'overwrite'),
     ropePairs: int(p, 'rope-pairs', undefined, 0),
     kvRank: int(p, 'kv-rank', undefined, 1),
-    kvFraction: num(p, 'kv-fraction'),
+    kvFraction: num(p, 'kv-fraction', undefined, { gt: 0, le: 1 }),
     selection: oneOf<RopeSelection>(str(p, 'selection'), ROPE_SELECTIONS, 'selection', '2norm'),
     init: oneOf<LowRankInit>(str(p, 'svd'), ['joint', 'split'], 'svd', 'joint'),
     weighting: oneOf<Weighting>(str(p, 'weighting'), ['weights', 'activations'], 'weighting', 'weights'),
@@ -75,8 +77,9 @@ export async function runMha2mlaConvert(argv: string[]): Promise<void> {
     evalTexts: evalTexts(str(p, 'eval-text')),
     evalCtx: int(p, 'eval-ctx', undefined, 2),
     evalChunks: int(p, 'eval-chunks', undefined, 1),
-    log: (line) => (json ? process.stderr : process.stdout).write(line + '\n'),
-  });
+    log: (line: string) => { (json ? process.stderr : process.stdout).write(line + '\n'); },
+  };
+  const report = await convertMha2mla({ model: await modelArg(spec, p), ...options });
   if (json) console.log(JSON.stringify(report, null, 2));
   else {
     const s = report.seconds;

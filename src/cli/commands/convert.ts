@@ -1,16 +1,16 @@
 // transmla convert <model> --out DIR: GQA/MHA → MLA (TransMLA, or MHA2MLA with --method mha2mla),
 // printing each stage's perplexity.
 import { resolve } from 'node:path';
-import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { convertModel, type ConvertOptions } from '../../convert/transmla.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import { convertToTarget } from '../../export/targets.js';
 import { evalTexts, methodFlag, MHA2MLA_USAGE, runMha2mlaConvert } from './convert-mha2mla.js';
 import { EXPORT_USAGE, outType, target } from './export.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const command: Command = {
-  summary: 'Convert a GQA/MHA model to Multi-head Latent Attention (TransMLA: RoRoPE + FreqFold + BKV-PCA; or MHA2MLA)',
   usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
     '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
     '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--search-chunks 16] [--overwrite] [--no-save] [--json]\n' +
@@ -35,9 +35,11 @@ export const command: Command = {
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
-      target: 'string', outtype: 'string',
+      target: 'string', outtype: 'string', ...HUB_FLAGS,
     });
-    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const spec = onePositional(p, 'model');
+    exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
+    if (str(p, 'rope-dim') === 'auto' && p.flags.has('kv-lora-rank')) throw new UsageError('--rope-dim auto needs --kv-fraction (a fixed cache budget to split between r and d_R)');
     const out = str(p, 'out');
     if (!out && !bool(p, 'no-save')) throw new UsageError('--out DIR is required (or --no-save to only measure)');
     const calib = str(p, 'calib');
@@ -48,11 +50,11 @@ export const command: Command = {
     if (order !== 'faithful' && order !== 'sequential') throw new UsageError(`--calib-order must be faithful or sequential, got "${order}"`);
     const json = bool(p, 'json');
     const opts: ConvertOptions = {
-      model: p.positionals[0]!,
+      model: spec,
       out: bool(p, 'no-save') ? null : resolve(out!),
       overwrite: bool(p, 'overwrite'),
       kvLoraRank: int(p, 'kv-lora-rank', undefined, 1),
-      kvFraction: num(p, 'kv-fraction'),
+      kvFraction: num(p, 'kv-fraction', undefined, { gt: 0, le: 1 }),
       ropeDim: str(p, 'rope-dim') === 'auto' ? 'auto' : int(p, 'rope-dim', undefined, 2),
       qLoraRank: int(p, 'q-lora-rank', undefined, 1) ?? null,
       freqFold: ff === 'auto' ? 'auto' : Number(ff),
@@ -69,17 +71,19 @@ export const command: Command = {
       log: (line: string) => { (json ? process.stderr : process.stdout).write(line + '\n'); },
     };
     const tgt = str(p, 'target');
-    if (tgt !== undefined) {
-      if (bool(p, 'no-save')) throw new UsageError('--target writes an export; it cannot be combined with --no-save');
-      const r = await convertToTarget({ ...opts, out: opts.out! }, { target: target(tgt), outType: outType(str(p, 'outtype')) });
-      if (json) console.log(JSON.stringify({ conversion: r.conversion, export: { ...r.export, gguf: r.export.gguf && { ...r.export.gguf, tensorNames: undefined } } }, null, 2));
-      return;
-    }
-    if (str(p, 'outtype') !== undefined) throw new UsageError('--outtype needs --target gguf');
-    if (bool(p, 'no-eval')) {
+    if (tgt !== undefined && bool(p, 'no-save')) throw new UsageError('--target writes an export; it cannot be combined with --no-save');
+    const exportTo = tgt === undefined ? null : { target: target(tgt), outType: outType(str(p, 'outtype')) };
+    if (tgt === undefined && str(p, 'outtype') !== undefined) throw new UsageError('--outtype needs --target gguf');
+    if (tgt === undefined && bool(p, 'no-eval')) {
       if (opts.out === null) throw new UsageError('--no-eval needs --out (without evaluation there is nothing to measure)');
       if (typeof opts.ropeDim !== 'number' || opts.freqFold === 'auto') throw new UsageError('--no-eval needs a fixed shape: --rope-dim D and --freqfold M');
       if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
+    }
+    opts.model = await modelArg(spec, p);
+    if (exportTo) {
+      const r = await convertToTarget({ ...opts, out: opts.out! }, exportTo);
+      if (json) console.log(JSON.stringify({ conversion: r.conversion, export: { ...r.export, gguf: r.export.gguf && { ...r.export.gguf, tensorNames: undefined } } }, null, 2));
+      return;
     }
     const report = await (bool(p, 'no-eval') ? (await import('../../convert/transmla.js')).convertStreaming(opts) : convertModel(opts));
     if (json) console.log(JSON.stringify(report, null, 2));

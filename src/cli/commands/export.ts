@@ -1,11 +1,12 @@
 // transmla export <mla-folder> --target deepseek-v3|gguf --out PATH: stock-engine exports of a
 // converted (exact MLA) folder.
 import { resolve } from 'node:path';
-import { bool, int, parseArgs, str, UsageError } from '../args.js';
+import { bool, int, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
 import type { FloatDType } from '../../kernels/types.js';
 import { evalTexts } from './convert-mha2mla.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const EXPORT_USAGE =
   '  --target deepseek-v3: a folder stock DeepSeek-V3 code loads (no custom keys): kv_a_layernorm (q_a_layernorm)\n' +
@@ -26,22 +27,21 @@ export function target(v: string | undefined): ExportTarget {
 }
 
 export const command: Command = {
-  summary: 'Export a converted MLA folder for stock engines: DeepSeek-V3 (transformers) or llama.cpp GGUF (deepseek2)',
   usage: 'transmla export <mla-folder> --target deepseek-v3|gguf --out PATH [--calib FILE] [--calib-samples 128]\n' +
     '    [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--outtype f32|f16|bf16]\n' +
     '    [--overwrite] [--json]\n' + EXPORT_USAGE,
   async run(argv) {
     const p = parseArgs(argv, {
       target: 'string', out: 'string', calib: 'string', 'calib-samples': 'string', 'calib-seqlen': 'string', seed: 'string',
-      'eval-text': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string', outtype: 'string', overwrite: 'boolean', json: 'boolean',
+      'eval-text': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string', outtype: 'string', overwrite: 'boolean', json: 'boolean', ...HUB_FLAGS,
     });
-    if (p.positionals.length !== 1) throw new UsageError('expected exactly one MLA folder');
+    const spec = onePositional(p, 'MLA folder');
     const out = str(p, 'out');
     if (!out) throw new UsageError('--out PATH is required');
     const json = bool(p, 'json');
+    const tgt = target(str(p, 'target'));
     const r = await exportModel({
-      model: p.positionals[0]!,
-      target: target(str(p, 'target')),
+      target: tgt,
       out: resolve(out),
       overwrite: bool(p, 'overwrite'),
       calib: str(p, 'calib'),
@@ -52,6 +52,8 @@ export const command: Command = {
       evalCtx: int(p, 'eval-ctx', undefined, 2),
       evalChunks: int(p, 'eval-chunks', undefined, 1),
       outType: outType(str(p, 'outtype')),
+      // Last, so every flag is checked before a Hub model is fetched.
+      model: await modelArg(spec, p),
       log: (line) => (json ? process.stderr : process.stdout).write(line + '\n'),
     });
     if (json) console.log(JSON.stringify({ target: r.target, output: r.output, stock: r.stock, gguf: r.gguf && { ...r.gguf, tensorNames: undefined } }, null, 2));

@@ -1,17 +1,17 @@
 // transmla finetune <model> --text FILE: recovery fine-tuning (optionally distillation) of a
 // converted model, with evaluations, a loss curve and resumable checkpoints.
 import { resolve } from 'node:path';
-import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import { bool, int, num, oneOf, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { DEFAULTS, finetune, type FinetuneReport } from '../../train/finetune.js';
 import { lossCurve } from '../../train/loss-curve.js';
 import type { ScheduleKind } from '../../train/schedule.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 const D = DEFAULTS;
 
 export const command: Command = {
-  summary: 'Fine-tune a converted (MLA) model to recover quality: continued training, optionally distilled from the original',
-  usage: 'transmla finetune <model> (--text FILE | --tokens FILE) [--out DIR] [--teacher ORIGINAL] [--kd-weight A]\n' +
+  usage: 'transmla finetune <model> (--text FILE | --tokens FILE) [--out DIR] [--revision REV] [--teacher ORIGINAL] [--kd-weight A]\n' +
     `    [--train attention|all] [--steps ${D.steps}] [--batch ${D.batch}] [--seqlen ${D.seqLen}] [--lr ${D.lr}] [--schedule cosine|wsd|constant]\n` +
     `    [--warmup ${D.warmup}] [--min-lr-ratio ${D.minLrRatio}] [--decay ${D.decay}] [--weight-decay ${D.weightDecay}] [--beta1 ${D.beta1}] [--beta2 ${D.beta2}]\n` +
     `    [--clip ${D.clip}] [--seed ${D.seed}] [--eval-text FILE] [--eval-every N] [--eval-ctx ${D.evalCtx}] [--eval-chunks ${D.evalChunks}]\n` +
@@ -34,7 +34,7 @@ export const command: Command = {
       steps: 'string', batch: 'string', seqlen: 'string', lr: 'string', schedule: 'string', warmup: 'string',
       'min-lr-ratio': 'string', decay: 'string', 'weight-decay': 'string', beta1: 'string', beta2: 'string', clip: 'string',
       seed: 'string', 'eval-text': 'string', 'eval-every': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string',
-      'save-every': 'string', 'stop-at': 'string', resume: 'string', overwrite: 'boolean', json: 'boolean',
+      'save-every': 'string', 'stop-at': 'string', resume: 'string', overwrite: 'boolean', json: 'boolean', ...HUB_FLAGS,
     });
     const json = bool(p, 'json');
     const log = (line: string): void => { (json ? process.stderr : process.stdout).write(line + '\n'); };
@@ -46,41 +46,50 @@ export const command: Command = {
       if (extra.length > 0 || p.positionals.length > 0) throw new UsageError(`--resume continues the saved run with its own options; drop ${[...extra.map((k) => `--${k}`), ...p.positionals].join(', ')}`);
       rep = await finetune({ resume: resolve(resume), stopAt: int(p, 'stop-at', undefined, 1), log });
     } else {
-      if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
-      const schedule = str(p, 'schedule') ?? D.schedule;
-      if (!['cosine', 'wsd', 'constant'].includes(schedule)) throw new UsageError(`--schedule must be cosine, wsd or constant, got "${schedule}"`);
-      const train = str(p, 'train') ?? D.train;
-      if (train !== 'attention' && train !== 'all') throw new UsageError(`--train must be attention or all, got "${train}"`);
-      const teacher = str(p, 'teacher') ?? null;
+      const spec = onePositional(p, 'model');
+      const schedule = oneOf<ScheduleKind>(p, 'schedule', ['cosine', 'wsd', 'constant'], D.schedule);
+      const train = oneOf(p, 'train', ['attention', 'all'] as const, D.train);
+      const teacherSpec = str(p, 'teacher') ?? null;
+      if (str(p, 'text') && str(p, 'tokens')) throw new UsageError('give --text FILE or --tokens FILE, not both');
       if (!str(p, 'text') && !str(p, 'tokens')) throw new UsageError('--text FILE or --tokens FILE is required');
-      rep = await finetune({
-        model: p.positionals[0]!,
-        out: str(p, 'out') ?? null,
-        overwrite: bool(p, 'overwrite'),
-        text: str(p, 'text') ?? null,
-        tokens: str(p, 'tokens') ?? null,
-        evalText: str(p, 'eval-text') ?? null,
-        teacher,
-        kdWeight: num(p, 'kd-weight', teacher ? 0.5 : 0),
-        train,
+      const kdWeight = num(p, 'kd-weight', teacherSpec ? 0.5 : 0, { ge: 0, le: 1 })!;
+      if (kdWeight > 0 && !teacherSpec) throw new UsageError('--kd-weight > 0 needs --teacher (the model to distill from)');
+      const ranged = {
+        lr: num(p, 'lr', D.lr, { gt: 0 }),
+        warmup: num(p, 'warmup', D.warmup, { ge: 0, le: 1 }),
+        minLrRatio: num(p, 'min-lr-ratio', D.minLrRatio, { ge: 0, le: 1 }),
+        decay: num(p, 'decay', D.decay, { gt: 0, le: 1 }),
+        weightDecay: num(p, 'weight-decay', D.weightDecay, { ge: 0 }),
+        beta1: num(p, 'beta1', D.beta1, { ge: 0, lt: 1 }),
+        beta2: num(p, 'beta2', D.beta2, { ge: 0, lt: 1 }),
+        clip: num(p, 'clip', D.clip, { ge: 0 }),
+      };
+      const steps = {
         steps: int(p, 'steps', D.steps, 1),
         batch: int(p, 'batch', D.batch, 1),
         seqLen: int(p, 'seqlen', D.seqLen, 2),
-        lr: num(p, 'lr', D.lr),
-        schedule: schedule as ScheduleKind,
-        warmup: num(p, 'warmup', D.warmup),
-        minLrRatio: num(p, 'min-lr-ratio', D.minLrRatio),
-        decay: num(p, 'decay', D.decay),
-        weightDecay: num(p, 'weight-decay', D.weightDecay),
-        beta1: num(p, 'beta1', D.beta1),
-        beta2: num(p, 'beta2', D.beta2),
-        clip: num(p, 'clip', D.clip),
         seed: int(p, 'seed', D.seed),
         evalEvery: int(p, 'eval-every', D.evalEvery),
         evalCtx: int(p, 'eval-ctx', D.evalCtx, 2),
         evalChunks: int(p, 'eval-chunks', D.evalChunks, 1),
         saveEvery: int(p, 'save-every', D.saveEvery),
         stopAt: int(p, 'stop-at', undefined, 1),
+      };
+      const model = await modelArg(spec, p);
+      const teacher = teacherSpec === null ? null : await modelArg(teacherSpec, p, { flag: 'teacher' });
+      rep = await finetune({
+        model,
+        out: str(p, 'out') ?? null,
+        overwrite: bool(p, 'overwrite'),
+        text: str(p, 'text') ?? null,
+        tokens: str(p, 'tokens') ?? null,
+        evalText: str(p, 'eval-text') ?? null,
+        teacher,
+        kdWeight,
+        train,
+        schedule,
+        ...ranged,
+        ...steps,
         log,
       });
     }

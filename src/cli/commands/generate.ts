@@ -1,31 +1,30 @@
 // transmla generate <model> --prompt "...": streams a continuation to stdout, stats to stderr.
-import { bool, int, num, parseArgs, str, UsageError } from '../args.js';
+import { bool, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { eosIds, generate } from '../../models/generate.js';
 import { parseKvQuant } from '../../models/latent-quant.js';
 import { loadModel } from '../../arch/load.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const command: Command = {
-  summary: 'Generate text from a prompt, streaming tokens',
-  usage: 'transmla generate <model> --prompt "..." [--max-tokens 256] [--temperature 1.0] [--top-p 0.9] [--seed S] [--no-bos] [--tokenizer PATH] [--kv-quant Q] [--quiet]\n' +
+  usage: 'transmla generate <model> --prompt "..." [--revision REV] [--max-tokens 256] [--temperature 1.0] [--top-p 0.9] [--seed S] [--no-bos] [--tokenizer PATH] [--kv-quant Q] [--quiet]\n' +
     '  --temperature 0 is greedy. --quiet leaves out the prompt echo and the statistics line.\n' +
     '  --kv-quant int8|int4[:gN|:token]: quantize an MLA model\'s latent cache (codes + one f16 scale per N values, default 32).',
   async run(argv) {
     const p = parseArgs(argv, {
       prompt: 'string', 'max-tokens': 'string', temperature: 'string', 'top-p': 'string', seed: 'string',
-      'no-bos': 'boolean', tokenizer: 'string', 'kv-quant': 'string', quiet: 'boolean',
+      'no-bos': 'boolean', tokenizer: 'string', 'kv-quant': 'string', quiet: 'boolean', ...HUB_FLAGS,
     });
-    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const spec = onePositional(p, 'model');
     const prompt = str(p, 'prompt') ?? '';
     const maxTokens = int(p, 'max-tokens', 256, 1)!;
-    const temperature = num(p, 'temperature', 1.0)!;
-    const topP = num(p, 'top-p', 0.9)!;
-    if (temperature < 0) throw new UsageError('--temperature must be ≥ 0');
-    if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
+    const temperature = num(p, 'temperature', 1.0, { ge: 0 })!;
+    const topP = num(p, 'top-p', 0.9, { gt: 0, le: 1 })!;
     // A fixed default would make every unseeded run identical; the seed is printed to repeat one.
     const seed = int(p, 'seed', Math.floor(Math.random() * 2 ** 31))!;
     const quiet = bool(p, 'quiet');
-    const { model, tokenizer } = loadModel(p.positionals[0]!, { tokenizer: str(p, 'tokenizer'), kvQuant: parseKvQuant(str(p, 'kv-quant') ?? 'none') });
+    const kvQuant = parseKvQuant(str(p, 'kv-quant') ?? 'none');
+    const { model, tokenizer } = loadModel(await modelArg(spec, p), { tokenizer: str(p, 'tokenizer'), kvQuant });
     if (!tokenizer) throw new Error('the model has no tokenizer; pass --tokenizer PATH');
     const bos = !bool(p, 'no-bos') && tokenizer.bosId !== null;
     const ids = tokenizer.encode(prompt, { addBos: bos });

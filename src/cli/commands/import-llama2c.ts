@@ -4,7 +4,6 @@ import type { Command } from '../command.js';
 import { importLlama2c } from '../../export/llama2c.js';
 
 export const command: Command = {
-  summary: 'Import a llama2.c checkpoint (.bin) and its tokenizer as a Hugging Face llama folder',
   usage: 'transmla import-llama2c <model.bin> --tokenizer <tok.bin|tok.model> --out <dir> [--overwrite]',
   async run(argv) {
     const p = parseArgs(argv, { tokenizer: 'string', out: 'string', overwrite: 'boolean' });

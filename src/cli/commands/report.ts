@@ -4,7 +4,6 @@ import type { Command } from '../command.js';
 import { writeReport } from '../../report/report.js';
 
 export const command: Command = {
-  summary: 'Rebuild report.html of a converted folder from its transmla.json (and bench.json, if benchmarked)',
   usage: 'transmla report <folder>',
   async run(argv) {
     const p = parseArgs(argv, {});

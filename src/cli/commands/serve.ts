@@ -1,12 +1,13 @@
 // transmla serve <model>: OpenAI-compatible /v1/completions and /v1/models over HTTP.
-import { int, parseArgs, str, UsageError } from '../args.js';
+import { int, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { loadServedModel } from '../../serve/model.js';
 import { startServer } from '../../serve/server.js';
+import { parseHubId } from '../../io/hub.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const command: Command = {
-  summary: 'Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/models), e.g. for lm-eval',
-  usage: 'transmla serve <model> [--port 8000] [--host 127.0.0.1] [--name ID] [--ctx N] [--max-body-bytes 1048576]\n' +
+  usage: 'transmla serve <model> [--revision REV] [--port 8000] [--host 127.0.0.1] [--name ID] [--ctx N] [--max-body-bytes 1048576]\n' +
     '    [--max-prompts 64] [--max-queued 256] [--tokenizer PATH] [--quiet]\n' +
     '  Requests run one at a time in arrival order. --ctx caps prompt + max_tokens (default: the model\'s\n' +
     '  max_position_embeddings). Text prompts get a BOS when the tokenizer config asks for one; token-id\n' +
@@ -15,17 +16,20 @@ export const command: Command = {
   async run(argv) {
     const p = parseArgs(argv, {
       port: 'string', host: 'string', name: 'string', ctx: 'string', 'max-body-bytes': 'string', 'max-prompts': 'string',
-      'max-queued': 'string', tokenizer: 'string', quiet: 'boolean',
+      'max-queued': 'string', tokenizer: 'string', quiet: 'boolean', ...HUB_FLAGS,
     });
-    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const spec = onePositional(p, 'model');
     const port = int(p, 'port', 8000, 0)!;
     if (port > 65535) throw new UsageError(`--port must be ≤ 65535, got ${port}`);
-    const served = loadServedModel(p.positionals[0]!, { name: str(p, 'name'), contextLength: int(p, 'ctx', undefined, 1), tokenizer: str(p, 'tokenizer') });
+    const contextLength = int(p, 'ctx', undefined, 1);
+    const limits = { maxBodyBytes: int(p, 'max-body-bytes', undefined, 1), maxPrompts: int(p, 'max-prompts', undefined, 1), maxQueued: int(p, 'max-queued', undefined, 0) };
+    const path = await modelArg(spec, p);
+    // A Hub model is served under its id (as vLLM does), not its cache folder's commit hash.
+    const name = str(p, 'name') ?? (path !== spec ? parseHubId(spec)?.repo : undefined);
+    const served = loadServedModel(path, { name, contextLength, tokenizer: str(p, 'tokenizer') });
     const quiet = p.flags.get('quiet') === true;
     const running = await startServer(served, port, str(p, 'host') ?? '127.0.0.1', {
-      maxBodyBytes: int(p, 'max-body-bytes', undefined, 1),
-      maxPrompts: int(p, 'max-prompts', undefined, 1),
-      maxQueued: int(p, 'max-queued', undefined, 0),
+      ...limits,
       log: quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
     });
     process.stderr.write(`serving "${served.id}" (context ${served.contextLength} tokens) on ${running.url}/v1 — Ctrl-C stops\n`);

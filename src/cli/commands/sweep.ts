@@ -1,13 +1,14 @@
 // transmla sweep <model> --kv-fractions ...: converts at several cache budgets (per method) and
 // draws perplexity vs KV fraction into sweep.html (+ sweep.json).
 import { resolve } from 'node:path';
-import { bool, int, parseArgs, str, UsageError } from '../args.js';
+import { bool, int, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
-import type { CalibOrder } from '../../schema/transmla-json.js';
 import type { EvalTextSpec } from '../../convert/pipeline.js';
+import type { CalibOrder } from '../../schema/transmla-json.js';
 import { CONVERT_METHODS } from '../../convert/methods.js';
 import { runSweep } from '../../convert/sweep.js';
 import { textModeFor } from '../../eval/perplexity.js';
+import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 function list(v: string | undefined, flag: string): string[] {
   const xs = (v ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
@@ -21,8 +22,7 @@ function evalTexts(v: string | undefined): EvalTextSpec[] {
 }
 
 export const command: Command = {
-  summary: 'Convert at several KV-cache fractions (per method) and chart perplexity vs KV fraction',
-  usage: 'transmla sweep <model> --kv-fractions F1,F2,... --calib FILE --out DIR [--methods transmla]\n' +
+  usage: 'transmla sweep <model> --kv-fractions F1,F2,... --calib FILE --out DIR [--revision REV] [--methods transmla]\n' +
     '    [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
     '    [--freqfold auto|M] [--calib-order faithful|sequential] [--search-chunks 16] [--save-models] [--overwrite]\n' +
     `  methods: ${Object.keys(CONVERT_METHODS).join(', ')} (each with its defaults; --freqfold, --calib-order and --search-chunks\n` +
@@ -32,9 +32,9 @@ export const command: Command = {
     const p = parseArgs(argv, {
       'kv-fractions': 'string', methods: 'string', calib: 'string', out: 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'calib-samples': 'string', 'calib-seqlen': 'string', seed: 'string', freqfold: 'string',
-      'calib-order': 'string', 'search-chunks': 'string', 'save-models': 'boolean', overwrite: 'boolean',
+      'calib-order': 'string', 'search-chunks': 'string', 'save-models': 'boolean', overwrite: 'boolean', ...HUB_FLAGS,
     });
-    if (p.positionals.length !== 1) throw new UsageError('expected exactly one model path');
+    const spec = onePositional(p, 'model');
     const fractions = list(str(p, 'kv-fractions'), '--kv-fractions').map((x) => {
       const f = Number(x);
       if (!(f > 0 && f <= 1)) throw new UsageError(`--kv-fractions values must be in (0, 1], got "${x}"`);
@@ -50,14 +50,15 @@ export const command: Command = {
     if (ff !== 'auto' && !/^\d+$/.test(ff)) throw new UsageError(`--freqfold must be "auto" or a positive integer, got "${ff}"`);
     const order = str(p, 'calib-order') ?? 'faithful';
     if (order !== 'faithful' && order !== 'sequential') throw new UsageError(`--calib-order must be faithful or sequential, got "${order}"`);
+    const convert = {
+      calib, freqFold: ff === 'auto' ? 'auto' as const : Number(ff), calibOrder: order as CalibOrder,
+      calibSamples: int(p, 'calib-samples', 128, 1), calibSeqLen: int(p, 'calib-seqlen', 256, 2), seed: int(p, 'seed', 42),
+      evalTexts: evalTexts(str(p, 'eval-text')), evalCtx: int(p, 'eval-ctx', undefined, 2), evalChunks: int(p, 'eval-chunks', undefined, 1),
+      searchChunks: int(p, 'search-chunks', undefined, 1),
+    };
     await runSweep({
-      model: p.positionals[0]!, fractions, methods, out: resolve(out), saveModels: bool(p, 'save-models'), overwrite: bool(p, 'overwrite'),
-      convert: {
-        calib, freqFold: ff === 'auto' ? 'auto' : Number(ff), calibOrder: order as CalibOrder,
-        calibSamples: int(p, 'calib-samples', 128, 1), calibSeqLen: int(p, 'calib-seqlen', 256, 2), seed: int(p, 'seed', 42),
-        evalTexts: evalTexts(str(p, 'eval-text')), evalCtx: int(p, 'eval-ctx', undefined, 2), evalChunks: int(p, 'eval-chunks', undefined, 1),
-        searchChunks: int(p, 'search-chunks', undefined, 1),
-      },
+      model: await modelArg(spec, p), fractions, methods, out: resolve(out), saveModels: bool(p, 'save-models'), overwrite: bool(p, 'overwrite'),
+      convert,
       log: (line) => process.stderr.write(`${line}\n`),
     });
   },
