@@ -11,7 +11,6 @@ import { queryBasis } from '../src/convert/q-lora.js';
 import { freqFoldCandidates } from '../src/convert/rorope.js';
 import { gemmF64 } from '../src/linalg/dense.js';
 import { mlaConfigJson, parseMlaConfig } from '../src/arch/deepseek.js';
-import { Decoder } from '../src/models/decoder.js';
 import { rmsNorm } from '../src/models/ops.js';
 import { loadTokenizer } from '../src/tokenizer/tokenizer.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';

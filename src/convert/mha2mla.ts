@@ -321,6 +321,5 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
       html: true, log,
     };
   });
-  log(`saved ${resolve(o.out)}`);
   return report;
 }

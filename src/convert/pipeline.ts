@@ -251,14 +251,17 @@ export interface ModelFolder {
 }
 
 /**
- * Writes a model folder inside one atomic folder (an interrupted save leaves nothing behind).
- * `before` runs first inside the temporary folder (a streaming conversion spills there) and
- * returns the folder contents.
+ * Writes a model folder inside one atomic folder (an interrupted save leaves nothing behind),
+ * then logs "saved <folder>" and "report <report.html>". `before` runs first inside the
+ * temporary folder (a streaming conversion spills there) and returns the folder contents.
  */
 export async function writeModelFolder(out: string, inputs: { overwrite: boolean; inputs: string[] }, before: (dir: string) => Promise<ModelFolder>): Promise<void> {
   const final = resolve(out);
+  let log: (line: string) => void = () => {};
+  let html = false;
   await withAtomicDir(final, { overwrite: inputs.overwrite, source: inputs.inputs }, async (dir) => {
     const f = await before(dir);
+    log = f.log;
     await writeCheckpoint(dir, f.tensors);
     setStage(`writing ${final}: config, transmla.json, report.html`);
     await testPause('write');
@@ -271,10 +274,12 @@ export async function writeModelFolder(out: string, inputs: { overwrite: boolean
       const { writeReport } = await import('../report/report.js');
       try {
         await writeReport(dir);
-        f.log(`report ${join(final, 'report.html')}`);
+        html = true;
       } catch (e) {
         f.log(`warning: report.html not written: ${(e as Error).message}`);
       }
     }
   });
+  log(`saved ${final}`);
+  if (html) log(`report ${join(final, 'report.html')}`);
 }

@@ -366,7 +366,6 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           html: true, log,
         };
       });
-      log(`saved ${resolve(o.out!)}`);
       return report;
     }
 
@@ -426,7 +425,6 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
         html: true, log,
       };
     });
-    log(`saved ${resolve(o.out)}`);
     return report;
   } finally {
     covs?.close();

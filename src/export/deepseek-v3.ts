@@ -168,7 +168,6 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
     files: [{ name: 'README.md', text: modelCard(report, config) }],
     html: report.conversion !== null, log,
   }));
-  log(`saved ${resolve(o.out)}`);
   return report;
 }
 

@@ -48,9 +48,6 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_TARGETS.includes(o.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
   if (o.target === 'deepseek-v3') {
     const stock = await exportDeepseekV3(o);
-    // The report of the final folder (an intermediate's "report …" line is not printed).
-    const report = join(resolve(o.out), 'report.html');
-    if (existsSync(report)) o.log?.(`report ${report}`);
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
   if (existsSync(o.out) && !o.overwrite) throw new Error(`${o.out} already exists (give --overwrite to replace it)`);
