@@ -2,7 +2,8 @@
 // the DeepSeek-V3 config, and the query low rank at full rank.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { calibrationSamples, HiddenStates, readDocuments } from '../src/convert/calibrate.js';
+import { calibrationSamples, readDocuments } from '../src/convert/calibrate.js';
+import { HiddenStates } from '../src/eval/hidden-states.js';
 import { latentFromGqa } from '../src/convert/gqa-to-mla.js';
 import { checkKvRank, defaultRopeDim, kvForFraction } from '../src/convert/kv-budget.js';
 import { assembleMla } from '../src/convert/latent-layer.js';

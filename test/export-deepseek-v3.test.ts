@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { exportDeepseekV3 } from '../src/export/deepseek-v3.js';
-import { foldAttentionBiases } from '../src/export/deepseek-v3-layer.js';
+import { foldAttentionBiases } from '../src/convert/stock-layer.js';
 import { STOCK_DEEPSEEK_V3_KEYS } from '../src/arch/deepseek-stock.js';
 import { convertModel } from '../src/convert/transmla.js';
 import { convertToTarget } from '../src/export/targets.js';

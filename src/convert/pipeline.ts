@@ -232,6 +232,44 @@ export function* outputTensors(srcDir: string, nLayers: number, layerTensors: (l
   }
 }
 
+/**
+ * The tensors of a stock DeepSeek-V3 folder made from `srcDir` (a source or an exact MLA folder):
+ * checkpoint order, every self_attn tensor of layer l replaced by layerTensors(l) (q, kv_a,
+ * kv_a_layernorm, kv_b, o), lm_head.weight always present (stock engines need it even when tied).
+ */
+export function* stockOutputTensors(srcDir: string, nLayers: number, layerTensors: (l: number) => NamedTensor[], tied: boolean): Generator<NamedTensor> {
+  const ck = openCheckpoint(srcDir);
+  try {
+    const done = new Set<number>();
+    let embed: Tensor | null = null, head: Tensor | null = null;
+    for (const name of ck.names()) {
+      if (/\.rotary_emb\.inv_freq$/.test(name)) continue;
+      if (name === 'lm_head.weight') { head = ck.get(name); continue; }
+      const m = /^model\.layers\.(\d+)\.self_attn\./.exec(name);
+      if (!m) {
+        const t = ck.get(name);
+        if (name === 'model.embed_tokens.weight') embed = t;
+        yield { name, tensor: t };
+        continue;
+      }
+      const l = Number(m[1]);
+      if (done.has(l)) continue;
+      done.add(l);
+      if (l >= nLayers) throw new Error(`no exported attention for layer ${l}`);
+      setStage(`writing layer ${l + 1}/${nLayers} attention tensors`);
+      yield* layerTensors(l);
+    }
+    if (done.size !== nLayers) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the export ${nLayers}`);
+    // A tied model may store the shared matrix as lm_head.weight only: stock code needs the embedding.
+    if (!embed && head && tied) yield { name: 'model.embed_tokens.weight', tensor: head };
+    const lm = head ?? (tied ? embed : null);
+    if (!lm) throw new Error('the checkpoint has neither lm_head.weight nor a tied embedding');
+    yield { name: 'lm_head.weight', tensor: lm };
+  } finally {
+    ck.close();
+  }
+}
+
 export interface ModelFolder {
   /** The folder tokenizer and generation files are copied from. */
   srcDir: string;

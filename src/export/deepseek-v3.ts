@@ -23,18 +23,14 @@ import { basename, join, resolve } from 'node:path';
 import { ropeScalingJson } from '../arch/args.js';
 import { STOCK_VARIANT, stockDeepseekV3Config } from '../arch/deepseek-stock.js';
 import { loadModel } from '../arch/load.js';
-import { HiddenStates } from '../convert/calibrate.js';
+import { HiddenStates } from '../eval/hidden-states.js';
 import { assembleModel, tensorOf } from '../convert/mla-build.js';
 import {
-  calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, sha256File, writeModelFolder, type CalibEvalOptions,
+  calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, sha256File, stockOutputTensors, writeModelFolder, type CalibEvalOptions,
 } from '../convert/pipeline.js';
-import { openCheckpoint } from '../io/checkpoint.js';
-import type { NamedTensor } from '../io/safetensors.js';
-import type { FloatDType } from '../kernels/types.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import type { StockEvalReport, StockExportReport } from '../schema/transmla-json.js';
-import type { Tensor } from '../tensor.js';
-import { foldAttentionBiases, stockLayer, type StockLayer } from './deepseek-v3-layer.js';
+import { foldAttentionBiases, stockLayer, type StockLayer } from '../convert/stock-layer.js';
 
 export interface StockExportOptions extends CalibEvalOptions {
   /** The exact MLA folder (written by `transmla convert`). */
@@ -162,47 +158,13 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   const config = stockDeepseekV3Config(cfg, mla, dtype);
   await writeModelFolder(o.out, { overwrite: o.overwrite ?? false, inputs: [o.model, calibFile] }, async () => ({
     srcDir: o.model, inputs: [o.model, calibFile], overwrite: o.overwrite ?? false,
-    tensors: stockTensors(o.model, built, dtype, cfg.tieWordEmbeddings),
+    tensors: stockOutputTensors(o.model, built.length, (l) => built[l]!.tensors.map((t) => ({ name: t.name, tensor: tensorOf(t.data, t.shape, dtype) })), cfg.tieWordEmbeddings),
     config: JSON.stringify(config, null, 2),
     report: () => { report.seconds.save = (performance.now() - t2) / 1000; return report; },
     files: [{ name: 'README.md', text: modelCard(report, config) }],
     html: report.conversion !== null, log,
   }));
   return report;
-}
-
-/** The exact folder's tensors with each layer's attention replaced, lm_head.weight always present. */
-function* stockTensors(srcDir: string, layers: readonly StockLayer[], dtype: FloatDType, tied: boolean): Generator<NamedTensor> {
-  const ck = openCheckpoint(srcDir);
-  try {
-    const done = new Set<number>();
-    let embed: Tensor | null = null, head: Tensor | null = null;
-    for (const name of ck.names()) {
-      if (/\.rotary_emb\.inv_freq$/.test(name)) continue;
-      if (name === 'lm_head.weight') { head = ck.get(name); continue; }
-      const m = /^model\.layers\.(\d+)\.self_attn\./.exec(name);
-      if (!m) {
-        const t = ck.get(name);
-        if (name === 'model.embed_tokens.weight') embed = t;
-        yield { name, tensor: t };
-        continue;
-      }
-      const l = Number(m[1]);
-      if (done.has(l)) continue;
-      done.add(l);
-      const L = layers[l];
-      if (!L) throw new Error(`no exported attention for layer ${l}`);
-      for (const t of L.tensors) yield { name: t.name, tensor: tensorOf(t.data, t.shape, dtype) };
-    }
-    if (done.size !== layers.length) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the export ${layers.length}`);
-    // A tied model may store the shared matrix as lm_head.weight only: stock code needs the embedding.
-    if (!embed && head && tied) yield { name: 'model.embed_tokens.weight', tensor: head };
-    const lm = head ?? (tied ? embed : null);
-    if (!lm) throw new Error('the checkpoint has neither lm_head.weight nor a tied embedding');
-    yield { name: 'lm_head.weight', tensor: lm };
-  } finally {
-    ck.close();
-  }
 }
 
 function modelCard(rep: StockExportReport, config: Record<string, unknown>): string {

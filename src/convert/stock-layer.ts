@@ -10,9 +10,9 @@ import type { DecoderLayer } from '../models/decoder.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import { widen } from '../models/weights.js';
 import type { Tensor } from '../tensor.js';
-import type { HiddenStates } from '../convert/calibrate.js';
-import { fitLatentNorm, fitResidual, LatentMomentStats, latentScale, LatentNormStats, refit, stabilizingScales } from '../convert/latent-norm.js';
-import { tensorOf } from '../convert/mla-build.js';
+import type { HiddenStates } from '../eval/hidden-states.js';
+import { fitLatentNorm, fitResidual, LatentMomentStats, latentScale, LatentNormStats, refit, stabilizingScales } from './latent-norm.js';
+import { tensorOf } from './mla-build.js';
 
 function f64(t: Tensor): Float64Array {
   return Float64Array.from(widen(t));
