@@ -19,18 +19,18 @@
 // - transmla.json (variant "deepseek-v3") and README.md with the perplexity of the exact model
 //   and of the stock-semantics model side by side.
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
-import { ropeScalingJson } from '../arch/args.js';
-import { STOCK_VARIANT, stockDeepseekV3Config } from '../arch/deepseek-stock.js';
+import { join, resolve } from 'node:path';
+import { stockDeepseekV3Config } from '../arch/deepseek-stock.js';
 import { loadModel } from '../arch/load.js';
 import { HiddenStates } from '../eval/hidden-states.js';
 import { assembleModel, tensorOf } from '../convert/mla-build.js';
 import {
-  calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, sha256File, stockOutputTensors, writeModelFolder, type CalibEvalOptions,
+  calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, stockOutputTensors, writeModelFolder, type CalibEvalOptions,
 } from '../convert/pipeline.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import type { StockEvalReport, StockExportReport } from '../schema/transmla-json.js';
 import { foldAttentionBiases, stockLayer, type StockLayer } from '../convert/stock-layer.js';
+import { modelCard, stockNotes, stockReport } from '../convert/stock-report.js';
 
 export interface StockExportOptions extends CalibEvalOptions {
   /** The exact MLA folder (written by `transmla convert`). */
@@ -81,10 +81,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
     if (typeof f === 'string' && existsSync(f)) return f;
     throw new Error(`give --calib FILE (${o.model}/transmla.json records no calibration file that exists here)`);
   })();
-  const dR = mla.qkRopeHeadDim, dn = mla.qkNopeHeadDim, dv = mla.vHeadDim, r = mla.kvLoraRank, rq = mla.qLoraRank;
-  const qh = dn + dR;
   const permute = !mla.ropeInterleave;
-  const notes: string[] = [];
   const stabilize = o.stabilize ?? true;
 
   // Biases first: refuse before any work.
@@ -92,9 +89,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
     if (!(l.attn instanceof MlaAttention)) throw new Error(`layer ${i} is not MLA attention`);
     return foldAttentionBiases(l.attn, i);
   });
-  if (folded.some((x) => x)) notes.push('A latent bias of kv_a_proj_with_mqa that reaches only the NoPE keys was dropped: it adds the same amount to every key\'s score and drops out of the softmax (exact).');
-  if (permute) notes.push('q_pe/k_pe rows were permuted from rotate-half to interleaved pairs (exact: same scores).');
-  if (cfg.ropeScaling) notes.push(`rope_scaling ${cfg.ropeScaling.type} carried as is: the stock rotary embedding applies it over qk_rope_head_dim, as this engine does (exact). llama.cpp GGUF export refuses llama3 scaling.`);
+  const notes = stockNotes(folded, permute, cfg.ropeScaling);
 
   // --- Calibration (sequential: each layer sees the inputs of the exported layers before it).
   const t0 = performance.now();
@@ -129,30 +124,11 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   }
   const evalSecs = (performance.now() - t1) / 1000;
 
-  const report: StockExportReport = {
-    tool: 'transmla',
-    variant: STOCK_VARIANT,
-    method: 'strict DeepSeek-V3 export: calibrated kv_a_layernorm (q_a_layernorm) with least-squares refit of kv_b_proj (q_b_proj)',
-    created: new Date().toISOString(),
-    source: {
-      path: typeof (conversion?.source as { path?: unknown } | undefined)?.path === 'string' ? (conversion!.source as { path: string }).path : null,
-      exactFolder: resolve(o.model),
-    },
-    output: resolve(o.out),
-    conversion,
-    parameters: {
-      kvLoraRank: r, qLoraRank: rq, qkRopeHeadDim: dR, qkNopeHeadDim: dn, vHeadDim: dv, dtype,
-      ropePermuted: permute,
-      ropeScaling: cfg.ropeScaling ? JSON.stringify(ropeScalingJson(cfg.ropeScaling)) : 'none',
-      latentNormFit: `${stabilize ? 'latent channels rescaled by s (s² by least squares so that Σ s_i²c_i² is as constant as possible per token), then ' : ''}latent rows of kv_a_proj_with_mqa (q_a_proj) scaled by α so the calibration latent has mean square 1; g_i = α·RMS(c_i)/RMS(n_i), n = c/rms(c); W' = W·diag(1/s)·S_cn·S_nn⁻¹·diag(1/g) (float64 Grams over calibration latents)`,
-      softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½ = ${(1 / Math.sqrt(qh)).toPrecision(6)}`,
-    },
-    layers: built.map((b, l) => ({ kvResidual: b.kvResidual, qResidual: b.qResidual, kvNormKept: b.kvNormKept, latentBiasFolded: folded[l]! })),
-    calibration: { file: resolve(calibFile), sha256: sha256File(calibFile), samples: c.samples, seqLen: c.seqLen, tokens: c.samples * c.seqLen, seed: c.seed, order: 'sequential' },
-    evaluations,
-    notes,
+  const report = stockReport({
+    conversion, sourcePath: typeof (conversion?.source as { path?: unknown } | undefined)?.path === 'string' ? (conversion!.source as { path: string }).path : null,
+    exactFolder: resolve(o.model), out: o.out, args: cfg, mla, dtype, permute, stabilize, built, folded, calib: c, evaluations, notes,
     seconds: { calibration: calSecs, evaluation: evalSecs, save: 0 },
-  };
+  });
 
   const t2 = performance.now();
   const config = stockDeepseekV3Config(cfg, mla, dtype);
@@ -165,57 +141,4 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
     html: report.conversion !== null, log,
   }));
   return report;
-}
-
-function modelCard(rep: StockExportReport, config: Record<string, unknown>): string {
-  const conv = rep.conversion as { parameters?: Record<string, unknown> } | null;
-  const base = basename(rep.source.path ?? rep.source.exactFolder);
-  const p = rep.parameters;
-  const rows = rep.evaluations.map((e) =>
-    `| ${e.text} | ${e.ctx} × ${e.chunks} | ${e.exact.ppl.toFixed(4)} | ${e.stock.ppl.toFixed(4)} | ${e.pplGapPercent >= 0 ? '+' : ''}${e.pplGapPercent.toFixed(2)} % | ${e.stock.kl.toFixed(5)} | ${(100 * e.stock.top1).toFixed(2)} % |`);
-  const cp = conv?.parameters ?? {};
-  const convLines = Object.keys(cp).length
-    ? ['', '## Conversion (TransMLA, training-free)', '', ...['kvFraction', 'freqFold', 'collapse', 'balanceKvRatio', 'calibOrder', 'pcaDamp'].filter((k) => k in cp).map((k) => `- ${k}: ${JSON.stringify(cp[k])}`)]
-    : [];
-  return [
-    '---',
-    `base_model: ${JSON.stringify(base)}`,
-    'library_name: transformers',
-    'pipeline_tag: text-generation',
-    'tags:',
-    '  - transmla',
-    '  - mla',
-    '  - deepseek_v3',
-    '  - kv-cache-compression',
-    '---',
-    '',
-    `# ${base} as DeepSeek-V3 Multi-head Latent Attention`,
-    '',
-    `Converted with transmla from \`${base}\` (GQA/MHA) to MLA and exported in the stock DeepSeek-V3 layout: ` +
-      `\`DeepseekV3ForCausalLM\`, no custom code, every MLP dense (first_k_dense_replace = ${String(config.num_hidden_layers)}).`,
-    '',
-    '## Shape',
-    '',
-    `- kv_lora_rank ${p.kvLoraRank}, qk_rope_head_dim ${p.qkRopeHeadDim}, qk_nope_head_dim ${p.qkNopeHeadDim}, v_head_dim ${p.vHeadDim}, q_lora_rank ${p.qLoraRank ?? 'none'}`,
-    `- KV cache per token per layer: ${p.kvLoraRank + p.qkRopeHeadDim} values (latent + shared RoPE key)`,
-    `- weights ${p.dtype}; RoPE interleaved (rope_interleave true); rope_scaling ${p.ropeScaling}`,
-    `- softmax scale ${p.softmaxScale}`,
-    ...convLines,
-    '',
-    '## Export to stock semantics',
-    '',
-    `The exact conversion has no kv_a_layernorm; stock DeepSeek-V3 RMS-normalises the latent. The norm weight is calibrated and kv_b_proj refit by least squares on ${rep.calibration.tokens} calibration tokens (${rep.calibration.file}, seed ${rep.calibration.seed}): ${p.latentNormFit}.`,
-    ...rep.notes.map((n) => `- ${n}`),
-    '',
-    '## Measured (transmla engine, f32 compute)',
-    '',
-    '| text | ctx × chunks | ppl exact MLA | ppl stock DeepSeek-V3 | gap | KL(exact ‖ stock) | top-1 agreement |',
-    '|---|---|---|---|---|---|---|',
-    ...rows,
-    '',
-    `Convention: ${rep.evaluations[0]?.convention ?? ''}`,
-    '',
-    `Per-layer relative least-squares error of the refit kv_b_proj: ${rep.layers.map((l) => (100 * l.kvResidual).toFixed(3) + ' %').join(', ')}.`,
-    '',
-  ].join('\n');
 }

@@ -146,8 +146,8 @@ export interface StockExportReport {
   variant: 'deepseek-v3';
   method: string;
   created: string;
-  /** path: the original (GQA/MHA) model recorded by the conversion, if known; exactFolder: the exported folder. */
-  source: { path: string | null; exactFolder: string };
+  /** path: the original (GQA/MHA) model recorded by the conversion, if known; exactFolder: the exported exact folder (null when convert wrote the stock folder directly). */
+  source: { path: string | null; exactFolder: string | null };
   output: string;
   /** The source folder's transmla.json (its conversion report), when it has one. */
   conversion: Record<string, unknown> | null;
