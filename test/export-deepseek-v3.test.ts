@@ -266,7 +266,7 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     writeFileSync(join(src, 'config.json'), JSON.stringify(m.json));
     writeHfFolderExtras(vocabDir!, src);
     const exact = join(tmp, 'qwen2-mla');
-    await convertModel({ model: src, out: exact, kvLoraRank: 8, ropeDim: 4, freqFold: 4, calib: calibText!, calibSamples: 4, calibSeqLen: 32, evalCtx: 32, evalChunks: 1 });
+    await convertModel({ variant: 'exact', model: src, out: exact, kvLoraRank: 8, ropeDim: 4, freqFold: 4, calib: calibText!, calibSamples: 4, calibSeqLen: 32, evalCtx: 32, evalChunks: 1 });
     const out = join(tmp, 'qwen2-ds3');
     await assert.rejects(exportDeepseekV3({ model: exact, out, calib: calibText!, ...small }), /layer 0: the query projection has a bias.*Refusing rather than dropping it/);
     assert.equal(existsSync(out), false);

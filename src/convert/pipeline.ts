@@ -28,7 +28,8 @@ import { writeHfFolderExtras } from '../io/hf-folder.js';
 import { setStage, testPause } from '../io/interrupt.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
-import { embeddingName, type Decoder, type DecoderLayer } from '../models/decoder.js';
+import { embeddingName, normWeight, type Decoder, type DecoderLayer } from '../models/decoder.js';
+import { Linear } from '../models/linear.js';
 import { requireTensor } from '../models/weights.js';
 import type { TextMode } from '../schema/transmla-json.js';
 import type { Tensor, WeightSource } from '../tensor.js';
@@ -91,6 +92,8 @@ export interface ConversionSource {
   /** Layer l: the model's, or read from the checkpoint now (the caller drops it when done). */
   layer(l: number): DecoderLayer;
   embedding(): Tensor;
+  /** The final norm and the output head (every stage of a conversion shares them). */
+  finals(): { norm: Float32Array; head: Linear };
   close(): void;
 }
 
@@ -113,7 +116,7 @@ export function openSource(model: string, method: ConversionMethod, whole: boole
     const m = loaded.model;
     return {
       path: model, args: loaded.config, tokenizer: loaded.tokenizer!, dtype: m.weightDtype, model: m,
-      layer: (l) => m.layers[l]!, embedding: () => m.embed, close: () => {},
+      layer: (l) => m.layers[l]!, embedding: () => m.embed, finals: () => ({ norm: m.norm, head: m.head }), close: () => {},
     };
   }
   const tokenizer = loadTokenizer(model);
@@ -127,6 +130,11 @@ export function openSource(model: string, method: ConversionMethod, whole: boole
     path: model, args, tokenizer, dtype: sdt === 'BF16' ? 'bf16' : sdt === 'F16' ? 'f16' : 'f32', model: null,
     layer: (l) => build(src, l),
     embedding: () => requireTensor(src, embedName, [args.vocabSize, args.hiddenSize]),
+    finals: () => {
+      const V = args.vocabSize, D = args.hiddenSize;
+      const head = new Linear(args.tieWordEmbeddings ? requireTensor(src, embedName, [V, D]) : requireTensor(src, 'lm_head.weight', [V, D]));
+      return { norm: normWeight(src, 'model.norm.weight', D), head };
+    },
     close: () => ck.close(),
   };
 }
@@ -279,8 +287,8 @@ export interface ModelFolder {
   tensors: Iterable<NamedTensor> | AsyncIterable<NamedTensor>;
   /** config.json text (without the final newline). */
   config: string;
-  /** Other text files (README.md …). */
-  files?: { name: string; text: string }[];
+  /** Other text files (README.md …), made once `report` has run (a model card quotes it). */
+  files?: () => { name: string; text: string }[];
   /** transmla.json, built once everything else is written (so it can hold the save timings). */
   report: () => object;
   /** Draw report.html (needs transmla.json). */
@@ -305,8 +313,9 @@ export async function writeModelFolder(out: string, inputs: { overwrite: boolean
     await testPause('write');
     writeFileSync(join(dir, 'config.json'), f.config + '\n');
     writeHfFolderExtras(f.srcDir, dir);
-    for (const x of f.files ?? []) writeFileSync(join(dir, x.name), x.text);
-    writeFileSync(join(dir, 'transmla.json'), JSON.stringify(f.report(), null, 2) + '\n');
+    const report = f.report();
+    for (const x of f.files?.() ?? []) writeFileSync(join(dir, x.name), x.text);
+    writeFileSync(join(dir, 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
     if (f.html) {
       // Loaded on demand: the charting library is only needed once a folder is written.
       const { writeReport } = await import('../report/report.js');

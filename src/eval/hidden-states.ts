@@ -28,6 +28,36 @@ export function decoderLayerForward(layer: DecoderLayer, x: Float32Array, T: num
 
 const CALIB_PREFIX = 'transmla-calib-';
 
+// One scratch folder per process while any sweep file is open (hidden states, spilled
+// statistics): created with the first, removed with the last. The pid in the name lets a later
+// run recognise (and delete) the folder of a killed one.
+let scratch: { dir: string; users: number; unregister: () => void } | null = null;
+let serial = 0;
+
+function openScratchFile(name: string): { fd: number; release(): void } {
+  if (!scratch) {
+    cleanStaleCalibrationFiles();
+    const dir = mkdtempSync(join(tmpdir(), `${CALIB_PREFIX}${process.pid}-`));
+    scratch = { dir, users: 0, unregister: registerTempPath(dir) };
+  }
+  const s = scratch;
+  s.users++;
+  const path = join(s.dir, `${name}-${serial++}`);
+  const fd = openSync(path, 'w+');
+  return {
+    fd,
+    release: () => {
+      closeSync(fd);
+      rmSync(path, { force: true });
+      if (--s.users === 0) {
+        rmSync(s.dir, { recursive: true, force: true });
+        s.unregister();
+        if (scratch === s) scratch = null;
+      }
+    },
+  };
+}
+
 /** Removes calibration temp folders (`transmla-calib-<pid>-…`) of processes that no longer exist (killed runs). */
 export function cleanStaleCalibrationFiles(dir = tmpdir()): string[] {
   const removed: string[] = [];
@@ -61,9 +91,8 @@ export class HiddenStates {
   readonly seqLen: number;
   readonly hidden: number;
   private readonly eps: number;
-  private readonly dir: string;
   private readonly fd: number;
-  private readonly unregister: () => void;
+  private readonly release: () => void;
   private readonly ws = new Workspace();
   private readonly buf: Float32Array;
   /** Layers applied so far. */
@@ -74,11 +103,9 @@ export class HiddenStates {
     this.seqLen = seqLen;
     this.hidden = hidden;
     this.eps = eps;
-    cleanStaleCalibrationFiles();
-    // The pid in the name lets a later run recognise (and delete) the folder of a killed one.
-    this.dir = mkdtempSync(join(tmpdir(), `${CALIB_PREFIX}${process.pid}-`));
-    this.unregister = registerTempPath(this.dir);
-    this.fd = openSync(join(this.dir, 'hidden.f32'), 'w+');
+    const f = openScratchFile('hidden.f32');
+    this.fd = f.fd;
+    this.release = f.release;
     this.buf = new Float32Array(seqLen * hidden);
   }
 
@@ -168,9 +195,7 @@ export class HiddenStates {
   }
 
   close(): void {
-    closeSync(this.fd);
-    rmSync(this.dir, { recursive: true, force: true });
-    this.unregister();
+    this.release();
   }
 }
 
@@ -179,16 +204,15 @@ export class HiddenStates {
  * statistics that a later pass needs, without holding every layer's in memory. close() deletes it.
  */
 export class Float64Spill {
-  private readonly dir: string;
   private readonly fd: number;
-  private readonly unregister: () => void;
+  private readonly release: () => void;
   private readonly spans: { offset: number; length: number }[] = [];
   private end = 0;
 
   constructor() {
-    this.dir = mkdtempSync(join(tmpdir(), `${CALIB_PREFIX}${process.pid}-`));
-    this.unregister = registerTempPath(this.dir);
-    this.fd = openSync(join(this.dir, 'stats.f64'), 'w+');
+    const f = openScratchFile('stats.f64');
+    this.fd = f.fd;
+    this.release = f.release;
   }
 
   push(a: Float64Array): number {
@@ -215,8 +239,6 @@ export class Float64Spill {
   }
 
   close(): void {
-    closeSync(this.fd);
-    rmSync(this.dir, { recursive: true, force: true });
-    this.unregister();
+    this.release();
   }
 }

@@ -47,6 +47,11 @@ export class StageSweep {
     return new StageSweep(args, data, streams);
   }
 
+  /** Models (streams) in the sweep. */
+  get models(): number {
+    return this.streams.length;
+  }
+
   get tokens(): number {
     return this.data.chunks.length * this.data.ctx;
   }
@@ -57,28 +62,34 @@ export class StageSweep {
     this.streams.forEach((s, i) => s.advance(layers[i]!));
   }
 
-  /** Scores every model against the reference (stream 0); `finals[i]` is model i's final norm and head. */
-  async finish(finals: readonly { norm: Float32Array; head: Linear }[], logitRows = 128): Promise<FidelityResult> {
+  /**
+   * Scores models against references from the final states; `finals[i]` is model i's final norm
+   * and head. Each comparison gives one FidelityResult (its reference's perplexity, and KL/top-1
+   * of each of its models against that reference).
+   */
+  async finish(finals: readonly { norm: Float32Array; head: Linear }[], comparisons: readonly { reference: number; models: readonly number[] }[], logitRows = 128): Promise<FidelityResult[]> {
     const { ctx, chunks } = this.data, D = this.args.hiddenSize, V = this.args.vocabSize, eps = this.args.rmsNormEps;
+    if (finals.length !== this.streams.length) throw new Error(`${finals.length} final norms/heads for ${this.streams.length} models`);
     const block = Math.max(1, logitRows);
     const logits = finals.map(() => new Float32Array(block * V));
     const normed = finals.map(() => new Float32Array(ctx * D));
-    const acc = new FidelityAccumulator(V, finals.length - 1);
+    const accs = comparisons.map((c) => new FidelityAccumulator(V, c.models.length));
     for (let c = 0; c < chunks.length; c++) {
       this.streams.forEach((s, i) => rmsNorm(s.sample(c), ctx, D, finals[i]!.norm, eps, normed[i]!));
       for (let r0 = 0; r0 < ctx - 1; r0 += block) {
         const rows = Math.min(block, ctx - 1 - r0);
         finals.forEach((f, i) => f.head.forward(normed[i]!.subarray(r0 * D, (r0 + rows) * D), rows, logits[i]!));
-        acc.add(logits, rows, chunks[c]!.subarray(r0 + 1, r0 + rows + 1));
+        const targets = chunks[c]!.subarray(r0 + 1, r0 + rows + 1);
+        comparisons.forEach((cmp, k) => accs[k]!.add([logits[cmp.reference]!, ...cmp.models.map((m) => logits[m]!)], rows, targets));
       }
       await interruptPoint();
     }
-    return {
-      reference: acc.score(0),
-      models: finals.slice(1).map((_, i) => acc.score(i + 1)),
+    return comparisons.map((cmp, k) => ({
+      reference: accs[k]!.score(0),
+      models: cmp.models.map((_, i) => accs[k]!.score(i + 1)),
       predictions: chunks.length * (ctx - 1), chunks: chunks.length, chunksAvailable: this.data.available, ctx,
       convention: conventionText(ctx, this.data.bos),
-    };
+    }));
   }
 
   close(): void {

@@ -137,7 +137,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
     tensors: stockOutputTensors(o.model, built.length, (l) => built[l]!.tensors.map((t) => ({ name: t.name, tensor: tensorOf(t.data, t.shape, dtype) })), cfg.tieWordEmbeddings),
     config: JSON.stringify(config, null, 2),
     report: () => { report.seconds.save = (performance.now() - t2) / 1000; return report; },
-    files: [{ name: 'README.md', text: modelCard(report, config) }],
+    files: () => [{ name: 'README.md', text: modelCard(report, config) }],
     html: report.conversion !== null, log,
   }));
   return report;

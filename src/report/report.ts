@@ -92,13 +92,13 @@ async function searchSection(r: ConvertReport): Promise<Section | null> {
   if (t.length === 0) return null;
   const p = r.parameters;
   const rows = t.map((s) => ({
-    label: `d_R ${s.ropeDim} · M ${s.freqFold} · r ${s.kvLoraRank}`, value: s.ppl,
+    label: `d_R ${s.ropeDim} · M ${s.freqFold} · r ${s.kvLoraRank}`, value: s.score ?? (s as { ppl?: number }).ppl ?? NaN,
     chosen: s.ropeDim === p.qkRopeHeadDim && s.freqFold === p.freqFold && s.kvLoraRank === p.kvLoraRank,
   }));
   return {
     title: 'Shape search',
     intro: `Candidates scored by ${r.search.scoredOn}.`,
-    charts: [await renderSvg(pointsChart('Held-out perplexity per candidate', rows, 'held-out perplexity'))],
+    charts: [await renderSvg(pointsChart('Score per candidate (lower is better)', rows, /perplexity/.test(r.search.scoredOn) ? 'held-out perplexity' : 'attention-output error'))],
   };
 }
 

@@ -29,7 +29,8 @@ export interface ShapeScore {
   ropeDim: number;
   freqFold: number;
   kvLoraRank: number;
-  ppl: number;
+  /** What `search.scoredOn` says (lower is better): held-out perplexity, or the proxy's error. */
+  score: number;
 }
 
 export interface EvalReport {

@@ -36,6 +36,7 @@ import {
 } from '../arch/deepseek-stock.js';
 import { ALL, EXPORT_FIX, isInt, isObj, type Finding, type FolderFacts, type Impact, type MlaDims, type TensorFact } from './findings.js';
 import { checkKernels } from './kernels.js';
+import { EXACT_MODEL_TYPE } from '../arch/deepseek.js';
 
 export * from './findings.js';
 export { checkKernels, kernelTables, type KernelStatus, type KernelTables } from './kernels.js';
@@ -51,11 +52,13 @@ export function checkIdentity(c: Record<string, unknown>): Finding[] {
   const out: Finding[] = [];
   const mt = c.model_type;
   if (typeof mt !== 'string' || !MLA_MODEL_TYPES.includes(mt)) {
-    const ours = mt === 'llama_mha2mla' ? ' (transmla\'s MHA2MLA variant: a RoPE key per KV head, which the DeepSeek layout cannot express; it runs only in transmla)' : '';
+    const ours = mt === 'llama_mha2mla' ? ' (transmla\'s MHA2MLA variant: a RoPE key per KV head, which the DeepSeek layout cannot express; it runs only in transmla)'
+      : mt === EXACT_MODEL_TYPE ? ' (transmla\'s exact variant, named so that no stock engine takes it for DeepSeek: it has no kv_a_layernorm and runs only in transmla)' : '';
     out.push({
       rule: 'model-type',
       impact: ALL('will-not-load'),
       message: `model_type ${JSON.stringify(mt)} is not deepseek_v3/deepseek_v2${ours}: transformers, vLLM, SGLang and llama.cpp's converter pick the DeepSeek MLA code by it`,
+      ...(mt === EXACT_MODEL_TYPE ? { fix: `${EXPORT_FIX} (writes the stock folder)` } : {}),
     });
     return out;
   }
