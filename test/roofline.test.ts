@@ -45,6 +45,7 @@ describe('memory roofline', () => {
     assert.deepEqual(a!.bandwidthRange, [4e9, 20e9]);
     assert.ok(Math.abs(a!.minMsPerTokenRange[0] - (bytes / 20e9) * 1000) < 1e-12 && Math.abs(a!.minMsPerTokenRange[1] - (bytes / 4e9) * 1000) < 1e-12);
     assert.equal(a!.aboveRoofline, null);
+    assert.equal(a!.aboveRooflineKind, null);
     assert.equal(b!.bandwidthSource, 'up-front measurement');
     assert.equal(b!.adjacent, null);
     assert.equal(b!.bandwidthBytesPerSecond, 20e9);
@@ -54,13 +55,16 @@ describe('memory roofline', () => {
     // Cache-resident: 8 MiB a step, 32 MiB last-level cache.
     const small = rooflineOf([at(16, 0.1, 8 * MiB)], probes(16, [0.4], [10, 10], 0), 10e9, 32 * MiB)[0]!;
     assert.ok(small.fractionOfRoofline > 1);
+    assert.equal(small.aboveRooflineKind, 'cache-resident');
     assert.match(small.aboveRoofline ?? '', /^above the measured bandwidth: cache-resident weights \(a step reads 8\.0 MiB; the last-level cache holds 32 MiB\)/);
     // Disturbed: 100 MiB in 10 ms = 10.5 GB/s, readings next to it 8 GB/s, the best of the run 17 GB/s.
     const busy = rooflineOf([at(16, 10, 100 * MiB)], probes(16, [10, 11], [7, 8, 17], 0), 12e9, 32 * MiB)[0]!;
     assert.ok(busy.fractionOfRoofline > 1);
+    assert.equal(busy.aboveRooflineKind, 'disturbed probe');
     assert.match(busy.aboveRoofline ?? '', /^bandwidth probe disturbed by load: the probes next to this timing read 8\.0 GB\/s, the best of the run 17\.0 GB\/s, against which this step is at 62 % of the roofline/);
     // Faster than any reading, too big for the cache.
     const fast = rooflineOf([at(16, 1, 100 * MiB)], probes(16, [1], [8, 8], 0), 9e9, null)[0]!;
+    assert.equal(fast.aboveRooflineKind, 'faster than every probe');
     assert.match(fast.aboveRoofline ?? '', /^faster than every bandwidth probe of the run \(best 9\.0 GB\/s\)/);
   });
 

@@ -4,22 +4,28 @@
 // taken just before and just after its fastest repetition, in the same minutes and under the same
 // load, rather than against one figure taken before the run. The spread over all probes of a run
 // gives the roofline as a range, and a step faster than its roofline always carries the reason.
-import type { BandwidthSample, DecodeAtContext, ProbeAtBoundary, RooflinePoint } from '../schema/bench-json.js';
+import type { AboveRooflineKind, BandwidthSample, DecodeAtContext, ProbeAtBoundary, RooflinePoint } from '../schema/bench-json.js';
 
-export type { ProbeAtBoundary, RooflinePoint } from '../schema/bench-json.js';
+export type { AboveRooflineKind, ProbeAtBoundary, RooflinePoint } from '../schema/bench-json.js';
 
 const mib = (n: number): string => `${(n / 2 ** 20).toFixed(n >= 10 * 2 ** 20 ? 0 : 1)} MiB`;
 const gbs = (n: number): string => `${(n / 1e9).toFixed(1)} GB/s`;
 
+interface AboveFacts { bytesPerStep: number; achievedBytesPerSecond: number; usedBytesPerSecond: number; bestBytesPerSecond: number; lastLevelCacheBytes: number | null }
+
+export function aboveRooflineKind(o: AboveFacts): AboveRooflineKind {
+  if (o.lastLevelCacheBytes !== null && o.bytesPerStep <= o.lastLevelCacheBytes) return 'cache-resident';
+  return o.achievedBytesPerSecond <= o.bestBytesPerSecond ? 'disturbed probe' : 'faster than every probe';
+}
+
 /** The reason a step read faster than the bandwidth its roofline used. */
-export function aboveRooflineReason(o: {
-  bytesPerStep: number; achievedBytesPerSecond: number; usedBytesPerSecond: number; bestBytesPerSecond: number; lastLevelCacheBytes: number | null;
-}): string {
+export function aboveRooflineReason(o: AboveFacts): string {
   const llc = o.lastLevelCacheBytes;
-  if (llc !== null && o.bytesPerStep <= llc) {
-    return `above the measured bandwidth: cache-resident weights (a step reads ${mib(o.bytesPerStep)}; the last-level cache holds ${mib(llc)}), so it reads from cache, not memory`;
+  const kind = aboveRooflineKind(o);
+  if (kind === 'cache-resident') {
+    return `above the measured bandwidth: cache-resident weights (a step reads ${mib(o.bytesPerStep)}; the last-level cache holds ${mib(llc ?? 0)}), so it reads from cache, not memory`;
   }
-  if (o.achievedBytesPerSecond <= o.bestBytesPerSecond) {
+  if (kind === 'disturbed probe') {
     return `bandwidth probe disturbed by load: the probes next to this timing read ${gbs(o.usedBytesPerSecond)}, the best of the run ${gbs(o.bestBytesPerSecond)}, ` +
       `against which this step is at ${Math.round((100 * o.achievedBytesPerSecond) / o.bestBytesPerSecond)} % of the roofline`;
   }
@@ -45,15 +51,15 @@ export function rooflineOf(contexts: DecodeAtContext[], probes: ProbeAtBoundary[
     const minMs = (c.bytesPerStep / bw) * 1000;
     const achieved = c.bytesPerStep / (c.msPerToken / 1000);
     const fraction = minMs / c.msPerToken;
+    const facts = { bytesPerStep: c.bytesPerStep, achievedBytesPerSecond: achieved, usedBytesPerSecond: bw, bestBytesPerSecond: hi, lastLevelCacheBytes };
     return {
       context: c.context, minMsPerToken: minMs, fractionOfRoofline: fraction, achievedBytesPerSecond: achieved,
       bandwidthBytesPerSecond: bw, bandwidthSource: adjacent ? 'adjacent probes' : 'up-front measurement', adjacent,
       bandwidthRange: [lo, hi],
       minMsPerTokenRange: [(c.bytesPerStep / hi) * 1000, (c.bytesPerStep / lo) * 1000],
       fractionOfRooflineRange: [achieved / hi, achieved / lo],
-      aboveRoofline: fraction > 1
-        ? aboveRooflineReason({ bytesPerStep: c.bytesPerStep, achievedBytesPerSecond: achieved, usedBytesPerSecond: bw, bestBytesPerSecond: hi, lastLevelCacheBytes })
-        : null,
+      aboveRoofline: fraction > 1 ? aboveRooflineReason(facts) : null,
+      aboveRooflineKind: fraction > 1 ? aboveRooflineKind(facts) : null,
     };
   });
 }

@@ -3,12 +3,9 @@
 import type { SweepReport } from '../schema/sweep-json.js';
 import { linesChart, renderSvg } from './charts.js';
 import { page, table, type Section } from './html.js';
+import { shortText } from './sections.js';
 import { textTable } from './text-table.js';
 
-function shortText(name: string): string {
-  const base = name.split('/').pop() ?? name;
-  return base.length > 60 ? `${base.slice(0, 57)}…` : base;
-}
 
 export async function buildSweepHtml(s: SweepReport): Promise<string> {
   const texts = [...new Set(s.points.flatMap((p) => p.evaluations.map((e) => e.text)))];

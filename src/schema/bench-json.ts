@@ -72,6 +72,8 @@ export interface ProbeAtBoundary extends BandwidthSample {
   previousMs: number | null;
 }
 
+export type AboveRooflineKind = 'cache-resident' | 'disturbed probe' | 'faster than every probe';
+
 /**
  * The memory roofline at one context. Files written before bandwidth was read between timed
  * repetitions have only the first four fields (report/ copes with that).
@@ -99,6 +101,8 @@ export interface RooflinePoint {
   fractionOfRooflineRange: [number, number];
   /** Why the step was faster than its roofline (fractionOfRoofline > 1); null when it was not. */
   aboveRoofline: string | null;
+  /** The same reason as a key (for charts and scripts). */
+  aboveRooflineKind: AboveRooflineKind | null;
 }
 
 export interface BenchRun extends DecodeBench {
