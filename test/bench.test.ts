@@ -1,4 +1,4 @@
-// `transmla bench <model> --compare <other> --contexts …` (src/eval/bench.ts) on the small
+// `transmla bench <model> --compare <other> --contexts …` (src/bench/bench.ts) on the small
 // TinyStories checkpoints: both models measured in the same run with the ratio, per-context decode
 // speed and cache bytes, the roofline, peak RSS taken from each engine child's own /proc VmHWM (not
 // the parent's), and the statement for contexts past the trained window. No timing is asserted:
