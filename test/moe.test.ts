@@ -17,7 +17,8 @@ import { exportMixtralGguf } from '../src/export/gguf-mixtral.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { readGguf } from '../src/io/gguf.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
-import { MoeMlp, routeTopK } from '../src/models/moe.js';
+import { deepseekMoeNames, mixtralMoeNames, MoeMlp, routeTopK } from '../src/models/moe.js';
+import { Workspace } from '../src/models/workspace.js';
 import { assetPath } from './helpers/assets.js';
 import { logSoftmax, maxAbsDiff, mulberry32, randomLlama, referenceLogits } from './helpers/random-llama.js';
 import { randomMixtral, referenceMoe } from './helpers/random-mixtral.js';
@@ -126,6 +127,21 @@ describe('engine forward', () => {
     assert.equal(d.mlp, 'MoE: 8 experts × 40, top-2');
     assert.match(formatModelReport(d), /architecture mixtral: 2 layers, hidden 48, MLP MoE: 8 experts × 40, top-2, vocab 64/);
     assert.equal(d.params, m.src.names().reduce((n, x) => n + m.src.get(x).data.length, 0));
+  });
+
+  test('the same experts load under DeepSeek-V2 names (mlp.gate, mlp.experts.N.{gate,up,down}_proj) and compute the same', () => {
+    const m = randomMixtral({ ...spec, layers: 1 });
+    const rename = (n: string): string => n.replace('block_sparse_moe.gate', 'mlp.gate').replace(/block_sparse_moe\.experts\.(\d+)\.w([123])/, (_, e, w) => `mlp.experts.${e}.${({ 1: 'gate', 2: 'down', 3: 'up' } as Record<string, string>)[w]}_proj`);
+    const map = new Map([...m.src.map].map(([n, t]) => [rename(n), t]));
+    assert.ok(map.has('model.layers.0.mlp.experts.3.up_proj.weight') && map.has('model.layers.0.mlp.gate.weight'));
+    const shape = { hidden: 48, expertInter: 40, numExperts: 8, topK: 2 };
+    const a = MoeMlp.load(m.src, mixtralMoeNames('model.layers.0'), shape);
+    const b = MoeMlp.load({ names: () => [...map.keys()], has: (n) => map.has(n), get: (n) => map.get(n)! }, deepseekMoeNames('model.layers.0'), shape);
+    const x = Float32Array.from({ length: 5 * 48 }, (_, i) => Math.sin(i)), ya = new Float32Array(5 * 48), yb = new Float32Array(5 * 48);
+    a.forward(x, 5, ya, new Workspace());
+    b.forward(x, 5, yb, new Workspace());
+    assert.equal(maxAbsDiff(ya, yb), 0);
+    assert.ok(ya.some((v) => v !== 0));
   });
 
   test('a checkpoint missing an expert or with an expert bias is refused by name', () => {

@@ -29,7 +29,7 @@ export class MoeLayer implements TrainMlp {
   private logits!: Vec; private idx!: Int32Array; private w!: Float64Array; private groups!: ExpertGroups;
   private xr!: Vec; private g!: Vec; private u!: Vec; private h!: Vec; private y!: Vec;
   // Gradient scratch.
-  private dl!: Vec; private dy!: Vec; private dh!: Vec; private dxr!: Vec;
+  private dl!: Vec; private dy!: Vec; private dh!: Vec; private dxr!: Vec; private gSel!: Float64Array;
 
   constructor(private readonly be: TrainBackend, ps: ParamStore, names: MoeNames, readonly s: MoeShape) {
     const D = s.hidden, I = s.expertInter;
@@ -54,7 +54,7 @@ export class MoeLayer implements TrainMlp {
     this.logits = be.alloc(T * E); this.idx = new Int32Array(R); this.w = new Float64Array(R);
     this.groups = { offsets: new Int32Array(E + 1), token: new Int32Array(R), weight: new Float64Array(R), row: new Int32Array(R) };
     this.xr = be.alloc(R * D); this.g = be.alloc(R * I); this.u = be.alloc(R * I); this.h = be.alloc(R * I); this.y = be.alloc(R * D);
-    this.dl = be.alloc(T * E); this.dy = be.alloc(R * D); this.dh = be.alloc(R * I); this.dxr = be.alloc(R * D);
+    this.dl = be.alloc(T * E); this.dy = be.alloc(R * D); this.dh = be.alloc(R * I); this.dxr = be.alloc(R * D); this.gSel = new Float64Array(R);
     this.T = T;
   }
 
@@ -88,7 +88,7 @@ export class MoeLayer implements TrainMlp {
     const { hidden: D, expertInter: I, numExperts: E, topK: k } = this.s, be = this.be, R = T * k;
     const gr = this.groups, { g, u, h, y, dl, dy, dh, dxr, xr } = this;
     // Router: g_r = ⟨dOut_t, y_r⟩ per routed row, then the softmax-over-S Jacobian per token.
-    const gSel = new Float64Array(R), rowOf = gr.row;
+    const gSel = this.gSel, rowOf = gr.row;
     for (let r = 0; r < R; r++) {
       const o = gr.token[r]! * D;
       let s = 0;
