@@ -23,6 +23,7 @@ export { FAMILIES, readConfig, parseConfig, buildModel, familyFor } from './arch
 export { HfConfigError } from './arch/args.js';
 export type { ModelArgs, RopeScaling } from './arch/args.js';
 export type { Family } from './arch/family.js';
+export type { MixtralArgs } from './arch/mixtral.js';
 export { openGgufModel } from './arch/gguf.js';
 export { mlaSemantics } from './arch/deepseek.js';
 
@@ -50,6 +51,7 @@ export { exportModel, convertToTarget, EXPORT_TARGETS } from './export/targets.j
 export type { ExportOptions, ExportResult, ExportTarget } from './export/targets.js';
 export { exportDeepseek2Gguf } from './export/gguf-deepseek2.js';
 export { exportLlamaGguf } from './export/gguf-llama.js';
+export { exportMixtralGguf } from './export/gguf-mixtral.js';
 export { runSweep } from './convert/sweep.js';
 export { writeReport } from './report/report.js';
 

@@ -11,6 +11,8 @@ export interface ModelDescription {
   layers: number;
   hidden: number;
   intermediate: number;
+  /** The MLP as `inspect` prints it: the dense width, or the experts and how many a token uses. */
+  mlp: string;
   vocab: number;
   heads: number;
   kvHeads: number;
@@ -60,7 +62,7 @@ export function describeModel(m: LoadedModel): ModelDescription {
   const params = model.paramCount();
   return {
     path: m.path, format: m.format, modelType: mla || mha2mla ? String(c.raw.model_type) : c.modelType,
-    layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, vocab: c.vocabSize,
+    layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, mlp: model.layers[0]?.mlp.summary() ?? String(c.intermediateSize), vocab: c.vocabSize,
     heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention,
     rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases,
     params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
@@ -96,7 +98,7 @@ export function formatModelReport(d: ModelDescription): string {
   const at = k.quant === 'none' ? `at ${k.dtype}` : `with ${k.quant} codes + f16 scales`;
   return [
     `model        ${d.path} (${d.format})`,
-    `architecture ${d.modelType}: ${d.layers} layers, hidden ${d.hidden}, MLP ${d.intermediate}, vocab ${d.vocab}`,
+    `architecture ${d.modelType}: ${d.layers} layers, hidden ${d.hidden}, MLP ${d.mlp}, vocab ${d.vocab}`,
     `attention    ${attn}`,
     `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${d.weightDtype} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
     `context      ${d.maxPositions} positions (max_position_embeddings)`,

@@ -36,6 +36,12 @@ export interface EngineOptions {
 export interface GgufForm<A extends ModelArgs> {
   /** general.architecture values this family reads. */
   archs: readonly string[];
+  /**
+   * Whether this family reads a file of one of its archs, when it shares the arch with another
+   * family (Mixtral is llama.cpp's "llama" with experts). Families that declare it are asked
+   * first; a form without it takes the files of its archs nobody claimed.
+   */
+  claims?(f: GgufFile, arch: string): boolean;
   /** The model's arguments from the GGUF metadata and tensor table. */
   readArgs(f: GgufFile, arch: string, path: string): A;
   /** Every tensor of a model with these arguments (`embedName`: the HF name its embedding is stored under). */

@@ -14,7 +14,7 @@ import { ropeInvFreq, type RopeScaling } from '../models/rope.js';
 import type { FloatDType } from '../kernels/types.js';
 import type { WeightSource } from '../tensor.js';
 import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../io/gguf.js';
-import { GGUF_FILE_TYPE as FILE_TYPE, ggufTensorInputs } from '../io/gguf-model.js';
+import { GGUF_FILE_TYPE as FILE_TYPE, ggufTensorInputs, type GgufTensorSpec } from '../io/gguf-model.js';
 import { tokenizerGgufMetadata, type TokenizerGgufInfo } from '../io/gguf-tokenizer.js';
 
 export type GgufLlamaArch = 'llama' | 'qwen2';
@@ -29,6 +29,8 @@ export interface LlamaGgufExportOptions {
   outType?: FloatDType;
   /** llama.cpp architecture. Default: "qwen2" for model_type qwen2, else "llama". */
   arch?: GgufLlamaArch;
+  /** A variant of the llama layout (Mixtral's experts): its tensors, and metadata beyond Llama's. */
+  variant?: { tensors: (c: LlamaArgs, arch: string, embedName: string) => GgufTensorSpec[]; metadata: (arch: string) => GgufMetadataEntry[] };
 }
 
 export interface LlamaGgufExportResult {
@@ -65,7 +67,7 @@ export function exportLlamaGguf(outPath: string, config: LlamaArgs, weights: Wei
   }
 
   // A tied checkpoint may store the shared matrix under either name (one asset uses lm_head.weight).
-  const specs = llamaGgufTensors(c, arch, embeddingName(weights, c));
+  const specs = (options.variant?.tensors ?? llamaGgufTensors)(c, arch, embeddingName(weights, c));
   const tensors: GgufTensorInput[] = ggufTensorInputs(specs, weights, outType, where);
 
   const tok = tokenizerGgufMetadata(tokenizerDir, c.vocabSize, {
@@ -104,6 +106,7 @@ export function exportLlamaGguf(outPath: string, config: LlamaArgs, weights: Wei
       { key: LLAMA3_KEYS.originalMaxPositionEmbeddings, type: 'u32', value: rs.originalMaxPositionEmbeddings },
     );
   }
+  if (options.variant) md.push(...options.variant.metadata(arch));
   md.push(...tok.metadata);
 
   if (rs?.type === 'llama3') {
@@ -116,7 +119,7 @@ export function exportLlamaGguf(outPath: string, config: LlamaArgs, weights: Wei
   writeGguf(outPath, { metadata: md, tensors });
   const warnings = [...tok.info.warnings];
   const sw = c.raw.sliding_window;
-  if (c.modelType === 'mistral' && typeof sw === 'number' && sw < c.maxPositionEmbeddings && c.raw.use_sliding_window !== false) {
+  if ((c.modelType === 'mistral' || c.modelType === 'mixtral') && typeof sw === 'number' && sw < c.maxPositionEmbeddings && c.raw.use_sliding_window !== false) {
     warnings.push(`config sliding_window ${sw}: llama.cpp's llama architecture attends to the whole context, so outputs differ beyond ${sw} tokens`);
   }
   return { path: outPath, arch, outType, tensorNames: tensors.map((t) => t.name), tokenizer: tok.info, warnings };

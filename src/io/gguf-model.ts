@@ -3,7 +3,7 @@
 // family's knowledge (arch/<family>.ts lists them as GgufTensorSpec); this file only moves them.
 import type { FloatDType } from '../kernels/types.js';
 import { kernels } from '../kernels/index.js';
-import type { Tensor, WeightSource } from '../tensor.js';
+import { numel, type Tensor, type WeightSource } from '../tensor.js';
 import { GgufError, type GgufFile, type GgufTensorInput } from './gguf.js';
 import { permuteRopeRows } from './rope-rows.js';
 
@@ -15,6 +15,17 @@ export interface GgufTensorSpec {
   shape: number[];
   /** Rows to permute between rotate-half (HF) and adjacent-pair (GGUF) order, per head. */
   rope?: { heads: number; headDim: number };
+  /**
+   * The GGUF tensor stacks `count` HF tensors of `shape` along a new leading dimension and this
+   * one is entry `index` (llama.cpp's expert tensors, [n_expert, …]). The specs of one stacked
+   * tensor come together, in index order.
+   */
+  stack?: { index: number; count: number };
+}
+
+/** The shape of the GGUF tensor a spec lives in. */
+function ggufShape(s: GgufTensorSpec): number[] {
+  return s.stack ? [s.stack.count, ...s.shape] : s.shape;
 }
 
 /** llama.cpp general.file_type for all-F32 / mostly-F16 / mostly-BF16 files. */
@@ -57,8 +68,8 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
   const known = new Set<string>(extra);
   for (const s of specs) {
     if (!f.has(s.gguf)) fail(`missing tensor ${s.gguf}`);
-    const info = f.tensorInfo(s.gguf);
-    if (!sameShape(info.shape, s.shape)) fail(`tensor ${s.gguf} has shape [${info.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
+    const info = f.tensorInfo(s.gguf), want = ggufShape(s);
+    if (!sameShape(info.shape, want)) fail(`tensor ${s.gguf} has shape [${info.shape.join(', ')}], expected [${want.join(', ')}]`);
     if (f.floatDType(s.gguf) === null) fail(`tensor ${s.gguf} has type ${info.typeName}; only F32, F16 and BF16 GGUF models can be run`);
     byHf.set(s.hf, s);
     known.add(s.gguf);
@@ -70,7 +81,7 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
     get: (name) => {
       const s = byHf.get(name);
       if (!s) fail(`no tensor "${name}" (GGUF models expose Hugging Face tensor names)`);
-      const t = f.readTensor(s!.gguf);
+      const t = s!.stack ? f.readTensorSlab(s!.gguf, s!.stack.index) : f.readTensor(s!.gguf);
       return s!.rope ? { ...t, data: permuteRopeRows(t.data, { blocks: s!.rope.heads, dim: s!.rope.headDim }, 'half') } : t;
     },
   };
@@ -78,22 +89,39 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
 
 /**
  * GGUF tensor inputs for `specs`, read from `weights` one at a time when written: matrices at
- * `outType`, 1-D tensors (norms, biases) in F32 as llama.cpp's converter writes them.
+ * `outType`, 1-D tensors (norms, biases) in F32 as llama.cpp's converter writes them. The specs
+ * of a stacked tensor become one input whose entries are read and stacked when it is written.
  */
 export function ggufTensorInputs(specs: readonly GgufTensorSpec[], weights: WeightSource, outType: FloatDType, where: string): GgufTensorInput[] {
   for (const s of specs) if (!weights.has(s.hf)) throw new GgufError(`${where}: the checkpoint has no tensor "${s.hf}" (needed for ${s.gguf})`);
-  return specs.map((s) => {
+  const load = (s: GgufTensorSpec, dtype: FloatDType): Tensor => {
+    const t = weights.get(s.hf);
+    if (!sameShape(t.shape, s.shape)) throw new GgufError(`${where}: tensor "${s.hf}" has shape [${t.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
+    const conv = convertDType(t, dtype);
+    return s.rope ? { ...conv, data: permuteRopeRows(conv.data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'interleaved') } : conv;
+  };
+  const inputs: GgufTensorInput[] = [];
+  for (let i = 0; i < specs.length; i++) {
+    const s = specs[i]!;
     const dtype: FloatDType = s.shape.length === 1 ? 'f32' : outType;
-    return {
-      name: s.gguf,
-      dtype,
-      shape: s.shape,
+    if (!s.stack) {
+      inputs.push({ name: s.gguf, dtype, shape: s.shape, load: () => load(s, dtype) });
+      continue;
+    }
+    const group = specs.slice(i, i + s.stack.count);
+    if (group.some((g, j) => g.gguf !== s.gguf || g.stack?.index !== j || g.stack.count !== s.stack!.count || !sameShape(g.shape, s.shape))) {
+      throw new GgufError(`${where}: the entries of stacked tensor ${s.gguf} are not given together in index order`);
+    }
+    i += group.length - 1;
+    inputs.push({
+      name: s.gguf, dtype, shape: ggufShape(s),
       load: (): Tensor => {
-        const t = weights.get(s.hf);
-        if (!sameShape(t.shape, s.shape)) throw new GgufError(`${where}: tensor "${s.hf}" has shape [${t.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
-        const conv = convertDType(t, dtype);
-        return s.rope ? { ...conv, data: permuteRopeRows(conv.data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'interleaved') } : conv;
+        const n = numel(s.shape);
+        const data = dtype === 'f32' ? new Float32Array(n * group.length) : new Uint16Array(n * group.length);
+        group.forEach((g, j) => data.set(load(g, dtype).data, j * n));
+        return { dtype, shape: ggufShape(s), data };
       },
-    };
-  });
+    });
+  }
+  return inputs;
 }

@@ -354,11 +354,37 @@ export class GgufFile implements WeightSource {
   /** Reads an F32/F16/BF16 tensor with its row-major shape. Quantized types are refused by name. */
   readTensor(name: string): Tensor {
     const t = this.tensorInfo(name);
-    const dtype = GGML_TYPE_TO_FLOAT[t.ggmlType];
-    if (!dtype) this.fail(`tensor ${preview(name)} has type ${t.typeName}; only F32, F16 and BF16 tensors can be read as floats`);
+    const dtype = this.requireFloat(t);
     const bytes = this.readRaw(name);
     const data: FloatData = dtype === 'f32' ? new Float32Array(bytes.buffer) : new Uint16Array(bytes.buffer);
     return { dtype, shape: [...t.shape], data };
+  }
+
+  /**
+   * Entry `index` along the leading (row-major) dimension of an F32/F16/BF16 tensor, reading only
+   * its bytes: one expert of llama.cpp's stacked expert tensors [n_expert, …].
+   */
+  readTensorSlab(name: string, index: number): Tensor {
+    const t = this.tensorInfo(name);
+    const dtype = this.requireFloat(t);
+    const n = t.shape[0]!;
+    if (t.shape.length < 2 || !Number.isSafeInteger(index) || index < 0 || index >= n) this.fail(`tensor ${preview(name)} [${t.shape.join(', ')}] has no entry ${index} along its first dimension`);
+    const slab = t.byteSize / n;
+    const out = new Uint8Array(new ArrayBuffer(slab));
+    const fd = openSync(this.path, 'r');
+    try {
+      readFully(fd, out, t.offset + index * slab, this.path);
+    } finally {
+      closeSync(fd);
+    }
+    const data: FloatData = dtype === 'f32' ? new Float32Array(out.buffer) : new Uint16Array(out.buffer);
+    return { dtype, shape: t.shape.slice(1), data };
+  }
+
+  private requireFloat(t: GgufTensorInfo): FloatDType {
+    const dtype = GGML_TYPE_TO_FLOAT[t.ggmlType];
+    if (!dtype) this.fail(`tensor ${preview(t.name)} has type ${t.typeName}; only F32, F16 and BF16 tensors can be read as floats`);
+    return dtype;
   }
 
   /** Float dtype of a tensor, or null when it is quantized/integer. */

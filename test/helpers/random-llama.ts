@@ -205,11 +205,15 @@ function ropeHalf(v: Float64Array, off: number, d: number, p: number, inv: numbe
   }
 }
 
+/** A float64 feed-forward block of layer `layer` on one normed hidden state (the dense SwiGLU unless replaced). */
+export type ReferenceMlp = (layer: number, xn: Float64Array) => Float64Array;
+
 /**
  * Logits (float64) for every position of `tokens`, from scratch. ropeKept: partial RoPE (MHA2MLA),
- * pair `pair` of KV head `kvHead`'s queries and key rotates only when it returns true.
+ * pair `pair` of KV head `kvHead`'s queries and key rotates only when it returns true. mlp:
+ * another feed-forward block (a mixture of experts).
  */
-export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeKept?: (layer: number, kvHead: number, pair: number) => boolean): Float64Array[] {
+export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeKept?: (layer: number, kvHead: number, pair: number) => boolean, mlp?: ReferenceMlp): Float64Array[] {
   const c = m.config, W = m.f64;
   const D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, d = c.headDim, V = c.vocabSize, I = c.intermediateSize;
   const inv = refInvFreq(c);
@@ -249,16 +253,24 @@ export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeK
       const a = mv(get(`${p}.self_attn.o_proj.weight`), o, D, opt(`${p}.self_attn.o_proj.bias`));
       const x1 = xs[t]!.map((v, i) => v + a[i]!);
       const xn = rms(x1, get(`${p}.post_attention_layernorm.weight`), c.rmsNormEps);
-      const g1 = mv(get(`${p}.mlp.gate_proj.weight`), xn, I);
-      const u1 = mv(get(`${p}.mlp.up_proj.weight`), xn, I);
-      const hmid = g1.map((g, i) => (g / (1 + Math.exp(-g))) * u1[i]!);
-      const dn = mv(get(`${p}.mlp.down_proj.weight`), hmid, D);
+      const dn = mlp ? mlp(l, xn) : swiglu(get(`${p}.mlp.gate_proj.weight`), get(`${p}.mlp.up_proj.weight`), get(`${p}.mlp.down_proj.weight`), xn, I, D);
       next.push(x1.map((v, i) => v + dn[i]!));
     }
     xs = next;
   }
   const head = c.tieWordEmbeddings ? emb : get('lm_head.weight');
   return xs.map((x) => mv(head, rms(x, get('model.norm.weight'), c.rmsNormEps), V));
+}
+
+/** down(silu(gate·x) ∘ up·x) in float64 (gate, up [I×D], down [D×I]). */
+export function swiglu(gate: Float64Array, up: Float64Array, down: Float64Array, x: Float64Array, I: number, D: number): Float64Array {
+  const g = mv(gate, x, I), u = mv(up, x, I);
+  return mv(down, g.map((a, i) => (a / (1 + Math.exp(-a))) * u[i]!), D);
+}
+
+/** y = W·x in float64 (W [out×in]). */
+export function matVec(W: Float64Array, x: Float64Array, out: number): Float64Array {
+  return mv(W, x, out);
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
