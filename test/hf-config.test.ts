@@ -37,14 +37,17 @@ function parseErr(cfg: unknown, re: RegExp): void {
 describe('config.json of the shared models', () => {
   const models = hfModelAssets();
   test('asset models are present', { skip: skipUnlessAsset('models') }, () => assert.ok(models.length >= 4));
+  // The shared folders are Llama checkpoints (RoPE θ 10⁴) except those listed (../shared/docs/assets.md).
+  const family: Record<string, { modelType: string; ropeTheta: number }> = { 'kjv-qwen3': { modelType: 'qwen3', ropeTheta: 1e6 } };
   for (const m of models) {
     test(`${m} parses`, () => {
       const c = readConfig(mustAsset(`models/${m}`));
-      assert.equal(c.modelType, 'llama');
+      const want = family[m] ?? { modelType: 'llama', ropeTheta: 10000 };
+      assert.equal(c.modelType, want.modelType);
       assert.equal(c.tieWordEmbeddings, true);
       assert.equal(c.numHeads % c.numKvHeads, 0);
       assert.equal(c.ropeScaling, null);
-      assert.equal(c.ropeTheta, 10000);
+      assert.equal(c.ropeTheta, want.ropeTheta);
       assert.equal(c.attentionBias, false);
       assert.equal(c.bosTokenId, 1);
       assert.equal(c.eosTokenId, 2);
@@ -119,7 +122,7 @@ describe('parseConfig', () => {
 
   test('unknown model types and architectures are named with what is supported', () => {
     parseErr(base({ model_type: 'gpt2', architectures: ['LlamaForCausalLM'] }), /model_type "gpt2" is not supported \(supported: model_type llama, mistral, qwen2/);
-    parseErr(base({ model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'] }), /architectures \["Qwen3ForCausalLM"\] is not supported \(.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM/);
+    parseErr(base({ model_type: 'gemma2', architectures: ['Gemma2ForCausalLM'] }), /architectures \["Gemma2ForCausalLM"\] is not supported \(.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM/);
     parseErr(base({ architectures: ['MistralForCausalLM'] }), /architectures name mistral models but model_type is llama/);
     const { model_type: _m, architectures: _a, ...neither } = base();
     parseErr(neither, /neither model_type nor architectures/);
