@@ -8,11 +8,12 @@
 //   (latent-norm.ts); layer inputs come from the already-exported layers (sequential calibration);
 // - q_pe/k_pe rows permuted to interleaved pairs when the source folder is rotate-half
 //   (rope_interleave: false), so stock interleaved RoPE reproduces it exactly;
-// - biases: stock DeepSeek-V3 (attention_bias false) has none. What is exact is folded: the part
+// - biases: stock DeepSeek-V3 (attention_bias false) has none. What is exact is dropped: the part
 //   of the latent bias that only feeds the NoPE keys adds q·W_UK·b to every key's score alike and
-//   drops out of the softmax. Everything else is refused with the reason (a query bias varies
-//   with the key; a RoPE-key bias rotates with position; a value bias becomes the constant
-//   output W_o·W_UV·b, for which stock DeepSeek has no slot);
+//   drops out of the softmax. The rest (query bias, RoPE-key bias, the constant output W_o·W_UV·b
+//   of a value bias, an o_proj bias) is folded into the weights as b·(uᵀx), uᵀx the calibrated
+//   least-squares reproduction of 1 from the layer input (docs/methods.md#bias-fold), with the
+//   residual recorded per layer; a layer whose residual exceeds --max-bias-residual is refused;
 // - config.json with DeepseekV3Config keys only, every MLP dense (first_k_dense_replace =
 //   num_hidden_layers), lm_head.weight always written, rope_scaling carried as is (absent, linear
 //   or llama3: the stock rotary embedding computes the same frequencies over qk_rope_head_dim);
@@ -34,7 +35,9 @@ import type { FloatDType } from '../kernels/types.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import type { StockEvalReport, StockExportReport } from '../schema/transmla-json.js';
 import type { Tensor } from '../tensor.js';
-import { foldAttentionBiases, stockLayer, type StockLayer } from './deepseek-v3-layer.js';
+import { foldAttentionBiases, foldLayerBiases, needsCalibration, type FoldedWeights } from './deepseek-v3-bias.js';
+import { stockLayer, type StockLayer } from './deepseek-v3-layer.js';
+import { OptionError } from '../option-error.js';
 
 export interface StockExportOptions extends CalibEvalOptions {
   /** The exact MLA folder (written by `transmla convert`). */
@@ -45,6 +48,21 @@ export interface StockExportOptions extends CalibEvalOptions {
   calib?: string;
   /** Per-channel latent scales that steady the latent's per-token RMS before the fit (default true). */
   stabilize?: boolean;
+  /** Refuse a layer whose calibrated bias fold leaves a larger relative error (default DEFAULT_MAX_BIAS_RESIDUAL). */
+  maxBiasResidual?: number;
+}
+
+/**
+ * The default bound on a layer's bias-fold residual: the relative mean-square error the folds
+ * cause in the layer's attention output over the calibration tokens (docs/methods.md#bias-fold
+ * explains the choice).
+ */
+export const DEFAULT_MAX_BIAS_RESIDUAL = 0.05;
+
+function foldText(f: FoldedWeights['report']): string {
+  const part = (k: string, v: number | null): string | null => (v === null ? null : `${k} ${(100 * v).toFixed(3)} %`);
+  return [part('attention output', f.attention), part('query', f.query), part('RoPE key', f.ropeKey), part('value/output', f.value), part('NoPE key (from the value fold)', f.latentKey)]
+    .filter((x) => x !== null).join(', ');
 }
 
 
@@ -90,13 +108,20 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   const permute = !mla.ropeInterleave;
   const notes: string[] = [];
   const stabilize = o.stabilize ?? true;
+  const maxBias = o.maxBiasResidual ?? DEFAULT_MAX_BIAS_RESIDUAL;
+  if (!(maxBias >= 0)) throw new OptionError(`--max-bias-residual must be a number ≥ 0, got ${maxBias}`);
 
-  // Biases first: refuse before any work.
-  const folded = exact.layers.map((l, i) => {
+  // Biases first: refuse what has no fold before any work.
+  const plans = exact.layers.map((l, i) => {
     if (!(l.attn instanceof MlaAttention)) throw new Error(`layer ${i} is not MLA attention`);
     return foldAttentionBiases(l.attn, i);
   });
-  if (folded.some((x) => x)) notes.push('A latent bias of kv_a_proj_with_mqa that reaches only the NoPE keys was dropped: it adds the same amount to every key\'s score and drops out of the softmax (exact).');
+  const anyFold = plans.some(needsCalibration);
+  if (plans.some((x) => x.latentKeyOnly)) notes.push('A latent bias of kv_a_proj_with_mqa that reaches only the NoPE keys was dropped: it adds the same amount to every key\'s score and drops out of the softmax (exact).');
+  if (anyFold) {
+    notes.push(`Attention biases stock DeepSeek-V3 cannot hold (query, RoPE key, value/o_proj) were folded into the weights as b·(uᵀx), uᵀx the least-squares reproduction of the constant 1 from the layer's normed input over the calibration tokens (docs/methods.md#bias-fold); ` +
+      `per-layer residuals are in transmla.json (layers[].biasFold), bounded by --max-bias-residual ${maxBias}.`);
+  }
   if (permute) notes.push('q_pe/k_pe rows were permuted from rotate-half to interleaved pairs (exact: same scores).');
   if (cfg.ropeScaling) notes.push(`rope_scaling ${cfg.ropeScaling.type} carried as is: the stock rotary embedding applies it over qk_rope_head_dim, as this engine does (exact). llama.cpp GGUF export refuses llama3 scaling.`);
 
@@ -106,10 +131,24 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   const samples = calibrationTokens(tok, c);
   log(`calibration: ${c.samples} × ${c.seqLen} tokens from ${calibFile} (seed ${c.seed}, ${c.heldOut.length} documents held out)`);
   const built: StockLayer[] = [];
+  const folds: (FoldedWeights | null)[] = [];
   const states = HiddenStates.embed(exact, samples);
   try {
     for (let l = 0; l < exact.layers.length; l++) {
-      const s = stockLayer(exact.layers[l]!, l, states, { stabilize, dtype, permute });
+      const layer = exact.layers[l]!;
+      let fold: FoldedWeights | null = null;
+      if (needsCalibration(plans[l]!)) {
+        fold = foldLayerBiases(layer, plans[l]!, states, cfg.hiddenSize);
+        const f = fold.report;
+        log(`  layer ${l + 1}/${exact.layers.length}: biases folded, residual ${foldText(f)} (constant ${(100 * f.constant).toFixed(3)} %)`);
+        if (f.attention > maxBias) {
+          throw new Error(`layer ${l}: its attention biases, which stock DeepSeek-V3 has no place for, fold into the weights only with a relative error of ${foldText(f)}; ` +
+            `the attention-output error ${f.attention.toPrecision(3)} exceeds --max-bias-residual ${maxBias} (no linear function of this layer's input is close enough to a constant: ` +
+            `E(1 − uᵀx)² = ${f.constant.toPrecision(3)}). Refusing rather than exporting it; give a larger --max-bias-residual to accept the error`);
+        }
+      }
+      folds.push(fold);
+      const s = stockLayer(layer, l, states, { stabilize, dtype, permute, fold });
       built.push(s);
       if (l + 1 < exact.layers.length) states.advance(s.layer);
       log(`  layer ${l + 1}/${exact.layers.length}: kv_b_proj refit residual ${(100 * s.kvResidual).toFixed(3)} %${s.qResidual === null ? '' : `, q_b_proj ${(100 * s.qResidual).toFixed(3)} %`}`);
@@ -151,7 +190,8 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
       latentNormFit: `${stabilize ? 'latent channels rescaled by s (s² by least squares so that Σ s_i²c_i² is as constant as possible per token), then ' : ''}latent rows of kv_a_proj_with_mqa (q_a_proj) scaled by α so the calibration latent has mean square 1; g_i = α·RMS(c_i)/RMS(n_i), n = c/rms(c); W' = W·diag(1/s)·S_cn·S_nn⁻¹·diag(1/g) (float64 Grams over calibration latents)`,
       softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½ = ${(1 / Math.sqrt(qh)).toPrecision(6)}`,
     },
-    layers: built.map((b, l) => ({ kvResidual: b.kvResidual, qResidual: b.qResidual, kvNormKept: b.kvNormKept, latentBiasFolded: folded[l]! })),
+    layers: built.map((b, l) => ({ kvResidual: b.kvResidual, qResidual: b.qResidual, kvNormKept: b.kvNormKept, latentBiasFolded: plans[l]!.latentKeyOnly, ...(folds[l] && { biasFold: folds[l]!.report }) })),
+    ...(anyFold && { maxBiasResidual: maxBias }),
     calibration: { file: resolve(calibFile), sha256: sha256File(calibFile), samples: c.samples, seqLen: c.seqLen, tokens: c.samples * c.seqLen, seed: c.seed, order: 'sequential' },
     evaluations,
     notes,
@@ -255,6 +295,9 @@ function modelCard(rep: StockExportReport, config: Record<string, unknown>): str
     `Convention: ${rep.evaluations[0]?.convention ?? ''}`,
     '',
     `Per-layer relative least-squares error of the refit kv_b_proj: ${rep.layers.map((l) => (100 * l.kvResidual).toFixed(3) + ' %').join(', ')}.`,
+    ...(rep.layers.some((l) => l.biasFold)
+      ? ['', `Per-layer error of the calibrated bias fold (relative mean-square error of the attention output over the calibration tokens): ${rep.layers.map((l) => (l.biasFold ? `${(100 * l.biasFold.attention).toFixed(3)} %` : '–')).join(', ')}.`]
+      : []),
     '',
   ].join('\n');
 }

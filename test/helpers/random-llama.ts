@@ -30,6 +30,16 @@ export interface RandomSpec {
   seed?: number;
   /** Weight scale (std-ish); default 0.3/√hidden for projections. */
   scale?: number;
+  /**
+   * Amplitudes of the uniform q/k/v/o biases (default 0.5 for q/k/v, 0.1 for o). Projections
+   * output O(1) values, so k: 10 gives Qwen2.5-like key biases an order of magnitude larger.
+   */
+  biasScale?: { q?: number; k?: number; v?: number; o?: number };
+  /**
+   * A "massive activation": this value added to embedding channel 0 of every token (relative to
+   * the O(1) embedding entries), so every layer's normed input has a nearly constant channel.
+   */
+  massive?: number;
 }
 
 export class MapSource implements WeightSource {
@@ -126,7 +136,12 @@ export function randomLlama(spec: RandomSpec): RandomModel {
   const w = (fanIn: number) => u(Math.sqrt(3 / fanIn));
   const norm = () => 1 + (2 * rnd() - 1) * 0.2;
   const embName = spec.tied && spec.tiedAsLmHead ? 'lm_head.weight' : 'model.embed_tokens.weight';
-  add(embName, [V, D], u(1));
+  const massive = spec.massive ?? 0;
+  if (massive === 0) add(embName, [V, D], u(1));
+  else {
+    let k = 0;
+    add(embName, [V, D], () => (k++ % D === 0 ? massive : 0) + (2 * rnd() - 1) * s);
+  }
   for (let l = 0; l < spec.layers; l++) {
     const p = `model.layers.${l}`;
     add(`${p}.input_layernorm.weight`, [D], norm);
@@ -134,12 +149,13 @@ export function randomLlama(spec: RandomSpec): RandomModel {
     add(`${p}.self_attn.k_proj.weight`, [G * d, D], w(D));
     add(`${p}.self_attn.v_proj.weight`, [G * d, D], w(D));
     add(`${p}.self_attn.o_proj.weight`, [D, H * d], w(H * d));
+    const bs = spec.biasScale ?? {};
     if (config.attentionBias) {
-      add(`${p}.self_attn.q_proj.bias`, [H * d], u(0.5));
-      add(`${p}.self_attn.k_proj.bias`, [G * d], u(0.5));
-      add(`${p}.self_attn.v_proj.bias`, [G * d], u(0.5));
+      add(`${p}.self_attn.q_proj.bias`, [H * d], u(bs.q ?? 0.5));
+      add(`${p}.self_attn.k_proj.bias`, [G * d], u(bs.k ?? 0.5));
+      add(`${p}.self_attn.v_proj.bias`, [G * d], u(bs.v ?? 0.5));
     }
-    if (config.oBias) add(`${p}.self_attn.o_proj.bias`, [D], u(0.1));
+    if (config.oBias) add(`${p}.self_attn.o_proj.bias`, [D], u(bs.o ?? 0.1));
     if (modelType === 'qwen3') {
       // Spread the per-dimension gains so a wrong pairing of norm weight and element shows.
       add(`${p}.self_attn.q_norm.weight`, [d], () => 1 + (2 * rnd() - 1) * 0.5);

@@ -14,7 +14,7 @@ export const command: Command = {
   usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
     '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
     '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--search-chunks 16] [--overwrite] [--no-save] [--json]\n' +
-    '    [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]   (default: the exact MLA folder, no kv_a_layernorm)\n' +
+    '    [--target deepseek-v3|gguf [--outtype f32|f16|bf16] [--max-bias-residual X]]   (default: the exact MLA folder, no kv_a_layernorm)\n' +
     '  --kv-fraction F: cache r + d_R = F·(2·G·d) values per token per layer (e.g. 0.3125).\n' +
     '  --rope-dim D|auto: qk_rope_head_dim, an even divisor of head_dim. With --kv-fraction the default is auto:\n' +
     '    every split of the budget is tried (each with its FreqFold search) on held-out documents.\n' +
@@ -35,7 +35,7 @@ export const command: Command = {
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
-      target: 'string', outtype: 'string', ...HUB_FLAGS,
+      target: 'string', outtype: 'string', 'max-bias-residual': 'string', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
@@ -72,8 +72,9 @@ export const command: Command = {
     };
     const tgt = str(p, 'target');
     if (tgt !== undefined && bool(p, 'no-save')) throw new UsageError('--target writes an export; it cannot be combined with --no-save');
-    const exportTo = tgt === undefined ? null : { target: target(tgt), outType: outType(str(p, 'outtype')) };
+    const exportTo = tgt === undefined ? null : { target: target(tgt), outType: outType(str(p, 'outtype')), maxBiasResidual: num(p, 'max-bias-residual', undefined, { ge: 0 }) };
     if (tgt === undefined && str(p, 'outtype') !== undefined) throw new UsageError('--outtype needs --target gguf');
+    if (tgt === undefined && str(p, 'max-bias-residual') !== undefined) throw new UsageError('--max-bias-residual needs --target deepseek-v3 or gguf (the exact folder keeps its biases)');
     if (tgt === undefined && bool(p, 'no-eval')) {
       if (opts.out === null) throw new UsageError('--no-eval needs --out (without evaluation there is nothing to measure)');
       if (typeof opts.ropeDim !== 'number' || opts.freqFold === 'auto') throw new UsageError('--no-eval needs a fixed shape: --rope-dim D and --freqfold M');
