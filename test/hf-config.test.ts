@@ -41,6 +41,7 @@ describe('config.json of the shared models', () => {
   // The Llama checkpoints share these; the others say how they differ.
   const differs: Record<string, { modelType: string; tied: boolean; theta: number }> = {
     'kjv-mixtral': { modelType: 'mixtral', tied: false, theta: 1e6 },
+    'kjv-qwen3': { modelType: 'qwen3', tied: true, theta: 1e6 },
   };
   for (const m of models) {
     test(`${m} parses`, () => {
@@ -134,7 +135,7 @@ describe('parseConfig', () => {
 
   test('unknown model types and architectures are named with what is supported', () => {
     parseErr(base({ model_type: 'gpt2', architectures: ['LlamaForCausalLM'] }), /model_type "gpt2" is not supported \(supported: model_type llama, mistral, qwen2/);
-    parseErr(base({ model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'] }), /architectures \["Qwen3ForCausalLM"\] is not supported \(.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM/);
+    parseErr(base({ model_type: 'gemma2', architectures: ['Gemma2ForCausalLM'] }), /architectures \["Gemma2ForCausalLM"\] is not supported \(.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM, Qwen3ForCausalLM/);
     parseErr(base({ architectures: ['MistralForCausalLM'] }), /architectures name mistral models but model_type is llama/);
     const { model_type: _m, architectures: _a, ...neither } = base();
     parseErr(neither, /neither model_type nor architectures/);

@@ -136,6 +136,20 @@ test('GQA attention layer (biases, 3 query heads per KV head)', () => {
   worst.gqa = checkBlockLayer('gqa', D, (x, o) => layer.forward(x, row, o), (x, dO, dx) => layer.backward(x, row, dO, dx), layer.params());
 });
 
+test('GQA attention layer with Qwen3 per-head q/k RMSNorm (norm weights, biases, 2 query heads per KV head)', () => {
+  const D = 8, H = 4, G = 2, d = 6;
+  const ps = store(be64, {
+    'a.q_proj.weight': { shape: [H * d, D] }, 'a.q_proj.bias': { shape: [H * d] },
+    'a.k_proj.weight': { shape: [G * d, D] }, 'a.k_proj.bias': { shape: [G * d] },
+    'a.v_proj.weight': { shape: [G * d, D] },
+    'a.o_proj.weight': { shape: [D, H * d] },
+    'a.q_norm.weight': { shape: [d], offset: 1, scale: 0.4 }, 'a.k_norm.weight': { shape: [d], offset: 1, scale: 0.4 },
+  }, 18);
+  const layer = new GqaAttentionLayer(be64, ps, 'a', { hidden: D, nHeads: H, nKvHeads: G, headDim: d, qkNormEps: 1e-6 }, RopeTable.create(d, 10000), 'half');
+  assert.equal(layer.params().filter((p) => /_norm\.weight$/.test(p.name)).length, 2);
+  worst['gqa qk-norm'] = checkBlockLayer('gqa qk-norm', D, (x, o) => layer.forward(x, row, o), (x, dO, dx) => layer.backward(x, row, dO, dx), layer.params());
+});
+
 const mlaVariants: [string, Partial<RandomMlaSpec>][] = [
   ['q_proj, no norms (TransMLA export)', {}],
   ['q_proj with biases, rotate-half rope', { biases: true, ropeInterleave: false }],
@@ -251,6 +265,8 @@ function modelCases(): ModelCase[] {
   cases.push({ name: 'MHA2MLA (GQA source, up_k/up_v biases), tied head', arch: m2.cfg, src: m2.src });
   const mx = randomMixtral({ hidden: 8, heads: 4, kvHeads: 2, headDim: 4, inter: 6, vocab: 11, layers: 2, experts: 4, topK: 2, seed: 26 });
   cases.push({ name: 'Mixtral (GQA, 4 experts top-2), untied head', arch: mx.config, src: mx.src });
+  const q3 = randomLlama({ hidden: 8, heads: 4, kvHeads: 2, headDim: 6, inter: 10, vocab: 11, layers: 2, modelType: 'qwen3', attentionBias: true, seed: 26 });
+  cases.push({ name: 'Qwen3 (per-head q/k RMSNorm, q/k/v/o biases, head_dim ≠ hidden/heads)', arch: q3.config, src: q3.src });
   return cases;
 }
 

@@ -19,6 +19,8 @@ export interface ModelDescription {
   headDim: number;
   /** 'MHA' | 'GQA' | 'MQA' for GqaAttention layers, otherwise the layer class name. */
   attention: string;
+  /** GQA/MHA layers with per-head q/k RMSNorm (Qwen3). */
+  qkNorm: boolean;
   rope: string;
   tiedEmbeddings: boolean;
   biases: string;
@@ -63,7 +65,7 @@ export function describeModel(m: LoadedModel): ModelDescription {
   return {
     path: m.path, format: m.format, modelType: mla || mha2mla ? String(c.raw.model_type) : c.modelType,
     layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, mlp: model.layers[0]?.mlp.summary() ?? String(c.intermediateSize), vocab: c.vocabSize,
-    heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention,
+    heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention, qkNorm: summary?.qkNorm ?? false,
     rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases,
     params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
     kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: cache.bytesPerToken('f32') },
@@ -94,7 +96,7 @@ export function formatModelReport(d: ModelDescription): string {
   const attn = m
     ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}\n             ${m.semantics === 'stock' ? 'stock DeepSeek-V3 semantics (latent RMSNorms, interleaved RoPE), as stock code computes it (`transmla validate` says which engines load it)' : 'exact variant (no latent norms; transmla only: `transmla export --target deepseek-v3` for stock engines)'}`
     : h ? `${d.attention}: ${d.heads} heads / ${h.kvHeads} KV heads, head_dim ${d.headDim}, ${h.ropePairsPerHead} RoPE pairs per KV head, kv_lora_rank ${h.kvLoraRank}; RoPE ${d.rope}`
-    : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}; RoPE ${d.rope}; biases ${d.biases}`;
+    : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}${d.qkNorm ? ', per-head q/k RMSNorm' : ''}; RoPE ${d.rope}; biases ${d.biases}`;
   const at = k.quant === 'none' ? `at ${k.dtype}` : `with ${k.quant} codes + f16 scales`;
   return [
     `model        ${d.path} (${d.format})`,

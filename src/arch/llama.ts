@@ -51,7 +51,7 @@ export function parseLlamaFields(f: ConfigFields, modelType: string): LlamaArgs 
   return { ...base, family: 'llama', modelType, attentionBias, oBias, mlpBias, slidingWindow: slidingWindow(modelType, f.c) };
 }
 
-/** The arguments of a llama/qwen2 GGUF from its metadata and tensor table. */
+/** Llama-layout arguments from GGUF metadata (also the base of other families' GGUF forms). */
 export function llamaGgufArgs(f: GgufFile, arch: string, path: string): LlamaArgs {
   const fail = (msg: string): never => { throw new GgufError(`${path}: ${msg}`); };
   const u = (k: string): number => {

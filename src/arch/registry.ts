@@ -9,9 +9,10 @@ import type { ConversionMethod, EngineOptions, Family } from './family.js';
 import { llama } from './llama.js';
 import { mha2mla } from './mha2mla.js';
 import { mixtral } from './mixtral.js';
+import { qwen3 } from './qwen3.js';
 
 // Families with a claims() marker first: the MHA2MLA variant's config is otherwise a Llama one.
-export const FAMILIES: readonly Family<any>[] = [mha2mla, deepseek, llama, mixtral]; // eslint-disable-line @typescript-eslint/no-explicit-any
+export const FAMILIES: readonly Family<any>[] = [mha2mla, deepseek, llama, mixtral, qwen3]; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /**
  * The "supported: …" tail of every unsupported-model error: the families a user brings, to run or

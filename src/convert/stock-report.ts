@@ -10,11 +10,16 @@ import type { StockEvalReport, StockExportReport } from '../schema/transmla-json
 import type { CalibrationSet } from './pipeline.js';
 import { sha256File } from './pipeline.js';
 import type { StockLayer } from './stock-layer.js';
+import { needsCalibration, type BiasPlan, type FoldedWeights } from './stock-bias.js';
 
 /** What the export did beyond the norm fit, for the card and transmla.json. */
-export function stockNotes(folded: readonly boolean[], permute: boolean, ropeScaling: RopeScaling | null): string[] {
+export function stockNotes(plans: readonly BiasPlan[], maxBias: number, permute: boolean, ropeScaling: RopeScaling | null): string[] {
   const notes: string[] = [];
-  if (folded.some((x) => x)) notes.push('A latent bias of kv_a_proj_with_mqa that reaches only the NoPE keys was dropped: it adds the same amount to every key\'s score and drops out of the softmax (exact).');
+  if (plans.some((x) => x.latentKeyOnly)) notes.push('A latent bias of kv_a_proj_with_mqa that reaches only the NoPE keys was dropped: it adds the same amount to every key\'s score and drops out of the softmax (exact).');
+  if (plans.some(needsCalibration)) {
+    notes.push(`Attention biases stock DeepSeek-V3 cannot hold (query, RoPE key, value/o_proj) were folded into the weights as b·(uᵀx), uᵀx the least-squares reproduction of the constant 1 from the layer's normed input over the calibration tokens (docs/methods.md#bias-fold); ` +
+      `per-layer residuals are in transmla.json (layers[].biasFold), bounded by --max-bias-residual ${maxBias}.`);
+  }
   if (permute) notes.push('q_pe/k_pe rows were permuted from rotate-half to interleaved pairs (exact: same scores).');
   if (ropeScaling) notes.push(`rope_scaling ${ropeScaling.type} carried as is: the stock rotary embedding applies it over qk_rope_head_dim, as this engine does (exact). llama.cpp GGUF export refuses llama3 scaling.`);
   return notes;
@@ -31,7 +36,9 @@ export interface StockReportFacts {
   permute: boolean;
   stabilize: boolean;
   built: readonly StockLayer[];
-  folded: readonly boolean[];
+  plans: readonly BiasPlan[];
+  folds: readonly (FoldedWeights | null)[];
+  maxBiasResidual: number;
   calib: CalibrationSet;
   evaluations: StockEvalReport[];
   notes: string[];
@@ -55,7 +62,8 @@ export function stockReport(f: StockReportFacts): StockExportReport {
       latentNormFit: `${f.stabilize ? 'latent channels rescaled by s (s² by least squares so that Σ s_i²c_i² is as constant as possible per token), then ' : ''}latent rows of kv_a_proj_with_mqa (q_a_proj) scaled by α so the calibration latent has mean square 1; g_i = α·RMS(c_i)/RMS(n_i), n = c/rms(c); W' = W·diag(1/s)·S_cn·S_nn⁻¹·diag(1/g) (float64 Grams over calibration latents)`,
       softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½ = ${(1 / Math.sqrt(m.qkNopeHeadDim + m.qkRopeHeadDim)).toPrecision(6)}`,
     },
-    layers: f.built.map((b, l) => ({ kvResidual: b.kvResidual, qResidual: b.qResidual, kvNormKept: b.kvNormKept, latentBiasFolded: f.folded[l]! })),
+    layers: f.built.map((b, l) => ({ kvResidual: b.kvResidual, qResidual: b.qResidual, kvNormKept: b.kvNormKept, latentBiasFolded: f.plans[l]!.latentKeyOnly, ...(f.folds[l] && { biasFold: f.folds[l]!.report }) })),
+    ...(f.plans.some(needsCalibration) && { maxBiasResidual: f.maxBiasResidual }),
     calibration: { file: resolve(c.file), sha256: sha256File(c.file), samples: c.samples, seqLen: c.seqLen, tokens: c.samples * c.seqLen, seed: c.seed, order: 'sequential' },
     evaluations: f.evaluations,
     notes: f.notes,
@@ -112,6 +120,9 @@ export function modelCard(rep: StockExportReport, config: Record<string, unknown
     `Convention: ${rep.evaluations[0]?.convention ?? ''}`,
     '',
     `Per-layer relative least-squares error of the refit kv_b_proj: ${rep.layers.map((l) => (100 * l.kvResidual).toFixed(3) + ' %').join(', ')}.`,
+    ...(rep.layers.some((l) => l.biasFold)
+      ? ['', `Per-layer error of the calibrated bias fold (relative mean-square error of the attention output over the calibration tokens): ${rep.layers.map((l) => (l.biasFold ? `${(100 * l.biasFold.attention).toFixed(3)} %` : '–')).join(', ')}.`]
+      : []),
     '',
   ].join('\n');
 }

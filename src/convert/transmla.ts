@@ -40,7 +40,8 @@ import {
 } from './pipeline.js';
 import { checkRoRope } from './rorope.js';
 import { captureProxyLayer, keyBlock, searchShape, type ProxyData } from './shape-search.js';
-import { foldAttentionBiases, stockLayer, type StockLayer } from './stock-layer.js';
+import { stockLayer, type StockLayer } from './stock-layer.js';
+import { DEFAULT_MAX_BIAS_RESIDUAL, foldAttentionBiases, foldOrRefuse, type BiasPlan, type FoldedWeights } from './stock-bias.js';
 import { modelCard, stockNotes, stockReport } from './stock-report.js';
 import { exactReportHeader, resolveBudget } from './transmla-report.js';
 import { hasBias, originalKvCov, transmlaLayer } from './transmla-layer.js';
@@ -78,6 +79,8 @@ export interface ConvertOptions extends CalibEvalOptions {
   evaluate?: boolean;
   /** Stock variant: the per-channel latent rescaling before the norm fit (default true). */
   stabilize?: boolean;
+  /** Stock variant: refuse a layer whose calibrated bias fold leaves a larger attention-output error (default DEFAULT_MAX_BIAS_RESIDUAL). */
+  maxBiasResidual?: number;
   /** A progress bar per stage on stderr (the CLI turns it on). */
   progress?: boolean;
 }
@@ -198,7 +201,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const shape = { ropeDim: dR, freqFold: M, kvLoraRank: r, qLoraRank, balance };
     const rope = mlaRopeTable({ config: cfg, layers: [] }, dR);
     const stock: StockLayer[] = [];
-    const folded: boolean[] = [];
+    const plans: BiasPlan[] = [], folds: (FoldedWeights | null)[] = [];
+    const maxBias = o.maxBiasResidual ?? DEFAULT_MAX_BIAS_RESIDUAL;
     const exactNames: string[][] = [], stockNames: string[][] = [];
     const sweep2 = async function* (): AsyncGenerator<NamedTensor> {
       const pass = covs ? 2 : 1;
@@ -222,8 +226,10 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           yield* exact;
           let stockDecoder = null;
           if (stockStates) {
-            folded.push(foldAttentionBiases(mlaLayer.attn as MlaAttention, l));
-            const s = stockLayer(mlaLayer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false });
+            plans.push(foldAttentionBiases(mlaLayer.attn as MlaAttention, l));
+            const fold = foldOrRefuse(mlaLayer, l, plans[l]!, stockStates, maxBias, log, nLayers);
+            folds.push(fold);
+            const s = stockLayer(mlaLayer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false, fold });
             stock.push({ ...s, tensors: [] });
             const ts = s.tensors.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
             stockNames[l] = ts.map((t) => t.name);
@@ -263,7 +269,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const stockExportOf = (): StockExportReport => stockReport({
       conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.model), exactFolder: null, out: o.out ?? '',
       args: cfg, mla: { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
-      stabilize: o.stabilize ?? true, built: stock, folded, calib: c, evaluations: stockEvals, notes: stockNotes(folded, false, cfg.ropeScaling),
+      stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: stockNotes(plans, maxBias, false, cfg.ropeScaling),
       seconds: { calibration: report.seconds.conversion, evaluation: report.seconds.evaluation, save: report.seconds.save },
     });
 

@@ -8,11 +8,12 @@
 //   (latent-norm.ts); layer inputs come from the already-exported layers (sequential calibration);
 // - q_pe/k_pe rows permuted to interleaved pairs when the source folder is rotate-half
 //   (rope_interleave: false), so stock interleaved RoPE reproduces it exactly;
-// - biases: stock DeepSeek-V3 (attention_bias false) has none. What is exact is folded: the part
+// - biases: stock DeepSeek-V3 (attention_bias false) has none. What is exact is dropped: the part
 //   of the latent bias that only feeds the NoPE keys adds q·W_UK·b to every key's score alike and
-//   drops out of the softmax. Everything else is refused with the reason (a query bias varies
-//   with the key; a RoPE-key bias rotates with position; a value bias becomes the constant
-//   output W_o·W_UV·b, for which stock DeepSeek has no slot);
+//   drops out of the softmax. The rest (query bias, RoPE-key bias, the constant output W_o·W_UV·b
+//   of a value bias, an o_proj bias) is folded into the weights as b·(uᵀx), uᵀx the calibrated
+//   least-squares reproduction of 1 from the layer input (docs/methods.md#bias-fold), with the
+//   residual recorded per layer; a layer whose residual exceeds --max-bias-residual is refused;
 // - config.json with DeepseekV3Config keys only, every MLP dense (first_k_dense_replace =
 //   num_hidden_layers), lm_head.weight always written, rope_scaling carried as is (absent, linear
 //   or llama3: the stock rotary embedding computes the same frequencies over qk_rope_head_dim);
@@ -29,8 +30,10 @@ import {
 } from '../convert/pipeline.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import type { StockEvalReport, StockExportReport } from '../schema/transmla-json.js';
-import { foldAttentionBiases, stockLayer, type StockLayer } from '../convert/stock-layer.js';
+import { stockLayer, type StockLayer } from '../convert/stock-layer.js';
 import { modelCard, stockNotes, stockReport } from '../convert/stock-report.js';
+import { biasPlans, DEFAULT_MAX_BIAS_RESIDUAL, foldOrRefuse, type FoldedWeights } from '../convert/stock-bias.js';
+import { OptionError } from '../option-error.js';
 
 export interface StockExportOptions extends CalibEvalOptions {
   /** The exact MLA folder (written by `transmla convert`). */
@@ -41,9 +44,9 @@ export interface StockExportOptions extends CalibEvalOptions {
   calib?: string;
   /** Per-channel latent scales that steady the latent's per-token RMS before the fit (default true). */
   stabilize?: boolean;
+  /** Refuse a layer whose calibrated bias fold leaves a larger relative error (default DEFAULT_MAX_BIAS_RESIDUAL). */
+  maxBiasResidual?: number;
 }
-
-
 
 function readJson(path: string): Record<string, unknown> | null {
   if (!existsSync(path)) return null;
@@ -83,13 +86,12 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   })();
   const permute = !mla.ropeInterleave;
   const stabilize = o.stabilize ?? true;
+  const maxBias = o.maxBiasResidual ?? DEFAULT_MAX_BIAS_RESIDUAL;
+  if (!(maxBias >= 0)) throw new OptionError(`--max-bias-residual must be a number ≥ 0, got ${maxBias}`);
 
-  // Biases first: refuse before any work.
-  const folded = exact.layers.map((l, i) => {
-    if (!(l.attn instanceof MlaAttention)) throw new Error(`layer ${i} is not MLA attention`);
-    return foldAttentionBiases(l.attn, i);
-  });
-  const notes = stockNotes(folded, permute, cfg.ropeScaling);
+  // Biases first: refuse what has no fold before any work.
+  const plans = biasPlans(exact.layers);
+  const notes = stockNotes(plans, maxBias, permute, cfg.ropeScaling);
 
   // --- Calibration (sequential: each layer sees the inputs of the exported layers before it).
   const t0 = performance.now();
@@ -97,10 +99,14 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   const samples = calibrationTokens(tok, c);
   log(`calibration: ${c.samples} × ${c.seqLen} tokens from ${calibFile} (seed ${c.seed}, ${c.heldOut.length} documents held out)`);
   const built: StockLayer[] = [];
+  const folds: (FoldedWeights | null)[] = [];
   const states = HiddenStates.embed(exact, samples);
   try {
     for (let l = 0; l < exact.layers.length; l++) {
-      const s = stockLayer(exact.layers[l]!, l, states, { stabilize, dtype, permute });
+      const layer = exact.layers[l]!;
+      const fold = foldOrRefuse(layer, l, plans[l]!, states, maxBias, log, exact.layers.length);
+      folds.push(fold);
+      const s = stockLayer(layer, l, states, { stabilize, dtype, permute, fold });
       built.push(s);
       if (l + 1 < exact.layers.length) states.advance(s.layer);
       log(`  layer ${l + 1}/${exact.layers.length}: kv_b_proj refit residual ${(100 * s.kvResidual).toFixed(3)} %${s.qResidual === null ? '' : `, q_b_proj ${(100 * s.qResidual).toFixed(3)} %`}`);
@@ -126,7 +132,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
 
   const report = stockReport({
     conversion, sourcePath: typeof (conversion?.source as { path?: unknown } | undefined)?.path === 'string' ? (conversion!.source as { path: string }).path : null,
-    exactFolder: resolve(o.model), out: o.out, args: cfg, mla, dtype, permute, stabilize, built, folded, calib: c, evaluations, notes,
+    exactFolder: resolve(o.model), out: o.out, args: cfg, mla, dtype, permute, stabilize, built, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations, notes,
     seconds: { calibration: calSecs, evaluation: evalSecs, save: 0 },
   });
 

@@ -16,7 +16,7 @@ export const command: Command = {
     '    [--profile fast|faithful] [--variant stock|exact] [--rope-dim D|auto] [--freqfold auto|M] [--q-lora-rank Q]\n' +
     '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
     '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
-    '    [--no-eval] [--overwrite] [--no-save] [--json] [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]\n' +
+    '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]\n' +
     '  Writes the stock DeepSeek-V3 folder (calibrated kv_a_layernorm, stock keys only) that transformers, vLLM,\n' +
     '  SGLang and llama.cpp run; --variant exact writes transmla\'s exact variant instead (no latent norm, its own\n' +
     '  model_type transmla_mla so no stock engine misreads it; `transmla export` turns it into the stock folder).\n' +
@@ -46,7 +46,7 @@ export const command: Command = {
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
-      target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', ...HUB_FLAGS,
+      target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', 'max-bias-residual': 'string', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
@@ -88,6 +88,7 @@ export const command: Command = {
       evalChunks: int(p, 'eval-chunks', undefined, 1),
       searchChunks: int(p, 'search-chunks', undefined, 1),
       variant: variant as ConvertVariant,
+      maxBiasResidual: num(p, 'max-bias-residual', undefined, { ge: 0 }),
       evaluate: !noEval,
       progress: true,
       log: (line: string) => { (json ? process.stderr : process.stdout).write(line + '\n'); },
@@ -97,6 +98,7 @@ export const command: Command = {
     if (tgt !== undefined && variant === 'exact') throw new UsageError('--target writes a stock export; it cannot be combined with --variant exact');
     const exportTo = tgt === undefined ? null : { target: target(tgt), outType: outType(str(p, 'outtype')) };
     if (tgt === undefined && str(p, 'outtype') !== undefined) throw new UsageError('--outtype needs --target gguf');
+    if (variant === 'exact' && str(p, 'max-bias-residual') !== undefined) throw new UsageError('--max-bias-residual bounds the bias fold of the stock folder; the exact variant keeps its biases');
     if (noEval) {
       if (opts.out === null) throw new UsageError('--no-eval needs --out (without evaluation there is nothing to measure)');
       if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
