@@ -1,0 +1,337 @@
+// Q8_0 / Q4_0 quantization and the quantized GEMV family.
+//
+// Quantizers follow ggml's reference code operation by operation (ggml-org/llama.cpp
+// ggml/src/ggml-quants.c quantize_row_q8_0_ref / quantize_row_q4_0_ref at commit
+// 01243c587feceaa5d6a6c2305535ef2f549c48b8; see src/kernels/ts/quant.ts for the arithmetic).
+//
+// Products: the activation row is rounded once per call to 16-bit integers per block of 32
+// (d = max|x|/32767), so a block's contribution is an exact integer dot — vpmaddwd of the
+// widened weight codes against the int16 activations — times d_w·d_x, accumulated in f32 FMAs.
+// Measured against keeping x in f32 (int8→f32 conversion of every weight), this does half the
+// vector work per block; the rounding adds at most max|x_block|/65534 per element (llama.cpp
+// rounds x to 8 bits instead, 256× coarser). The integer lanes stay below 2^24 (4·128·32767),
+// so converting them to f32 is exact.
+#include "quant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace transmla {
+namespace {
+
+// Rounds v to f32 at this point. C++ compiles with -ffp-contract=fast, so under -mfma GCC would
+// fuse x·id + 8.5 into one FMA (a single rounding), which can land on the other side of an
+// integer than ggml's reference, where every operation is rounded.
+inline float rounded(float v) {
+  __asm__("" : "+x"(v));
+  return v;
+}
+
+void quantize_q8_0_block(const float* x, uint8_t* y) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+  std::memcpy(y, &h, 2);
+  for (int j = 0; j < 32; ++j) y[2 + j] = uint8_t(int8_t(std::round(rounded(x[j] * id))));
+}
+
+void quantize_q4_0_block(const float* x, uint8_t* y) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  const float d = max / -8.0f;  // -0 for an all-zero block: stored as f16 0x8000, as ggml does
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+  std::memcpy(y, &h, 2);
+  for (int j = 0; j < 16; ++j) {
+    const int a = std::min(15, int(rounded(rounded(x[j] * id) + 8.5f)));
+    const int c = std::min(15, int(rounded(rounded(x[16 + j] * id) + 8.5f)));
+    y[2 + j] = uint8_t(a | (c << 4));
+  }
+}
+
+// One activation block: q = round(x·(1/d)), d = amax/32767; sum = Σq. Non-finite → d = NaN, q = 0.
+inline void round_block16(const float* x, int16_t* q, float& d, int32_t& sum) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    const float a = std::fabs(x[j]);
+    if (!(a <= amax)) amax = a;
+  }
+  sum = 0;
+  if (!std::isfinite(amax)) {
+    d = std::numeric_limits<float>::quiet_NaN();
+    std::fill(q, q + 32, int16_t(0));
+    return;
+  }
+  d = amax / 32767.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    q[j] = int16_t(std::round(rounded(x[j] * id)));
+    sum += q[j];
+  }
+}
+
+// R rounded activation rows: q [R×K], d [R×nb], c [R×nb×8] (c lane 0 = 8·Σq of the block, the
+// rest 0: subtracting it turns Σ nib·q into Σ (nib − 8)·q for Q4_0).
+struct Prepared {
+  const int16_t* q;
+  const float* d;
+  const int32_t* c;
+};
+
+thread_local Scratch<int16_t> tl_xq;
+thread_local Scratch<float> tl_xd;
+thread_local Scratch<int32_t> tl_xc;
+
+Prepared prepare(const float* X, int64_t ldx, int64_t R, int64_t K) {
+  const int64_t nb = K / kQK;
+  int16_t* q = tl_xq.reserve(size_t(R * K) + 16);
+  float* d = tl_xd.reserve(size_t(R * nb) + 1);
+  int32_t* c = tl_xc.reserve(size_t(R * nb * 8) + 8);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      int32_t sum;
+      round_block16(X + r * ldx + b * kQK, q + r * K + b * kQK, d[r * nb + b], sum);
+      int32_t* cb = c + (r * nb + b) * 8;
+      std::fill(cb, cb + 8, 0);
+      cb[0] = 8 * sum;
+    }
+  return {q, d, c};
+}
+
+// The integer dot of one weight block with one activation block, as 8 i32 lanes.
+template <DType T> inline __m256i block_dot(const uint8_t* blk, const int16_t* xq, const int32_t* xc);
+template <> inline __m256i block_dot<DType::Q8_0>(const uint8_t* blk, const int16_t* xq, const int32_t*) {
+  const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+  const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18)));
+  return _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq))),
+                          _mm256_madd_epi16(w1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 16))));
+}
+template <> inline __m256i block_dot<DType::Q4_0>(const uint8_t* blk, const int16_t* xq, const int32_t* xc) {
+  // Byte j widened to a 16-bit lane holds both nibbles: & 15 gives element j, >> 4 element j+16.
+  const __m256i z = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+  const __m256i lo = _mm256_and_si256(z, _mm256_set1_epi16(15)), hi = _mm256_srli_epi16(z, 4);
+  const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq))),
+                                     _mm256_madd_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 16))));
+  return _mm256_sub_epi32(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc)));
+}
+
+template <DType T> constexpr int64_t BB = T == DType::Q8_0 ? 34 : 18;
+
+inline __m256 block_scale(const uint8_t* blk, float dx) { return _mm256_set1_ps(_cvtsh_ss(load_u16(blk)) * dx); }
+
+// One weight row · one prepared activation row; four blocks in flight hide the FMA latency.
+template <DType T>
+inline float row_dot(const uint8_t* row, const int16_t* xq, const float* xd, const int32_t* xc, int64_t nb) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const uint8_t* r = row + b * BB<T>;
+    const int16_t* q = xq + b * kQK;
+    const int32_t* c = xc + b * 8;
+    a0 = _mm256_fmadd_ps(block_scale(r, xd[b]), _mm256_cvtepi32_ps(block_dot<T>(r, q, c)), a0);
+    a1 = _mm256_fmadd_ps(block_scale(r + BB<T>, xd[b + 1]), _mm256_cvtepi32_ps(block_dot<T>(r + BB<T>, q + 32, c + 8)), a1);
+    a2 = _mm256_fmadd_ps(block_scale(r + 2 * BB<T>, xd[b + 2]), _mm256_cvtepi32_ps(block_dot<T>(r + 2 * BB<T>, q + 64, c + 16)), a2);
+    a3 = _mm256_fmadd_ps(block_scale(r + 3 * BB<T>, xd[b + 3]), _mm256_cvtepi32_ps(block_dot<T>(r + 3 * BB<T>, q + 96, c + 24)), a3);
+  }
+  for (; b < nb; ++b) {
+    const uint8_t* r = row + b * BB<T>;
+    a0 = _mm256_fmadd_ps(block_scale(r, xd[b]), _mm256_cvtepi32_ps(block_dot<T>(r, xq + b * kQK, xc + b * 8)), a0);
+  }
+  return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+// One weight row against R prepared rows at once (each weight block is read once for all R).
+template <DType T, int R>
+inline void row_dot_multi(const uint8_t* row, const Prepared& x, int64_t K, float* out) {
+  const int64_t nb = K / kQK;
+  __m256 acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + b * BB<T>;
+    const float dw = _cvtsh_ss(load_u16(blk));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256i p = block_dot<T>(blk, x.q + r * K + b * kQK, x.c + (r * nb + b) * 8);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[r * nb + b]), _mm256_cvtepi32_ps(p), acc[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+}
+
+template <DType T, int R>
+void qgemv_rows_t(const uint8_t* W, const Prepared& x, float* Y, int64_t ldy, int64_t N, int64_t K, bool accumulate) {
+  const int64_t rb = quant_row_bytes(T, K), nb = K / kQK;
+  const int nt = threads_for(2.0 * R * double(N) * double(K));
+  if (R == 1 && !accumulate) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t n = 0; n < N; ++n) Y[n] = row_dot<T>(W + n * rb, x.q, x.d, x.c, nb);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t n = 0; n < N; ++n) {
+    float v[R];
+    if (R == 1) v[0] = row_dot<T>(W + n * rb, x.q, x.d, x.c, nb);
+    else row_dot_multi<T, R>(W + n * rb, x, K, v);
+    for (int r = 0; r < R; ++r) {
+      float& y = Y[r * ldy + n];
+      y = accumulate ? y + v[r] : v[r];
+    }
+  }
+}
+
+template <DType T>
+void qgemv_rows_typed(const uint8_t* W, const Prepared& x, int64_t R, float* Y, int64_t ldy, int64_t N, int64_t K,
+                      bool accumulate) {
+  switch (R) {
+    case 1: qgemv_rows_t<T, 1>(W, x, Y, ldy, N, K, accumulate); break;
+    case 2: qgemv_rows_t<T, 2>(W, x, Y, ldy, N, K, accumulate); break;
+    case 3: qgemv_rows_t<T, 3>(W, x, Y, ldy, N, K, accumulate); break;
+    case 4: qgemv_rows_t<T, 4>(W, x, Y, ldy, N, K, accumulate); break;
+    case 5: qgemv_rows_t<T, 5>(W, x, Y, ldy, N, K, accumulate); break;
+    case 6: qgemv_rows_t<T, 6>(W, x, Y, ldy, N, K, accumulate); break;
+    case 7: qgemv_rows_t<T, 7>(W, x, Y, ldy, N, K, accumulate); break;
+    default: qgemv_rows_t<T, 8>(W, x, Y, ldy, N, K, accumulate); break;
+  }
+}
+
+constexpr int kMultiRows = 8;  // weight rows per work block of the fused products
+
+template <DType T>
+void qgemv_multi_t(const GemvItem* items, int n, const Prepared& x, int64_t K) {
+  const int64_t rb = quant_row_bytes(T, K), nb = K / kQK;
+  int64_t start[kMaxGemvItems + 1];
+  start[0] = 0;
+  double work = 0;
+  for (int i = 0; i < n; ++i) {
+    start[i + 1] = start[i] + (items[i].N + kMultiRows - 1) / kMultiRows;
+    work += 2.0 * double(items[i].N) * double(K);
+  }
+  const int64_t blocks = start[n];
+  const int nt = threads_for(work);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    int i = 0;
+    while (b >= start[i + 1]) ++i;
+    const GemvItem& it = items[i];
+    const int64_t n0 = (b - start[i]) * kMultiRows;
+    const int64_t cnt = std::min<int64_t>(kMultiRows, it.N - n0);
+    const uint8_t* W = static_cast<const uint8_t*>(it.W);
+    for (int64_t w = 0; w < cnt; ++w) it.y[n0 + w] = row_dot<T>(W + (n0 + w) * rb, x.q, x.d, x.c, nb);
+  }
+}
+
+inline float silu_mul1(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
+
+template <DType T>
+void qgemv_swiglu_t(const uint8_t* Wg, const uint8_t* Wu, const Prepared& x, float* out, int64_t N, int64_t K) {
+  const int64_t rb = quant_row_bytes(T, K), nb = K / kQK;
+  constexpr int H = kMultiRows / 2;
+  const int64_t blocks = (N + H - 1) / H;
+  const int nt = threads_for(4.0 * double(N) * double(K));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t n0 = b * H;
+    const int64_t cnt = std::min<int64_t>(H, N - n0);
+    float res[2 * H];
+    for (int64_t w = 0; w < cnt; ++w) {
+      res[w] = row_dot<T>(Wg + (n0 + w) * rb, x.q, x.d, x.c, nb);
+      res[H + w] = row_dot<T>(Wu + (n0 + w) * rb, x.q, x.d, x.c, nb);
+    }
+    for (int64_t w = 0; w < cnt; ++w) out[n0 + w] = silu_mul1(res[w], res[H + w]);
+  }
+}
+
+}  // namespace
+
+int64_t first_nonfinite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return i;
+  return -1;
+}
+
+void quantize_blocks(const float* x, DType t, uint8_t* dst, int64_t n) {
+  const int64_t nb = n / kQK, bb = quant_block_bytes(t);
+  const int nt = threads_for(100.0 * double(n));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t b = 0; b < nb; ++b) {
+    if (t == DType::Q8_0) quantize_q8_0_block(x + b * kQK, dst + b * bb);
+    else quantize_q4_0_block(x + b * kQK, dst + b * bb);
+  }
+}
+
+void dequantize_blocks(const uint8_t* src, DType t, float* dst, int64_t n) {
+  const int64_t nb = n / kQK;
+  const int nt = threads_for(20.0 * double(n));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t j = 0; j < kQK; j += 8) {
+      const __m256 v = t == DType::Q8_0 ? load8<DType::Q8_0>(src, b * kQK + j) : load8<DType::Q4_0>(src, b * kQK + j);
+      _mm256_storeu_ps(dst + b * kQK + j, v);
+    }
+}
+
+void qgemv_rows(const uint8_t* W, DType t, const float* X, int64_t ldx, int64_t R, float* Y, int64_t ldy, int64_t N,
+                int64_t K, bool accumulate) {
+  if (N <= 0) return;
+  if (K == 0) {
+    for (int64_t r = 0; r < R; ++r)
+      if (!accumulate) std::fill(Y + r * ldy, Y + r * ldy + N, 0.0f);
+    return;
+  }
+  for (int64_t r0 = 0; r0 < R; r0 += 8) {
+    const int64_t rr = std::min<int64_t>(8, R - r0);
+    const Prepared x = prepare(X + r0 * ldx, ldx, rr, K);
+    if (t == DType::Q8_0) qgemv_rows_typed<DType::Q8_0>(W, x, rr, Y + r0 * ldy, ldy, N, K, accumulate);
+    else qgemv_rows_typed<DType::Q4_0>(W, x, rr, Y + r0 * ldy, ldy, N, K, accumulate);
+  }
+}
+
+void qgemv_multi(const GemvItem* items, int n, DType t, const float* x, int64_t K) {
+  if (n <= 0) return;
+  if (K == 0) {
+    for (int i = 0; i < n; ++i) std::fill(items[i].y, items[i].y + items[i].N, 0.0f);
+    return;
+  }
+  const Prepared p = prepare(x, K, 1, K);
+  if (t == DType::Q8_0) qgemv_multi_t<DType::Q8_0>(items, n, p, K);
+  else qgemv_multi_t<DType::Q4_0>(items, n, p, K);
+}
+
+void qgemv_swiglu(const uint8_t* Wg, const uint8_t* Wu, DType t, const float* x, float* out, int64_t N, int64_t K) {
+  if (N <= 0) return;
+  if (K == 0) {
+    std::fill(out, out + N, 0.0f);
+    return;
+  }
+  const Prepared p = prepare(x, K, 1, K);
+  if (t == DType::Q8_0) qgemv_swiglu_t<DType::Q8_0>(Wg, Wu, p, out, N, K);
+  else qgemv_swiglu_t<DType::Q4_0>(Wg, Wu, p, out, N, K);
+}
+
+void round_rows_f32(const float* A, int64_t lda, int64_t M, int64_t K, float* out) {
+  const int64_t nb = K / kQK;
+  const int nt = threads_for(40.0 * double(M) * double(K));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < M; ++i) {
+    alignas(32) int16_t q[32];
+    for (int64_t b = 0; b < nb; ++b) {
+      float d;
+      int32_t sum;
+      round_block16(A + i * lda + b * kQK, q, d, sum);
+      float* o = out + i * K + b * kQK;
+      for (int j = 0; j < 32; ++j) o[j] = float(q[j]) * d;
+    }
+  }
+}
+
+}  // namespace transmla
