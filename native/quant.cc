@@ -57,25 +57,45 @@ void quantize_q4_0_block(const float* x, uint8_t* y) {
   }
 }
 
-// One activation block: q = round(x·(1/d)), d = amax/32767; sum = Σq. Non-finite → d = NaN, q = 0.
+// One activation block: q = roundf(x·(1/d)), d = amax/32767; sum = Σq. Non-finite → d = NaN, q = 0.
+// Vectorised: x·id is one multiply (rounded once, as in the reference), and roundf(t) =
+// trunc(t + copysign(0.49999997, t)) exactly for |t| < 2^23 (the largest float below 0.5 keeps
+// t = 0.49999997 from rounding up; the sum's own rounding carries exact halves away from zero).
 inline void round_block16(const float* x, int16_t* q, float& d, int32_t& sum) {
-  float amax = 0.0f;
-  for (int j = 0; j < 32; ++j) {
-    const float a = std::fabs(x[j]);
-    if (!(a <= amax)) amax = a;
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 v[4], m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(x + 8 * i);
+    const __m256 a = _mm256_and_ps(v[i], absmask);
+    m = _mm256_max_ps(m, a);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));  // max_ps drops NaNs: catch them apart
   }
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
   sum = 0;
-  if (!std::isfinite(amax)) {
+  if (_mm256_movemask_ps(bad) != 0 || !std::isfinite(amax)) {
     d = std::numeric_limits<float>::quiet_NaN();
     std::fill(q, q + 32, int16_t(0));
     return;
   }
   d = amax / 32767.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int j = 0; j < 32; ++j) {
-    q[j] = int16_t(std::round(rounded(x[j] * id)));
-    sum += q[j];
+  const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+  const __m256 half = _mm256_set1_ps(0.49999997f), sign = _mm256_set1_ps(-0.0f);
+  __m256i qi[4], acc = _mm256_setzero_si256();
+  for (int i = 0; i < 4; ++i) {
+    const __m256 t = _mm256_mul_ps(v[i], id);
+    const __m256 r = _mm256_round_ps(_mm256_add_ps(t, _mm256_or_ps(_mm256_and_ps(t, sign), half)), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    qi[i] = _mm256_cvttps_epi32(r);
+    acc = _mm256_add_epi32(acc, qi[i]);
   }
+  // packs interleaves 128-bit lanes; the permute restores element order.
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[0], qi[1]), 0xD8));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 16), _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[2], qi[3]), 0xD8));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+  sum = _mm_cvtsi128_si32(s4);
 }
 
 // R rounded activation rows: q [R×K]; d and s [R×nbp] (nbp = nb rounded up to 8, zero padded):

@@ -164,6 +164,63 @@ function compare(Wf: Float32Array, X: Float32Array, M: number, N: number, K: num
 // only other error is the rounding of x: ≤ Σ|ŵ|·max|x_block|/65534, at most ~3e-5 here.
 const TOL_TS = 2e-6, TOL_EXACT = 1e-4;
 
+describe('the rounded activations x̂ are the same on both backends', { skip: nativeSkip }, () => {
+  // An identity weight (q8_0 blocks with d = 1 and one code 1 per row) makes every product return
+  // x̂ itself: y_j = d_x·q_x[j], a single rounding on either backend, so they must agree bit for bit.
+  const K = 256;
+  const eye = new Uint8Array(K * (K / 32) * 34);
+  for (let n = 0; n < K; n++) {
+    for (let b = 0; b < K / 32; b++) eye.set([0x00, 0x3c], (n * (K / 32) + b) * 34); // f16 1.0
+    eye[(n * (K / 32) + (n >> 5)) * 34 + 2 + (n & 31)] = 1;
+  }
+  const f32 = new Float32Array(1), i32 = new Int32Array(f32.buffer);
+  const step = (x: number, k: number): number => {
+    f32[0] = x;
+    i32[0] += x >= 0 ? k : -k;
+    return f32[0];
+  };
+  /** Blocks whose x·id (f32) lands on or beside halves of the integer grid, at random scales. */
+  function ties(rows: number, seed: number): Float32Array {
+    const r = rng(seed);
+    const x = new Float32Array(rows * K);
+    for (let b = 0; b < x.length / 32; b++) {
+      const amax = b % 3 === 0 ? 32767 : Math.fround(2 ** (Math.floor(r() * 30) - 15) * (1 + r()));
+      const d = Math.fround(amax / 32767), id = Math.fround(1 / d);
+      x[b * 32] = r() < 0.5 ? amax : -amax;
+      for (let j = 1; j < 32; j++) {
+        const t = (Math.floor(r() * 65534) - 32767) * (r() < 0.8 ? 1 : 0.0001) + 0.5;
+        x[b * 32 + j] = step(Math.fround(Math.fround(t) / id), Math.floor(r() * 5) - 2);
+        if (Math.abs(x[b * 32 + j]!) >= amax) x[b * 32 + j] = 0.49999997;
+      }
+    }
+    // Block 0 (d = 1): the halves and the float just below 0.5, where a plain t + 0.5 would round up.
+    x.set([32767, 0.49999997, -0.49999997, 0.5, -0.5, 1.5, 2.5, -2.5, 32766.5, -32766.5, 0.49999994], 0);
+    return x;
+  }
+
+  test('gemv (one row), matmul with ≤ 8 rows and the packed GEMM (> 8 rows)', () => {
+    for (const M of [1, 5, 12]) {
+      const A = ties(M, M);
+      const yt = new Float32Array(M * K), yn = new Float32Array(M * K);
+      if (M === 1) {
+        tsKernels.gemv(eye, 'q8_0', A, yt, K, K);
+        native!.gemv(eye, 'q8_0', A, yn, K, K);
+      } else {
+        tsKernels.matmul(A, eye, 'q8_0', yt, M, K, K, true);
+        native!.matmul(A, eye, 'q8_0', yn, M, K, K, true);
+      }
+      let diff = 0;
+      for (let i = 0; i < yt.length; i++) if (!Object.is(yt[i], yn[i])) diff++;
+      assert.equal(diff, 0, `M = ${M}: ${diff} of ${yt.length} rounded activations differ`);
+      // Block 0 has max|x| = 32767, so d = 1 and x̂ is x rounded half away from zero.
+      for (let j = 0; j < 32; j++) {
+        const v = A[j]!;
+        assert.equal(yt[j], (v < 0 ? -1 : 1) * Math.floor(Math.abs(v) + 0.5) + 0, `x̂[${j}] of ${v}`);
+      }
+    }
+  });
+});
+
 describe('products with quantized weights: native vs TypeScript vs float64 Ŵ·x', () => {
   const shapes: [number, number][] = [[1, 32], [7, 96], [33, 288], [301, 1056], [129, 4128]];
   for (const t of ['q8_0', 'q4_0'] as const) {
