@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportLlamaGguf } from '../src/io/gguf-llama.js';
+import { exportLlamaGguf } from '../src/export/gguf-llama.js';
 import { readGguf, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../src/io/gguf.js';
 import { tsKernels } from '../src/kernels/ts.js';
 import type { Kernels, QuantDType } from '../src/kernels/types.js';
