@@ -2,8 +2,9 @@
 
 // Kernels and linear algebra
 export { kernels, tsKernels, loadNativeKernels } from './kernels/index.js';
-export type { Kernels, FloatData, FloatDType, EighResult, AttentionArgs } from './kernels/index.js';
-export type { Tensor, WeightSource } from './tensor.js';
+export type { Kernels, FloatData, FloatDType, HalfDType, QuantDType, WeightData, WeightDType, EighResult, AttentionArgs } from './kernels/index.js';
+export type { Tensor, WeightSource, WeightTensor } from './tensor.js';
+export { tensorBytes } from './tensor.js';
 
 // Checkpoint I/O
 export { openSafetensors, writeSafetensors, SafetensorsError } from './io/safetensors.js';
