@@ -15,6 +15,7 @@
 //
 // Calibration order (--calib-order): 'faithful' (TransMLA: RoRoPE from the original model,
 // BKV-PCA from the partial-RoPE model) or 'sequential' (both from the converted prefix).
+import { conversionFlops, formatDuration, measureGemmRate } from './estimate.js';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mlaConfigJson } from '../arch/deepseek.js';
@@ -139,7 +140,14 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       `pass 2 (RoRoPE + BKV-PCA${variant === 'stock' ? ' + stock norm fit' : ''}${evaluate ? `; evaluation of ${stageNames.length} stages on ${evalData.reduce((n, e) => n + e.chunks.length * e.ctx, 0)} tokens` : ''})`,
       o.out ? 'writing' : null,
     ].filter(Boolean).join(' → ');
-    log(`plan: ${plan}`);
+    const calibTokens = samples.length * c.seqLen;
+    const work = {
+      calibForwards: calibTokens * ((order === 'faithful' || searching ? 1 : 0) + 1 + (variant === 'stock' ? 1 : 0)),
+      calibSeqLen: c.seqLen, evalCtx,
+      evalTokens: evalData.reduce((n, e) => n + e.chunks.length * e.ctx, 0), evalStages: stageNames.length,
+    };
+    const flops = conversionFlops(cfg, work), rate = measureGemmRate(D);
+    log(`plan: ${plan}; ≈ ${formatDuration(flops / rate)} of GEMM work (${(flops / 1e12).toFixed(2)} TFLOP at ${(rate / 1e9).toFixed(0)} GFLOP/s measured now${searching && search === 'perplexity' ? ', not counting the perplexity search' : ''})`);
     const bar = (label: string) => (o.progress ? createProgress({ label, total: nLayers, unit: 'layers' }) : null);
 
     // --- Sweep 1: the original model's statistics (and the proxy search's layer data).
@@ -193,7 +201,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       }),
       layers: stats,
       evaluations: [],
-      seconds: { load: tLoad, pass1: tPass1, freqFoldSearch: tSearchS, conversion: 0, evaluation: 0, save: 0, convertTotal: 0, convertCpu: 0 },
+      seconds: { load: tLoad, pass1: tPass1, freqFoldSearch: tSearchS, conversion: 0, evaluation: 0, save: 0, convertTotal: 0, convertCpu: 0, estimate: { seconds: flops / rate, flops, gemmFlopsPerSecond: rate } },
       peakRssBytes: 0,
     };
 
