@@ -1,4 +1,4 @@
-// `npm run bench -- convert-scale [--sections forward,kjv,search,synthetic,8b] [--8b-layers 4]`
+// `npm run bench -- convert-scale [--sections forward,kjv,search,validate,synthetic,8b] [--8b-layers 4]`
 //
 // The default `transmla convert` at the sizes users bring (issue #18), every figure measured here:
 //  forward   calibration forward throughput: one decoder layer of each real shape (random weights)
@@ -9,6 +9,8 @@
 //            shape each picks, the held-out perplexities, seconds.
 //  synthetic Qwen2.5-0.5B and Llama-3.2-1B shapes (random bf16 weights, all layers), default
 //            convert with evaluation: wall time and peak RSS per stage.
+//  validate  the default output (stock folder, 31.25 % KV, --no-eval) of every shared model through
+//            `transmla validate --json`: per engine, loads / computes the same / fast path.
 //  8b        Llama-3.1-8B's shape with 2 and N layers, --no-eval: per-layer time and memory, and
 //            the extrapolation to its 32 layers.
 // Every conversion is its own `transmla convert` child; its RSS is sampled from /proc every 100 ms
@@ -187,6 +189,34 @@ async function searchSection(work: string) {
   return rows;
 }
 
+function validateJson(dir: string): Promise<{ engines: { engine: string; loads: boolean; correct: boolean | string; fastPath: boolean; reasons: string[] }[] } | null> {
+  return new Promise((res) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'cli', 'main.ts'), 'validate', dir, '--json'], { cwd: REPO, stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    child.on('close', () => { try { res(JSON.parse(out)); } catch { res(null); } });
+  });
+}
+
+async function validateSection(work: string) {
+  const rows = [];
+  for (const name of MODELS) {
+    const dir = join(ASSETS, 'models', name);
+    if (!existsSync(dir)) continue;
+    const folder = await hfFolderOf(dir, work);
+    const out = join(work, `validate-${name}`);
+    const r = await convert([folder, '--kv-fraction', '0.3125', '--calib', calibOf(name), '--no-eval', '--out', out, '--overwrite']);
+    const v = r.ok ? await validateJson(out) : null;
+    rows.push({
+      model: name, converted: r.ok, error: r.error,
+      engines: v?.engines.map((e) => ({ engine: e.engine, loads: e.loads, correct: e.correct, fastPath: e.fastPath, reasons: e.reasons.filter((x) => !x.startsWith('note:')) })) ?? null,
+    });
+    log(`validate ${name}: ${v ? v.engines.map((e) => `${e.engine} ${e.loads ? 'loads' : 'no-load'}/${e.correct === true ? 'same' : String(e.correct)}`).join(', ') : r.error}`);
+    rmSync(out, { recursive: true, force: true });
+  }
+  return rows;
+}
+
 async function syntheticSection(work: string) {
   const rows = [];
   for (const key of ['qwen2.5-0.5b', 'llama-3.2-1b']) {
@@ -227,7 +257,7 @@ async function eightBSection(work: string, layers: number) {
 
 export async function run(argv: string[]): Promise<object> {
   const opt = (name: string, d: string) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1]! : d; };
-  const sections = new Set(opt('--sections', 'forward,kjv,search,synthetic,8b').split(','));
+  const sections = new Set(opt('--sections', 'forward,kjv,search,validate,synthetic,8b').split(','));
   const layers8b = Number(opt('--8b-layers', '4'));
   const work = mkdtempSync(join(tmpdir(), 'transmla-convert-scale-'));
   const result: Record<string, unknown> = {
@@ -238,6 +268,7 @@ export async function run(argv: string[]): Promise<object> {
     if (sections.has('forward')) result.forward = await forwardSection(work);
     if (sections.has('kjv')) result.kjv = await kjvSection(work);
     if (sections.has('search')) result.search = await searchSection(work);
+    if (sections.has('validate')) result.validate = await validateSection(work);
     if (sections.has('synthetic')) result.synthetic = await syntheticSection(work);
     if (sections.has('8b')) result.llama8b = await eightBSection(work, layers8b);
   } finally {
