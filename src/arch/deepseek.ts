@@ -6,7 +6,7 @@
 // The dense-MLP, norm, embedding and RoPE-base fields are read as every family reads them.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MlaAttention, type MlaShape } from '../models/mla-attention.js';
+import { MlaAttention, mlaSummary, type MlaShape } from '../models/mla-attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
 import { SwiGluMlp } from '../models/mlp.js';
 import { RopeTable } from '../models/rope.js';
@@ -219,6 +219,8 @@ export const deepseek: Family<MlaArgs> = {
       return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias) };
     };
   },
+  // One latent row [c | k_pe] per token and layer (MlaAttention.createCache).
+  attentionLayout: (c) => ({ summary: mlaSummary(mlaShape(c)), latent: true, cacheStores: Array.from({ length: c.numLayers }, () => [c.mla.kvLoraRank + c.mla.qkRopeHeadDim]) }),
   trainLayers(be, ps, c) {
     const m = c.mla;
     const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);

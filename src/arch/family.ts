@@ -5,7 +5,7 @@
 // training, validation, describe and bench ask the family instead of switching on model_type.
 import type { GgufFile } from '../io/gguf.js';
 import type { GgufTensorSpec } from '../io/gguf-model.js';
-import type { MlaMode } from '../models/attention.js';
+import type { AttentionSummary, MlaMode } from '../models/attention.js';
 import type { LayerBuilder } from '../models/decoder.js';
 import type { TrainBackend } from '../train/backend.js';
 import type { TrainAttention } from '../train/layers/attention.js';
@@ -44,6 +44,15 @@ export interface GgufForm<A extends ModelArgs> {
   extraTensors?: readonly string[];
 }
 
+/** A family's attention as `inspect` reports it, known from the arguments alone (no layer is built). */
+export interface AttentionLayout {
+  summary: AttentionSummary;
+  /** Whether the layers cache a latent (what --kv-quant quantizes). */
+  latent: boolean;
+  /** Per layer, the widths of its cache stores (values per token), as the built layer's createCache() makes them. */
+  cacheStores: number[][];
+}
+
 export interface ParseContext {
   modelType: string;
   /** The model folder (for side files such as transmla.json); null for configs held in memory. */
@@ -66,6 +75,8 @@ export interface Family<A extends ModelArgs = ModelArgs> {
   parse(json: Record<string, unknown>, file: string, ctx: ParseContext): A;
   /** The engine's decoder layer builder for a model with these arguments. */
   engineLayers(args: A, opts?: EngineOptions): LayerBuilder;
+  /** What the attention caches and how inspect names it, from the arguments alone (inspect reads no weights). */
+  attentionLayout(args: A): AttentionLayout;
   /** The trainer's attention and MLP of layer l (`prefix` = model.layers.l); norms, embedding and head are shared. */
   trainLayers(be: TrainBackend, ps: ParamStore, args: A): (l: number, prefix: string) => { attn: TrainAttention; mlp: TrainMlp };
   /** Parameter names `finetune --train attention` trains: those a conversion rewrote. */

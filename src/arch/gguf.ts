@@ -1,7 +1,7 @@
 // Opening a llama.cpp GGUF as an engine model: general.architecture picks the family (the one
 // whose GGUF form lists it), which reads the arguments from the metadata and names the tensors.
 import { GgufError, readGguf, type GgufFile } from '../io/gguf.js';
-import { ggufWeights } from '../io/gguf-model.js';
+import { ggufWeights, type GgufTensorSpec } from '../io/gguf-model.js';
 import type { WeightSource } from '../tensor.js';
 import type { ModelArgs } from './args.js';
 import { FAMILIES } from './registry.js';
@@ -12,6 +12,8 @@ export interface GgufModel {
   config: ModelArgs;
   /** Tensors under their Hugging Face names, q/k rows back in rotate-half order. */
   weights: WeightSource;
+  /** Every tensor of the model under both names (checked present, with its shape and a float type). */
+  specs: GgufTensorSpec[];
 }
 
 /** Opens a GGUF holding F32/F16/BF16 tensors as arguments plus a lazy WeightSource with HF tensor names. */
@@ -22,6 +24,7 @@ export function openGgufModel(path: string): GgufModel {
   if (!family) throw new GgufError(`${path}: architecture "${arch}" is not supported (${FAMILIES.flatMap((x) => x.gguf?.archs ?? []).join(', ')})`);
   const form = family.gguf!;
   const config = form.readArgs(f, arch, path);
-  const weights = ggufWeights(f, form.tensors(config, arch, 'model.embed_tokens.weight'), path, arch, form.extraTensors);
-  return { file: f, arch, config, weights };
+  const specs = form.tensors(config, arch, 'model.embed_tokens.weight');
+  const weights = ggufWeights(f, specs, path, arch, form.extraTensors);
+  return { file: f, arch, config, weights, specs };
 }
