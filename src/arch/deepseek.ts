@@ -15,6 +15,7 @@ import { MlaAttentionLayer } from '../train/layers/attention-mla.js';
 import { MlpLayer } from '../train/layers/mlp.js';
 import { ConfigFields, HfConfigError, isObj, parseBaseFields, ropeScalingJson, type ModelArgs } from './args.js';
 import { checkStockAttentionTensors, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_VARIANT, type MlaShapeFields } from './deepseek-stock.js';
+import { deepseek2ConfigJson, deepseek2Tensors } from './deepseek-gguf.js';
 import type { Family } from './family.js';
 
 export type MlaSemantics = 'exact' | 'stock';
@@ -236,6 +237,12 @@ export const deepseek: Family<MlaArgs> = {
   conversions: { transmla: 'it is already an MLA model', mha2mla: 'it is already an MLA model' },
   // Stock-semantics folders (a strict export, or a DeepSeek checkpoint) go to llama.cpp's deepseek2;
   // what that exporter refuses (YaRN, llama3 scaling, biases) is reported when it runs.
+  // llama.cpp's deepseek2 files read back as stock-semantics models (dense only).
+  gguf: {
+    archs: ['deepseek2'],
+    readArgs: (f, arch, path) => parseMlaConfig(deepseek2ConfigJson(f, arch, path), `${path} (deepseek2 metadata)`, 'stock'),
+    tensors: (c, _arch, embedName, f) => deepseek2Tensors(c, f, embedName),
+  },
   ggufExport: (c) => c.mla.semantics === 'exact'
     ? 'the exact MLA variant (no kv_a_layernorm) has no llama.cpp form; `transmla export <folder> --target deepseek-v3` writes the stock folder llama.cpp runs (as deepseek2)'
     : true,

@@ -38,8 +38,8 @@ export interface GgufForm<A extends ModelArgs> {
   archs: readonly string[];
   /** The model's arguments from the GGUF metadata and tensor table. */
   readArgs(f: GgufFile, arch: string, path: string): A;
-  /** Every tensor of a model with these arguments (`embedName`: the HF name its embedding is stored under). */
-  tensors(args: A, arch: string, embedName: string): GgufTensorSpec[];
+  /** Every tensor of a model with these arguments in file `f` (`embedName`: the HF name its embedding is read under). */
+  tensors(args: A, arch: string, embedName: string, f: GgufFile): GgufTensorSpec[];
   /** Tensors a file may hold beyond `tensors` (e.g. llama3's rope_freqs). */
   extraTensors?: readonly string[];
 }

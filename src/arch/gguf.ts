@@ -24,7 +24,7 @@ export function openGgufModel(path: string): GgufModel {
   if (!family) throw new GgufError(`${path}: architecture "${arch}" is not supported (${FAMILIES.flatMap((x) => x.gguf?.archs ?? []).join(', ')})`);
   const form = family.gguf!;
   const config = form.readArgs(f, arch, path);
-  const specs = form.tensors(config, arch, 'model.embed_tokens.weight');
+  const specs = form.tensors(config, arch, 'model.embed_tokens.weight', f);
   const weights = ggufWeights(f, specs, path, arch, form.extraTensors);
   return { file: f, arch, config, weights, specs };
 }
