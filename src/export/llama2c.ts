@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, realpathSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ModelArgs } from '../arch/args.js';
 import { readConfig } from '../arch/registry.js';
-import { withAtomicDir } from '../io/atomic-dir.js';
+import { checkOutputDir, checkOutputFile, withAtomicDir } from '../io/atomic-dir.js';
 import { INDEX_FILE, openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
 import {
   LLAMA2C_RMS_EPS, LLAMA2C_ROPE_THETA, Llama2cFormatError, llama2cToHf, readLlama2c, writeLlama2c,
@@ -35,6 +35,9 @@ export interface ImportLlama2cResult {
  * @param tokenizerPath a llama2.c tokenizer .bin or a SentencePiece BPE .model
  */
 export async function importLlama2c(binPath: string, tokenizerPath: string, outDir: string, opts: ImportLlama2cOptions = {}): Promise<ImportLlama2cResult> {
+  // The inputs are files; an output folder holding them (e.g. their own folder) would delete them.
+  const guard = { overwrite: opts.overwrite ?? false, source: [binPath, tokenizerPath] };
+  checkOutputDir(outDir, guard);
   const ck = readLlama2c(binPath);
   const h = ck.header;
   if (tokenizerPath.endsWith('.vocab')) {
@@ -49,8 +52,7 @@ export async function importLlama2c(binPath: string, tokenizerPath: string, outD
   const tokFiles = toHfTokenizerFiles(tok, h.seqLen);
   const generation: Record<string, unknown> = { bos_token_id: tok.bosId, eos_token_id: tok.eosId, max_length: h.seqLen };
   const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
-  // The inputs are files; an output folder holding them (e.g. their own folder) would delete them.
-  const files = await withAtomicDir(outDir, { overwrite: opts.overwrite ?? false, source: [binPath, tokenizerPath] }, async (tmp) => {
+  const files = await withAtomicDir(outDir, guard, async (tmp) => {
     const written = await writeCheckpoint(tmp, hf.tensors, { metadata: { source: `llama2.c v${h.version}` } });
     writeFileSync(join(tmp, 'config.json'), json(hf.config));
     writeFileSync(join(tmp, 'generation_config.json'), json(generation));
@@ -163,6 +165,8 @@ export interface ExportLlama2cOptions {
 
 /** Writes an HF llama folder as a llama2.c checkpoint. Returns the header written and any warnings. */
 export function exportLlama2c(hfFolder: string, outBin: string, opts: ExportLlama2cOptions = {}): { header: Llama2cHeader; warnings: string[] } {
+  // A bad --out fails before the weights are read (the input-file clash is checked below, per shard).
+  checkOutputFile(outBin, { overwrite: opts.overwrite ?? false });
   const config = readConfig(hfFolder);
   const src = openCheckpoint(hfFolder);
   try {

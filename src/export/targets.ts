@@ -13,6 +13,7 @@ import { convertModel, type ConvertOptions } from '../convert/transmla.js';
 import type { ConvertReport, StockExportReport } from '../schema/transmla-json.js';
 import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
 import { OptionError } from '../option-error.js';
+import { checkOutputDir, checkOutputFile } from '../io/atomic-dir.js';
 
 export type ExportTarget = 'deepseek-v3' | 'gguf';
 export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'gguf'];
@@ -44,6 +45,12 @@ function scratchQuiet(log: ((line: string) => void) | undefined, tmp: string): (
   return log && ((line) => { if (!line.includes(name)) log(line); });
 }
 
+/** Refuses a bad output for `target` before any work: a folder for deepseek-v3, a file for gguf. */
+export function checkExportOutput(target: ExportTarget, out: string, overwrite: boolean, inputs: readonly string[] = []): void {
+  if (target === 'deepseek-v3') checkOutputDir(out, { overwrite, source: inputs });
+  else checkOutputFile(out, { overwrite, source: inputs });
+}
+
 export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_TARGETS.includes(o.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
   if (o.target === 'deepseek-v3') {
@@ -53,7 +60,7 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
     if (existsSync(report)) o.log?.(`report ${report}`);
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
-  if (existsSync(o.out) && !o.overwrite) throw new Error(`${o.out} already exists (give --overwrite to replace it)`);
+  checkExportOutput(o.target, o.out, o.overwrite ?? false, [o.model]);
   let stock: StockExportReport | null = null;
   let folder = o.model;
   const tmp = scratch(o.out, 'transmla-ds3');
@@ -72,7 +79,7 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
 
 /** convert (exact MLA) then export to `target`; the exact folder is an intermediate. */
 export async function convertToTarget(c: ConvertOptions & { out: string }, e: Omit<ExportOptions, 'model' | 'out' | 'calib'>): Promise<{ conversion: ConvertReport; export: ExportResult }> {
-  if (existsSync(c.out) && !c.overwrite) throw new Error(`${c.out} already exists (give --overwrite to replace it)`);
+  checkExportOutput(e.target, c.out, c.overwrite ?? false, [c.model, c.calib]);
   const tmp = scratch(c.out, 'transmla-exact');
   try {
     const conversion = await convertModel({ ...c, out: tmp, overwrite: false, log: scratchQuiet(c.log, tmp) });

@@ -220,6 +220,8 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   const inputs = [...(prior ? [] : [o.model]), ...(['text', 'tokens', 'evalText', 'teacher'] as const).map((k) => o[k]).filter((x): x is string => x !== null)];
   if (input.stopAt !== undefined && !(Number.isInteger(input.stopAt) && input.stopAt >= 1)) throw new Error(`stopAt must be a positive integer, got ${input.stopAt}`);
   if (prior && prior.step >= o.steps) throw new Error(`${input.resume} already finished all ${o.steps} steps`);
+  // A bad --out fails now, before the model, the teacher and the data are read.
+  if (out) checkOutputDir(out, { overwrite: prior !== null || input.overwrite === true, source: inputs });
 
   // --- Model, tokenizer, teacher.
   const arch = readTrainArch(weightsDir);
@@ -322,8 +324,6 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
     });
     saved = true;
   };
-  // Fail before training, not after it.
-  if (out) checkOutputDir(out, { overwrite: prior !== null || input.overwrite === true, source: inputs });
 
   const evaluate = async (): Promise<void> => {
     const t0 = performance.now();

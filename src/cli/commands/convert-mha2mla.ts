@@ -7,6 +7,7 @@ import type { LowRankInit } from '../../convert/mha2mla-layer.js';
 import { ROPE_SELECTIONS, type NormStat, type RopeSelection } from '../../convert/rope-select.js';
 import { textModeFor } from '../../eval/perplexity.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
+import { checkOutputDir } from '../../io/atomic-dir.js';
 
 export const MHA2MLA_USAGE =
   'transmla convert <model> --method mha2mla --out DIR (--kv-rank R | --kv-fraction F) --calib FILE [--rope-pairs r]\n' +
@@ -79,6 +80,8 @@ export async function runMha2mlaConvert(argv: string[]): Promise<void> {
     evalChunks: int(p, 'eval-chunks', undefined, 1),
     log: (line: string) => { (json ? process.stderr : process.stdout).write(line + '\n'); },
   };
+  // Before a Hub model is fetched (convertMha2mla checks again, against the inputs).
+  if (options.out) checkOutputDir(options.out, { overwrite: options.overwrite });
   const report = await convertMha2mla({ model: await modelArg(spec, p), ...options });
   if (json) console.log(JSON.stringify(report, null, 2));
   else {

@@ -5,7 +5,8 @@ import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError }
 import type { Command } from '../command.js';
 import { convertModel, type ConvertOptions } from '../../convert/transmla.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
-import { convertToTarget } from '../../export/targets.js';
+import { checkExportOutput, convertToTarget } from '../../export/targets.js';
+import { checkOutputDir } from '../../io/atomic-dir.js';
 import { evalTexts, methodFlag, MHA2MLA_USAGE, runMha2mlaConvert } from './convert-mha2mla.js';
 import { EXPORT_USAGE, outType, target } from './export.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
@@ -79,6 +80,9 @@ export const command: Command = {
       if (typeof opts.ropeDim !== 'number' || opts.freqFold === 'auto') throw new UsageError('--no-eval needs a fixed shape: --rope-dim D and --freqfold M');
       if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
     }
+    // Before a Hub model is fetched: the output must be usable (the library checks again, against the inputs).
+    if (exportTo) checkExportOutput(exportTo.target, opts.out!, opts.overwrite ?? false);
+    else if (opts.out) checkOutputDir(opts.out, { overwrite: opts.overwrite });
     opts.model = await modelArg(spec, p);
     if (exportTo) {
       const r = await convertToTarget({ ...opts, out: opts.out! }, exportTo);

@@ -3,7 +3,7 @@
 import { resolve } from 'node:path';
 import { bool, int, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
-import { EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
+import { checkExportOutput, EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
 import type { FloatDType } from '../../kernels/types.js';
 import { evalTexts } from './convert-mha2mla.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
@@ -40,6 +40,8 @@ export const command: Command = {
     if (!out) throw new UsageError('--out PATH is required');
     const json = bool(p, 'json');
     const tgt = target(str(p, 'target'));
+    // Before a Hub model is fetched (exportModel checks again, against the inputs).
+    checkExportOutput(tgt, resolve(out), bool(p, 'overwrite'));
     const r = await exportModel({
       target: tgt,
       out: resolve(out),

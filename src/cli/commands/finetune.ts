@@ -7,6 +7,7 @@ import { DEFAULTS, finetune, type FinetuneReport } from '../../train/finetune.js
 import { lossCurve } from '../../train/loss-curve.js';
 import type { ScheduleKind } from '../../train/schedule.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
+import { checkOutputDir } from '../../io/atomic-dir.js';
 
 const D = DEFAULTS;
 
@@ -75,6 +76,9 @@ export const command: Command = {
         saveEvery: int(p, 'save-every', D.saveEvery),
         stopAt: int(p, 'stop-at', undefined, 1),
       };
+      // Before a Hub model is fetched (finetune checks again, against the inputs).
+      const out = str(p, 'out');
+      if (out) checkOutputDir(out, { overwrite: bool(p, 'overwrite') });
       const model = await modelArg(spec, p);
       const teacher = teacherSpec === null ? null : await modelArg(teacherSpec, p, { flag: 'teacher' });
       rep = await finetune({
