@@ -34,6 +34,7 @@ import { kernels } from '../kernels/index.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { createBackend } from './backend.js';
+import { finetuneCard } from './card.js';
 import { loadOptimizerState, readTrainerState, resumeWeights, saveTrainingCheckpoint } from './checkpoint.js';
 import { batchRows, packDocuments, readTokenFile, tokenizeDocuments } from './data.js';
 import { TrainModel, type TrainRow } from './model.js';
@@ -317,10 +318,13 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   let saved = false;
   const save = async (finished: boolean): Promise<void> => {
     if (!out) return;
+    const cardPath = join(weightsDir, 'README.md');
+    const state = report(finished);
     await saveTrainingCheckpoint({
       dir: out, sourceDir: weightsDir, protect: inputs,
+      files: existsSync(cardPath) ? [{ name: 'README.md', text: finetuneCard(readFileSync(cardPath, 'utf8'), state) }] : [],
       overwrite: prior !== null || input.overwrite === true || saved,
-      params: model.params, optimizer: opt, state: report(finished),
+      params: model.params, optimizer: opt, state,
     });
     saved = true;
   };

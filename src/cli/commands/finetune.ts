@@ -27,7 +27,7 @@ export const command: Command = {
     '    for MLA models); all: every parameter.\n' +
     '  --eval-text: held-out text for perplexity (default: the last 10 % of the training documents).\n' +
     '  --warmup is a fraction of --steps; --decay is the wsd decay fraction; --min-lr-ratio the final lr / peak.\n' +
-    '  --out DIR always holds the latest checkpoint: an HF folder plus optimizer.safetensors and\n' +
+    '  --out DIR always holds the latest checkpoint: an HF folder plus trainer/optimizer.safetensors and\n' +
     '    trainer_state.json; --stop-at N saves after N steps, and --resume DIR continues the run exactly.',
   async run(argv) {
     const p = parseArgs(argv, {
