@@ -136,7 +136,7 @@ function loadLlama2c(path: string, opts: LoadModelOptions): LoadedModel {
 }
 
 /** tokenizer.bin beside the checkpoint, else the only other tok*.bin there. */
-function siblingLlama2cTokenizer(bin: string): string | null {
+export function siblingLlama2cTokenizer(bin: string): string | null {
   const dir = dirname(bin);
   if (existsSync(join(dir, 'tokenizer.bin'))) return join(dir, 'tokenizer.bin');
   const toks = readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f) && f !== basename(bin));

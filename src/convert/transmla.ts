@@ -50,6 +50,8 @@ import { keyBlock, memoryStore, searchShape, type StatStore } from './shape-sear
 
 export interface ConvertOptions extends CalibEvalOptions {
   model: string;
+  /** The source path transmla.json records (default: model); a llama2.c .bin converted through a temporary folder records the .bin. */
+  sourcePath?: string;
   /** Output folder; null converts and evaluates without saving. */
   out: string | null;
   overwrite?: boolean;
@@ -315,7 +317,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const stats: ConvertReport['layers'] = [];
     const report: ConvertReport = {
       ...exactReportHeader({
-        model: o.model, out: o.out, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
+        model: o.sourcePath ?? o.model, out: o.out, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
         kvLoraRank: r, ropeDim: dR, freqFold: M, requested: { freqFold: o.freqFold, ropeDim }, qLoraRank, collapse, balance, order,
         attentionBias: false, search, calib: c, before, after: budget,
       }),

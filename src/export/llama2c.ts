@@ -1,8 +1,11 @@
 // Hugging Face folders ⇄ llama2.c checkpoints: `transmla import-llama2c` (a .bin and its
 // tokenizer → a Hugging Face llama folder) and `transmla export-llama2c` (a Llama-family folder
 // → a .bin run.c runs). The format itself is io/llama2c.ts.
-import { copyFileSync, existsSync, realpathSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { siblingLlama2cTokenizer } from '../arch/load.js';
+import { registerTempPath } from '../io/interrupt.js';
 import type { ModelArgs } from '../arch/args.js';
 import { readConfig } from '../arch/registry.js';
 import { checkOutputDir, checkOutputFile, withAtomicDir } from '../io/atomic-dir.js';
@@ -180,5 +183,27 @@ export function exportLlama2c(hfFolder: string, outBin: string, opts: ExportLlam
     return { header: { ...checkpoint.header, version }, warnings };
   } finally {
     src.close();
+  }
+}
+
+/**
+ * Runs `fn` on a Hugging Face folder of `model`: the folder itself, or, for a llama2.c .bin (which
+ * every <model> argument accepts), the folder importLlama2c writes into a temporary directory,
+ * removed afterwards (also on an interrupt). The tokenizer is `tokenizer`, else the one beside
+ * the checkpoint as the loaders find it (tokenizer.bin or the only other tok*.bin).
+ */
+export async function withHfFolder<T>(model: string, tokenizer: string | undefined, fn: (folder: string) => Promise<T>): Promise<T> {
+  if (!model.endsWith('.bin') || !existsSync(model) || statSync(model).isDirectory()) return fn(model);
+  const tok = tokenizer ?? siblingLlama2cTokenizer(model);
+  if (!tok) throw new Llama2cFormatError(model, 'a llama2.c checkpoint needs its tokenizer to be converted: put tokenizer.bin beside it or pass --tokenizer FILE (tok*.bin or a SentencePiece .model)');
+  const tmp = mkdtempSync(join(tmpdir(), 'transmla-llama2c-'));
+  const unregister = registerTempPath(tmp);
+  try {
+    const folder = join(tmp, 'hf');
+    await importLlama2c(model, tok, folder);
+    return await fn(folder);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+    unregister();
   }
 }

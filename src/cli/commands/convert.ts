@@ -1,5 +1,6 @@
 // transmla convert <model> --out DIR: GQA/MHA → MLA (TransMLA, or MHA2MLA with --method mha2mla),
 // printing each stage's perplexity.
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
@@ -7,6 +8,7 @@ import { convertModel, type ConvertOptions } from '../../convert/transmla.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import { checkExportOutput, convertToTarget } from '../../export/targets.js';
 import { checkOutputDir } from '../../io/atomic-dir.js';
+import { withHfFolder } from '../../export/llama2c.js';
 import { evalTexts, methodFlag, MHA2MLA_USAGE, runMha2mlaConvert } from './convert-mha2mla.js';
 import { EXPORT_USAGE, outType, target } from './export.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
@@ -15,7 +17,9 @@ export const command: Command = {
   usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
     '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
     '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--search-chunks 16] [--overwrite] [--no-save] [--json]\n' +
-    '    [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]   (default: the exact MLA folder, no kv_a_layernorm)\n' +
+    '    [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]   (default: the exact MLA folder, no kv_a_layernorm) [--tokenizer FILE]\n' +
+    '  <model> may be a llama2.c .bin: it is imported into a temporary folder first (its tokenizer: tokenizer.bin or\n' +
+    '    the only other tok*.bin beside it, or --tokenizer FILE, a tok*.bin or SentencePiece .model).\n' +
     '  --kv-fraction F: cache r + d_R = F·(2·G·d) values per token per layer (e.g. 0.3125).\n' +
     '  --rope-dim D|auto: qk_rope_head_dim, an even divisor of head_dim. With --kv-fraction the default is auto:\n' +
     '    every split of the budget is tried (each with its FreqFold search) on held-out documents.\n' +
@@ -36,7 +40,7 @@ export const command: Command = {
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
-      target: 'string', outtype: 'string', ...HUB_FLAGS,
+      target: 'string', outtype: 'string', tokenizer: 'string', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
@@ -81,15 +85,21 @@ export const command: Command = {
       if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
     }
     // Before a Hub model is fetched: the output must be usable (the library checks again, against the inputs).
-    if (exportTo) checkExportOutput(exportTo.target, opts.out!, opts.overwrite ?? false);
-    else if (opts.out) checkOutputDir(opts.out, { overwrite: opts.overwrite });
-    opts.model = await modelArg(spec, p);
-    if (exportTo) {
-      const r = await convertToTarget({ ...opts, out: opts.out! }, exportTo);
-      if (json) console.log(JSON.stringify({ conversion: r.conversion, export: { ...r.export, gguf: r.export.gguf && { ...r.export.gguf, tensorNames: undefined } } }, null, 2));
+    // (A llama2.c .bin is converted through a temporary folder, so the .bin itself is named here.)
+    const local = existsSync(spec) ? [spec] : [];
+    if (exportTo) checkExportOutput(exportTo.target, opts.out!, opts.overwrite ?? false, local);
+    else if (opts.out) checkOutputDir(opts.out, { overwrite: opts.overwrite, source: local });
+    const path = await modelArg(spec, p);
+    // A llama2.c checkpoint goes through a temporary HF folder; transmla.json records the .bin.
+    const report = await withHfFolder(path, str(p, 'tokenizer'), async (folder) => {
+      const o: ConvertOptions = { ...opts, model: folder, sourcePath: path };
+      if (exportTo) return convertToTarget({ ...o, out: o.out! }, exportTo);
+      return bool(p, 'no-eval') ? (await import('../../convert/transmla.js')).convertStreaming(o) : convertModel(o);
+    });
+    if ('conversion' in report) {
+      if (json) console.log(JSON.stringify({ conversion: report.conversion, export: { ...report.export, gguf: report.export.gguf && { ...report.export.gguf, tensorNames: undefined } } }, null, 2));
       return;
     }
-    const report = await (bool(p, 'no-eval') ? (await import('../../convert/transmla.js')).convertStreaming(opts) : convertModel(opts));
     if (json) console.log(JSON.stringify(report, null, 2));
     else {
       const s = report.seconds;
