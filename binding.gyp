@@ -4,6 +4,8 @@
       "target_name": "transmla",
       "sources": [
         "native/addon.cc",
+        "native/addon-misc.cc",
+        "native/quant.cc",
         "native/gemm.cc",
         "native/gemv.cc",
         "native/convert.cc",

@@ -2,101 +2,15 @@
 // contrast). Every timed kernel is first checked against a float64 reference on sampled
 // outputs; the error is reported next to the speed.
 // Args: --runs N (timed repetitions of the large cases, default 7), --threads N (OpenMP team),
-//       --eigh-max N (largest eigh size, default 1024), --skip-ts.
+//       --eigh-max N (largest eigh size, default 1024), --skip-ts, --only a,b,… (sections to run;
+//       gemvQuant and attentionCache are the quantized-weight and half-cache decode kernels of
+//       bench/kernels-quant.ts).
 // Timings are wall-clock: run it on an otherwise idle machine (loadavg is recorded).
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { loadNativeAddon, loadNativeKernels, ompWaitPolicy } from '../src/kernels/native.js';
-import type { FloatData, FloatDType, Kernels } from '../src/kernels/types.js';
-
-interface Timing {
-  best: number;
-  median: number;
-  runs: number;
-  /** Process CPU seconds per wall second over the timed runs: ≈ threads when the machine was
-   *  ours, much less when other processes competed for the cores (then the figures are low). */
-  cpuPerWall: number;
-}
-
-function time(fn: () => void, runs: number, warmup = 1): Timing {
-  for (let i = 0; i < warmup; i++) fn();
-  const ts: number[] = [];
-  const c0 = process.cpuUsage();
-  const w0 = process.hrtime.bigint();
-  for (let i = 0; i < runs; i++) {
-    const t0 = process.hrtime.bigint();
-    fn();
-    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  const c = process.cpuUsage(c0);
-  const wall = Number(process.hrtime.bigint() - w0) / 1e9;
-  ts.sort((a, b) => a - b);
-  return { best: ts[0], median: ts[Math.floor((ts.length - 1) / 2)], runs, cpuPerWall: round((c.user + c.system) / 1e6 / wall, 2) };
-}
-
-// Deterministic inputs so runs are comparable.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 4294967296 - 0.5;
-  };
-}
-
-function randomF32(n: number, r: () => number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r();
-  return a;
-}
-
-function asType(k: Kernels, f: Float32Array, t: FloatDType): FloatData {
-  if (t === 'f32') return f;
-  const u = new Uint16Array(f.length);
-  k.fromF32(f, t, u);
-  return u;
-}
-
-function widened(k: Kernels, b: FloatData, t: FloatDType): Float32Array {
-  if (t === 'f32') return b as Float32Array;
-  const f = new Float32Array(b.length);
-  k.toF32(b as Uint16Array, t, f);
-  return f;
-}
-
-const round = (x: number, d = 1) => Number(x.toFixed(d));
-const sci = (x: number) => Number(x.toExponential(2));
-
-function arg(args: string[], name: string, def: number): number {
-  const i = args.indexOf(name);
-  if (i < 0) return def;
-  const v = Number(args[i + 1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer, got ${args[i + 1]}`);
-  return v;
-}
-
-function machine(threads: number) {
-  let cpu = 'unknown';
-  let flags: string[] = [];
-  try {
-    const info = readFileSync('/proc/cpuinfo', 'utf8');
-    cpu = /^model name\s*:\s*(.*)$/m.exec(info)?.[1]?.trim() ?? cpu;
-    const f = /^flags\s*:\s*(.*)$/m.exec(info)?.[1]?.split(/\s+/) ?? [];
-    flags = ['avx2', 'fma', 'f16c', 'avx512f'].filter((x) => f.includes(x));
-  } catch {
-    // Not Linux: leave the model unknown.
-  }
-  return {
-    cpu,
-    isa: flags,
-    logicalCpus: os.cpus().length,
-    threads,
-    ompWaitPolicy: ompWaitPolicy(),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    memGiB: round(os.totalmem() / 2 ** 30),
-    date: new Date().toISOString(),
-  };
-}
+import { loadNativeAddon, loadNativeKernels } from '../src/kernels/native.js';
+import type { FloatDType, Kernels } from '../src/kernels/types.js';
+import { cacheAttentionSection, QUANT_NOTES, quantGemvSection } from './kernels-quant.js';
+import { arg, asType, machine, randomF32, rng, round, sci, time, widened } from './lib/kernel-timing.js';
 
 /** Max over sampled (i, j) of |C − ref| / Σ|a·b| with a float64 reference. */
 function matmulError(A: Float32Array, Bw: Float32Array, C: Float32Array, M: number, N: number, K: number, transB: boolean, r: () => number): number {
@@ -272,6 +186,19 @@ async function tsContrast(runs: number) {
   }
 }
 
+const SECTIONS = ['matmul', 'matmulSmallM', 'tsBackendMatmul', 'gemv', 'gemvQuant', 'gram', 'eigh', 'attention', 'attentionCache', 'convert'] as const;
+type Section = (typeof SECTIONS)[number];
+
+/** --only a,b,…: the sections to run (default all). */
+function sections(args: string[]): Set<Section> {
+  const i = args.indexOf('--only');
+  if (i < 0) return new Set(SECTIONS);
+  const want = (args[i + 1] ?? '').split(',').filter((x) => x.length > 0);
+  const bad = want.filter((x) => !(SECTIONS as readonly string[]).includes(x));
+  if (want.length === 0 || bad.length > 0) throw new Error(`--only takes a comma-separated list of ${SECTIONS.join(', ')}; got ${args[i + 1] ?? 'nothing'}`);
+  return new Set(want as Section[]);
+}
+
 export async function run(args: string[]): Promise<object> {
   const { addon, error } = loadNativeAddon();
   const native = loadNativeKernels().kernels;
@@ -279,19 +206,23 @@ export async function run(args: string[]): Promise<object> {
   const runs = arg(args, '--runs', 7);
   if (args.includes('--threads')) addon.setThreads(arg(args, '--threads', 2));
   const eighMax = arg(args, '--eigh-max', 1024);
+  const only = sections(args);
   const loadStart = os.loadavg().map((x) => round(x, 2));
   const t0 = performance.now();
+  const skipped = { skipped: 'not in --only' };
 
   const matmul = [] as object[];
-  for (const [M, K, N] of [[512, 576, 576], [2048, 2048, 2048]])
-    for (const transB of [false, true])
-      for (const bType of ['f32', 'bf16'] as const) matmul.push(benchMatmul(native, M, K, N, transB, bType, M * K * N > 1e9 ? runs : runs * 4));
+  if (only.has('matmul')) {
+    for (const [M, K, N] of [[512, 576, 576], [2048, 2048, 2048]])
+      for (const transB of [false, true])
+        for (const bType of ['f32', 'bf16'] as const) matmul.push(benchMatmul(native, M, K, N, transB, bType, M * K * N > 1e9 ? runs : runs * 4));
+  }
 
   const gemv = [] as object[];
-  for (const wType of ['f32', 'bf16', 'f16'] as const) for (const matrices of [1, 8]) gemv.push(benchGemv(native, wType, matrices, runs));
+  if (only.has('gemv')) for (const wType of ['f32', 'bf16', 'f16'] as const) for (const matrices of [1, 8]) gemv.push(benchGemv(native, wType, matrices, runs));
 
   const eigh = [] as object[];
-  for (const n of [256, 512, 1024, 2048, 4096].filter((n) => n <= eighMax)) eigh.push(benchEigh(native, n, n >= 1024 ? Math.min(runs, 3) : runs));
+  if (only.has('eigh')) for (const n of [256, 512, 1024, 2048, 4096].filter((n) => n <= eighMax)) eigh.push(benchEigh(native, n, n >= 1024 ? Math.min(runs, 3) : runs));
 
   const result = {
     benchmark: 'kernels',
@@ -301,20 +232,23 @@ export async function run(args: string[]): Promise<object> {
       'GFLOP/s = 2·M·N·K / seconds; best and median of `runs` timed runs after a warm-up run.',
       'matmul B is [K×N] for NN and [N×K] (a weight stored [out,in]) for NT; A and C are f32.',
       'GEMV GB/s counts weight bytes only; the DRAM rows cycle through 8 different 4096×4096 matrices.',
+      ...QUANT_NOTES,
       'cpuPerWall ≈ machine.threads means the cores were ours during that measurement; lower values mean other processes competed and the figure understates the kernel.',
     ],
     matmul,
-    matmulSmallM: benchSmallM(native, runs),
-    tsBackendMatmul: args.includes('--skip-ts') ? { skipped: true } : await tsContrast(runs),
+    matmulSmallM: only.has('matmulSmallM') ? benchSmallM(native, runs) : skipped,
+    tsBackendMatmul: args.includes('--skip-ts') || !only.has('tsBackendMatmul') ? { skipped: true } : await tsContrast(runs),
     gemv,
-    gram: [benchGram(native, 2048, 1024, runs), benchGram(native, 2048, 576, runs)],
+    gemvQuant: only.has('gemvQuant') ? quantGemvSection(native, runs) : skipped,
+    gram: only.has('gram') ? [benchGram(native, 2048, 1024, runs), benchGram(native, 2048, 576, runs)] : skipped,
     eigh,
-    attention: [
+    attention: only.has('attention') ? [
       benchAttention(native, 'prefill 512 (SmolLM2-135M heads)', 512, 0, 9, 3, 64, 64, false, runs),
       benchAttention(native, 'decode at 2048 (SmolLM2-135M heads)', 1, 2047, 9, 3, 64, 64, false, runs * 4),
       benchAttention(native, 'decode at 2048, MLA latent cache (k=576, v aliases k)', 1, 2047, 9, 1, 576, 512, true, runs * 4),
-    ],
-    convert: benchConvert(native, runs),
+    ] : skipped,
+    attentionCache: only.has('attentionCache') ? cacheAttentionSection(native, runs) : skipped,
+    convert: only.has('convert') ? benchConvert(native, runs) : skipped,
     totalSeconds: 0,
   };
   result.loadavg.end = os.loadavg().map((x) => round(x, 2));

@@ -7,11 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCheckpoint, writeCheckpoint } from '../src/io/checkpoint.js';
 import { exportLlamaGguf } from '../src/export/gguf-llama.js';
+import { exportMixtralGguf } from '../src/export/gguf-mixtral.js';
 import { readConfig } from '../src/arch/registry.js';
 import { writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../src/io/gguf.js';
 import { encodeLlama2c, type Llama2cCheckpoint, type Llama2cHeader } from '../src/io/llama2c.js';
 import { encodeHeader, writeSafetensors, type NamedTensor, type SafetensorsDType } from '../src/io/safetensors.js';
-import type { Tensor } from '../src/tensor.js';
+import type { Tensor, WeightSource } from '../src/tensor.js';
 import { encodeLlama2cTokenizerBin, TokenKind, vocabFromSentencePiece, type Llama2cVocab } from '../src/tokenizer/llama2c-tokenizer.js';
 import { readSentencePieceModel } from '../src/tokenizer/sentencepiece-model.js';
 import { assetPath } from '../test/helpers/assets.js';
@@ -199,6 +200,20 @@ function ggufSeeds(dir: string, rng: Rng): Seed[] {
       src.close();
     }
     seeds.push({ name: 'export:TinyStories-656K.gguf', weight: 0.5, files: { 'model.gguf': fileImage(p) } });
+    // The same model as a 2-expert Mixtral (both experts its MLP, a random router): stacked expert
+    // tensors, read back one slab at a time.
+    const mx = join(dir, 'tinystories-mixtral.gguf');
+    const ck = openCheckpoint(ts);
+    try {
+      const c = readConfig(ts);
+      const router = randomTensor(rng, 'f32', [2, c.hiddenSize]);
+      const hf = (n: string): string => n.replace(/block_sparse_moe\.experts\.\d\.w([123])/, (_, w: string) => `mlp.${({ 1: 'gate', 2: 'down', 3: 'up' } as Record<string, string>)[w]}_proj`);
+      const src: WeightSource = { names: () => ck.names(), has: (n) => n.endsWith('block_sparse_moe.gate.weight') || ck.has(hf(n)), get: (n) => (n.endsWith('block_sparse_moe.gate.weight') ? router : ck.get(hf(n))) };
+      exportMixtralGguf(mx, { ...c, family: 'mixtral', modelType: 'mixtral', moe: { numExperts: 2, topK: 1, routerJitterNoise: 0 } }, src, ts);
+    } finally {
+      ck.close();
+    }
+    seeds.push({ name: 'export:TinyStories-656K-mixtral.gguf', weight: 0.5, files: { 'model.gguf': fileImage(mx) } });
   }
   return seeds;
 }

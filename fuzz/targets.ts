@@ -69,7 +69,11 @@ function checkConfig(c: ModelArgs, path: string): void {
   // A config that parses must be internally consistent; anything else is a silent parser bug.
   const ints: [string, number][] = [['hiddenSize', c.hiddenSize], ['intermediateSize', c.intermediateSize], ['numLayers', c.numLayers], ['numHeads', c.numHeads], ['numKvHeads', c.numKvHeads], ['headDim', c.headDim], ['vocabSize', c.vocabSize], ['maxPositionEmbeddings', c.maxPositionEmbeddings]];
   for (const [k, v] of ints) if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`${path}: parsed config has ${k} = ${String(v)}`);
-  if (!['llama', 'mistral', 'qwen2'].includes(c.modelType)) throw new Error(`${path}: parsed config has modelType ${String(c.modelType)}`);
+  if (!['llama', 'mistral', 'qwen2', 'mixtral', 'qwen3'].includes(c.modelType)) throw new Error(`${path}: parsed config has modelType ${String(c.modelType)}`);
+  const moe = (c as ModelArgs & { moe?: { numExperts: number; topK: number } }).moe;
+  if (c.modelType === 'mixtral' && !(moe && Number.isSafeInteger(moe.numExperts) && Number.isSafeInteger(moe.topK) && moe.topK >= 1 && moe.topK <= moe.numExperts)) {
+    throw new Error(`${path}: parsed Mixtral config has experts ${JSON.stringify(moe)}`);
+  }
   if (c.numHeads % c.numKvHeads !== 0) throw new Error(`${path}: parsed config has ${c.numHeads} heads for ${c.numKvHeads} KV heads`);
   if (!(c.rmsNormEps > 0) || !(c.ropeTheta > 0) || !Number.isFinite(c.ropeTheta)) throw new Error(`${path}: parsed config has eps ${c.rmsNormEps}, theta ${c.ropeTheta}`);
 }

@@ -5,12 +5,14 @@
 // output O rescaled by e^(m_old - m_new)). A decode step with fewer units than threads (MLA: a
 // single latent head) splits the keys into ranges whose partial (m, l, O) are merged at the end.
 // Scores are computed three rows × four keys at a time (each key vector loaded once per three
-// rows), P·V two rows × 32 columns at a time.
+// rows), P·V two rows × 32 columns at a time. An f16/bf16 cache is widened in registers as
+// each key or value vector is loaded (load8<T>), so it is read at half the bytes.
 #include "attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -22,39 +24,43 @@ constexpr int64_t KT = 64;           // keys per tile
 constexpr int64_t kRowsTarget = 48;  // query rows (tokens × heads of a group) per prefill unit
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// The element type of a cache stored as T.
+template <DType T> using Elem = std::conditional_t<T == DType::F32, float, uint16_t>;
+
 // [Σa0, Σa1, Σa2, Σa3]
 inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
   return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
+template <DType T>
+inline float dot(const float* a, const Elem<T>* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t d = 0;
   for (; d + 16 <= n; d += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), load8<T>(b, d), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), load8<T>(b, d + 8), acc1);
   }
-  for (; d + 8 <= n; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
+  for (; d + 8 <= n; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), load8<T>(b, d), acc0);
   float s = hsum(_mm256_add_ps(acc0, acc1));
-  for (; d < n; ++d) s += a[d] * b[d];
+  for (; d < n; ++d) s += a[d] * load1<T>(b, d);
   return s;
 }
 
 // Scores of 2 rows (or 1 when q1 is null) against 4 keys: s0[j] = scale·q0·k_j, s1[j] = scale·q1·k_j.
-template <bool TWO>
-inline void qk_x4(const float* q0, const float* q1, const float* k, int64_t ks, int64_t dk, float scale, float* s0,
+template <DType T, bool TWO>
+inline void qk_x4(const float* q0, const float* q1, const Elem<T>* k, int64_t ks, int64_t dk, float scale, float* s0,
                   float* s1) {
-  const float* k0 = k;
-  const float* k1 = k + ks;
-  const float* k2 = k1 + ks;
-  const float* k3 = k2 + ks;
+  const Elem<T>* k0 = k;
+  const Elem<T>* k1 = k + ks;
+  const Elem<T>* k2 = k1 + ks;
+  const Elem<T>* k3 = k2 + ks;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
   int64_t d = 0;
   for (; d + 8 <= dk; d += 8) {
     const __m256 qa = _mm256_loadu_ps(q0 + d);
-    const __m256 v0 = _mm256_loadu_ps(k0 + d), v1 = _mm256_loadu_ps(k1 + d);
-    const __m256 v2 = _mm256_loadu_ps(k2 + d), v3 = _mm256_loadu_ps(k3 + d);
+    const __m256 v0 = load8<T>(k0, d), v1 = load8<T>(k1, d);
+    const __m256 v2 = load8<T>(k2, d), v3 = load8<T>(k3, d);
     a0 = _mm256_fmadd_ps(qa, v0, a0);
     a1 = _mm256_fmadd_ps(qa, v1, a1);
     a2 = _mm256_fmadd_ps(qa, v2, a2);
@@ -70,19 +76,19 @@ inline void qk_x4(const float* q0, const float* q1, const float* k, int64_t ks, 
   alignas(16) float r[4];
   _mm_store_ps(r, hsum4(a0, a1, a2, a3));
   for (int64_t e = d; e < dk; ++e) {
-    r[0] += q0[e] * k0[e];
-    r[1] += q0[e] * k1[e];
-    r[2] += q0[e] * k2[e];
-    r[3] += q0[e] * k3[e];
+    r[0] += q0[e] * load1<T>(k0, e);
+    r[1] += q0[e] * load1<T>(k1, e);
+    r[2] += q0[e] * load1<T>(k2, e);
+    r[3] += q0[e] * load1<T>(k3, e);
   }
   for (int j = 0; j < 4; ++j) s0[j] = r[j] * scale;
   if (TWO) {
     _mm_store_ps(r, hsum4(b0, b1, b2, b3));
     for (int64_t e = d; e < dk; ++e) {
-      r[0] += q1[e] * k0[e];
-      r[1] += q1[e] * k1[e];
-      r[2] += q1[e] * k2[e];
-      r[3] += q1[e] * k3[e];
+      r[0] += q1[e] * load1<T>(k0, e);
+      r[1] += q1[e] * load1<T>(k1, e);
+      r[2] += q1[e] * load1<T>(k2, e);
+      r[3] += q1[e] * load1<T>(k3, e);
     }
     for (int j = 0; j < 4; ++j) s1[j] = r[j] * scale;
   }
@@ -105,9 +111,9 @@ inline float row_max(const float* p, int64_t n) {
 
 // Scores of NR rows against 4 keys: s_r[j] = scale·q_r·k_j (NR·4 accumulators, keys loaded once
 // per 8 dimensions and shared by the rows).
-template <int NR>
-inline void qk_rows4(const float* const* q, const float* k, int64_t ks, int64_t dk, float scale, float* const* s) {
-  const float* kp[4] = {k, k + ks, k + 2 * ks, k + 3 * ks};
+template <DType T, int NR>
+inline void qk_rows4(const float* const* q, const Elem<T>* k, int64_t ks, int64_t dk, float scale, float* const* s) {
+  const Elem<T>* kp[4] = {k, k + ks, k + 2 * ks, k + 3 * ks};
   __m256 acc[NR][4];
 #pragma GCC unroll 4
   for (int r = 0; r < NR; ++r)
@@ -120,7 +126,7 @@ inline void qk_rows4(const float* const* q, const float* k, int64_t ks, int64_t 
     for (int r = 0; r < NR; ++r) qv[r] = _mm256_loadu_ps(q[r] + d);
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
-      const __m256 kv = _mm256_loadu_ps(kp[j] + d);
+      const __m256 kv = load8<T>(kp[j], d);
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) acc[r][j] = _mm256_fmadd_ps(qv[r], kv, acc[r][j]);
     }
@@ -129,7 +135,7 @@ inline void qk_rows4(const float* const* q, const float* k, int64_t ks, int64_t 
     alignas(16) float t[4];
     _mm_store_ps(t, hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
     for (int64_t e = d; e < dk; ++e)
-      for (int j = 0; j < 4; ++j) t[j] += q[r][e] * kp[j][e];
+      for (int j = 0; j < 4; ++j) t[j] += q[r][e] * load1<T>(kp[j], e);
     for (int j = 0; j < 4; ++j) s[r][j] = t[j] * scale;
   }
 }
@@ -158,8 +164,8 @@ float exp_shifted(float* p, int64_t n, float mx) {
 }
 
 // o_r[c .. c+8·NV) <- corr_r·o_r + Σ_j p_r[j]·v_j for 2 rows (or 1 when TWO is false).
-template <bool TWO, int NV>
-inline void pv_cols(const float* p0, const float* p1, const float* v, int64_t vs, int64_t tn, float c0, float c1,
+template <DType T, bool TWO, int NV>
+inline void pv_cols(const float* p0, const float* p1, const Elem<T>* v, int64_t vs, int64_t tn, float c0, float c1,
                     float* o0, float* o1) {
   __m256 a[NV], b[NV];
   const __m256 cv0 = _mm256_set1_ps(c0), cv1 = _mm256_set1_ps(c1);
@@ -169,12 +175,12 @@ inline void pv_cols(const float* p0, const float* p1, const float* v, int64_t vs
     if (TWO) b[x] = _mm256_mul_ps(_mm256_loadu_ps(o1 + 8 * x), cv1);
   }
   for (int64_t j = 0; j < tn; ++j) {
-    const float* vj = v + j * vs;
+    const Elem<T>* vj = v + j * vs;
     const __m256 w0 = _mm256_broadcast_ss(p0 + j);
     const __m256 w1 = TWO ? _mm256_broadcast_ss(p1 + j) : w0;
 #pragma GCC unroll 8
     for (int x = 0; x < NV; ++x) {
-      const __m256 vv = _mm256_loadu_ps(vj + 8 * x);
+      const __m256 vv = load8<T>(vj, 8 * x);
       a[x] = _mm256_fmadd_ps(w0, vv, a[x]);
       if (TWO) b[x] = _mm256_fmadd_ps(w1, vv, b[x]);
     }
@@ -186,17 +192,17 @@ inline void pv_cols(const float* p0, const float* p1, const float* v, int64_t vs
   }
 }
 
-template <bool TWO>
-void pv_rows(const float* p0, const float* p1, const float* v, int64_t vs, int64_t dv, int64_t tn, float c0, float c1,
+template <DType T, bool TWO>
+void pv_rows(const float* p0, const float* p1, const Elem<T>* v, int64_t vs, int64_t dv, int64_t tn, float c0, float c1,
              float* o0, float* o1) {
   int64_t c = 0;
-  for (; c + 32 <= dv; c += 32) pv_cols<TWO, 4>(p0, p1, v + c, vs, tn, c0, c1, o0 + c, o1 + c);
-  for (; c + 8 <= dv; c += 8) pv_cols<TWO, 1>(p0, p1, v + c, vs, tn, c0, c1, o0 + c, o1 + c);
+  for (; c + 32 <= dv; c += 32) pv_cols<T, TWO, 4>(p0, p1, v + c, vs, tn, c0, c1, o0 + c, o1 + c);
+  for (; c + 8 <= dv; c += 8) pv_cols<T, TWO, 1>(p0, p1, v + c, vs, tn, c0, c1, o0 + c, o1 + c);
   for (; c < dv; ++c) {
     float x0 = o0[c] * c0, x1 = TWO ? o1[c] * c1 : 0.0f;
     for (int64_t j = 0; j < tn; ++j) {
-      x0 += p0[j] * v[j * vs + c];
-      if (TWO) x1 += p1[j] * v[j * vs + c];
+      x0 += p0[j] * load1<T>(v, j * vs + c);
+      if (TWO) x1 += p1[j] * load1<T>(v, j * vs + c);
     }
     o0[c] = x0;
     if (TWO) o1[c] = x1;
@@ -222,6 +228,7 @@ struct ThreadScratch {
 
 // Rows [i0, i1) × heads of KV head g against keys [kb, ke). Leaves m, l and the unnormalised
 // O in the scratch.
+template <DType T>
 void run_unit(const AttentionParams& a, int64_t group, int64_t g, int64_t i0, int64_t i1, int64_t kb, int64_t ke,
               ThreadScratch& w) {
   const int64_t dk = a.headDimK, dv = a.headDimV;
@@ -234,12 +241,12 @@ void run_unit(const AttentionParams& a, int64_t group, int64_t g, int64_t i0, in
     w.l[r] = 0.0f;
   }
   std::fill(w.o.begin(), w.o.begin() + R * dv, 0.0f);
-  const float* K = a.k + g * dk;
-  const float* V = a.v + g * dv;
+  const Elem<T>* K = static_cast<const Elem<T>*>(a.k) + g * dk;
+  const Elem<T>* V = static_cast<const Elem<T>*>(a.v) + g * dv;
   float* S = w.s.data();
   for (int64_t t0 = kb; t0 < ke; t0 += KT) {
     const int64_t tn = std::min(KT, ke - t0);
-    const float* kt = K + t0 * a.kTokenStride;
+    const Elem<T>* kt = K + t0 * a.kTokenStride;
     // Scores, three (or two) rows at a time, four keys at a time.
     int64_t r3 = 0;
     {
@@ -249,10 +256,10 @@ void run_unit(const AttentionParams& a, int64_t group, int64_t g, int64_t i0, in
         int64_t j = 0;
         for (; j + 4 <= tn; j += 4) {
           float* sj[3] = {ss[0] + j, ss[1] + j, ss[2] + j};
-          qk_rows4<3>(qs, kt + j * a.kTokenStride, a.kTokenStride, dk, a.scale, sj);
+          qk_rows4<T, 3>(qs, kt + j * a.kTokenStride, a.kTokenStride, dk, a.scale, sj);
         }
         for (; j < tn; ++j)
-          for (int x = 0; x < 3; ++x) ss[x][j] = dot(qs[x], kt + j * a.kTokenStride, dk) * a.scale;
+          for (int x = 0; x < 3; ++x) ss[x][j] = dot<T>(qs[x], kt + j * a.kTokenStride, dk) * a.scale;
       }
     }
     for (int64_t r = r3; r < R; r += 2) {
@@ -261,14 +268,14 @@ void run_unit(const AttentionParams& a, int64_t group, int64_t g, int64_t i0, in
       float* s1 = s0 + KT;
       int64_t j = 0;
       if (two) {
-        for (; j + 4 <= tn; j += 4) qk_x4<true>(w.q[r], w.q[r + 1], kt + j * a.kTokenStride, a.kTokenStride, dk, a.scale, s0 + j, s1 + j);
+        for (; j + 4 <= tn; j += 4) qk_x4<T, true>(w.q[r], w.q[r + 1], kt + j * a.kTokenStride, a.kTokenStride, dk, a.scale, s0 + j, s1 + j);
         for (; j < tn; ++j) {
-          s0[j] = dot(w.q[r], kt + j * a.kTokenStride, dk) * a.scale;
-          s1[j] = dot(w.q[r + 1], kt + j * a.kTokenStride, dk) * a.scale;
+          s0[j] = dot<T>(w.q[r], kt + j * a.kTokenStride, dk) * a.scale;
+          s1[j] = dot<T>(w.q[r + 1], kt + j * a.kTokenStride, dk) * a.scale;
         }
       } else {
-        for (; j + 4 <= tn; j += 4) qk_x4<false>(w.q[r], nullptr, kt + j * a.kTokenStride, a.kTokenStride, dk, a.scale, s0 + j, nullptr);
-        for (; j < tn; ++j) s0[j] = dot(w.q[r], kt + j * a.kTokenStride, dk) * a.scale;
+        for (; j + 4 <= tn; j += 4) qk_x4<T, false>(w.q[r], nullptr, kt + j * a.kTokenStride, a.kTokenStride, dk, a.scale, s0 + j, nullptr);
+        for (; j < tn; ++j) s0[j] = dot<T>(w.q[r], kt + j * a.kTokenStride, dk) * a.scale;
       }
     }
     // Online softmax: masked (future) keys get weight 0.
@@ -289,13 +296,13 @@ void run_unit(const AttentionParams& a, int64_t group, int64_t g, int64_t i0, in
       w.m[r] = mnew;
     }
     // O <- corr·O + P·V
-    const float* vt = V + t0 * a.vTokenStride;
+    const Elem<T>* vt = V + t0 * a.vTokenStride;
     float* O = w.o.data();
     for (int64_t r = 0; r < R; r += 2) {
       if (r + 1 < R)
-        pv_rows<true>(S + r * KT, S + (r + 1) * KT, vt, a.vTokenStride, dv, tn, w.corr[r], w.corr[r + 1], O + r * dv, O + (r + 1) * dv);
+        pv_rows<T, true>(S + r * KT, S + (r + 1) * KT, vt, a.vTokenStride, dv, tn, w.corr[r], w.corr[r + 1], O + r * dv, O + (r + 1) * dv);
       else
-        pv_rows<false>(S + r * KT, nullptr, vt, a.vTokenStride, dv, tn, w.corr[r], 1.0f, O + r * dv, nullptr);
+        pv_rows<T, false>(S + r * KT, nullptr, vt, a.vTokenStride, dv, tn, w.corr[r], 1.0f, O + r * dv, nullptr);
     }
   }
 }
@@ -339,7 +346,9 @@ void attention(const AttentionParams& a) {
       const int64_t ke = a.pos0 + i1;
       const int64_t chunk = (ke + nsplit - 1) / nsplit;
       const int64_t kb = std::min(ke, s * chunk), kend = std::min(ke, kb + chunk);
-      run_unit(a, group, g, i0, i1, kb, kend, w);
+      if (a.kv == DType::F16) run_unit<DType::F16>(a, group, g, i0, i1, kb, kend, w);
+      else if (a.kv == DType::BF16) run_unit<DType::BF16>(a, group, g, i0, i1, kb, kend, w);
+      else run_unit<DType::F32>(a, group, g, i0, i1, kb, kend, w);
       const int64_t rows = (i1 - i0) * group;
       if (nsplit == 1) {
         for (int64_t r = 0; r < rows; ++r) {

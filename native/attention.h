@@ -3,15 +3,18 @@
 
 #include <cstdint>
 
+#include "common.h"
+
 namespace transmla {
 
 struct AttentionParams {
   const float* q;  // [tq, nHeads, headDimK]
   int64_t tq, nHeads, nKvHeads, headDimK, headDimV;
-  const float* k;  // head g of token t at k[t*kTokenStride + g*headDimK]
+  const void* k;  // head g of token t at k[t*kTokenStride + g*headDimK] (elements of kv)
   int64_t kTokenStride;
-  const float* v;  // head g of token t at v[t*vTokenStride + g*headDimV]; may alias k
+  const void* v;  // head g of token t at v[t*vTokenStride + g*headDimV]; may alias k
   int64_t vTokenStride;
+  DType kv;  // F32, F16 or BF16 storage of k and v
   int64_t pos0;  // query i attends keys 0..pos0+i
   float scale;
   float* out;  // [tq, nHeads, headDimV]

@@ -19,7 +19,22 @@
 
 namespace transmla {
 
-enum class DType { F32, F16, BF16 };
+// Storage dtypes. Q8_0 / Q4_0 are ggml's 32-element blocks (see quant.h); a quantized matrix is
+// addressed by element index like the others: rows hold whole blocks, so element i of the
+// flattened matrix lives in block i / 32.
+enum class DType { F32, F16, BF16, Q8_0, Q4_0 };
+
+inline bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+constexpr int64_t kQK = 32;  // elements per quantized block
+inline int64_t quant_block_bytes(DType t) { return t == DType::Q8_0 ? 34 : 18; }
+inline int64_t quant_row_bytes(DType t, int64_t K) { return K / kQK * quant_block_bytes(t); }
+
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
 
 // Widen 8 consecutive elements starting at p[i] to f32. bf16 is the top half of an f32,
 // so a zero-extend and a 16-bit shift is exact; f16 goes through the F16C unit.
@@ -35,6 +50,23 @@ template <> inline __m256 load8<DType::F16>(const void* p, int64_t i) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
 }
 
+// Quantized loads (used while packing GEMM panels): i is a multiple of 8, so the 8 elements lie
+// in one block. The values are exactly ggml's dequantize_row_* (q·d is exact in f32).
+template <> inline __m256 load8<DType::Q8_0>(const void* p, int64_t i) {
+  const uint8_t* blk = static_cast<const uint8_t*>(p) + (i >> 5) * 34;
+  const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + (i & 31)));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(_cvtsh_ss(load_u16(blk))));
+}
+template <> inline __m256 load8<DType::Q4_0>(const void* p, int64_t i) {
+  const uint8_t* blk = static_cast<const uint8_t*>(p) + (i >> 5) * 18;
+  const int64_t o = i & 31;  // elements 0..15 are the low nibbles of bytes 0..15, 16..31 the high ones
+  __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + (o & 15)));
+  if (o >= 16) q = _mm_srli_epi16(q, 4);
+  q = _mm_and_si128(q, _mm_set1_epi8(15));
+  const __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(8));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(_cvtsh_ss(load_u16(blk))));
+}
+
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
   float f;
@@ -47,6 +79,16 @@ template <DType T> inline float load1(const void* p, int64_t i);
 template <> inline float load1<DType::F32>(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
 template <> inline float load1<DType::BF16>(const void* p, int64_t i) { return bf16_to_f32(static_cast<const uint16_t*>(p)[i]); }
 template <> inline float load1<DType::F16>(const void* p, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(p)[i]); }
+template <> inline float load1<DType::Q8_0>(const void* p, int64_t i) {
+  const uint8_t* blk = static_cast<const uint8_t*>(p) + (i >> 5) * 34;
+  return float(int8_t(blk[2 + (i & 31)])) * f16_to_f32(load_u16(blk));
+}
+template <> inline float load1<DType::Q4_0>(const void* p, int64_t i) {
+  const uint8_t* blk = static_cast<const uint8_t*>(p) + (i >> 5) * 18;
+  const int64_t o = i & 31;
+  const int nib = o < 16 ? blk[2 + o] & 15 : blk[2 + o - 16] >> 4;
+  return float(nib - 8) * f16_to_f32(load_u16(blk));
+}
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -5,6 +5,9 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <stdexcept>
+
+#include "quant.h"
 
 namespace transmla {
 namespace {
@@ -170,6 +173,7 @@ inline void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int
 // Per calling thread: packing buffers are reused across calls (no page faults per call).
 thread_local Scratch<float> tl_packed_b;
 thread_local Scratch<float> tl_packed_a;
+thread_local Scratch<float> tl_rounded_a;
 
 template <DType T>
 void sgemm_packed(const float* A, int64_t lda, bool transA, const void* B, int64_t ldb, bool transB, float* C,
@@ -251,6 +255,20 @@ void sgemm(const float* A, int64_t lda, bool transA, const void* B, DType bType,
       for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
     return;
   }
+  if (is_quant(bType)) {
+    // Blocks run along K, so only the weight layout (NT) exists; A is rounded like the GEMV's x
+    // (quant.h) so that every row count multiplies the same numbers.
+    if (!transB || transA) throw std::invalid_argument("a quantized B needs transB and a plain A");
+    if (M <= kSmallMNT) {
+      qgemv_rows(static_cast<const uint8_t*>(B), bType, A, lda, M, C, ldc, N, K, accumulate);
+      return;
+    }
+    float* ar = tl_rounded_a.reserve(size_t(M) * size_t(K));
+    round_rows_f32(A, lda, M, K, ar);
+    if (bType == DType::Q8_0) sgemm_packed<DType::Q8_0>(ar, K, false, B, ldb, true, C, ldc, M, N, K, accumulate);
+    else sgemm_packed<DType::Q4_0>(ar, K, false, B, ldb, true, C, ldc, M, N, K, accumulate);
+    return;
+  }
   if (!transA && M <= (transB ? kSmallMNT : kSmallMNN)) {
     if (transB) gemv_rows(B, bType, ldb, A, lda, M, C, ldc, N, K, accumulate);
     else gevm_rows(B, bType, ldb, A, lda, M, C, ldc, N, K, accumulate);
@@ -260,6 +278,7 @@ void sgemm(const float* A, int64_t lda, bool transA, const void* B, DType bType,
     case DType::F32: sgemm_packed<DType::F32>(A, lda, transA, B, ldb, transB, C, ldc, M, N, K, accumulate); break;
     case DType::BF16: sgemm_packed<DType::BF16>(A, lda, transA, B, ldb, transB, C, ldc, M, N, K, accumulate); break;
     case DType::F16: sgemm_packed<DType::F16>(A, lda, transA, B, ldb, transB, C, ldc, M, N, K, accumulate); break;
+    default: break;
   }
 }
 

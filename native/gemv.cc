@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "gemm.h"
+#include "quant.h"
 
 namespace transmla {
 namespace {
@@ -283,6 +284,10 @@ void gemv_swiglu_t(const void* Wg, const void* Wu, const float* x, float* out, i
 
 void gemv_rows(const void* W, DType wType, int64_t ldw, const float* X, int64_t ldx, int64_t R, float* Y, int64_t ldy,
                int64_t N, int64_t K, bool accumulate) {
+  if (is_quant(wType)) {
+    qgemv_rows(static_cast<const uint8_t*>(W), wType, X, ldx, R, Y, ldy, N, K, accumulate);
+    return;
+  }
   // Up to 8 rows share one pass over W; more rows take several passes.
   for (int64_t r0 = 0; r0 < R; r0 += 8) {
     const int64_t rr = std::min<int64_t>(8, R - r0);
@@ -292,6 +297,7 @@ void gemv_rows(const void* W, DType wType, int64_t ldw, const float* X, int64_t 
       case DType::F32: gemv_rows_typed<DType::F32>(W, ldw, x, ldx, rr, y, ldy, N, K, accumulate); break;
       case DType::BF16: gemv_rows_typed<DType::BF16>(W, ldw, x, ldx, rr, y, ldy, N, K, accumulate); break;
       case DType::F16: gemv_rows_typed<DType::F16>(W, ldw, x, ldx, rr, y, ldy, N, K, accumulate); break;
+      default: break;  // quantized weights went to qgemv_rows above
     }
   }
 }
@@ -306,6 +312,7 @@ void gevm_rows(const void* B, DType bType, int64_t ldb, const float* X, int64_t 
       case DType::F32: gevm_rows_typed<DType::F32>(B, ldb, x, ldx, rr, y, ldy, N, K, accumulate); break;
       case DType::BF16: gevm_rows_typed<DType::BF16>(B, ldb, x, ldx, rr, y, ldy, N, K, accumulate); break;
       case DType::F16: gevm_rows_typed<DType::F16>(B, ldb, x, ldx, rr, y, ldy, N, K, accumulate); break;
+      default: break;  // quantized B has no NN layout (the addon refuses it)
     }
   }
 }
@@ -315,6 +322,10 @@ void gevm_rows(const void* B, DType bType, int64_t ldb, const float* X, int64_t 
 namespace transmla {
 
 void gemv_multi(const GemvItem* items, int n, DType wType, const float* x, int64_t K) {
+  if (is_quant(wType)) {
+    qgemv_multi(items, n, wType, x, K);
+    return;
+  }
   if (n <= 0) return;
   if (K == 0) {
     for (int i = 0; i < n; ++i) std::fill(items[i].y, items[i].y + items[i].N, 0.0f);
@@ -324,10 +335,15 @@ void gemv_multi(const GemvItem* items, int n, DType wType, const float* x, int64
     case DType::F32: gemv_multi_t<DType::F32>(items, n, x, K); break;
     case DType::BF16: gemv_multi_t<DType::BF16>(items, n, x, K); break;
     case DType::F16: gemv_multi_t<DType::F16>(items, n, x, K); break;
+    default: break;
   }
 }
 
 void gemv_swiglu(const void* Wg, const void* Wu, DType wType, const float* x, float* out, int64_t N, int64_t K) {
+  if (is_quant(wType)) {
+    qgemv_swiglu(static_cast<const uint8_t*>(Wg), static_cast<const uint8_t*>(Wu), wType, x, out, N, K);
+    return;
+  }
   if (N <= 0) return;
   if (K == 0) {
     std::fill(out, out + N, 0.0f);
@@ -337,6 +353,7 @@ void gemv_swiglu(const void* Wg, const void* Wu, DType wType, const float* x, fl
     case DType::F32: gemv_swiglu_t<DType::F32>(Wg, Wu, x, out, N, K); break;
     case DType::BF16: gemv_swiglu_t<DType::BF16>(Wg, Wu, x, out, N, K); break;
     case DType::F16: gemv_swiglu_t<DType::F16>(Wg, Wu, x, out, N, K); break;
+    default: break;
   }
 }
 

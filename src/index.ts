@@ -2,8 +2,9 @@
 
 // Kernels and linear algebra
 export { kernels, tsKernels, loadNativeKernels } from './kernels/index.js';
-export type { Kernels, FloatData, FloatDType, EighResult, AttentionArgs } from './kernels/index.js';
-export type { Tensor, WeightSource } from './tensor.js';
+export type { Kernels, FloatData, FloatDType, HalfDType, QuantDType, WeightData, WeightDType, EighResult, AttentionArgs } from './kernels/index.js';
+export type { Tensor, WeightSource, WeightTensor } from './tensor.js';
+export { tensorBytes } from './tensor.js';
 
 // Checkpoint I/O
 export { openSafetensors, writeSafetensors, SafetensorsError } from './io/safetensors.js';
@@ -23,6 +24,7 @@ export { FAMILIES, readConfig, parseConfig, buildModel, familyFor } from './arch
 export { HfConfigError } from './arch/args.js';
 export type { ModelArgs, RopeScaling } from './arch/args.js';
 export type { Family } from './arch/family.js';
+export type { MixtralArgs } from './arch/mixtral.js';
 export { openGgufModel } from './arch/gguf.js';
 export { mlaSemantics } from './arch/deepseek.js';
 
@@ -50,6 +52,7 @@ export { exportModel, convertToTarget, EXPORT_TARGETS } from './export/targets.j
 export type { ExportOptions, ExportResult, ExportTarget } from './export/targets.js';
 export { exportDeepseek2Gguf } from './export/gguf-deepseek2.js';
 export { exportLlamaGguf } from './export/gguf-llama.js';
+export { exportMixtralGguf } from './export/gguf-mixtral.js';
 export { runSweep } from './convert/sweep.js';
 export { writeReport } from './report/report.js';
 

@@ -10,6 +10,7 @@ import { setKvQuant, type Decoder } from '../src/models/decoder.js';
 import type { KvCache } from '../src/models/kv-cache.js';
 import { randomDeepseek } from './helpers/random-deepseek.js';
 import { randomLlama } from './helpers/random-llama.js';
+import { randomMixtral } from './helpers/random-mixtral.js';
 import { randomMha2mla, randomMla } from './helpers/random-train.js';
 import { randomTokens } from './helpers/logits.js';
 
@@ -30,6 +31,8 @@ const models: [string, () => Decoder][] = [
     const m = randomDeepseek({ hidden: 48, heads: 4, nope: 8, rope: 8, v: 8, kvLoraRank: 16, qLoraRank: null, inter: 64, vocab: 79, layers: 2, seed: 6, latentScale: 3 });
     return buildModel(parseConfig(m.json, 'random-ds3/config.json'), m.src);
   }],
+  ['Qwen3 (per-head q/k RMSNorm before RoPE), biases', () => { const m = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, headDim: 12, inter: 40, vocab: 50, layers: 2, modelType: 'qwen3', attentionBias: true, seed: 8 }); return buildModel(m.config, m.src); }],
+  ['Mixtral (4 experts, top-2)', () => { const m = randomMixtral({ hidden: 32, heads: 4, kvHeads: 2, inter: 24, vocab: 53, layers: 2, experts: 4, topK: 2, seed: 9 }); return buildModel(m.config, m.src); }],
   ['MHA2MLA (per-KV-head RoPE + shared latent), biases', () => { const m = randomMha2mla({ hidden: 48, heads: 6, kvHeads: 2, headDim: 16, inter: 64, vocab: 71, layers: 2, pairs: 3, rank: 12, biases: true, seed: 7 }); return buildModel(m.cfg, m.src); }],
 ];
 

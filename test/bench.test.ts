@@ -1,4 +1,4 @@
-// `transmla bench <model> --compare <other> --contexts …` (src/eval/bench.ts) on the small
+// `transmla bench <model> --compare <other> --contexts …` (src/bench/bench.ts) on the small
 // TinyStories checkpoints: both models measured in the same run with the ratio, per-context decode
 // speed and cache bytes, the roofline, peak RSS taken from each engine child's own /proc VmHWM (not
 // the parent's), and the statement for contexts past the trained window. No timing is asserted:
@@ -39,7 +39,7 @@ describe('bench', { skip }, () => {
     assert.ok(parentPeak > ballast.length);
     const lines: string[] = [];
     const b = await runBench({
-      model: model!, compare: other!, contexts: [520, 16], decodeTokens: 2, reps: 1, llamaCpp: false, threads: 1,
+      model: model!, compare: other!, contexts: [520, 16], decodeTokens: 2, reps: 2, llamaCpp: false, threads: 1,
       bandwidthBytes: 8 * 2 ** 20, log: (l) => lines.push(l),
     });
     assert.equal(ballast[ballast.length - 1], 1);
@@ -55,10 +55,26 @@ describe('bench', { skip }, () => {
         assert.equal(c.cacheBytes, c.context * run.cacheBytesPerToken);
         assert.equal(c.bytesPerStep, run.weightBytesPerStep + c.cacheBytes);
         const rf = run.roofline[i]!;
-        assert.ok(Math.abs(rf.minMsPerToken - (c.bytesPerStep / b.bandwidth.bytesPerSecond) * 1000) < 1e-9);
+        // The bandwidth was read right before and right after the fastest repetition (the one whose
+        // time is the reported figure), and the better of the two readings sets the roofline.
+        const mine = run.bandwidthProbes.filter((p) => p.context === c.context);
+        const times = mine.slice(1).map((p) => p.previousMs!);
+        const best = times.indexOf(Math.min(...times));
+        assert.ok(Math.abs(times[best]! / 2 - c.msPerToken) < 1e-9 * c.msPerToken, `${times} vs ${c.msPerToken} ms/token`);
+        assert.equal(rf.bandwidthSource, 'adjacent probes');
+        assert.deepEqual(rf.adjacent!.before.at, mine[best]!.at);
+        assert.deepEqual(rf.adjacent!.after.at, mine[best + 1]!.at);
+        assert.ok(rf.adjacent!.after.at - rf.adjacent!.before.at >= times[best]!, 'the repetition lies between its two readings');
+        assert.equal(rf.bandwidthBytesPerSecond, Math.max(mine[best]!.bytesPerSecond, mine[best + 1]!.bytesPerSecond));
+        assert.ok(Math.abs(rf.minMsPerToken - (c.bytesPerStep / rf.bandwidthBytesPerSecond) * 1000) < 1e-9);
         assert.ok(Math.abs(rf.fractionOfRoofline - rf.minMsPerToken / c.msPerToken) < 1e-12);
+        assert.ok(rf.bandwidthRange[0] <= rf.bandwidthBytesPerSecond && rf.bandwidthBytesPerSecond <= rf.bandwidthRange[1]);
+        assert.equal(rf.aboveRoofline === null, rf.fractionOfRoofline <= 1, `${rf.fractionOfRoofline}: ${rf.aboveRoofline}`);
         assert.ok(c.rssBytes > 0 && c.rssBytes <= run.peakRssBytes);
       }
+      // One reading at every boundary (before each repetition and after the last), in time order.
+      assert.deepEqual(run.bandwidthProbes.map((p) => [p.context, p.beforeRep]), [[16, 0], [16, 1], [16, 2], [520, 0], [520, 1], [520, 2]]);
+      assert.ok(run.bandwidthProbes.every((p, k, ps) => p.bytesPerSecond > 0 && (k === 0 || p.at > ps[k - 1]!.at)));
       assert.ok(run.peakRssBytes > 0 && run.peakRssBytes < ballast.length, `engine child's peak RSS ${run.peakRssBytes} vs the parent's ${parentPeak}`);
     }
     // Same architecture, f32 and bf16 weights: equal cache bytes, the speed ratio from the same run.
@@ -71,7 +87,9 @@ describe('bench', { skip }, () => {
     assert.ok(m!.weightBytesPerStep > c!.weightBytesPerStep);
     assert.ok(b.notes.some((n) => n.includes('past a model\'s trained window (512 positions)') && n.includes('speed only')), b.notes.join('\n'));
     assert.ok(b.notes.some((n) => n.startsWith('roofline:')));
+    assert.equal(b.bandwidthProbes.count, 12);
     const text = formatBenchReport(b);
+    assert.match(text, /GB\/s over 12 readings between timed repetitions/);
     assert.match(text, /\(past trained window\)/);
     assert.match(text, /model ÷ comparison/);
     assert.match(text, /peak RSS/);

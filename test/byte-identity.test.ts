@@ -85,11 +85,14 @@ const SUBJECTS: Subject[] = [
 
 const SMALL = { calibSamples: 8, calibSeqLen: 64, seed: 7, evalCtx: 64, evalChunks: 2 };
 
-// Recorded from the code before the family registry (commit 7a857c3).
+// Recorded from the code before the family registry (commit 7a857c3), then re-recorded where a
+// later change meant to change bytes: the exact variant's own identity (config.json model_type
+// transmla_mla) and the streaming pipeline's transmla.json (the proxy search, every path in one
+// layer sweep); model.safetensors of every path is unchanged from 7a857c3.
 const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
   "kjv-gqa": {
     "transmla": {
-      "config.json": "61ce8af793a482e2",
+      "config.json": "53041c750753e4eb",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "958d3d6444bd98b1",
       "special_tokens_map.json": "d5e16f534da13c96",
@@ -98,16 +101,16 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "e7b2b5f5136a7fae"
     },
     "transmla-stream": {
-      "config.json": "61ce8af793a482e2",
+      "config.json": "53041c750753e4eb",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "958d3d6444bd98b1",
       "special_tokens_map.json": "d5e16f534da13c96",
       "tokenizer.json": "8bd736a8dbce1d9e",
       "tokenizer_config.json": "61c03c2899e58bb5",
-      "transmla.json": "51b7f3a0a80c91ab"
+      "transmla.json": "75f2ccd325383468"
     },
     "transmla-sequential": {
-      "config.json": "63fbaf1f5770c457",
+      "config.json": "215ce2786bba59e3",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "a38b4b5a541a464b",
       "special_tokens_map.json": "d5e16f534da13c96",
@@ -137,19 +140,29 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
     "gguf": {
       "(file)": "a6980f019d24a162"
     },
+    "transmla-stock": {
+      "README.md": "3d3c9893fe1eb398",
+      "config.json": "d1955d4977ad66ad",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "5816965222eb1d13",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "a3bf6ff3ad5a0282"
+    },
     "transmla-searched": {
-      "config.json": "42d5cdb8dc5b601d",
+      "config.json": "96ce7686ebe1671c",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "53b0d86339d45522",
       "special_tokens_map.json": "d5e16f534da13c96",
       "tokenizer.json": "8bd736a8dbce1d9e",
       "tokenizer_config.json": "61c03c2899e58bb5",
-      "transmla.json": "5755c61e1fadc4fe"
+      "transmla.json": "cdd23df8262f8743"
     }
   },
   "kjv-mha": {
     "transmla": {
-      "config.json": "3076c87739401886",
+      "config.json": "2d50f9427538e355",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "1e925dd8bf511dac",
       "special_tokens_map.json": "d5e16f534da13c96",
@@ -158,16 +171,16 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "a3eb72f4d02288c8"
     },
     "transmla-stream": {
-      "config.json": "3076c87739401886",
+      "config.json": "2d50f9427538e355",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "1e925dd8bf511dac",
       "special_tokens_map.json": "d5e16f534da13c96",
       "tokenizer.json": "8bd736a8dbce1d9e",
       "tokenizer_config.json": "61c03c2899e58bb5",
-      "transmla.json": "53d603dff601e4a4"
+      "transmla.json": "beb5849ff5062e9d"
     },
     "transmla-sequential": {
-      "config.json": "0d40b5d0c11ab91e",
+      "config.json": "7bbd99c99c36c356",
       "generation_config.json": "35744cc61ad9ca55",
       "model.safetensors": "df4d846fb53a9ef8",
       "special_tokens_map.json": "d5e16f534da13c96",
@@ -196,11 +209,21 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
     },
     "gguf": {
       "(file)": "d4f05b02d87c9c1f"
+    },
+    "transmla-stock": {
+      "README.md": "0d6311a537236fa6",
+      "config.json": "db1fdba7506223ec",
+      "generation_config.json": "35744cc61ad9ca55",
+      "model.safetensors": "5f05abcbfc18a02e",
+      "special_tokens_map.json": "d5e16f534da13c96",
+      "tokenizer.json": "8bd736a8dbce1d9e",
+      "tokenizer_config.json": "61c03c2899e58bb5",
+      "transmla.json": "557dc851bf0a6307"
     }
   },
   "TinyStories-656K": {
     "transmla": {
-      "config.json": "2ab7c6cc7941a2d8",
+      "config.json": "d14e29d50e8d17a5",
       "generation_config.json": "e7837bdba54a3625",
       "model.safetensors": "ff4032371ea3bbb5",
       "special_tokens_map.json": "e530a890d28bf0c1",
@@ -209,16 +232,16 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "8752ade0533b7f03"
     },
     "transmla-stream": {
-      "config.json": "2ab7c6cc7941a2d8",
+      "config.json": "d14e29d50e8d17a5",
       "generation_config.json": "e7837bdba54a3625",
       "model.safetensors": "ff4032371ea3bbb5",
       "special_tokens_map.json": "e530a890d28bf0c1",
       "tokenizer.json": "9a7917d490ac034a",
       "tokenizer_config.json": "b41898ab69aa46f6",
-      "transmla.json": "51561fcc97d0ef3a"
+      "transmla.json": "dc5ef454fb3fdd1a"
     },
     "transmla-sequential": {
-      "config.json": "23bf51253b686116",
+      "config.json": "f08ddf25dd0649dd",
       "generation_config.json": "e7837bdba54a3625",
       "model.safetensors": "7139442f2d7fc732",
       "special_tokens_map.json": "e530a890d28bf0c1",
@@ -247,11 +270,21 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
     },
     "gguf": {
       "(file)": "17f11b892c9465a3"
+    },
+    "transmla-stock": {
+      "README.md": "48a2c7ff5c12cbf1",
+      "config.json": "9fc0fff8d2f9763b",
+      "generation_config.json": "e7837bdba54a3625",
+      "model.safetensors": "c04af5fb71c20816",
+      "special_tokens_map.json": "e530a890d28bf0c1",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "b41898ab69aa46f6",
+      "transmla.json": "81476f06b23feae8"
     }
   },
   "TinyStories-656K-bf16": {
     "transmla": {
-      "config.json": "170c1ca62a3bfc71",
+      "config.json": "ab73fb5230b2cb22",
       "generation_config.json": "0f7a4487f16de9b6",
       "model.safetensors": "0b8a5800dd934351",
       "special_tokens_map.json": "2b90d59d20988e3e",
@@ -260,16 +293,16 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "5cb04d71c9c1c0af"
     },
     "transmla-stream": {
-      "config.json": "170c1ca62a3bfc71",
+      "config.json": "ab73fb5230b2cb22",
       "generation_config.json": "0f7a4487f16de9b6",
       "model.safetensors": "0b8a5800dd934351",
       "special_tokens_map.json": "2b90d59d20988e3e",
       "tokenizer.json": "9a7917d490ac034a",
       "tokenizer_config.json": "017f163f185664f9",
-      "transmla.json": "2501c29e4da3da73"
+      "transmla.json": "8737f431f69df40a"
     },
     "transmla-sequential": {
-      "config.json": "92416fbab12ef9c9",
+      "config.json": "1a64249ab395df70",
       "generation_config.json": "0f7a4487f16de9b6",
       "model.safetensors": "fb08a5e94b8162ca",
       "special_tokens_map.json": "2b90d59d20988e3e",
@@ -298,11 +331,21 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
     },
     "gguf": {
       "(file)": "f2b588fda16fb65d"
+    },
+    "transmla-stock": {
+      "README.md": "bdcb28516cbff686",
+      "config.json": "de6c76543dd0ae07",
+      "generation_config.json": "0f7a4487f16de9b6",
+      "model.safetensors": "e631be0b761e563d",
+      "special_tokens_map.json": "2b90d59d20988e3e",
+      "tokenizer.json": "9a7917d490ac034a",
+      "tokenizer_config.json": "017f163f185664f9",
+      "transmla.json": "5931a05db5f417ad"
     }
   },
   "stories260K": {
     "transmla": {
-      "config.json": "4201138b04fb6aa5",
+      "config.json": "bea8d895f3c2783e",
       "generation_config.json": "2484c3f432388859",
       "model.safetensors": "0193482b35d55485",
       "special_tokens_map.json": "96bdbb8504d99676",
@@ -311,16 +354,16 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "aa04673d71a43e24"
     },
     "transmla-stream": {
-      "config.json": "4201138b04fb6aa5",
+      "config.json": "bea8d895f3c2783e",
       "generation_config.json": "2484c3f432388859",
       "model.safetensors": "0193482b35d55485",
       "special_tokens_map.json": "96bdbb8504d99676",
       "tokenizer.json": "83a1b8858b8240cc",
       "tokenizer_config.json": "34fa9a36aa27b920",
-      "transmla.json": "7ae5cf8c079c5517"
+      "transmla.json": "e665f42c1077cc07"
     },
     "transmla-sequential": {
-      "config.json": "446466a60c85091b",
+      "config.json": "2ec9cc57fdd42e65",
       "generation_config.json": "2484c3f432388859",
       "model.safetensors": "5890897e571f8a97",
       "special_tokens_map.json": "96bdbb8504d99676",
@@ -349,11 +392,21 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
     },
     "gguf": {
       "(file)": "7889e339de08a2ed"
+    },
+    "transmla-stock": {
+      "README.md": "e146e10b827977d0",
+      "config.json": "b8b0cc49e8e27bce",
+      "generation_config.json": "2484c3f432388859",
+      "model.safetensors": "a14553ddd93a4b18",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "83a1b8858b8240cc",
+      "tokenizer_config.json": "34fa9a36aa27b920",
+      "transmla.json": "05f4a9741541ceba"
     }
   },
   "babyllama-tok105": {
     "transmla": {
-      "config.json": "abc001932dac965f",
+      "config.json": "bddaa14c565b8ceb",
       "generation_config.json": "2669df40192e32e3",
       "model.safetensors": "da6ce2d6e44264c4",
       "special_tokens_map.json": "96bdbb8504d99676",
@@ -363,17 +416,17 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
       "transmla.json": "6d63cbc10a9386d7"
     },
     "transmla-stream": {
-      "config.json": "abc001932dac965f",
+      "config.json": "bddaa14c565b8ceb",
       "generation_config.json": "2669df40192e32e3",
       "model.safetensors": "da6ce2d6e44264c4",
       "special_tokens_map.json": "96bdbb8504d99676",
       "tokenizer.json": "1415373f56040c7a",
       "tokenizer.model": "eed6827c1b4d876b",
       "tokenizer_config.json": "a110555f163fabdb",
-      "transmla.json": "3a37866959973243"
+      "transmla.json": "ebfe04e354e5366e"
     },
     "transmla-sequential": {
-      "config.json": "169c73dcd3a6fc7a",
+      "config.json": "3e30b5a427b8a851",
       "generation_config.json": "2669df40192e32e3",
       "model.safetensors": "417bd367791d8f76",
       "special_tokens_map.json": "96bdbb8504d99676",
@@ -405,6 +458,17 @@ const REFERENCE: Record<string, Record<string, Record<string, string>>> = {
     },
     "gguf": {
       "(file)": "8f530433db82c052"
+    },
+    "transmla-stock": {
+      "README.md": "de13129e05965498",
+      "config.json": "16674838058c1778",
+      "generation_config.json": "2669df40192e32e3",
+      "model.safetensors": "31a40e435ad6e70d",
+      "special_tokens_map.json": "96bdbb8504d99676",
+      "tokenizer.json": "1415373f56040c7a",
+      "tokenizer.model": "eed6827c1b4d876b",
+      "tokenizer_config.json": "a110555f163fabdb",
+      "transmla.json": "5f54a2589f1899e8"
     }
   }
 };
@@ -426,13 +490,13 @@ describe('conversions are byte-identical to the recorded reference', { skip }, (
       const got: Record<string, Record<string, string>> = {};
       const shape = { kvFraction: 0.25, ropeDim: s.ropeDim, freqFold: s.freqFold };
       const exact = join(dir, 'transmla');
-      await convertModel({ model: folder, out: exact, calib, evalTexts, ...shape, ...SMALL });
+      await convertModel({ variant: 'exact', model: folder, out: exact, calib, evalTexts, ...shape, ...SMALL });
       got['transmla'] = digest(exact);
       const streamed = join(dir, 'transmla-stream');
-      await convertStreaming({ model: folder, out: streamed, calib, ...shape, ...SMALL, evalChunks: undefined, evalCtx: undefined });
+      await convertStreaming({ variant: 'exact', model: folder, out: streamed, calib, ...shape, ...SMALL, evalChunks: undefined, evalCtx: undefined });
       got['transmla-stream'] = digest(streamed);
       const seq = join(dir, 'transmla-sequential');
-      await convertModel({ model: folder, out: seq, calib, evalTexts, ...shape, calibOrder: 'sequential', qLoraRank: 8, ...SMALL });
+      await convertModel({ variant: 'exact', model: folder, out: seq, calib, evalTexts, ...shape, calibOrder: 'sequential', qLoraRank: 8, ...SMALL });
       got['transmla-sequential'] = digest(seq);
       const m2 = join(dir, 'mha2mla');
       await convertMha2mla({ model: folder, out: m2, calib, evalTexts, kvFraction: 0.5, selection: '2norm', init: 'joint', weighting: 'activations', ...SMALL });
@@ -443,9 +507,15 @@ describe('conversions are byte-identical to the recorded reference', { skip }, (
       const gguf = join(dir, 'model.gguf');
       await exportModel({ target: 'gguf', model: stock, out: gguf, calib, ...SMALL });
       got['gguf'] = digest(gguf);
+      // The default convert writes the stock folder in one sweep: the same weights and config as
+      // converting to the exact variant and exporting it.
+      const fused = join(dir, 'transmla-stock');
+      await convertModel({ model: folder, out: fused, calib, evalTexts, ...shape, ...SMALL });
+      got['transmla-stock'] = digest(fused);
+      for (const f of ['model.safetensors', 'config.json']) assert.equal(got['transmla-stock']![f], got['deepseek-v3']![f], `${s.name}: ${f} of the one-sweep stock conversion differs from convert + export`);
       if (s.name === 'kjv-gqa') {
         const searched = join(dir, 'transmla-searched');
-        await convertModel({ model: folder, out: searched, calib, evalTexts, kvFraction: 0.125, freqFold: 'auto', searchChunks: 1, ...SMALL });
+        await convertModel({ variant: 'exact', model: folder, out: searched, calib, evalTexts, kvFraction: 0.125, freqFold: 'auto', searchChunks: 1, ...SMALL });
         got['transmla-searched'] = digest(searched);
       }
       recorded[s.name] = got;

@@ -9,7 +9,7 @@ import { buildMlaModel, gqaLayerSource } from '../src/convert/mla-build.js';
 import { roRope } from '../src/convert/rorope.js';
 import { gemmF64 } from '../src/linalg/dense.js';
 import { loadModel } from '../src/arch/load.js';
-import { setMlaMode, Decoder as Llama } from '../src/models/decoder.js';
+import { setMlaMode } from '../src/models/decoder.js';
 import { skipUnlessAsset, mustAsset } from './helpers/assets.js';
 import { maxAbsDiff, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
 import { logits, decodeLogits, randomTokens } from './helpers/logits.js';

@@ -37,7 +37,7 @@ describe('convert of a llama2.c checkpoint', { skip: skipUnlessAsset('models/sto
     const r = await cli(['convert', bin, '--out', out, '--calib', calib, '--eval-text', evalText, ...shape]);
     assert.equal(r.code, 0, r.err);
     assert.deepEqual(leftovers().filter((n) => !before.has(n)), [], 'the temporary HF folder is removed');
-    const report = JSON.parse(readFileSync(join(out, 'transmla.json'), 'utf8')) as { source: { path: string }; evaluations: { mla: { ppl: number } }[] };
+    const report = JSON.parse(readFileSync(join(out, 'transmla.json'), 'utf8')) as { source: { path: string }; evaluations: { stock: { ppl: number } }[] };
     assert.equal(report.source.path, resolve(bin));
     // The same conversion of the folder import-llama2c writes.
     const hf = join(tmp, 'imported');
@@ -46,8 +46,9 @@ describe('convert of a llama2.c checkpoint', { skip: skipUnlessAsset('models/sto
     assert.equal((await cli(['convert', hf, '--out', out2, '--calib', calib, '--eval-text', evalText, ...shape])).code, 0);
     assert.ok(readFileSync(join(out, 'model.safetensors')).equals(readFileSync(join(out2, 'model.safetensors'))));
     const report2 = JSON.parse(readFileSync(join(out2, 'transmla.json'), 'utf8')) as typeof report;
-    assert.equal(report.evaluations[0]!.mla.ppl, report2.evaluations[0]!.mla.ppl);
-    assert.equal(loadModel(out).mla?.semantics, 'exact');
+    assert.equal(report.evaluations[0]!.stock.ppl, report2.evaluations[0]!.stock.ppl);
+    // The default output: the stock DeepSeek-V3 folder.
+    assert.equal(loadModel(out).mla?.semantics, 'stock');
   });
 
   it('--method mha2mla takes it too', async () => {

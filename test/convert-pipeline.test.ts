@@ -72,6 +72,7 @@ test('convert kjv-gqa at 31.25 % (d_R and M searched): DeepSeek-V3 folder, trans
   const calib = mustAsset('text/kjv-old-testament-calib.txt');
   const evalPath = smallEvalText();
   const report = await convertModel({
+    variant: 'exact',
     model: mustAsset('models/kjv-gqa'), out, kvFraction: 0.3125, freqFold: 'auto',
     calib, calibSamples: 8, calibSeqLen: 64, seed: 7, searchChunks: 1,
     evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: CTX, evalChunks: 3,
@@ -84,14 +85,15 @@ test('convert kjv-gqa at 31.25 % (d_R and M searched): DeepSeek-V3 folder, trans
   assert.equal(report.kvCache.bytesPerTokenAfter, 6 * 80 * 2);
   const tried = new Set(report.search.trace.map((t) => t.ropeDim));
   assert.deepEqual([...tried].sort((a, b) => a - b), [2, 4, 8, 16, 32, 64]);
-  const best = report.search.trace.reduce((a, b) => (b.ppl < a.ppl ? b : a));
+  const best = report.search.trace.reduce((a, b) => (b.score < a.score ? b : a));
   assert.deepEqual([best.ropeDim, best.freqFold, best.kvLoraRank], [p.qkRopeHeadDim, p.freqFold, p.kvLoraRank]);
 
   const files = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'transmla.json'];
   for (const f of files) assert.ok(existsSync(join(out, f)), `${f} written`);
   const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
-  assert.equal(cfg.model_type, 'deepseek_v3');
-  assert.deepEqual(cfg.architectures, ['DeepseekV3ForCausalLM']);
+  // The exact variant's own identity: no stock engine takes it for DeepSeek-V3.
+  assert.equal(cfg.model_type, 'transmla_mla');
+  assert.deepEqual(cfg.architectures, ['TransmlaMlaForCausalLM']);
   assert.deepEqual([cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.qk_nope_head_dim, cfg.v_head_dim, cfg.q_lora_rank, cfg.num_key_value_heads], [p.kvLoraRank, p.qkRopeHeadDim, 64, 64, null, 6]);
   assert.equal(cfg.rope_interleave, true);
   assert.equal(cfg.torch_dtype, 'bfloat16');
@@ -128,6 +130,7 @@ test('convert kjv-mha with q_lora, sequential calibration order, fixed freqfold:
   const out = join(tmp, 'kjv-mha-mla');
   const evalPath = smallEvalText();
   const report = await convertModel({
+    variant: 'exact',
     model: mustAsset('models/kjv-mha'), out, kvLoraRank: 96, ropeDim: 16, qLoraRank: 128, freqFold: 8,
     calib: mustAsset('text/kjv-old-testament-calib.txt'), calibSamples: 8, calibSeqLen: 64, calibOrder: 'sequential',
     evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: CTX, evalChunks: 2,
@@ -148,13 +151,13 @@ test('convert kjv-mha with q_lora, sequential calibration order, fixed freqfold:
 
 test('conversion refuses impossible shapes with clear errors', { skip }, async () => {
   const base = { model: mustAsset('models/kjv-gqa'), out: null, freqFold: 2 as const, calib: smallEvalText(), calibSamples: 1, calibSeqLen: 8 };
-  await assert.rejects(convertModel({ ...base, kvLoraRank: 240, ropeDim: 32 }), /--kv-lora-rank 240 is larger than .* r ≤ 2·G·d − d_R = 2·2·64 − 32 = 224/);
-  await assert.rejects(convertModel({ ...base, kvLoraRank: 64, ropeDim: 24 }), /qk_rope_head_dim 24 must divide head_dim 64/);
-  await assert.rejects(convertModel({ ...base, kvLoraRank: 64, ropeDim: 32, freqFold: 3 }), /freqfold 3 must be a multiple of/);
-  await assert.rejects(convertModel({ ...base, kvFraction: 0.01 }), /too small/);
-  await assert.rejects(convertModel({ ...base, kvLoraRank: 64, ropeDim: 'auto' }), /--rope-dim auto needs --kv-fraction/);
-  await assert.rejects(convertModel({ ...base, kvFraction: 0.5, kvLoraRank: 10 }), /either --kv-lora-rank or --kv-fraction/);
+  await assert.rejects(convertModel({ variant: 'exact', ...base, kvLoraRank: 240, ropeDim: 32 }), /--kv-lora-rank 240 is larger than .* r ≤ 2·G·d − d_R = 2·2·64 − 32 = 224/);
+  await assert.rejects(convertModel({ variant: 'exact', ...base, kvLoraRank: 64, ropeDim: 24 }), /qk_rope_head_dim 24 must divide head_dim 64/);
+  await assert.rejects(convertModel({ variant: 'exact', ...base, kvLoraRank: 64, ropeDim: 32, freqFold: 3 }), /freqfold 3 must be a multiple of/);
+  await assert.rejects(convertModel({ variant: 'exact', ...base, kvFraction: 0.01 }), /too small/);
+  await assert.rejects(convertModel({ variant: 'exact', ...base, kvLoraRank: 64, ropeDim: 'auto' }), /--rope-dim auto needs --kv-fraction/);
+  await assert.rejects(convertModel({ variant: 'exact', ...base, kvFraction: 0.5, kvLoraRank: 10 }), /either --kv-lora-rank or --kv-fraction/);
   const out = join(tmp, 'not-mla-yet');
-  await assert.rejects(convertModel({ ...base, out, kvLoraRank: 64, ropeDim: 32, calib: join(tmp, 'missing.txt') }), /missing\.txt/);
+  await assert.rejects(convertModel({ variant: 'exact', ...base, out, kvLoraRank: 64, ropeDim: 32, calib: join(tmp, 'missing.txt') }), /missing\.txt/);
   assert.ok(!existsSync(out), 'nothing written on failure');
 });

@@ -2,7 +2,8 @@
 // the DeepSeek-V3 config, and the query low rank at full rank.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { calibrationSamples, HiddenStates, readDocuments } from '../src/convert/calibrate.js';
+import { calibrationSamples, readDocuments } from '../src/convert/calibrate.js';
+import { HiddenStates } from '../src/eval/hidden-states.js';
 import { latentFromGqa } from '../src/convert/gqa-to-mla.js';
 import { checkKvRank, defaultRopeDim, kvForFraction } from '../src/convert/kv-budget.js';
 import { assembleMla } from '../src/convert/latent-layer.js';
@@ -11,7 +12,6 @@ import { queryBasis } from '../src/convert/q-lora.js';
 import { freqFoldCandidates } from '../src/convert/rorope.js';
 import { gemmF64 } from '../src/linalg/dense.js';
 import { mlaConfigJson, parseMlaConfig } from '../src/arch/deepseek.js';
-import { Decoder } from '../src/models/decoder.js';
 import { rmsNorm } from '../src/models/ops.js';
 import { loadTokenizer } from '../src/tokenizer/tokenizer.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';

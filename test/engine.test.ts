@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Decoder } from '../src/models/decoder.js';
 import { applyRope, ropeInvFreq, RopeTable } from '../src/models/rope.js';
 import { halfToInterleavedPerm } from '../src/io/rope-rows.js';
 import { loadModel } from '../src/arch/load.js';

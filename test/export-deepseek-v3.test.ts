@@ -1,5 +1,6 @@
 // Strict DeepSeek-V3 export of an exact MLA folder: stock config keys only, lm_head always
-// written, RoPE rows permuted exactly, biases folded where exact and refused otherwise, the
+// written, RoPE rows permuted exactly, which biases drop out exactly and which need the calibrated
+// fold (test/bias-fold.test.ts runs it), the
 // calibrated kv_a_layernorm + refit kv_b_proj, and the reported perplexities reproduced by
 // reloading the folder.
 import assert from 'node:assert/strict';
@@ -8,9 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { exportDeepseekV3 } from '../src/export/deepseek-v3.js';
-import { foldAttentionBiases } from '../src/export/deepseek-v3-layer.js';
+import { foldAttentionBiases } from '../src/convert/stock-bias.js';
 import { STOCK_DEEPSEEK_V3_KEYS } from '../src/arch/deepseek-stock.js';
-import { convertModel } from '../src/convert/transmla.js';
 import { convertToTarget } from '../src/export/targets.js';
 import { readdirSync } from 'node:fs';
 import { fitLatentNorm, fitResidual, LatentMomentStats, LatentNormStats, refit, stabilizingScales } from '../src/convert/latent-norm.js';
@@ -29,7 +29,7 @@ import { UsageError } from '../src/cli/args.js';
 import { readGguf } from '../src/io/gguf.js';
 import { assetPath } from './helpers/assets.js';
 import { randomDeepseek, type DeepseekSpec } from './helpers/random-deepseek.js';
-import { MapSource, maxAbsDiff, mulberry32, randomLlama } from './helpers/random-llama.js';
+import { MapSource, maxAbsDiff, mulberry32 } from './helpers/random-llama.js';
 import { logits } from './helpers/logits.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-export-ds-'));
@@ -178,7 +178,7 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     assert.ok(sc[2]! < sc[0]! && sc[5]! < sc[0]!, `noise channels down-weighted: ${Array.from(sc).map((x) => x.toFixed(3))}`);
   });
 
-  it('key-only latent bias folds exactly (it drops out of the softmax); query, value and RoPE-key biases are refused', async () => {
+  it('key-only latent bias drops out exactly (no calibration); query, value, RoPE-key and o_proj biases are marked for the calibrated fold', async () => {
     const m = randomDeepseek({ ...spec, vocab: 64, seed: 23 });
     const H = spec.heads, dn = spec.nope, dv = spec.v, r = spec.kvLoraRank, dR = spec.rope;
     // Zero the value rows' last two latent columns; a bias on those two latent coordinates then
@@ -194,17 +194,20 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     const A = buildModel(exactCfg, new MapSource(withBias)), B = buildModel(exactCfg, new MapSource(noNorm));
     const toks = tokens(16, 9).map((t) => t % 64);
     assert.ok(maxAbsDiff(logits(A, toks), logits(B, toks)) <= 1e-5, 'the key-only bias does not change the output');
-    assert.equal(foldAttentionBiases(A.layers[0]!.attn as MlaAttention, 0), true);
-    // A bias reaching the values: refused, naming the constant output W_o·W_UV·b.
+    const none = { latentKeyOnly: false, query: false, ropeKey: false, value: false };
+    assert.deepEqual(foldAttentionBiases(A.layers[0]!.attn as MlaAttention, 0), { ...none, latentKeyOnly: true });
+    const plan = (name: string, data: Float32Array) => foldAttentionBiases(buildModel(exactCfg, new MapSource(new Map([...noNorm, [`model.layers.0.self_attn.${name}.bias`, { dtype: 'f32', shape: [data.length], data }]]))).layers[0]!.attn as MlaAttention, 0);
     const vb = new Float32Array(r + dR); vb[0] = 1;
-    const V = buildModel(exactCfg, new MapSource(new Map([...noNorm, ['model.layers.0.self_attn.kv_a_proj_with_mqa.bias', { dtype: 'f32', shape: [r + dR], data: vb }]])));
-    assert.throws(() => foldAttentionBiases(V.layers[0]!.attn as MlaAttention, 0), /constant output vector W_o·W_UV·b/);
+    assert.deepEqual(plan('kv_a_proj_with_mqa', vb), { ...none, value: true });
     const rb = new Float32Array(r + dR); rb[r] = 1;
-    const R = buildModel(exactCfg, new MapSource(new Map([...noNorm, ['model.layers.0.self_attn.kv_a_proj_with_mqa.bias', { dtype: 'f32', shape: [r + dR], data: rb }]])));
-    assert.throws(() => foldAttentionBiases(R.layers[0]!.attn as MlaAttention, 0), /RoPE key rows/);
+    assert.deepEqual(plan('kv_a_proj_with_mqa', rb), { ...none, ropeKey: true });
     const qb = new Float32Array(H * (dn + dR)); qb[3] = 0.5;
-    const Q = buildModel(exactCfg, new MapSource(new Map([...noNorm, ['model.layers.0.self_attn.q_proj.bias', { dtype: 'f32', shape: [qb.length], data: qb }]])));
-    assert.throws(() => foldAttentionBiases(Q.layers[0]!.attn as MlaAttention, 0), /query projection has a bias.*does not drop out of the softmax/);
+    assert.deepEqual(plan('q_proj', qb), { ...none, query: true });
+    const ob = new Float32Array(spec.hidden); ob[1] = 0.5;
+    assert.deepEqual(plan('o_proj', ob), { ...none, value: true });
+    // A bias under an existing kv_a_layernorm cannot be separated from the latent: refused.
+    const withNorm = buildModel(exactCfg, new MapSource(new Map([...m.src.map, ['model.layers.0.self_attn.kv_a_proj_with_mqa.bias', { dtype: 'f32', shape: [r + dR], data: vb }]])));
+    assert.throws(() => foldAttentionBiases(withNorm.layers[0]!.attn as MlaAttention, 0), /already has kv_a_layernorm.*Refusing rather than dropping it/);
   });
 
   it('refuses a folder that already runs stock semantics, and writes nothing', async () => {
@@ -256,19 +259,5 @@ describe('strict DeepSeek-V3 export', { skip }, () => {
     assert.match(html, /<svg/);
     const added = readdirSync(tmp).filter((n) => !before.has(n));
     assert.deepEqual(added.sort(), ['eval-ts.txt', 'ts-ds3']);
-  });
-
-  it('a converted Qwen2 model (q/k/v biases) is refused with the reason, not silently changed', async () => {
-    const m = randomLlama({ hidden: 64, heads: 4, kvHeads: 2, inter: 96, vocab: 2048, layers: 2, modelType: 'qwen2', seed: 27 });
-    const src = join(tmp, 'qwen2-src');
-    mkdirSync(src);
-    await writeCheckpoint(src, [...m.src.map].map(([name, tensor]) => ({ name, tensor })));
-    writeFileSync(join(src, 'config.json'), JSON.stringify(m.json));
-    writeHfFolderExtras(vocabDir!, src);
-    const exact = join(tmp, 'qwen2-mla');
-    await convertModel({ model: src, out: exact, kvLoraRank: 8, ropeDim: 4, freqFold: 4, calib: calibText!, calibSamples: 4, calibSeqLen: 32, evalCtx: 32, evalChunks: 1 });
-    const out = join(tmp, 'qwen2-ds3');
-    await assert.rejects(exportDeepseekV3({ model: exact, out, calib: calibText!, ...small }), /layer 0: the query projection has a bias.*Refusing rather than dropping it/);
-    assert.equal(existsSync(out), false);
   });
 });

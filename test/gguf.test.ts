@@ -20,7 +20,7 @@ import { TokenType } from '../src/io/gguf-tokenizer.js';
 import { readConfig } from '../src/arch/registry.js';
 import type { ModelArgs } from '../src/arch/args.js';
 import { ropeInvFreq } from '../src/models/rope.js';
-import type { Tensor, WeightSource } from '../src/tensor.js';
+import type { Tensor, WeightSource, WeightTensor } from '../src/tensor.js';
 import { assetPath, mustAsset, skipUnlessAsset } from './helpers/assets.js';
 import { randomLlama, type RandomSpec } from './helpers/random-llama.js';
 
@@ -42,7 +42,12 @@ function randomTensor(dtype: Tensor['dtype'], shape: number[], seed: number): Te
   return { dtype, shape, data: dtype === 'f32' ? new Float32Array(bytes.buffer) : new Uint16Array(bytes.buffer) };
 }
 
-const bytesOf = (d: Tensor['data']): Buffer => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+function randomBytes(n: number, seed: number): Uint8Array {
+  const t = randomTensor('f32', [Math.ceil(n / 4)], seed);
+  return new Uint8Array(t.data.buffer, 0, n);
+}
+
+const bytesOf = (d: WeightTensor['data']): Buffer => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
 
 // ---------------------------------------------------------------------------------------------
 
@@ -121,9 +126,12 @@ describe('GGUF writer → reader round trip', () => {
     { name: 'd.empty', tensor: { dtype: 'f32', shape: [0, 4], data: new Float32Array(0) } },
     // Lazy: described up front, loaded only when its bytes are written.
     { name: 'e.lazy', dtype: 'bf16', shape: [4, 3], load: () => randomTensor('bf16', [4, 3], 4) },
+    // Quantized blocks are raw bytes: 3 rows × 2 blocks of Q8_0 (34 bytes each), 2 × 1 of Q4_0 (18).
+    { name: 'f.q8_0', tensor: { dtype: 'q8_0', shape: [3, 64], data: randomBytes(3 * 2 * 34, 5) } },
+    { name: 'g.q4_0', dtype: 'q4_0', shape: [2, 32], load: () => ({ dtype: 'q4_0', shape: [2, 32], data: randomBytes(2 * 18, 6) }) },
   ];
 
-  test('every metadata type and f32/f16/bf16 tensors come back bit-identical', () => {
+  test('every metadata type and f32/f16/bf16/q8_0/q4_0 tensors come back bit-identical', () => {
     const p = tmpFile();
     writeGguf(p, { metadata, tensors });
     const f = readGguf(p);
@@ -140,14 +148,15 @@ describe('GGUF writer → reader round trip', () => {
     }
     for (const t of tensors) {
       const want = 'tensor' in t ? t.tensor : t.load();
-      const got = f.readTensor(t.name);
+      const got = f.readWeight(t.name);
       assert.equal(got.dtype, want.dtype);
       assert.deepEqual(got.shape, want.shape);
       assert.ok(bytesOf(got.data).equals(bytesOf(want.data)), `${t.name} bytes differ`);
       const info = f.tensorInfo(t.name);
       assert.deepEqual(info.ne, [...want.shape].reverse(), 'ne is the row-major shape reversed');
       assert.equal((info.offset - f.dataOffset) % 32, 0);
-      assert.equal(info.typeName, { f32: 'F32', f16: 'F16', bf16: 'BF16' }[want.dtype]);
+      assert.equal(info.typeName, { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' }[want.dtype]);
+      assert.equal(info.byteSize, bytesOf(want.data).length);
     }
     assert.equal(f.dataOffset % 32, 0);
     // The reader doubles as a WeightSource under the GGUF names.
@@ -179,6 +188,9 @@ describe('GGUF writer → reader round trip', () => {
       ['long tensor name', () => writeGguf(p, { metadata: [], tensors: [{ name: 'n'.repeat(64), tensor: randomTensor('f32', [1], 1) }] }), /longer than 63 bytes/],
       ['5-d tensor', () => writeGguf(p, { metadata: [], tensors: [{ name: 'x', tensor: randomTensor('f32', [1, 1, 1, 1, 1], 1) }] }), /5 dimensions/],
       ['data/shape mismatch', () => writeGguf(p, { metadata: [], tensors: [{ name: 'x', tensor: { dtype: 'f32', shape: [3], data: new Float32Array(2) } }] }), /2 elements but shape \[3\]/],
+      ['q8_0 rows not whole blocks', () => writeGguf(p, { metadata: [], tensors: [{ name: 'x', tensor: { dtype: 'q8_0', shape: [2, 48], data: new Uint8Array(102) } }] }), /rows of 48 elements, not a multiple of the block size 32/],
+      ['q4_0 byte count', () => writeGguf(p, { metadata: [], tensors: [{ name: 'x', tensor: { dtype: 'q4_0', shape: [2, 32], data: new Uint8Array(35) } }] }), /has 35 bytes but shape \[2, 32\] needs 36 \(q4_0 blocks\)/],
+      ['q8_0 as Uint16Array', () => writeGguf(p, { metadata: [], tensors: [{ name: 'x', tensor: { dtype: 'q8_0', shape: [32], data: new Uint16Array(17) as unknown as Uint8Array } }] }), /is q8_0 but its data is a Uint16Array/],
       ['lazy tensor loads another shape', () => writeGguf(p, { metadata: [], tensors: [{ name: 'x', dtype: 'f32', shape: [2, 2], load: () => randomTensor('f32', [4], 1) }] }), /declared f32 \[2, 2\] but loaded as f32 \[4\]/],
     ];
     const p = tmpFile();
@@ -326,6 +338,17 @@ describe('GGUF reader on malformed files', () => {
     assert.equal(ggmlTypeName(12), 'Q4_K');
     assert.equal(f.readRaw('blk.0.attn_q.weight').length, 34);
     assert.throws(() => f.readTensor('blk.0.attn_q.weight'), (e: unknown) => e instanceof GgufError && /tensor "blk\.0\.attn_q\.weight" has type Q8_0; only F32, F16 and BF16/.test(e.message));
+    assert.equal(f.floatDType('blk.0.attn_q.weight'), null);
+    // As a weight it comes back as its raw block, not widened.
+    assert.equal(f.weightDType('blk.0.attn_q.weight'), 'q8_0');
+    const w = f.readWeight('blk.0.attn_q.weight');
+    assert.equal(w.dtype, 'q8_0');
+    assert.deepEqual(w.shape, [32]);
+    assert.ok(w.data instanceof Uint8Array && w.data.length === 34 && w.data.every((b) => b === 7));
+    // Other ggml types are refused as weights too, by name.
+    const k = readGguf(rawGguf({ tensors: [{ name: 'k4', ne: [256], type: 12, offset: 0 }], data: Buffer.alloc(160, 1) }));
+    assert.equal(k.weightDType('k4'), null);
+    assert.throws(() => k.readWeight('k4'), (e: unknown) => e instanceof GgufError && /tensor "k4" has type Q4_K; only F32, F16, BF16, Q8_0 and Q4_0/.test(e.message));
     assert.throws(() => f.readTensor('nope'), (e: unknown) => e instanceof GgufError && /no tensor named "nope"/.test(e.message));
   });
 

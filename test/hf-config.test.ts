@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { HfConfigError } from '../src/arch/args.js';
+import type { MixtralArgs } from '../src/arch/mixtral.js';
 import { parseConfig, readConfig } from '../src/arch/registry.js';
 import { writeHfFolderExtras } from '../src/io/hf-folder.js';
 import { hfModelAssets, mustAsset, skipUnlessAsset } from './helpers/assets.js';
@@ -37,19 +38,34 @@ function parseErr(cfg: unknown, re: RegExp): void {
 describe('config.json of the shared models', () => {
   const models = hfModelAssets();
   test('asset models are present', { skip: skipUnlessAsset('models') }, () => assert.ok(models.length >= 4));
+  // The Llama checkpoints share these; the others say how they differ.
+  const differs: Record<string, { modelType: string; tied: boolean; theta: number }> = {
+    'kjv-mixtral': { modelType: 'mixtral', tied: false, theta: 1e6 },
+    'kjv-qwen3': { modelType: 'qwen3', tied: true, theta: 1e6 },
+  };
   for (const m of models) {
     test(`${m} parses`, () => {
       const c = readConfig(mustAsset(`models/${m}`));
-      assert.equal(c.modelType, 'llama');
-      assert.equal(c.tieWordEmbeddings, true);
+      const want = differs[m] ?? { modelType: 'llama', tied: true, theta: 10000 };
+      assert.equal(c.modelType, want.modelType);
+      assert.equal(c.tieWordEmbeddings, want.tied);
       assert.equal(c.numHeads % c.numKvHeads, 0);
       assert.equal(c.ropeScaling, null);
-      assert.equal(c.ropeTheta, 10000);
+      assert.equal(c.ropeTheta, want.theta);
       assert.equal(c.attentionBias, false);
       assert.equal(c.bosTokenId, 1);
       assert.equal(c.eosTokenId, 2);
     });
   }
+  test('kjv-mixtral values', { skip: skipUnlessAsset('models/kjv-mixtral') }, () => {
+    const c = readConfig(mustAsset('models/kjv-mixtral')) as MixtralArgs;
+    assert.equal(c.family, 'mixtral');
+    assert.deepEqual(
+      [c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize, c.rmsNormEps, c.maxPositionEmbeddings, c.torchDtype, c.slidingWindow],
+      [384, 512, 6, 6, 2, 64, 32000, 1e-5, 1024, 'bfloat16', null],
+    );
+    assert.deepEqual(c.moe, { numExperts: 4, topK: 2, routerJitterNoise: 0 });
+  });
   test('kjv-gqa values', { skip: skipUnlessAsset('models/kjv-gqa') }, () => {
     const c = readConfig(mustAsset('models/kjv-gqa'));
     assert.deepEqual(
@@ -119,7 +135,7 @@ describe('parseConfig', () => {
 
   test('unknown model types and architectures are named with what is supported', () => {
     parseErr(base({ model_type: 'gpt2', architectures: ['LlamaForCausalLM'] }), /model_type "gpt2" is not supported \(supported: model_type llama, mistral, qwen2/);
-    parseErr(base({ model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'] }), /architectures \["Qwen3ForCausalLM"\] is not supported \(.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM/);
+    parseErr(base({ model_type: 'gemma2', architectures: ['Gemma2ForCausalLM'] }), /architectures \["Gemma2ForCausalLM"\] is not supported \(.*LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM, Qwen3ForCausalLM/);
     parseErr(base({ architectures: ['MistralForCausalLM'] }), /architectures name mistral models but model_type is llama/);
     const { model_type: _m, architectures: _a, ...neither } = base();
     parseErr(neither, /neither model_type nor architectures/);
@@ -174,5 +190,37 @@ describe('readConfig / writeHfFolderExtras', () => {
     }
     assert.deepEqual(writeHfFolderExtras(src, out), ['chat_template.jinja', 'generation_config.json', 'merges.txt', 'tokenizer.json', 'tokenizer.model', 'vocab.json']);
     assert.throws(() => writeHfFolderExtras(src, out), /already exists; refusing to overwrite/);
+  });
+});
+
+describe('Mixtral configs', () => {
+  const mixtral = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
+    architectures: ['MixtralForCausalLM'], model_type: 'mixtral', hidden_size: 64, intermediate_size: 96,
+    num_hidden_layers: 2, num_attention_heads: 8, vocab_size: 100, ...over,
+  });
+
+  test("MixtralConfig's defaults, not Llama's", () => {
+    const c = parseConfig(mixtral(), 'c.json') as MixtralArgs;
+    assert.deepEqual([c.family, c.modelType, c.numKvHeads, c.rmsNormEps, c.ropeTheta, c.maxPositionEmbeddings, c.bosTokenId, c.eosTokenId, c.tieWordEmbeddings], ['mixtral', 'mixtral', 8, 1e-5, 1e6, 131072, 1, 2, false]);
+    assert.deepEqual(c.moe, { numExperts: 8, topK: 2, routerJitterNoise: 0 });
+    assert.deepEqual([c.attentionBias, c.oBias, c.mlpBias, c.slidingWindow], [false, false, false, null]);
+    // The raw JSON is the file's, not the defaults'.
+    assert.equal(c.raw.num_key_value_heads, undefined);
+    const { model_type: _m, ...byArch } = mixtral();
+    assert.equal(parseConfig(byArch, 'c.json').modelType, 'mixtral');
+  });
+
+  test('expert counts, the num_experts alias, the sliding window', () => {
+    const c = parseConfig(mixtral({ num_experts: 4, num_experts_per_tok: 1, sliding_window: 4096, num_key_value_heads: 2 }), 'c.json') as MixtralArgs;
+    assert.deepEqual([c.moe.numExperts, c.moe.topK, c.slidingWindow, c.numKvHeads], [4, 1, 4096, 2]);
+  });
+
+  test('bad expert settings name the key', () => {
+    parseErr(mixtral({ num_local_experts: 2, num_experts_per_tok: 3 }), /num_experts_per_tok \(3\) exceeds num_local_experts \(2\)/);
+    parseErr(mixtral({ num_local_experts: 0 }), /num_local_experts must be a positive integer, got 0/);
+    parseErr(mixtral({ num_local_experts: 4, num_experts: 8 }), /num_experts \(8\) and num_local_experts \(4\) disagree/);
+    parseErr(mixtral({ router_jitter_noise: -0.1 }), /router_jitter_noise must be a number in \[0, 1\)/);
+    parseErr(mixtral({ hidden_act: 'gelu' }), /hidden_act "gelu" is not supported/);
+    parseErr(mixtral({ model_type: 'llama' }), /architectures name mixtral models but model_type is llama/);
   });
 });

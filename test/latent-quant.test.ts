@@ -7,7 +7,7 @@ import { buildMha2mlaModel } from '../src/convert/mha2mla.js';
 import { mha2mlaLayer } from '../src/convert/mha2mla-layer.js';
 import { buildMlaModel, gqaLayerSource } from '../src/convert/mla-build.js';
 import { kvQuantName, parseKvQuant, QuantizedCacheBuffer, quantRowLayout } from '../src/models/latent-quant.js';
-import { Decoder as Llama, type Decoder, setKvQuant, setMlaMode } from '../src/models/decoder.js';
+import { type Decoder, setKvQuant, setMlaMode } from '../src/models/decoder.js';
 import { maxAbsDiff, mulberry32, randomLlama, type RandomSpec } from './helpers/random-llama.js';
 import { logits, decodeLogits } from './helpers/logits.js';
 import { buildModel } from '../src/arch/registry.js';

@@ -101,7 +101,7 @@ describe('deepseek2 GGUF: next-token log-probabilities vs llama.cpp (f32)', () =
     writeFileSync(evalPath, readFileSync(evalText!, 'utf8').split('\n\n').slice(0, 4).join('\n\n'));
     const exact = join(tmp, 'kjv-gqa-mla'), stock = join(tmp, 'kjv-gqa-ds3');
     // A fixed shape (d_R 32, FreqFold 2) and small calibration keep this test short.
-    await convertModel({ model: kjv!, out: exact, kvFraction: 0.3125, ropeDim: 32, freqFold: 2, calib: calib!, calibSamples: 16, calibSeqLen: 128, evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: 128, evalChunks: 2 });
+    await convertModel({ variant: 'exact', model: kjv!, out: exact, kvFraction: 0.3125, ropeDim: 32, freqFold: 2, calib: calib!, calibSamples: 16, calibSeqLen: 128, evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: 128, evalChunks: 2 });
     const rep = await exportDeepseekV3({ model: exact, out: stock, calib: calib!, calibSamples: 16, calibSeqLen: 128, evalTexts: [{ path: evalPath, mode: 'file' }], evalCtx: 128, evalChunks: 2 });
     const ev = rep.evaluations[0]!;
     t.diagnostic(`ppl exact ${ev.exact.ppl.toFixed(3)}, stock ${ev.stock.ppl.toFixed(3)} (${ev.pplGapPercent.toFixed(2)} %)`);

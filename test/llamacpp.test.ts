@@ -12,7 +12,6 @@ import { openCheckpoint } from '../src/io/checkpoint.js';
 import { exportLlamaGguf } from '../src/export/gguf-llama.js';
 import { readConfig } from '../src/arch/registry.js';
 import type { ModelArgs } from '../src/arch/args.js';
-import { Decoder } from '../src/models/decoder.js';
 import { loadModel } from '../src/arch/load.js';
 import type { WeightSource } from '../src/tensor.js';
 import { loadTokenizer } from '../src/tokenizer/tokenizer.js';

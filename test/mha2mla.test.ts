@@ -14,7 +14,7 @@ import { headRowOrder, mha2mlaLayer, type Mha2mlaLayerWeights } from '../src/con
 import { gqaLayerSource } from '../src/convert/mla-build.js';
 import { PairNormAccumulator, pairRmsFromGram, selectRopePairs, type PairNorms } from '../src/convert/rope-select.js';
 import { mha2mlaConfigJson, parseMha2mlaConfig } from '../src/arch/mha2mla.js';
-import { Decoder as Llama, type Decoder, setMlaMode } from '../src/models/decoder.js';
+import { type Decoder, setMlaMode } from '../src/models/decoder.js';
 import { loadModel } from '../src/arch/load.js';
 import { gemmF64 } from '../src/linalg/dense.js';
 import { svd } from '../src/linalg/svd.js';

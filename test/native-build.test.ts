@@ -58,7 +58,9 @@ test('gemv, conversions, gramAccumulate, eigh and attention reject malformed arg
   assert.throws(() => k.gemv(new Float32Array(6), 'f32', new Float32Array(2), new Float32Array(2), 2, 3), { name: 'RangeError', message: /x is too short/ });
   assert.throws(() => k.gemv(new Float32Array(6), 'f16', new Float32Array(3), new Float32Array(2), 2, 3), { name: 'TypeError', message: /W must be a Uint16Array/ });
   assert.throws(() => k.toF32(new Uint16Array(4), 'bf16', new Float32Array(3)), { name: 'RangeError', message: /same length/ });
-  assert.throws(() => k.fromF32(new Float32Array(4), 'f32' as 'bf16', new Uint16Array(4)), { name: 'TypeError', message: /type must be 'f16' or 'bf16'/ });
+  assert.throws(() => k.fromF32(new Float32Array(4), 'f32' as 'bf16', new Uint16Array(4)), { name: 'TypeError', message: /type must be one of 'f16', 'bf16', 'q8_0', 'q4_0'/ });
+  assert.throws(() => k.fromF32(new Float32Array(32), 'q8_0', new Uint16Array(17) as unknown as Uint8Array), { name: 'TypeError', message: /dst must be a Uint8Array/ });
+  assert.throws(() => k.gemv(new Uint8Array(34), 'q4_0' as 'q8_0', new Float32Array(32), new Float32Array(2), 2, 32), { name: 'RangeError', message: /W is too short/ });
   assert.throws(() => k.gramAccumulate(new Float32Array(6), 3, 2, new Float32Array(4) as unknown as Float64Array), { name: 'TypeError', message: /acc must be a Float64Array/ });
   assert.throws(() => k.gramAccumulate(new Float32Array(6), 3, 2, new Float64Array(3)), { name: 'RangeError', message: /acc is too short/ });
   assert.throws(() => k.eigh(new Float64Array(8), 3), { name: 'RangeError', message: /A is too short/ });

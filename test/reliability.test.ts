@@ -87,7 +87,7 @@ describe('--out safety of every writing command', { skip }, () => {
 
   // Each writer as (out, overwrite) → promise; all refusals come before any output is written.
   const writers: Record<string, (out: string, overwrite: boolean) => Promise<unknown>> = {
-    convert: (out, overwrite) => convertModel({ model: m.model, out, overwrite, kvFraction: 0.5, ropeDim: 8, freqFold: 2, calib: m.calib, ...small }),
+    convert: (out, overwrite) => convertModel({ variant: 'exact', model: m.model, out, overwrite, kvFraction: 0.5, ropeDim: 8, freqFold: 2, calib: m.calib, ...small }),
     'convert --method mha2mla': (out, overwrite) => convertMha2mla({ model: m.model, out, overwrite, kvFraction: 0.5, calib: m.calib, ...small }),
     'import-llama2c': (out, overwrite) => importLlama2c(join(m.parent, 's.bin'), join(m.parent, 'tok512.bin'), out, { overwrite }),
     sweep: (out, overwrite) => runSweep({ model: m.model, fractions: [0.5], methods: ['transmla'], out, overwrite, convert: { calib: m.calib, freqFold: 2, ...small } }),
@@ -118,7 +118,7 @@ describe('--out safety of every writing command', { skip }, () => {
     const d = fresh('calib-inside');
     const calib = join(d, 'calib.txt');
     copyFileSync(m.calib, calib);
-    await assert.rejects(convertModel({ model: m.model, out: d, overwrite: true, kvFraction: 0.5, ropeDim: 8, freqFold: 2, calib, ...small }), IS_INPUT);
+    await assert.rejects(convertModel({ variant: 'exact', model: m.model, out: d, overwrite: true, kvFraction: 0.5, ropeDim: 8, freqFold: 2, calib, ...small }), IS_INPUT);
     assert.deepEqual(readdirSync(d), ['calib.txt']);
   });
 
@@ -186,7 +186,7 @@ describe('non-finite numbers', () => {
     ck.close();
     for (const f of readdirSync(m.model)) if (!f.endsWith('.safetensors')) copyFileSync(join(m.model, f), join(dir, f));
     await assert.rejects(
-      convertModel({ model: dir, out: null, kvFraction: 0.5, ropeDim: 8, freqFold: 2, calib: m.calib, ...small }),
+      convertModel({ variant: 'exact', model: dir, out: null, kvFraction: 0.5, ropeDim: 8, freqFold: 2, calib: m.calib, ...small }),
       (e: unknown) => {
         assert.ok(e instanceof NonFiniteError, String(e));
         assert.match(e.message, /^calibration pass 1 \(original model\), layer 2\/2: the second moment .* of the attention input holds (NaN|Infinity|-Infinity)/);
@@ -204,7 +204,7 @@ describe('determinism', { skip }, () => {
   test('convert twice with the same inputs and seed: byte-identical folders except timings', async () => {
     const m = modelCopy();
     const run = async (out: string): Promise<void> => {
-      await convertModel({ model: m.model, out, kvFraction: 0.5, freqFold: 'auto', calib: m.calib, searchChunks: 1, ...small });
+      await convertModel({ variant: 'exact', model: m.model, out, kvFraction: 0.5, freqFold: 'auto', calib: m.calib, searchChunks: 1, ...small });
     };
     const a = join(fresh('det'), 'a'), b = join(fresh('det'), 'b');
     await run(a);
@@ -229,8 +229,8 @@ describe('determinism', { skip }, () => {
       const m = modelCopy();
       const opts = { model: m.model, kvFraction: 0.5, ropeDim: 8, freqFold: 2, calib: m.calib, ...small, ...variant };
       const a = join(fresh('stream'), 'a'), b = join(fresh('stream'), 'b');
-      const ra = await convertModel({ ...opts, out: a });
-      const rb = await convertStreaming({ ...opts, out: b });
+      const ra = await convertModel({ variant: 'exact', ...opts, out: a });
+      const rb = await convertStreaming({ variant: 'exact', ...opts, out: b });
       const sa = snapshot(a), sb = snapshot(b);
       assert.deepEqual(Object.keys(sb).filter((f) => f !== 'report.html'), Object.keys(sa).filter((f) => f !== 'report.html'));
       for (const f of Object.keys(sa)) if (f !== 'transmla.json' && f !== 'report.html') assert.equal(sb[f], sa[f], `${f} differs`);

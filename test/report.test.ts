@@ -71,7 +71,7 @@ describe('reports and benchmark', { skip }, () => {
         assert.equal(c.cacheBytes, c.context * run.cacheBytesPerToken);
         assert.equal(c.bytesPerStep, run.weightBytesPerStep + c.cacheBytes);
         const rf = run.roofline[i]!;
-        assert.ok(Math.abs(rf.minMsPerToken - (c.bytesPerStep / b.bandwidth.bytesPerSecond) * 1000) < 1e-9);
+        assert.ok(Math.abs(rf.minMsPerToken - (c.bytesPerStep / rf.bandwidthBytesPerSecond) * 1000) < 1e-9);
         assert.ok(Math.abs(rf.fractionOfRoofline - rf.minMsPerToken / c.msPerToken) < 1e-12);
       }
       assert.ok(run.peakRssBytes > 0);

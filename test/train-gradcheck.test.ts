@@ -1,7 +1,7 @@
 // Gradient checks of every trainer layer against central finite differences, in float64 (the
 // 'f64' backend runs the same layer code with float64 arrays and plain-loop GEMMs). Each layer
 // is checked alone (loss = Σ output ∘ R for a random R), then whole models — Llama GQA/MHA,
-// DeepSeek MLA in each variant the loader accepts, MHA2MLA — on a packed row of three documents, with the
+// DeepSeek MLA in each variant the loader accepts, MHA2MLA, Mixtral — on a packed row of three documents, with the
 // CE + KL distillation loss. Bound: relative error ≤ 1e-6 per tensor (the issue asks ≤ 1e-3).
 // Finally the fp32 backend (the kernels used for training) is compared with float64.
 import assert from 'node:assert/strict';
@@ -16,6 +16,8 @@ import { CausalAttention } from '../src/train/layers/causal-attention.js';
 import { HeadLossLayer } from '../src/train/layers/head-loss.js';
 import { LinearLayer } from '../src/train/layers/linear.js';
 import { MlpLayer } from '../src/train/layers/mlp.js';
+import { MoeLayer } from '../src/train/layers/moe.js';
+import { mixtralMoeNames } from '../src/models/moe.js';
 import { RmsNormLayer } from '../src/train/layers/rmsnorm.js';
 import { ropeRotate } from '../src/train/layers/rope.js';
 import { emptySums } from '../src/train/loss.js';
@@ -25,6 +27,7 @@ import { ParamStore, type Param } from '../src/train/params.js';
 import type { Tensor } from '../src/tensor.js';
 import { MapSource, mulberry32, randomLlama } from './helpers/random-llama.js';
 import { gradError, packedRow, randomMha2mla, randomMla, randomVec, type RandomMlaSpec } from './helpers/random-train.js';
+import { randomMixtral } from './helpers/random-mixtral.js';
 
 const BOUND = 1e-6;
 const be64 = createBackend('f64');
@@ -133,6 +136,20 @@ test('GQA attention layer (biases, 3 query heads per KV head)', () => {
   worst.gqa = checkBlockLayer('gqa', D, (x, o) => layer.forward(x, row, o), (x, dO, dx) => layer.backward(x, row, dO, dx), layer.params());
 });
 
+test('GQA attention layer with Qwen3 per-head q/k RMSNorm (norm weights, biases, 2 query heads per KV head)', () => {
+  const D = 8, H = 4, G = 2, d = 6;
+  const ps = store(be64, {
+    'a.q_proj.weight': { shape: [H * d, D] }, 'a.q_proj.bias': { shape: [H * d] },
+    'a.k_proj.weight': { shape: [G * d, D] }, 'a.k_proj.bias': { shape: [G * d] },
+    'a.v_proj.weight': { shape: [G * d, D] },
+    'a.o_proj.weight': { shape: [D, H * d] },
+    'a.q_norm.weight': { shape: [d], offset: 1, scale: 0.4 }, 'a.k_norm.weight': { shape: [d], offset: 1, scale: 0.4 },
+  }, 18);
+  const layer = new GqaAttentionLayer(be64, ps, 'a', { hidden: D, nHeads: H, nKvHeads: G, headDim: d, qkNormEps: 1e-6 }, RopeTable.create(d, 10000), 'half');
+  assert.equal(layer.params().filter((p) => /_norm\.weight$/.test(p.name)).length, 2);
+  worst['gqa qk-norm'] = checkBlockLayer('gqa qk-norm', D, (x, o) => layer.forward(x, row, o), (x, dO, dx) => layer.backward(x, row, dO, dx), layer.params());
+});
+
 const mlaVariants: [string, Partial<RandomMlaSpec>][] = [
   ['q_proj, no norms (TransMLA export)', {}],
   ['q_proj with biases, rotate-half rope', { biases: true, ropeInterleave: false }],
@@ -164,6 +181,21 @@ test('SwiGLU MLP layer', () => {
   const ps = store(be64, { 'm.gate_proj.weight': { shape: [I, D] }, 'm.up_proj.weight': { shape: [I, D] }, 'm.down_proj.weight': { shape: [D, I] } }, 16);
   const mlp = new MlpLayer(be64, ps, 'm', D, I);
   worst.mlp = checkBlockLayer('mlp', D, (x, o) => mlp.forward(x, row.T, o), (x, dO, dx) => mlp.backward(x, row.T, dO, dx), mlp.params());
+});
+
+test('mixture-of-experts MLP layer (4 experts, top-2: router and routed experts)', () => {
+  const D = 6, I = 5, E = 4;
+  const names = mixtralMoeNames('m');
+  const tensors: Record<string, { shape: number[]; scale?: number }> = { [`${names.router}.weight`]: { shape: [E, D], scale: 1.5 } };
+  for (let e = 0; e < E; e++) {
+    const n = names.expert(e);
+    tensors[`${n.gate}.weight`] = { shape: [I, D] }; tensors[`${n.up}.weight`] = { shape: [I, D] }; tensors[`${n.down}.weight`] = { shape: [D, I] };
+  }
+  const ps = store(be64, tensors, 41);
+  const moe = new MoeLayer(be64, ps, names, { hidden: D, expertInter: I, numExperts: E, topK: 2 });
+  worst.moe = checkBlockLayer('moe', D, (x, o) => moe.forward(x, row.T, o), (x, dO, dx) => moe.backward(x, row.T, dO, dx), moe.params());
+  // Every expert got tokens, so every expert's gradient was checked against a nonzero difference.
+  for (const p of moe.params()) assert.ok(p.grad!.some((g) => g !== 0), `${p.name} has no gradient`);
 });
 
 /** The loss of logits [T×V] computed independently (float64, plain formulas). */
@@ -231,6 +263,10 @@ function modelCases(): ModelCase[] {
   cases.push({ name: 'MLA with q_lora, layernorms, biases', arch: mlaQ.cfg, src: mlaQ.src });
   const m2 = randomMha2mla({ hidden: 8, heads: 4, kvHeads: 2, headDim: 4, inter: 10, vocab: 11, layers: 2, pairs: 1, rank: 3, biases: true, tied: true, seed: 25 });
   cases.push({ name: 'MHA2MLA (GQA source, up_k/up_v biases), tied head', arch: m2.cfg, src: m2.src });
+  const mx = randomMixtral({ hidden: 8, heads: 4, kvHeads: 2, headDim: 4, inter: 6, vocab: 11, layers: 2, experts: 4, topK: 2, seed: 26 });
+  cases.push({ name: 'Mixtral (GQA, 4 experts top-2), untied head', arch: mx.config, src: mx.src });
+  const q3 = randomLlama({ hidden: 8, heads: 4, kvHeads: 2, headDim: 6, inter: 10, vocab: 11, layers: 2, modelType: 'qwen3', attentionBias: true, seed: 26 });
+  cases.push({ name: 'Qwen3 (per-head q/k RMSNorm, q/k/v/o biases, head_dim ≠ hidden/heads)', arch: q3.config, src: q3.src });
   return cases;
 }
 

@@ -35,12 +35,14 @@ function engineRowLogits(m: Decoder, tokens: Int32Array, segments: Int32Array): 
   return out;
 }
 
-test('trainer forward equals the engine forward (Llama GQA, MLA, MHA2MLA; documents packed in one row)', () => {
+test('trainer forward equals the engine forward (Llama GQA, Qwen3, MLA, MHA2MLA; documents packed in one row)', () => {
   const row = packedRow([7, 5, 4], 37, 3);
   const llama = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 37, layers: 2, tied: true, seed: 3 });
   const mla = randomMla({ hidden: 32, heads: 4, inter: 48, vocab: 37, layers: 2, nope: 8, rope: 4, v: 8, rank: 12, seed: 4 });
   const m2 = randomMha2mla({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 37, layers: 2, pairs: 2, rank: 12, biases: true, seed: 5 });
+  const q3 = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, headDim: 12, inter: 48, vocab: 37, layers: 2, modelType: 'qwen3', seed: 6 });
   const cases: [string, TrainModel, Decoder][] = [
+    ['qwen3', TrainModel.create(createBackend('f32'), q3.config, q3.src, 'all'), buildModel(q3.config, q3.src)],
     ['llama', TrainModel.create(createBackend('f32'), llama.config, llama.src, 'all'), buildModel(llama.config, llama.src)],
     ['mla', TrainModel.create(createBackend('f32'), mla.cfg, mla.src, 'all'), buildModel(mla.cfg, mla.src)],
     ['mha2mla', TrainModel.create(createBackend('f32'), m2.cfg, m2.src, 'all'), buildModel(m2.cfg, m2.src)],

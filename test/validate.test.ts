@@ -151,16 +151,29 @@ describe('validate: HF folders', () => {
     assert.deepEqual(rules(yarn), ['rope-scaling-yarn', 'transformers-cache']);
   });
 
-  it('attention biases: dropped by transformers/vLLM/SGLang, refused by llama.cpp', () => {
+  it('attention biases: per engine, which bias tensors it keeps, drops or refuses', () => {
     const r = validatePath(folder({ extra: { 'model.layers.0.self_attn.q_proj.bias': [H * (DN + 64)] } }));
     assert.deepEqual(table(r), {
       transformers: [true, false, false], vllm: [true, false, true], sglang: [true, false, true], 'llama.cpp': [false, 'unknown', false],
     });
-    assert.match(engine(r, 'transformers').reasons[0]!, /only with attention_bias: true \(here false\)/);
-    // transformers reads kv_a_proj_with_mqa/o_proj biases when attention_bias is set.
-    const hf = validatePath(folder({ config: { attention_bias: true }, extra: { 'model.layers.1.self_attn.o_proj.bias': [D] } }));
+    const f = r.findings.find((x) => x.rule === 'biases')!;
+    const none = { keeps: [], drops: [], refuses: [] };
+    assert.deepEqual(f.biases, {
+      transformers: { ...none, drops: ['self_attn.q_proj.bias'] }, vllm: { ...none, drops: ['self_attn.q_proj.bias'] },
+      sglang: { ...none, drops: ['self_attn.q_proj.bias'] }, 'llama.cpp': { ...none, refuses: ['self_attn.q_proj.bias'] },
+    });
+    assert.match(engine(r, 'transformers').reasons[0]!, /transformers: drops self_attn\.q_proj\.bias \(1 layer\) \(it builds q_a_proj, kv_a_proj_with_mqa and o_proj with bias=attention_bias \(here false\)/);
+    assert.match(engine(r, 'vllm').reasons[0]!, /vLLM: drops self_attn\.q_proj\.bias \(1 layer\) \(every projection is built with bias=False/);
+    assert.match(engine(r, 'llama.cpp').reasons[0]!, /llama\.cpp: keeps none: .*"wrong number of tensors"/);
+    // transformers keeps kv_a_proj_with_mqa/o_proj biases when attention_bias is set, and drops the others.
+    const hf = validatePath(folder({ config: { attention_bias: true }, extra: { 'model.layers.1.self_attn.o_proj.bias': [D], 'model.layers.0.self_attn.o_proj.bias': [D] } }));
     assert.deepEqual(table(hf).transformers, [true, true, false]);
     assert.deepEqual(table(hf).vllm, [true, false, true]);
+    assert.deepEqual(hf.findings.find((x) => x.rule === 'biases')!.biases!.transformers, { ...none, keeps: ['self_attn.o_proj.bias'] });
+    assert.ok(engine(hf, 'transformers').reasons.some((x) => /^note: .*transformers: keeps self_attn\.o_proj\.bias \(2 layers\)/.test(x)));
+    const mixed = validatePath(folder({ config: { attention_bias: true }, extra: { 'model.layers.0.self_attn.o_proj.bias': [D], 'model.layers.0.self_attn.q_proj.bias': [H * (DN + 64)] } }));
+    assert.deepEqual(mixed.findings.find((x) => x.rule === 'biases')!.biases!.transformers, { ...none, keeps: ['self_attn.o_proj.bias'], drops: ['self_attn.q_proj.bias'] });
+    assert.deepEqual(table(mixed).transformers, [true, false, false]);
   });
 
   it('tied embeddings without lm_head.weight: fine for transformers, fatal for vLLM, wrong in SGLang', () => {

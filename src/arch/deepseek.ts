@@ -16,6 +16,16 @@ import { MlpLayer } from '../train/layers/mlp.js';
 import { ConfigFields, HfConfigError, isObj, parseBaseFields, ropeScalingJson, type ModelArgs } from './args.js';
 import { checkStockAttentionTensors, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_VARIANT, type MlaShapeFields } from './deepseek-stock.js';
 import { deepseek2ConfigJson, deepseek2Tensors } from './deepseek-gguf.js';
+
+/**
+ * The exact variant's own identity: no stock loader takes it for a DeepSeek checkpoint (it has
+ * no kv_a_layernorm and may carry biases stock code drops), while transmla runs, exports and
+ * fine-tunes it. Folders written before it existed (model_type deepseek_v3 + transmla.json or
+ * qk_latent_layernorm: false) still load as exact.
+ */
+export const EXACT_MODEL_TYPE = 'transmla_mla';
+export const EXACT_ARCHITECTURE = 'TransmlaMlaForCausalLM';
+const MODEL_TYPES: readonly string[] = [...DEEPSEEK_MODEL_TYPES, EXACT_MODEL_TYPE];
 import type { Family } from './family.js';
 
 export type MlaSemantics = 'exact' | 'stock';
@@ -59,22 +69,25 @@ export function mlaSemantics(folder: string): MlaSemantics {
     return isObj(j) ? j : null;
   };
   const report = read('transmla.json');
+  const config = read('config.json');
+  if (config?.model_type === EXACT_MODEL_TYPE) return 'exact';
   const ours = report !== null && report.tool === 'transmla';
   if (ours && report.variant === STOCK_VARIANT) return 'stock';
   if (ours) return 'exact';
-  return read('config.json')?.qk_latent_layernorm === false ? 'exact' : 'stock';
+  return config?.qk_latent_layernorm === false ? 'exact' : 'stock';
 }
 
 /** true when a parsed config.json declares an MLA (DeepSeek) model. */
 export function isMlaConfigJson(json: unknown): boolean {
-  return isObj(json) && (DEEPSEEK_MODEL_TYPES as readonly unknown[]).includes(json.model_type);
+  return isObj(json) && MODEL_TYPES.includes(json.model_type as string);
 }
 
 export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemantics = 'exact'): MlaArgs {
   if (!isObj(json)) throw new HfConfigError(`${file}: expected a JSON object`);
   const c = json;
   const err = (key: string, msg: string): never => { throw new HfConfigError(`${file}: ${key} ${msg}`); };
-  if (!isMlaConfigJson(c)) err('model_type', `${JSON.stringify(c.model_type)} is not an MLA model type (${DEEPSEEK_MODEL_TYPES.join(', ')})`);
+  if (!isMlaConfigJson(c)) err('model_type', `${JSON.stringify(c.model_type)} is not an MLA model type (${MODEL_TYPES.join(', ')})`);
+  if (c.model_type === EXACT_MODEL_TYPE && semantics === 'stock') err('model_type', `${EXACT_MODEL_TYPE} is transmla's exact variant, which has no stock semantics`);
   const int = (k: string, min: number): number => {
     const v = c[k];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) err(k, `must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
@@ -141,7 +154,8 @@ export interface MlaConfigWriteOptions extends MlaShapeFields {
 }
 
 /**
- * The exact variant's config.json: the source's keys, with DeepSeek-V3 identity and MLA shape.
+ * The exact variant's config.json: the source's keys, with the exact variant's own identity and
+ * DeepSeek-V3's MLA shape keys.
  * All MLPs stay dense (first_k_dense_replace = layers; the MoE fields are set to harmless
  * values because some converters read them unconditionally). head_dim = d_R, as in TransMLA,
  * is what HF's rotary embedding reads for the RoPE width.
@@ -151,8 +165,8 @@ export function mlaConfigJson(source: ModelArgs, o: MlaConfigWriteOptions): Reco
   for (const k of ['rope_parameters', 'pretraining_tp', 'auto_map', 'sliding_window', 'use_sliding_window', 'max_window_layers']) delete raw[k];
   return {
     ...raw,
-    architectures: ['DeepseekV3ForCausalLM'],
-    model_type: 'deepseek_v3',
+    architectures: [EXACT_ARCHITECTURE],
+    model_type: EXACT_MODEL_TYPE,
     num_key_value_heads: source.numHeads,
     head_dim: o.qkRopeHeadDim,
     kv_lora_rank: o.kvLoraRank,
@@ -196,8 +210,8 @@ function mlaShape(c: MlaArgs): MlaShape {
 
 export const deepseek: Family<MlaArgs> = {
   id: 'deepseek',
-  modelTypes: DEEPSEEK_MODEL_TYPES,
-  architectures: DEEPSEEK_ARCHITECTURES,
+  modelTypes: MODEL_TYPES,
+  architectures: { ...DEEPSEEK_ARCHITECTURES, [EXACT_ARCHITECTURE]: EXACT_MODEL_TYPE },
   claims: isMlaConfigJson,
   parse: (json, file, ctx) => parseMlaConfig(json, file, ctx.folder ? mlaSemantics(ctx.folder) : 'exact'),
   engineLayers(c, opts = {}): LayerBuilder {
@@ -241,7 +255,11 @@ export const deepseek: Family<MlaArgs> = {
   gguf: {
     archs: ['deepseek2'],
     readArgs: (f, arch, path) => parseMlaConfig(deepseek2ConfigJson(f, arch, path), `${path} (deepseek2 metadata)`, 'stock'),
-    tensors: (c, _arch, embedName, f) => deepseek2Tensors(c, f, embedName),
+    tensors: (c, _arch, embedName, f) => {
+      // The layout read depends on the file (attn_k_b/attn_v_b or the legacy attn_kv_b); export/gguf-deepseek2.ts writes its own.
+      if (!f) throw new Error('deepseek2 tensors are listed from a GGUF file being read; export/gguf-deepseek2.ts writes deepseek2 files');
+      return deepseek2Tensors(c, f, embedName);
+    },
   },
   ggufExport: (c) => c.mla.semantics === 'exact'
     ? 'the exact MLA variant (no kv_a_layernorm) has no llama.cpp form; `transmla export <folder> --target deepseek-v3` writes the stock folder llama.cpp runs (as deepseek2)'

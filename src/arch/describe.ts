@@ -18,12 +18,16 @@ export interface ModelDescription {
   layers: number;
   hidden: number;
   intermediate: number;
+  /** The MLP as `inspect` prints it: the dense width, or the experts and how many a token uses. */
+  mlp: string;
   vocab: number;
   heads: number;
   kvHeads: number;
   headDim: number;
   /** 'MHA' | 'GQA' | 'MQA' for GqaAttention layers, otherwise the layer class name. */
   attention: string;
+  /** GQA/MHA layers with per-head q/k RMSNorm (Qwen3). */
+  qkNorm: boolean;
   rope: string;
   tiedEmbeddings: boolean;
   biases: string;
@@ -66,7 +70,7 @@ export function describeModel(m: LoadedModel): ModelDescription {
   const bpt = cache.bytesPerToken(dtype);
   const params = model.paramCount();
   return {
-    ...common(c, m.path, m.format, attention, mla, mha2mla),
+    ...common(c, m.path, m.format, { attention, qkNorm: summary?.qkNorm ?? false, mlp: model.layers[0]?.mlp.summary() ?? String(c.intermediateSize), mla, mha2mla }),
     params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype),
     kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: cache.bytesPerToken('f32') },
   };
@@ -130,7 +134,7 @@ export function inspectModel(path: string, opts: { kvQuant?: KvQuant | null } = 
   const summary = layout.summary;
   const mla: ModelDescription['mla'] = summary.mla && { ...summary.mla, semantics: mlaArgs?.semantics ?? 'exact' };
   return {
-    ...common(c, path, h.format, summary.label, mla, summary.mha2mla),
+    ...common(c, path, h.format, { attention: summary.label, qkNorm: summary.qkNorm ?? false, mlp: family.mlpSummary?.(c) ?? String(c.intermediateSize), mla, mha2mla: summary.mha2mla }),
     params, weightDtype: dtype, weightBytes: names.reduce((n, x) => n + numel(h.tensors.get(x)!.shape) * dtypeBytes(h.tensors.get(x)!.dtype), 0),
     dtypes, weightsRead: false,
     kvCache: { quant: kvQuantName(kvQuant), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: stores.reduce((n, st) => n + st.bytesPerToken('f32'), 0) },
@@ -142,16 +146,25 @@ function dtypeBytes(d: string): number {
   return d === 'f32' || d === 'f16' || d === 'bf16' ? bytesPerElement(d) : 0;
 }
 
-function common(c: ModelArgs, path: string, format: string, attention: string, mla: ModelDescription['mla'], mha2mla: ModelDescription['mha2mla']) {
+/** What describeModel (from the built layers) and inspectModel (from the family's layout) tell apart. */
+interface LayerParts {
+  attention: string;
+  qkNorm: boolean;
+  mlp: string;
+  mla: ModelDescription['mla'];
+  mha2mla: ModelDescription['mha2mla'];
+}
+
+function common(c: ModelArgs, path: string, format: string, p: LayerParts) {
   const s = c.ropeScaling;
   const scaling = !s ? 'no scaling' : s.type === 'linear' ? `linear ×${s.factor}` :
     `llama3 ×${s.factor} (low ${s.lowFreqFactor}, high ${s.highFreqFactor}, original ${s.originalMaxPositionEmbeddings})`;
   const biases = [c.attentionBias && 'q/k/v', c.oBias && 'o', c.mlpBias && 'mlp'].filter(Boolean).join(', ') || 'none';
   return {
-    path, format, modelType: mla || mha2mla ? String(c.raw.model_type) : c.modelType,
-    layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, vocab: c.vocabSize,
-    heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention,
-    rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases, maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
+    path, format, modelType: p.mla || p.mha2mla ? String(c.raw.model_type) : c.modelType,
+    layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, mlp: p.mlp, vocab: c.vocabSize,
+    heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention: p.attention, qkNorm: p.qkNorm,
+    rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases, maxPositions: c.maxPositionEmbeddings, mla: p.mla, mha2mla: p.mha2mla,
   };
 }
 
@@ -186,11 +199,11 @@ export function formatModelReport(d: ModelDescription): string {
   const attn = m
     ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}\n             ${m.semantics === 'stock' ? 'stock DeepSeek-V3 semantics (latent RMSNorms, interleaved RoPE), as stock code computes it (`transmla validate` says which engines load it)' : 'exact variant (no latent norms; transmla only: `transmla export --target deepseek-v3` for stock engines)'}`
     : h ? `${d.attention}: ${d.heads} heads / ${h.kvHeads} KV heads, head_dim ${d.headDim}, ${h.ropePairsPerHead} RoPE pairs per KV head, kv_lora_rank ${h.kvLoraRank}; RoPE ${d.rope}`
-    : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}; RoPE ${d.rope}; biases ${d.biases}`;
+    : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}${d.qkNorm ? ', per-head q/k RMSNorm' : ''}; RoPE ${d.rope}; biases ${d.biases}`;
   const at = k.quant === 'none' ? `at ${k.dtype}` : `with ${k.quant} codes + f16 scales`;
   return [
     `model        ${d.path} (${d.format})`,
-    `architecture ${d.modelType}: ${d.layers} layers, hidden ${d.hidden}, MLP ${d.intermediate}, vocab ${d.vocab}`,
+    `architecture ${d.modelType}: ${d.layers} layers, hidden ${d.hidden}, MLP ${d.mlp}, vocab ${d.vocab}`,
     `attention    ${attn}`,
     `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${dtypeText(d)} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
     `context      ${d.maxPositions} positions (max_position_embeddings)`,

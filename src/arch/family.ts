@@ -36,10 +36,19 @@ export interface EngineOptions {
 export interface GgufForm<A extends ModelArgs> {
   /** general.architecture values this family reads. */
   archs: readonly string[];
+  /**
+   * Whether this family reads a file of one of its archs, when it shares the arch with another
+   * family (Mixtral is llama.cpp's "llama" with experts). Families that declare it are asked
+   * first; a form without it takes the files of its archs nobody claimed.
+   */
+  claims?(f: GgufFile, arch: string): boolean;
   /** The model's arguments from the GGUF metadata and tensor table. */
   readArgs(f: GgufFile, arch: string, path: string): A;
-  /** Every tensor of a model with these arguments in file `f` (`embedName`: the HF name its embedding is read under). */
-  tensors(args: A, arch: string, embedName: string, f: GgufFile): GgufTensorSpec[];
+  /**
+   * Every tensor of a model with these arguments (`embedName`: the HF name its embedding is read
+   * under): in file `f` when reading one, or the tensors a writer stores (no `f`).
+   */
+  tensors(args: A, arch: string, embedName: string, f?: GgufFile): GgufTensorSpec[];
   /** Tensors a file may hold beyond `tensors` (e.g. llama3's rope_freqs). */
   extraTensors?: readonly string[];
 }
@@ -77,6 +86,8 @@ export interface Family<A extends ModelArgs = ModelArgs> {
   engineLayers(args: A, opts?: EngineOptions): LayerBuilder;
   /** What the attention caches and how inspect names it, from the arguments alone (inspect reads no weights). */
   attentionLayout(args: A): AttentionLayout;
+  /** How inspect names the MLP from the arguments alone (default: the dense intermediate width). */
+  mlpSummary?(args: A): string;
   /** The trainer's attention and MLP of layer l (`prefix` = model.layers.l); norms, embedding and head are shared. */
   trainLayers(be: TrainBackend, ps: ParamStore, args: A): (l: number, prefix: string) => { attn: TrainAttention; mlp: TrainMlp };
   /** Parameter names `finetune --train attention` trains: those a conversion rewrote. */

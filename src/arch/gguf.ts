@@ -1,5 +1,6 @@
 // Opening a llama.cpp GGUF as an engine model: general.architecture picks the family (the one
-// whose GGUF form lists it), which reads the arguments from the metadata and names the tensors.
+// whose GGUF form lists it and claims the file, else the one that lists it without a claims
+// predicate), which reads the arguments from the metadata and names the tensors.
 import { GgufError, readGguf, type GgufFile } from '../io/gguf.js';
 import { ggufWeights, type GgufTensorSpec } from '../io/gguf-model.js';
 import type { WeightSource } from '../tensor.js';
@@ -20,7 +21,8 @@ export interface GgufModel {
 export function openGgufModel(path: string): GgufModel {
   const f = readGguf(path);
   const arch = f.requireString('general.architecture');
-  const family = FAMILIES.find((x) => x.gguf?.archs.includes(arch));
+  const forms = FAMILIES.filter((x) => x.gguf?.archs.includes(arch));
+  const family = forms.find((x) => x.gguf!.claims?.(f, arch)) ?? forms.find((x) => !x.gguf!.claims);
   if (!family) throw new GgufError(`${path}: architecture "${arch}" is not supported (${FAMILIES.flatMap((x) => x.gguf?.archs ?? []).join(', ')})`);
   const form = family.gguf!;
   const config = form.readArgs(f, arch, path);

@@ -51,7 +51,8 @@ export function parseLlamaFields(f: ConfigFields, modelType: string): LlamaArgs 
   return { ...base, family: 'llama', modelType, attentionBias, oBias, mlpBias, slidingWindow: slidingWindow(modelType, f.c) };
 }
 
-function ggufArgs(f: GgufFile, arch: string, path: string): LlamaArgs {
+/** Llama-layout arguments from GGUF metadata (also the base of other families' GGUF forms). */
+export function llamaGgufArgs(f: GgufFile, arch: string, path: string): LlamaArgs {
   const fail = (msg: string): never => { throw new GgufError(`${path}: ${msg}`); };
   const u = (k: string): number => {
     const v = f.requireNumber(`${arch}.${k}`);
@@ -229,5 +230,5 @@ export const llama: Family<LlamaArgs> = {
   attentionParams: (n) => /\.self_attn\.[qkvo]_proj\./.test(n),
   conversions: { transmla: true, mha2mla: true },
   ggufExport: true,
-  gguf: { archs: ['llama', 'qwen2'], readArgs: ggufArgs, tensors: llamaGgufTensors, extraTensors: ['rope_freqs.weight'] },
+  gguf: { archs: ['llama', 'qwen2'], readArgs: llamaGgufArgs, tensors: llamaGgufTensors, extraTensors: ['rope_freqs.weight'] },
 };

@@ -8,16 +8,18 @@ import { deepseek } from './deepseek.js';
 import type { ConversionMethod, EngineOptions, Family } from './family.js';
 import { llama } from './llama.js';
 import { mha2mla } from './mha2mla.js';
+import { mixtral } from './mixtral.js';
+import { qwen3 } from './qwen3.js';
 
 // Families with a claims() marker first: the MHA2MLA variant's config is otherwise a Llama one.
-export const FAMILIES: readonly Family<any>[] = [mha2mla, deepseek, llama]; // eslint-disable-line @typescript-eslint/no-explicit-any
+export const FAMILIES: readonly Family<any>[] = [mha2mla, deepseek, llama, mixtral, qwen3]; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /**
- * The "supported: …" tail of every unsupported-model error: the source families a user brings
- * (transmla's own MLA outputs load too, but nobody brings one from elsewhere by that name).
+ * The "supported: …" tail of every unsupported-model error: the families a user brings, to run or
+ * to convert (transmla's own MLA outputs load too, but nobody brings one from elsewhere by that name).
  */
 export function supportedText(): string {
-  const sources = FAMILIES.filter((f) => f.conversions.transmla === true);
+  const sources = FAMILIES.filter((f) => f !== deepseek && f !== mha2mla);
   const types = sources.map((f) => f.modelTypes.join(', ') + (f === llama ? ' (SmolLM checkpoints are llama)' : '')).join(', ');
   return `supported: model_type ${types}; architectures ${sources.flatMap((f) => Object.keys(f.architectures)).join(', ')}`;
 }

@@ -37,8 +37,12 @@ export interface DecodeBenchOptions {
   threads?: number;
   /** Progress lines. */
   log?: (line: string) => void;
+  /** Awaited before each timed repetition and after the last one (bench.ts reads the memory bandwidth there). */
+  between?: (b: RepBoundary) => Promise<void>;
 }
 
+/** A point between timed repetitions: before repetition `rep` (`rep` = reps: after the last), with the previous one's time. */
+export interface RepBoundary { context: number; rep: number; previousMs: number | null }
 
 
 function pseudoRandomIds(n: number, vocab: number, seed: number): number[] {
@@ -101,14 +105,17 @@ export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Pr
     }
     prefillMs += performance.now() - t0;
     const first = argmax(logits);
-    let best = Infinity;
+    let best = Infinity, prev: number | null = null;
     for (let r = 0; r < reps; r++) {
+      await o.between?.({ context: c, rep: r, previousMs: prev });
       cache.truncate(c);
       let tok = first;
       const t1 = performance.now();
       for (let i = 0; i < n; i++) tok = argmax(model.forward([tok], cache));
-      best = Math.min(best, performance.now() - t1);
+      prev = performance.now() - t1;
+      best = Math.min(best, prev);
     }
+    await o.between?.({ context: c, rep: reps, previousMs: prev });
     const ms = best / n;
     out.push({
       context: c, beyondTrainedWindow: c + n > trained,
@@ -176,14 +183,17 @@ export async function benchLlamaCppDecode(gguf: string, facts: ModelFacts, o: De
       const t0 = performance.now();
       if (c - 1 > keep) await seq.evaluateWithoutGeneratingNewTokens(ids.slice(keep, c - 1));
       prefillMs += performance.now() - t0;
-      let best = Infinity;
+      let best = Infinity, prev: number | null = null;
       for (let r = 0; r < reps; r++) {
         if (seq.nextTokenIndex > c - 1) await seq.eraseContextTokenRanges([{ start: c - 1, end: seq.nextTokenIndex }]);
+        await o.between?.({ context: c, rep: r, previousMs: prev });
         let got = 0;
         const t1 = performance.now();
         for await (const _tok of seq.evaluate([ids[c - 1]!], { temperature: 0 })) { if (++got === n) break; }
-        best = Math.min(best, performance.now() - t1);
+        prev = performance.now() - t1;
+        best = Math.min(best, prev);
       }
+      await o.between?.({ context: c, rep: reps, previousMs: prev });
       const ms = best / n;
       out.push({
         context: c, beyondTrainedWindow: c + n > facts.trainedContext, tokensPerSecond: 1000 / ms, msPerToken: ms,

@@ -3,9 +3,10 @@
 //   unless another is given), measured in the same run so the ratio compares like with like;
 // - llama.cpp on the same weights for every model our GGUF exporters can write (Llama-family
 //   folders; stock-semantics MLA folders as deepseek2);
-// - the machine's memory bandwidth, measured in the same run, and per context the roofline:
-//   the bytes a decode step must read (weights + cache) over that bandwidth is the fastest a
-//   step can be; the engine's time is compared with it.
+// - the machine's memory bandwidth, measured before the runs and again at every boundary between
+//   timed repetitions (the engine child waits while the parent reads it), and per context the
+//   roofline (roofline.ts): the bytes a decode step must read (weights + cache) over the bandwidth
+//   read next to its fastest repetition is the fastest a step can be.
 // Every engine runs in its own child process (bench-child.ts) so its peak RSS is its own.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -13,13 +14,14 @@ import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kernels } from '../kernels/index.js';
-import { measureBandwidth } from './bandwidth.js';
-import type { BenchJob } from './bench-child.js';
+import { bestBandwidth, lastLevelCacheBytes, openBandwidthProbe, type BandwidthProbe } from './bandwidth.js';
+import type { BenchJob, BoundaryMessage, ProbedMessage } from './bench-child.js';
 import { ggufExportUnsupported } from '../export/gguf.js';
 import { ggufFor } from './bench-decode.js';
-import type { BenchRatio, BenchReport, BenchRun, DecodeAtContext, DecodeBench, RooflinePoint } from '../schema/bench-json.js';
+import { formatRooflineShare, rooflineOf } from './roofline.js';
+import type { BenchRatio, BenchReport, BenchRun, DecodeBench, ProbeAtBoundary, RooflinePoint } from '../schema/bench-json.js';
 
-export type { BenchRatio, BenchReport, BenchRun, RooflinePoint } from '../schema/bench-json.js';
+export type { BenchRatio, BenchReport, BenchRun, ProbeAtBoundary, RooflinePoint } from '../schema/bench-json.js';
 
 export interface BenchOptions {
   model: string;
@@ -36,10 +38,6 @@ export interface BenchOptions {
   bandwidthBytes?: number;
   log?: (line: string) => void;
 }
-
-
-
-
 
 /** The source model recorded by the converter in an MLA folder, when it still exists. */
 export function recordedSource(model: string): string | null {
@@ -65,17 +63,28 @@ function loaderArgs(): string[] {
   return keep;
 }
 
-function runChild(job: BenchJob, log: (line: string) => void): Promise<DecodeBench> {
+/** Runs one engine in its child; at each repetition boundary the child waits while `probe` reads the bandwidth. */
+function runChild(job: BenchJob, log: (line: string) => void, probe: BandwidthProbe, probes: ProbeAtBoundary[]): Promise<DecodeBench> {
   // bench-child.ts under tsx, bench-child.js once compiled.
   const entry = fileURLToPath(new URL(`./bench-child${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
   const env = { ...process.env };
   // A child of a node:test file must not think it is a test-runner child.
   delete env.NODE_TEST_CONTEXT;
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [...loaderArgs(), entry, JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '', err = '', partial = '';
-    child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
-    child.stderr.on('data', (b: Buffer) => {
+    const child = spawn(process.execPath, [...loaderArgs(), entry, JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env });
+    let out = '', err = '', partial = '', probeError: Error | null = null;
+    child.on('message', (m: BoundaryMessage) => {
+      if (m?.kind !== 'boundary') return;
+      probe.sample().then((s) => {
+        probes.push({ ...s, context: m.context, beforeRep: m.rep, previousMs: m.previousMs });
+        if (child.connected) child.send({ kind: 'probed' } satisfies ProbedMessage);
+      }, (e: unknown) => {
+        probeError = e as Error;
+        child.kill();
+      });
+    });
+    child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+    child.stderr!.on('data', (b: Buffer) => {
       const s = b.toString();
       err += s;
       // Progress lines (indented) pass through whole; a chunk may end mid-line.
@@ -85,6 +94,10 @@ function runChild(job: BenchJob, log: (line: string) => void): Promise<DecodeBen
     });
     child.on('error', rej);
     child.on('close', (code) => {
+      if (probeError) {
+        rej(new Error(`bandwidth probe failed during the ${job.kind} benchmark: ${(probeError as Error).message}`));
+        return;
+      }
       if (code !== 0) {
         const why = err.trim().split('\n').filter((l) => !l.startsWith('  ')).slice(-5).join('\n');
         rej(new Error(`${job.kind} benchmark failed (exit ${code}): ${why}`));
@@ -96,13 +109,6 @@ function runChild(job: BenchJob, log: (line: string) => void): Promise<DecodeBen
         rej(new Error(`${job.kind} benchmark printed no result: ${(e as Error).message}`));
       }
     });
-  });
-}
-
-function roofline(contexts: DecodeAtContext[], bytesPerSecond: number): RooflinePoint[] {
-  return contexts.map((c) => {
-    const minMs = (c.bytesPerStep / bytesPerSecond) * 1000;
-    return { context: c.context, minMsPerToken: minMs, fractionOfRoofline: minMs / c.msPerToken, achievedBytesPerSecond: c.bytesPerStep / (c.msPerToken / 1000) };
   });
 }
 
@@ -121,12 +127,29 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     compare = recordedSource(model);
     if (compare) compareSource = 'transmla.json source';
   }
+  log(`memory bandwidth (${Math.round((o.bandwidthBytes ?? 512 * 2 ** 20) / 2 ** 20)} MiB sequential read)…`);
+  // One buffer serves the up-front figure and every reading between timed repetitions.
+  const probe = await openBandwidthProbe({ bytes: o.bandwidthBytes });
+  try {
+    return await benchWith(o, { log, loadBefore, model, compare, compareSource }, probe);
+  } finally {
+    await probe.close();
+  }
+}
+
+interface Resolved { log: (line: string) => void; loadBefore: number; model: string; compare: string | null; compareSource: BenchReport['compareSource'] }
+
+async function benchWith(o: BenchOptions, { log, loadBefore, model, compare, compareSource }: Resolved, probe: BandwidthProbe): Promise<BenchReport> {
   const threads = o.threads ?? availableParallelism();
   const options = { contexts: o.contexts, decodeTokens: o.decodeTokens ?? 64, reps: o.reps ?? 3, threads };
-
-  log(`memory bandwidth (${Math.round((o.bandwidthBytes ?? 512 * 2 ** 20) / 2 ** 20)} MiB sequential read)…`);
-  const bandwidth = await measureBandwidth({ bytes: o.bandwidthBytes });
+  const bandwidth = await bestBandwidth(probe);
   log(`  ${(bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (1 thread ${(bandwidth.singleThreadBytesPerSecond / 1e9).toFixed(1)}, ${bandwidth.threads} threads ${(bandwidth.parallelBytesPerSecond / 1e9).toFixed(1)})`);
+  const llc = lastLevelCacheBytes();
+  const measure = async (job: BenchJob): Promise<{ bench: DecodeBench; probes: ProbeAtBoundary[]; roofline: RooflinePoint[] }> => {
+    const probes: ProbeAtBoundary[] = [];
+    const bench = await runChild(job, log, probe, probes);
+    return { bench, probes, roofline: rooflineOf(bench.contexts, probes, bandwidth.bytesPerSecond, llc) };
+  };
 
   const runs: BenchRun[] = [];
   const skipped: BenchReport['llamaCppSkipped'] = [];
@@ -134,8 +157,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (compare) targets.push([compare, 'compare']);
   for (const [path, role] of targets) {
     log(`${path}: our engine, contexts ${[...options.contexts].sort((a, b) => a - b).join(', ')}…`);
-    const ours = await runChild({ kind: 'engine', path, options }, log);
-    runs.push({ ...ours, role, roofline: roofline(ours.contexts, bandwidth.bytesPerSecond) });
+    const m = await measure({ kind: 'engine', path, options });
+    const ours = m.bench;
+    runs.push({ ...ours, role, roofline: m.roofline, bandwidthProbes: m.probes });
     if (o.llamaCpp === false) continue;
     const why = ggufExportUnsupported(path);
     if (why) {
@@ -153,8 +177,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       continue;
     }
     try {
-      const cpp = await runChild({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options }, log);
-      runs.push({ ...cpp, model: path, role, roofline: roofline(cpp.contexts, bandwidth.bytesPerSecond) });
+      const cpp = await measure({ kind: 'llama.cpp', gguf: g.gguf, facts: ours, options });
+      runs.push({ ...cpp.bench, model: path, role, roofline: cpp.roofline, bandwidthProbes: cpp.probes });
     } catch (e) {
       skipped.push({ model: path, reason: (e as Error).message });
       log(`  llama.cpp failed: ${(e as Error).message}`);
@@ -174,10 +198,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const notes = [
     `decode: greedy, one token per forward with logits; best of ${options.reps} × ${options.decodeTokens} steps per context, ${threads} thread${threads === 1 ? '' : 's'}; prompts are pseudo-random token ids (decode cost does not depend on them)`,
     'ours keeps the cache in f32; llama.cpp (node-llama-cpp prebuilt CPU binary) in its default f16; the GGUF holds the same weights in the same dtype, written by our exporter',
-    'roofline: bytes a step must read = every weight once (one embedding row unless tied to the head) + the whole cache once, over the measured bandwidth',
+    'roofline: bytes a step must read = every weight once (one embedding row unless tied to the head) + the whole cache once, over the memory bandwidth ' +
+      'read just before and just after the fastest timed repetition (the better of the two; the engine waits while it is read); the range is over every reading of the run',
     'ratios: our engine on the model ÷ our engine on the comparison model, same run',
   ];
   const loadAfter = loadavg()[0]!;
+  const rates = runs.flatMap((r) => r.bandwidthProbes.map((p) => p.bytesPerSecond));
   if (Math.max(loadBefore, loadAfter) > availableParallelism()) {
     notes.push(`the machine was busy (1-minute load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after, on ${availableParallelism()} threads): other processes shared the cores, so absolute speeds are low and noisy${threads > 1 ? ' (multi-threaded kernels suffer most when cores are shared: --threads 1 measures one core)' : ''}`);
   }
@@ -187,8 +213,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   return {
     tool: 'transmla bench',
     created: new Date().toISOString(),
-    machine: { cpuModel: cpus()[0]?.model ?? 'unknown', cpus: availableParallelism(), totalMemoryBytes: totalmem(), kernels: kernels().backend, node: process.version, loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
-    bandwidth, model, compare, compareSource,
+    machine: {
+      cpuModel: cpus()[0]?.model ?? 'unknown', cpus: availableParallelism(), totalMemoryBytes: totalmem(), kernels: kernels().backend, node: process.version,
+      loadAverageBefore: loadBefore, loadAverageAfter: loadAfter, lastLevelCacheBytes: llc,
+    },
+    bandwidth, bandwidthProbes: { count: rates.length, minBytesPerSecond: Math.min(...rates), maxBytesPerSecond: Math.max(...rates) },
+    model, compare, compareSource,
     contexts: mine.contexts.map((c) => c.context),
     runs, ratios, llamaCppSkipped: skipped, notes,
   };
@@ -198,21 +228,29 @@ function mib(n: number): string {
   return `${(n / 2 ** 20).toFixed(n >= 10 * 2 ** 20 ? 0 : 1)} MiB`;
 }
 
+const gbs = (n: number): string => (n / 1e9).toFixed(1);
+
 /** The human-readable table of a bench report. */
 export function formatBenchReport(r: BenchReport): string {
   const lines: string[] = [];
-  lines.push(`memory bandwidth ${(r.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${r.bandwidth.method})`);
+  const p = r.bandwidthProbes;
+  lines.push(`memory bandwidth ${gbs(r.bandwidth.bytesPerSecond)} GB/s before the runs (${r.bandwidth.method})` +
+    (p.count > 0 ? `; ${gbs(p.minBytesPerSecond)}–${gbs(p.maxBytesPerSecond)} GB/s over ${p.count} readings between timed repetitions` : ''));
   for (const run of r.runs) {
     lines.push('');
     lines.push(`${run.engine} · ${run.role === 'model' ? 'model' : 'comparison'} ${run.model}`);
     lines.push(`  ${run.attention}, ${(run.params / 1e6).toFixed(1)} M params ${run.weightDtype}; cache ${run.cacheBytesPerToken} B/token (${run.cacheDtype}), ` +
       `${run.cacheBytesPerTokenAtModelDtype} B/token at ${run.weightDtype}; weights read per step ${mib(run.weightBytesPerStep)}; peak RSS ${mib(run.peakRssBytes)}`);
-    lines.push('  context   tok/s   ms/token   cache      roofline ms   of roofline');
+    lines.push('  context   tok/s   ms/token   cache      GB/s adj.   roofline ms (range)       of roofline');
+    const why: string[] = [];
     run.contexts.forEach((c, i) => {
       const rf = run.roofline[i]!;
+      const range = `${rf.minMsPerToken.toFixed(3)} (${rf.minMsPerTokenRange[0].toFixed(3)}–${rf.minMsPerTokenRange[1].toFixed(3)})`;
       lines.push(`  ${String(c.context).padStart(7)} ${c.tokensPerSecond.toFixed(1).padStart(7)} ${c.msPerToken.toFixed(3).padStart(10)}   ${mib(c.cacheBytes).padEnd(10)} ` +
-        `${rf.minMsPerToken.toFixed(3).padStart(11)}   ${(100 * rf.fractionOfRoofline).toFixed(0).padStart(5)} %${c.beyondTrainedWindow ? '   (past trained window)' : ''}`);
+        `${gbs(rf.bandwidthBytesPerSecond).padStart(9)}   ${range.padEnd(24)} ${formatRooflineShare(rf).padStart(7)}${c.beyondTrainedWindow ? '   (past trained window)' : ''}`);
+      if (rf.aboveRoofline) why.push(`  * ${c.context}: ${rf.aboveRoofline}`);
     });
+    lines.push(...why);
   }
   if (r.ratios.length > 0) {
     lines.push('');

@@ -37,7 +37,7 @@ export type ConvertMethod = (o: MethodOptions) => Promise<MethodResult>;
 
 export const CONVERT_METHODS: Readonly<Record<string, ConvertMethod>> = {
   transmla: async (o) => {
-    const r = await convertModel({ ...o, freqFold: o.freqFold ?? 'auto' });
+    const r = await convertModel({ variant: 'exact', ...o, freqFold: o.freqFold ?? 'auto' });
     const p = r.parameters;
     return {
       kvFraction: r.kvCache.fraction, kvLoraRank: p.kvLoraRank, shape: `r ${p.kvLoraRank} + d_R ${p.qkRopeHeadDim}, FreqFold ${p.freqFold}`,

@@ -26,7 +26,7 @@ import type { Decoder } from '../models/decoder.js';
 import { ropeInvFreq } from '../models/rope.js';
 import type { EvalReport, Mha2mlaReport, Weighting } from '../schema/transmla-json.js';
 import { bytesPerElement } from '../tensor.js';
-import { HiddenStates } from './calibrate.js';
+import { HiddenStates } from '../eval/hidden-states.js';
 import { withBias } from './gqa-to-mla.js';
 import { maxMha2mlaRank, mha2mlaDecoderLayer, mha2mlaLayer, mha2mlaLayerTensors, type LowRankInit, type Mha2mlaLayerWeights } from './mha2mla-layer.js';
 import { assembleModel, gqaLayerSource } from './mla-build.js';
@@ -323,6 +323,5 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
       html: true, log,
     };
   });
-  log(`saved ${resolve(o.out)}`);
   return report;
 }

@@ -28,7 +28,8 @@ import { writeHfFolderExtras } from '../io/hf-folder.js';
 import { setStage, testPause } from '../io/interrupt.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import type { FloatDType } from '../kernels/types.js';
-import { embeddingName, type Decoder, type DecoderLayer } from '../models/decoder.js';
+import { embeddingName, normWeight, type Decoder, type DecoderLayer } from '../models/decoder.js';
+import { Linear } from '../models/linear.js';
 import { requireTensor } from '../models/weights.js';
 import type { TextMode } from '../schema/transmla-json.js';
 import type { Tensor, WeightSource } from '../tensor.js';
@@ -91,6 +92,8 @@ export interface ConversionSource {
   /** Layer l: the model's, or read from the checkpoint now (the caller drops it when done). */
   layer(l: number): DecoderLayer;
   embedding(): Tensor;
+  /** The final norm and the output head (every stage of a conversion shares them). */
+  finals(): { norm: Float32Array; head: Linear };
   close(): void;
 }
 
@@ -113,7 +116,7 @@ export function openSource(model: string, method: ConversionMethod, whole: boole
     const m = loaded.model;
     return {
       path: model, args: loaded.config, tokenizer: loaded.tokenizer!, dtype: m.weightDtype, model: m,
-      layer: (l) => m.layers[l]!, embedding: () => m.embed, close: () => {},
+      layer: (l) => m.layers[l]!, embedding: () => m.embed, finals: () => ({ norm: m.norm, head: m.head }), close: () => {},
     };
   }
   const tokenizer = loadTokenizer(model);
@@ -127,6 +130,11 @@ export function openSource(model: string, method: ConversionMethod, whole: boole
     path: model, args, tokenizer, dtype: sdt === 'BF16' ? 'bf16' : sdt === 'F16' ? 'f16' : 'f32', model: null,
     layer: (l) => build(src, l),
     embedding: () => requireTensor(src, embedName, [args.vocabSize, args.hiddenSize]),
+    finals: () => {
+      const V = args.vocabSize, D = args.hiddenSize;
+      const head = new Linear(args.tieWordEmbeddings ? requireTensor(src, embedName, [V, D]) : requireTensor(src, 'lm_head.weight', [V, D]));
+      return { norm: normWeight(src, 'model.norm.weight', D), head };
+    },
     close: () => ck.close(),
   };
 }
@@ -232,6 +240,44 @@ export function* outputTensors(srcDir: string, nLayers: number, layerTensors: (l
   }
 }
 
+/**
+ * The tensors of a stock DeepSeek-V3 folder made from `srcDir` (a source or an exact MLA folder):
+ * checkpoint order, every self_attn tensor of layer l replaced by layerTensors(l) (q, kv_a,
+ * kv_a_layernorm, kv_b, o), lm_head.weight always present (stock engines need it even when tied).
+ */
+export function* stockOutputTensors(srcDir: string, nLayers: number, layerTensors: (l: number) => NamedTensor[], tied: boolean): Generator<NamedTensor> {
+  const ck = openCheckpoint(srcDir);
+  try {
+    const done = new Set<number>();
+    let embed: Tensor | null = null, head: Tensor | null = null;
+    for (const name of ck.names()) {
+      if (/\.rotary_emb\.inv_freq$/.test(name)) continue;
+      if (name === 'lm_head.weight') { head = ck.get(name); continue; }
+      const m = /^model\.layers\.(\d+)\.self_attn\./.exec(name);
+      if (!m) {
+        const t = ck.get(name);
+        if (name === 'model.embed_tokens.weight') embed = t;
+        yield { name, tensor: t };
+        continue;
+      }
+      const l = Number(m[1]);
+      if (done.has(l)) continue;
+      done.add(l);
+      if (l >= nLayers) throw new Error(`no exported attention for layer ${l}`);
+      setStage(`writing layer ${l + 1}/${nLayers} attention tensors`);
+      yield* layerTensors(l);
+    }
+    if (done.size !== nLayers) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the export ${nLayers}`);
+    // A tied model may store the shared matrix as lm_head.weight only: stock code needs the embedding.
+    if (!embed && head && tied) yield { name: 'model.embed_tokens.weight', tensor: head };
+    const lm = head ?? (tied ? embed : null);
+    if (!lm) throw new Error('the checkpoint has neither lm_head.weight nor a tied embedding');
+    yield { name: 'lm_head.weight', tensor: lm };
+  } finally {
+    ck.close();
+  }
+}
+
 export interface ModelFolder {
   /** The folder tokenizer and generation files are copied from. */
   srcDir: string;
@@ -241,8 +287,8 @@ export interface ModelFolder {
   tensors: Iterable<NamedTensor> | AsyncIterable<NamedTensor>;
   /** config.json text (without the final newline). */
   config: string;
-  /** Other text files (README.md …). */
-  files?: { name: string; text: string }[];
+  /** Other text files (README.md …), made once `report` has run (a model card quotes it). */
+  files?: () => { name: string; text: string }[];
   /** transmla.json, built once everything else is written (so it can hold the save timings). */
   report: () => object;
   /** Draw report.html (needs transmla.json). */
@@ -251,30 +297,36 @@ export interface ModelFolder {
 }
 
 /**
- * Writes a model folder inside one atomic folder (an interrupted save leaves nothing behind).
- * `before` runs first inside the temporary folder (a streaming conversion spills there) and
- * returns the folder contents.
+ * Writes a model folder inside one atomic folder (an interrupted save leaves nothing behind),
+ * then logs "saved <folder>" and "report <report.html>". `before` runs first inside the
+ * temporary folder (a streaming conversion spills there) and returns the folder contents.
  */
 export async function writeModelFolder(out: string, inputs: { overwrite: boolean; inputs: string[] }, before: (dir: string) => Promise<ModelFolder>): Promise<void> {
   const final = resolve(out);
+  let log: (line: string) => void = () => {};
+  let html = false;
   await withAtomicDir(final, { overwrite: inputs.overwrite, source: inputs.inputs }, async (dir) => {
     const f = await before(dir);
+    log = f.log;
     await writeCheckpoint(dir, f.tensors);
     setStage(`writing ${final}: config, transmla.json, report.html`);
     await testPause('write');
     writeFileSync(join(dir, 'config.json'), f.config + '\n');
     writeHfFolderExtras(f.srcDir, dir);
-    for (const x of f.files ?? []) writeFileSync(join(dir, x.name), x.text);
-    writeFileSync(join(dir, 'transmla.json'), JSON.stringify(f.report(), null, 2) + '\n');
+    const report = f.report();
+    for (const x of f.files?.() ?? []) writeFileSync(join(dir, x.name), x.text);
+    writeFileSync(join(dir, 'transmla.json'), JSON.stringify(report, null, 2) + '\n');
     if (f.html) {
       // Loaded on demand: the charting library is only needed once a folder is written.
       const { writeReport } = await import('../report/report.js');
       try {
         await writeReport(dir);
-        f.log(`report ${join(final, 'report.html')}`);
+        html = true;
       } catch (e) {
         f.log(`warning: report.html not written: ${(e as Error).message}`);
       }
     }
   });
+  log(`saved ${final}`);
+  if (html) log(`report ${join(final, 'report.html')}`);
 }

@@ -27,9 +27,6 @@ export interface SweepOptions {
   log?: (line: string) => void;
 }
 
-
-
-
 export async function runSweep(o: SweepOptions): Promise<SweepReport> {
   const log = o.log ?? (() => {});
   if (o.fractions.length === 0) throw new Error('sweep: give at least one KV fraction');
@@ -57,6 +54,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepReport> {
       log(`sweep: ${name} at KV fraction ${f}`);
       setStage(`sweep: ${name} at KV fraction ${f}`);
       const dir = o.saveModels ? join(out, `${name}-kv${f}`) : null;
+      const t0 = performance.now();
       const r = await convert({ ...o.convert, model: o.model, out: dir, overwrite: o.overwrite, kvFraction: f, log: (l) => log(`  ${l}`) });
       const score = (s: SweepScore): SweepScore => ({ ppl: s.ppl, kl: s.kl, top1: s.top1 });
       report.convention ??= r.evaluations[0]?.convention ?? null;
@@ -64,7 +62,7 @@ export async function runSweep(o: SweepOptions): Promise<SweepReport> {
         method: name, kvFractionRequested: f, kvFraction: r.kvFraction, kvLoraRank: r.kvLoraRank, shape: r.shape,
         bytesPerTokenBefore: r.bytesPerTokenBefore, bytesPerTokenAfter: r.bytesPerTokenAfter,
         evaluations: r.evaluations.map((e) => ({ text: e.text, ctx: e.ctx, chunks: e.chunks, original: score(e.original), partialRope: score(e.partialRope), mla: score(e.mla) })),
-        convertSeconds: r.convertSeconds, output: r.output,
+        convertSeconds: r.convertSeconds, seconds: (performance.now() - t0) / 1000, output: r.output,
       });
       save();
     }

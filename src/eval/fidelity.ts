@@ -45,6 +45,51 @@ function logSoftmaxRow(x: Float32Array, out: Float64Array): number {
   return arg;
 }
 
+/**
+ * Sums of NLL, KL(reference ‖ model) and argmax agreement over predicted positions, fed with
+ * rows of logits of the reference and of each model at the same positions.
+ */
+export class FidelityAccumulator {
+  private readonly refLp: Float64Array;
+  private readonly refP: Float64Array;
+  private readonly lp: Float64Array;
+  private readonly nll: Float64Array;
+  private readonly kl: Float64Array;
+  private readonly agree: Float64Array;
+  private n = 0;
+
+  constructor(readonly vocab: number, readonly models: number) {
+    this.refLp = new Float64Array(vocab); this.refP = new Float64Array(vocab); this.lp = new Float64Array(vocab);
+    this.nll = new Float64Array(models + 1); this.kl = new Float64Array(models + 1); this.agree = new Float64Array(models + 1);
+  }
+
+  /** `rows` positions: logits[0] the reference's [rows×V], logits[1..] the models'; targets[r] the next token of row r. */
+  add(logits: readonly Float32Array[], rows: number, targets: ArrayLike<number>): void {
+    const V = this.vocab, { refLp, refP, lp, nll, kl, agree } = this;
+    for (let r = 0; r < rows; r++) {
+      const target = targets[r]!;
+      const refArg = logSoftmaxRow(logits[0]!.subarray(r * V, (r + 1) * V), refLp);
+      nll[0]! -= refLp[target]!;
+      agree[0]! += 1;
+      for (let v = 0; v < V; v++) refP[v] = Math.exp(refLp[v]!);
+      for (let i = 1; i <= this.models; i++) {
+        const arg = logSoftmaxRow(logits[i]!.subarray(r * V, (r + 1) * V), lp);
+        nll[i]! -= lp[target]!;
+        let k = 0;
+        for (let v = 0; v < V; v++) k += refP[v]! * (refLp[v]! - lp[v]!);
+        kl[i]! += k;
+        if (arg === refArg) agree[i]! += 1;
+      }
+    }
+    this.n += rows;
+  }
+
+  score(i: number): ModelScore {
+    const n = this.n;
+    return { ppl: Math.exp(this.nll[i]! / n), nll: this.nll[i]! / n, kl: this.kl[i]! / n, top1: this.agree[i]! / n };
+  }
+}
+
 export async function fidelity(reference: Decoder, models: readonly Decoder[], ids: readonly number[], bos: boolean, opts: FidelityOptions): Promise<FidelityResult> {
   const { ctx } = opts;
   if (!Number.isInteger(ctx) || ctx < 2) throw new Error(`ctx must be an integer ≥ 2, got ${ctx}`);
@@ -60,40 +105,23 @@ export async function fidelity(reference: Decoder, models: readonly Decoder[], i
   const logits = all.map(() => new Float32Array(block * V));
   const hidden = all.map(() => new Float32Array(ctx * D));
   const caches = all.map((m) => { const c = m.newCache(); c.reserve(ctx); return c; });
-  const refLp = new Float64Array(V), refP = new Float64Array(V), lp = new Float64Array(V);
-  const nll = new Float64Array(all.length), kl = new Float64Array(all.length), agree = new Float64Array(all.length);
+  const acc = new FidelityAccumulator(V, models.length);
   for (let c = 0; c < chunks; c++) {
     const chunk = ids.slice(c * ctx, (c + 1) * ctx);
     all.forEach((m, i) => hidden[i]!.set(m.hidden(chunk, caches[i]!, 0)));
     for (let r0 = 0; r0 < ctx - 1; r0 += block) {
       const rows = Math.min(block, ctx - 1 - r0);
       all.forEach((m, i) => m.logitsFromHidden(hidden[i]!.subarray(r0 * D, (r0 + rows) * D), rows, logits[i]!));
-      for (let r = 0; r < rows; r++) {
-        const target = chunk[r0 + r + 1]!;
-        const refArg = logSoftmaxRow(logits[0]!.subarray(r * V, (r + 1) * V), refLp);
-        nll[0]! -= refLp[target]!;
-        agree[0]! += 1;
-        for (let v = 0; v < V; v++) refP[v] = Math.exp(refLp[v]!);
-        for (let i = 1; i < all.length; i++) {
-          const arg = logSoftmaxRow(logits[i]!.subarray(r * V, (r + 1) * V), lp);
-          nll[i]! -= lp[target]!;
-          let k = 0;
-          for (let v = 0; v < V; v++) k += refP[v]! * (refLp[v]! - lp[v]!);
-          kl[i]! += k;
-          if (arg === refArg) agree[i]! += 1;
-        }
-      }
+      acc.add(logits, rows, chunk.slice(r0 + 1, r0 + rows + 1));
     }
     opts.onProgress?.((c + 1) * ctx, chunks * ctx);
     // Yield between chunks (progress reaches the pipe; a pending SIGINT/SIGTERM stops here).
     await interruptPoint();
   }
-  const n = chunks * (ctx - 1);
-  const score = (i: number): ModelScore => ({ ppl: Math.exp(nll[i]! / n), nll: nll[i]! / n, kl: kl[i]! / n, top1: agree[i]! / n });
   return {
-    reference: score(0),
-    models: models.map((_, i) => score(i + 1)),
-    predictions: n, chunks, chunksAvailable: available, ctx,
+    reference: acc.score(0),
+    models: models.map((_, i) => acc.score(i + 1)),
+    predictions: chunks * (ctx - 1), chunks, chunksAvailable: available, ctx,
     convention: conventionText(ctx, bos),
   };
 }

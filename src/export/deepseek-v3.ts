@@ -8,34 +8,33 @@
 //   (latent-norm.ts); layer inputs come from the already-exported layers (sequential calibration);
 // - q_pe/k_pe rows permuted to interleaved pairs when the source folder is rotate-half
 //   (rope_interleave: false), so stock interleaved RoPE reproduces it exactly;
-// - biases: stock DeepSeek-V3 (attention_bias false) has none. What is exact is folded: the part
+// - biases: stock DeepSeek-V3 (attention_bias false) has none. What is exact is dropped: the part
 //   of the latent bias that only feeds the NoPE keys adds q·W_UK·b to every key's score alike and
-//   drops out of the softmax. Everything else is refused with the reason (a query bias varies
-//   with the key; a RoPE-key bias rotates with position; a value bias becomes the constant
-//   output W_o·W_UV·b, for which stock DeepSeek has no slot);
+//   drops out of the softmax. The rest (query bias, RoPE-key bias, the constant output W_o·W_UV·b
+//   of a value bias, an o_proj bias) is folded into the weights as b·(uᵀx), uᵀx the calibrated
+//   least-squares reproduction of 1 from the layer input (docs/methods.md#bias-fold), with the
+//   residual recorded per layer; a layer whose residual exceeds --max-bias-residual is refused;
 // - config.json with DeepseekV3Config keys only, every MLP dense (first_k_dense_replace =
 //   num_hidden_layers), lm_head.weight always written, rope_scaling carried as is (absent, linear
 //   or llama3: the stock rotary embedding computes the same frequencies over qk_rope_head_dim);
 // - transmla.json (variant "deepseek-v3") and README.md with the perplexity of the exact model
 //   and of the stock-semantics model side by side.
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
-import { ropeScalingJson } from '../arch/args.js';
-import { STOCK_VARIANT, stockDeepseekV3Config } from '../arch/deepseek-stock.js';
+import { join, resolve } from 'node:path';
+import { stockDeepseekV3Config } from '../arch/deepseek-stock.js';
 import { loadModel } from '../arch/load.js';
-import { HiddenStates } from '../convert/calibrate.js';
+import { HiddenStates } from '../eval/hidden-states.js';
 import { assembleModel, tensorOf } from '../convert/mla-build.js';
 import {
-  calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, sha256File, writeModelFolder, type CalibEvalOptions,
+  calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, stockOutputTensors, writeModelFolder, type CalibEvalOptions,
 } from '../convert/pipeline.js';
 import { checkOutputDir } from '../io/atomic-dir.js';
-import { openCheckpoint } from '../io/checkpoint.js';
-import type { NamedTensor } from '../io/safetensors.js';
-import type { FloatDType } from '../kernels/types.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import type { StockEvalReport, StockExportReport } from '../schema/transmla-json.js';
-import type { Tensor } from '../tensor.js';
-import { foldAttentionBiases, stockLayer, type StockLayer } from './deepseek-v3-layer.js';
+import { stockLayer, type StockLayer } from '../convert/stock-layer.js';
+import { modelCard, stockNotes, stockReport } from '../convert/stock-report.js';
+import { biasPlans, DEFAULT_MAX_BIAS_RESIDUAL, foldOrRefuse, type FoldedWeights } from '../convert/stock-bias.js';
+import { OptionError } from '../option-error.js';
 
 export interface StockExportOptions extends CalibEvalOptions {
   /** The exact MLA folder (written by `transmla convert`). */
@@ -46,9 +45,9 @@ export interface StockExportOptions extends CalibEvalOptions {
   calib?: string;
   /** Per-channel latent scales that steady the latent's per-token RMS before the fit (default true). */
   stabilize?: boolean;
+  /** Refuse a layer whose calibrated bias fold leaves a larger relative error (default DEFAULT_MAX_BIAS_RESIDUAL). */
+  maxBiasResidual?: number;
 }
-
-
 
 function readJson(path: string): Record<string, unknown> | null {
   if (!existsSync(path)) return null;
@@ -88,20 +87,14 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
     if (typeof f === 'string' && existsSync(f)) return f;
     throw new Error(`give --calib FILE (${o.model}/transmla.json records no calibration file that exists here)`);
   })();
-  const dR = mla.qkRopeHeadDim, dn = mla.qkNopeHeadDim, dv = mla.vHeadDim, r = mla.kvLoraRank, rq = mla.qLoraRank;
-  const qh = dn + dR;
   const permute = !mla.ropeInterleave;
-  const notes: string[] = [];
   const stabilize = o.stabilize ?? true;
+  const maxBias = o.maxBiasResidual ?? DEFAULT_MAX_BIAS_RESIDUAL;
+  if (!(maxBias >= 0)) throw new OptionError(`--max-bias-residual must be a number ≥ 0, got ${maxBias}`);
 
-  // Biases first: refuse before any work.
-  const folded = exact.layers.map((l, i) => {
-    if (!(l.attn instanceof MlaAttention)) throw new Error(`layer ${i} is not MLA attention`);
-    return foldAttentionBiases(l.attn, i);
-  });
-  if (folded.some((x) => x)) notes.push('A latent bias of kv_a_proj_with_mqa that reaches only the NoPE keys was dropped: it adds the same amount to every key\'s score and drops out of the softmax (exact).');
-  if (permute) notes.push('q_pe/k_pe rows were permuted from rotate-half to interleaved pairs (exact: same scores).');
-  if (cfg.ropeScaling) notes.push(`rope_scaling ${cfg.ropeScaling.type} carried as is: the stock rotary embedding applies it over qk_rope_head_dim, as this engine does (exact). llama.cpp GGUF export refuses llama3 scaling.`);
+  // Biases first: refuse what has no fold before any work.
+  const plans = biasPlans(exact.layers);
+  const notes = stockNotes(plans, maxBias, permute, cfg.ropeScaling);
 
   // --- Calibration (sequential: each layer sees the inputs of the exported layers before it).
   const t0 = performance.now();
@@ -109,10 +102,14 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   const samples = calibrationTokens(tok, c);
   log(`calibration: ${c.samples} × ${c.seqLen} tokens from ${calibFile} (seed ${c.seed}, ${c.heldOut.length} documents held out)`);
   const built: StockLayer[] = [];
+  const folds: (FoldedWeights | null)[] = [];
   const states = HiddenStates.embed(exact, samples);
   try {
     for (let l = 0; l < exact.layers.length; l++) {
-      const s = stockLayer(exact.layers[l]!, l, states, { stabilize, dtype, permute });
+      const layer = exact.layers[l]!;
+      const fold = foldOrRefuse(layer, l, plans[l]!, states, maxBias, log, exact.layers.length);
+      folds.push(fold);
+      const s = stockLayer(layer, l, states, { stabilize, dtype, permute, fold });
       built.push(s);
       if (l + 1 < exact.layers.length) states.advance(s.layer);
       log(`  layer ${l + 1}/${exact.layers.length}: kv_b_proj refit residual ${(100 * s.kvResidual).toFixed(3)} %${s.qResidual === null ? '' : `, q_b_proj ${(100 * s.qResidual).toFixed(3)} %`}`);
@@ -136,128 +133,21 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   }
   const evalSecs = (performance.now() - t1) / 1000;
 
-  const report: StockExportReport = {
-    tool: 'transmla',
-    variant: STOCK_VARIANT,
-    method: 'strict DeepSeek-V3 export: calibrated kv_a_layernorm (q_a_layernorm) with least-squares refit of kv_b_proj (q_b_proj)',
-    created: new Date().toISOString(),
-    source: {
-      path: typeof (conversion?.source as { path?: unknown } | undefined)?.path === 'string' ? (conversion!.source as { path: string }).path : null,
-      exactFolder: resolve(o.model),
-    },
-    output: resolve(o.out),
-    conversion,
-    parameters: {
-      kvLoraRank: r, qLoraRank: rq, qkRopeHeadDim: dR, qkNopeHeadDim: dn, vHeadDim: dv, dtype,
-      ropePermuted: permute,
-      ropeScaling: cfg.ropeScaling ? JSON.stringify(ropeScalingJson(cfg.ropeScaling)) : 'none',
-      latentNormFit: `${stabilize ? 'latent channels rescaled by s (s² by least squares so that Σ s_i²c_i² is as constant as possible per token), then ' : ''}latent rows of kv_a_proj_with_mqa (q_a_proj) scaled by α so the calibration latent has mean square 1; g_i = α·RMS(c_i)/RMS(n_i), n = c/rms(c); W' = W·diag(1/s)·S_cn·S_nn⁻¹·diag(1/g) (float64 Grams over calibration latents)`,
-      softmaxScale: `(qk_nope_head_dim + qk_rope_head_dim)^−½ = ${(1 / Math.sqrt(qh)).toPrecision(6)}`,
-    },
-    layers: built.map((b, l) => ({ kvResidual: b.kvResidual, qResidual: b.qResidual, kvNormKept: b.kvNormKept, latentBiasFolded: folded[l]! })),
-    calibration: { file: resolve(calibFile), sha256: sha256File(calibFile), samples: c.samples, seqLen: c.seqLen, tokens: c.samples * c.seqLen, seed: c.seed, order: 'sequential' },
-    evaluations,
-    notes,
+  const report = stockReport({
+    conversion, sourcePath: typeof (conversion?.source as { path?: unknown } | undefined)?.path === 'string' ? (conversion!.source as { path: string }).path : null,
+    exactFolder: resolve(o.model), out: o.out, args: cfg, mla, dtype, permute, stabilize, built, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations, notes,
     seconds: { calibration: calSecs, evaluation: evalSecs, save: 0 },
-  };
+  });
 
   const t2 = performance.now();
   const config = stockDeepseekV3Config(cfg, mla, dtype);
   await writeModelFolder(o.out, { overwrite: o.overwrite ?? false, inputs: [o.model, calibFile] }, async () => ({
     srcDir: o.model, inputs: [o.model, calibFile], overwrite: o.overwrite ?? false,
-    tensors: stockTensors(o.model, built, dtype, cfg.tieWordEmbeddings),
+    tensors: stockOutputTensors(o.model, built.length, (l) => built[l]!.tensors.map((t) => ({ name: t.name, tensor: tensorOf(t.data, t.shape, dtype) })), cfg.tieWordEmbeddings),
     config: JSON.stringify(config, null, 2),
     report: () => { report.seconds.save = (performance.now() - t2) / 1000; return report; },
-    files: [{ name: 'README.md', text: modelCard(report, config) }],
+    files: () => [{ name: 'README.md', text: modelCard(report, config) }],
     html: report.conversion !== null, log,
   }));
-  log(`saved ${resolve(o.out)}`);
   return report;
-}
-
-/** The exact folder's tensors with each layer's attention replaced, lm_head.weight always present. */
-function* stockTensors(srcDir: string, layers: readonly StockLayer[], dtype: FloatDType, tied: boolean): Generator<NamedTensor> {
-  const ck = openCheckpoint(srcDir);
-  try {
-    const done = new Set<number>();
-    let embed: Tensor | null = null, head: Tensor | null = null;
-    for (const name of ck.names()) {
-      if (/\.rotary_emb\.inv_freq$/.test(name)) continue;
-      if (name === 'lm_head.weight') { head = ck.get(name); continue; }
-      const m = /^model\.layers\.(\d+)\.self_attn\./.exec(name);
-      if (!m) {
-        const t = ck.get(name);
-        if (name === 'model.embed_tokens.weight') embed = t;
-        yield { name, tensor: t };
-        continue;
-      }
-      const l = Number(m[1]);
-      if (done.has(l)) continue;
-      done.add(l);
-      const L = layers[l];
-      if (!L) throw new Error(`no exported attention for layer ${l}`);
-      for (const t of L.tensors) yield { name: t.name, tensor: tensorOf(t.data, t.shape, dtype) };
-    }
-    if (done.size !== layers.length) throw new Error(`the checkpoint has attention tensors for ${done.size} layers, the export ${layers.length}`);
-    // A tied model may store the shared matrix as lm_head.weight only: stock code needs the embedding.
-    if (!embed && head && tied) yield { name: 'model.embed_tokens.weight', tensor: head };
-    const lm = head ?? (tied ? embed : null);
-    if (!lm) throw new Error('the checkpoint has neither lm_head.weight nor a tied embedding');
-    yield { name: 'lm_head.weight', tensor: lm };
-  } finally {
-    ck.close();
-  }
-}
-
-function modelCard(rep: StockExportReport, config: Record<string, unknown>): string {
-  const conv = rep.conversion as { parameters?: Record<string, unknown> } | null;
-  const base = basename(rep.source.path ?? rep.source.exactFolder);
-  const p = rep.parameters;
-  const rows = rep.evaluations.map((e) =>
-    `| ${e.text} | ${e.ctx} × ${e.chunks} | ${e.exact.ppl.toFixed(4)} | ${e.stock.ppl.toFixed(4)} | ${e.pplGapPercent >= 0 ? '+' : ''}${e.pplGapPercent.toFixed(2)} % | ${e.stock.kl.toFixed(5)} | ${(100 * e.stock.top1).toFixed(2)} % |`);
-  const cp = conv?.parameters ?? {};
-  const convLines = Object.keys(cp).length
-    ? ['', '## Conversion (TransMLA, training-free)', '', ...['kvFraction', 'freqFold', 'collapse', 'balanceKvRatio', 'calibOrder', 'pcaDamp'].filter((k) => k in cp).map((k) => `- ${k}: ${JSON.stringify(cp[k])}`)]
-    : [];
-  return [
-    '---',
-    `base_model: ${JSON.stringify(base)}`,
-    'library_name: transformers',
-    'pipeline_tag: text-generation',
-    'tags:',
-    '  - transmla',
-    '  - mla',
-    '  - deepseek_v3',
-    '  - kv-cache-compression',
-    '---',
-    '',
-    `# ${base} as DeepSeek-V3 Multi-head Latent Attention`,
-    '',
-    `Converted with transmla from \`${base}\` (GQA/MHA) to MLA and exported in the stock DeepSeek-V3 layout: ` +
-      `\`DeepseekV3ForCausalLM\`, no custom code, every MLP dense (first_k_dense_replace = ${String(config.num_hidden_layers)}).`,
-    '',
-    '## Shape',
-    '',
-    `- kv_lora_rank ${p.kvLoraRank}, qk_rope_head_dim ${p.qkRopeHeadDim}, qk_nope_head_dim ${p.qkNopeHeadDim}, v_head_dim ${p.vHeadDim}, q_lora_rank ${p.qLoraRank ?? 'none'}`,
-    `- KV cache per token per layer: ${p.kvLoraRank + p.qkRopeHeadDim} values (latent + shared RoPE key)`,
-    `- weights ${p.dtype}; RoPE interleaved (rope_interleave true); rope_scaling ${p.ropeScaling}`,
-    `- softmax scale ${p.softmaxScale}`,
-    ...convLines,
-    '',
-    '## Export to stock semantics',
-    '',
-    `The exact conversion has no kv_a_layernorm; stock DeepSeek-V3 RMS-normalises the latent. The norm weight is calibrated and kv_b_proj refit by least squares on ${rep.calibration.tokens} calibration tokens (${rep.calibration.file}, seed ${rep.calibration.seed}): ${p.latentNormFit}.`,
-    ...rep.notes.map((n) => `- ${n}`),
-    '',
-    '## Measured (transmla engine, f32 compute)',
-    '',
-    '| text | ctx × chunks | ppl exact MLA | ppl stock DeepSeek-V3 | gap | KL(exact ‖ stock) | top-1 agreement |',
-    '|---|---|---|---|---|---|---|',
-    ...rows,
-    '',
-    `Convention: ${rep.evaluations[0]?.convention ?? ''}`,
-    '',
-    `Per-layer relative least-squares error of the refit kv_b_proj: ${rep.layers.map((l) => (100 * l.kvResidual).toFixed(3) + ' %').join(', ')}.`,
-    '',
-  ].join('\n');
 }

@@ -1,23 +1,26 @@
-// A Hugging Face Llama-family model → llama.cpp GGUF ("llama" or "qwen2" architecture).
+// A Hugging Face Llama-family or Qwen3 model → llama.cpp GGUF ("llama", "qwen2" or "qwen3" architecture).
 //
 // Facts this file relies on (read from llama.cpp's sources, not copied):
 // - llama.cpp's LLAMA arch applies "normal" RoPE to adjacent pairs (2i, 2i+1); HF Llama applies
 //   rotate-half RoPE to pairs (i, i+d/2). convert_hf_to_gguf.py therefore permutes the rows of
 //   q_proj/k_proj (weights and biases) inside each head (io/rope-rows.ts). QWEN2 uses NEOX
-//   (rotate-half) RoPE: no permutation. The tensor names are the family's (arch/llama.ts).
+//   (rotate-half) RoPE: no permutation. QWEN3 is NEOX too and adds attn_q_norm/attn_k_norm
+//   [head_dim], sizes attn_output [n_embd_head_k·n_head, n_embd] and has no attn_output bias
+//   (arch/qwen3.ts cites the sources). The tensor names are the family's (arch/<family>.ts).
 // - llama.cpp checks metadata types strictly (u32 hparams, f32 eps/theta) and rejects files
 //   holding tensors it does not use; rope_freqs holds llama3's per-frequency divisors.
 import { basename, resolve } from 'node:path';
-import { LLAMA3_GGUF_KEYS as LLAMA3_KEYS, llamaGgufTensors, type LlamaArgs } from '../arch/llama.js';
+import { LLAMA3_GGUF_KEYS as LLAMA3_KEYS, type LlamaArgs } from '../arch/llama.js';
+import { familyFor } from '../arch/registry.js';
 import { embeddingName } from '../models/decoder.js';
 import { ropeInvFreq, type RopeScaling } from '../models/rope.js';
 import type { FloatDType } from '../kernels/types.js';
 import type { WeightSource } from '../tensor.js';
 import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../io/gguf.js';
-import { GGUF_FILE_TYPE as FILE_TYPE, ggufTensorInputs } from '../io/gguf-model.js';
+import { GGUF_FILE_TYPE as FILE_TYPE, ggufTensorInputs, type GgufTensorSpec } from '../io/gguf-model.js';
 import { tokenizerGgufMetadata, type TokenizerGgufInfo } from '../io/gguf-tokenizer.js';
 
-export type GgufLlamaArch = 'llama' | 'qwen2';
+export type GgufLlamaArch = 'llama' | 'qwen2' | 'qwen3';
 
 export interface LlamaGgufExportOptions {
   /** general.name; default: the tokenizer folder's name. */
@@ -27,8 +30,10 @@ export interface LlamaGgufExportOptions {
    * llama.cpp's converter writes them. Default: the checkpoint dtype (config torch_dtype; F32 when unstated).
    */
   outType?: FloatDType;
-  /** llama.cpp architecture. Default: "qwen2" for model_type qwen2, else "llama". */
+  /** llama.cpp architecture. Default: "qwen2"/"qwen3" for model_type qwen2/qwen3, else "llama". */
   arch?: GgufLlamaArch;
+  /** A variant of the llama layout (Mixtral's experts): its tensors, and metadata beyond Llama's. */
+  variant?: { tensors: (c: LlamaArgs, arch: string, embedName: string) => GgufTensorSpec[]; metadata: (arch: string) => GgufMetadataEntry[] };
 }
 
 export interface LlamaGgufExportResult {
@@ -51,9 +56,14 @@ function defaultOutType(c: LlamaArgs): FloatDType {
  */
 export function exportLlamaGguf(outPath: string, config: LlamaArgs, weights: WeightSource, tokenizerDir: string, options: LlamaGgufExportOptions = {}): LlamaGgufExportResult {
   const c = config;
-  const arch: GgufLlamaArch = options.arch ?? (c.modelType === 'qwen2' ? 'qwen2' : 'llama');
+  const arch: GgufLlamaArch = options.arch ?? (c.modelType === 'qwen2' || c.modelType === 'qwen3' ? c.modelType : 'llama');
   const outType = options.outType ?? defaultOutType(c);
   const where = `GGUF export to ${outPath}`;
+  const form = familyFor(c).gguf;
+  if (!form || !form.archs.includes(arch)) {
+    throw new GgufError(`${where}: a ${c.modelType} model cannot be written as llama.cpp architecture "${arch}" (its form: ${form?.archs.join(', ') ?? 'none'})`);
+  }
+  if (arch === 'qwen3' && c.oBias) throw new GgufError(`${where}: llama.cpp's qwen3 architecture has no attn_output bias (this model's o_proj has one)`);
   if (c.headDim % 2 !== 0) throw new GgufError(`${where}: head_dim ${c.headDim} is odd; RoPE needs an even head dimension`);
   if (arch === 'qwen2') {
     // llama.cpp's qwen2 graph sizes attn_output as [n_embd, n_embd] and has no o/MLP biases.
@@ -65,7 +75,7 @@ export function exportLlamaGguf(outPath: string, config: LlamaArgs, weights: Wei
   }
 
   // A tied checkpoint may store the shared matrix under either name (one asset uses lm_head.weight).
-  const specs = llamaGgufTensors(c, arch, embeddingName(weights, c));
+  const specs = (options.variant?.tensors ?? form.tensors)(c, arch, embeddingName(weights, c));
   const tensors: GgufTensorInput[] = ggufTensorInputs(specs, weights, outType, where);
 
   const tok = tokenizerGgufMetadata(tokenizerDir, c.vocabSize, {
@@ -104,6 +114,7 @@ export function exportLlamaGguf(outPath: string, config: LlamaArgs, weights: Wei
       { key: LLAMA3_KEYS.originalMaxPositionEmbeddings, type: 'u32', value: rs.originalMaxPositionEmbeddings },
     );
   }
+  if (options.variant) md.push(...options.variant.metadata(arch));
   md.push(...tok.metadata);
 
   if (rs?.type === 'llama3') {
@@ -116,7 +127,7 @@ export function exportLlamaGguf(outPath: string, config: LlamaArgs, weights: Wei
   writeGguf(outPath, { metadata: md, tensors });
   const warnings = [...tok.info.warnings];
   const sw = c.raw.sliding_window;
-  if (c.modelType === 'mistral' && typeof sw === 'number' && sw < c.maxPositionEmbeddings && c.raw.use_sliding_window !== false) {
+  if ((c.modelType === 'mistral' || c.modelType === 'mixtral') && typeof sw === 'number' && sw < c.maxPositionEmbeddings && c.raw.use_sliding_window !== false) {
     warnings.push(`config sliding_window ${sw}: llama.cpp's llama architecture attends to the whole context, so outputs differ beyond ${sw} tokens`);
   }
   return { path: outPath, arch, outType, tensorNames: tensors.map((t) => t.name), tokenizer: tok.info, warnings };

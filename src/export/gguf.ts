@@ -7,6 +7,8 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import type { FloatDType } from '../kernels/types.js';
 import { exportDeepseek2Gguf } from './gguf-deepseek2.js';
 import { exportLlamaGguf } from './gguf-llama.js';
+import { exportMixtralGguf } from './gguf-mixtral.js';
+import type { MixtralArgs } from '../arch/mixtral.js';
 
 /** Why `path` (a folder, .gguf or .bin) cannot become a GGUF, or null when it can. */
 export function ggufExportUnsupported(path: string): string | null {
@@ -32,7 +34,8 @@ export function exportFolderGguf(path: string, out: string, outType: FloatDType)
   }
   const ck = openCheckpoint(path);
   try {
-    exportLlamaGguf(out, args, ck, path, { outType });
+    if (args.family === 'mixtral') exportMixtralGguf(out, args as MixtralArgs, ck, path, { outType });
+    else exportLlamaGguf(out, args, ck, path, { outType });
   } finally {
     ck.close();
   }

@@ -4,13 +4,13 @@
 //   gguf         a llama.cpp deepseek2 GGUF (io/gguf-deepseek2.ts), through the strict export
 //                when the folder is the exact variant (llama.cpp runs stock semantics).
 // Intermediate folders live beside the output and are removed afterwards.
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../export/gguf-deepseek2.js';
 import { mlaSemantics } from '../arch/deepseek.js';
 import type { FloatDType } from '../kernels/types.js';
-import { convertModel, type ConvertOptions } from '../convert/transmla.js';
-import type { ConvertReport, StockExportReport } from '../schema/transmla-json.js';
+import { convertModel, type ConversionResult, type ConvertOptions } from '../convert/transmla.js';
+import type { StockExportReport } from '../schema/transmla-json.js';
 import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
 import { OptionError } from '../option-error.js';
 import { checkOutputDir, checkOutputFile } from '../io/atomic-dir.js';
@@ -55,9 +55,6 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_TARGETS.includes(o.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
   if (o.target === 'deepseek-v3') {
     const stock = await exportDeepseekV3(o);
-    // The report of the final folder (an intermediate's "report …" line is not printed).
-    const report = join(resolve(o.out), 'report.html');
-    if (existsSync(report)) o.log?.(`report ${report}`);
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
   checkExportOutput(o.target, o.out, o.overwrite ?? false, [o.model]);
@@ -69,7 +66,8 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
       stock = await exportDeepseekV3({ ...o, out: tmp, log: scratchQuiet(o.log, tmp) });
       folder = tmp;
     }
-    const gguf = exportDeepseek2Gguf(resolve(o.out), folder, { outType: o.outType });
+    // Named after the folder exported, not the scratch folder between.
+    const gguf = exportDeepseek2Gguf(resolve(o.out), folder, { outType: o.outType, name: basename(resolve(o.model)) });
     o.log?.(`wrote ${resolve(o.out)} (deepseek2, ${gguf.outType}, ${gguf.tensorNames.length} tensors)`);
     return { target: o.target, output: resolve(o.out), stock, gguf };
   } finally {
@@ -77,18 +75,24 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   }
 }
 
-/** convert (exact MLA) then export to `target`; the exact folder is an intermediate. */
-export async function convertToTarget(c: ConvertOptions & { out: string }, e: Omit<ExportOptions, 'model' | 'out' | 'calib'>): Promise<{ conversion: ConvertReport; export: ExportResult }> {
+/**
+ * convert straight to `target`: the stock DeepSeek-V3 folder (the default variant, in one
+ * sweep), and for gguf that folder as a deepseek2 GGUF (the folder is an intermediate).
+ */
+export async function convertToTarget(c: ConvertOptions & { out: string }, e: Pick<ExportOptions, 'target' | 'outType'>): Promise<{ conversion: ConversionResult; export: ExportResult }> {
+  if (!EXPORT_TARGETS.includes(e.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(e.target)}"`);
+  if (c.variant === 'exact') throw new OptionError('--target writes a stock export; --variant exact cannot be combined with it');
+  if (e.target === 'deepseek-v3') {
+    const conversion = await convertModel({ ...c, variant: 'stock' });
+    return { conversion, export: { target: e.target, output: resolve(c.out), stock: conversion.stockExport, gguf: null } };
+  }
   checkExportOutput(e.target, c.out, c.overwrite ?? false, [c.model, c.calib]);
-  const tmp = scratch(c.out, 'transmla-exact');
+  const tmp = scratch(c.out, 'transmla-ds3');
   try {
-    const conversion = await convertModel({ ...c, out: tmp, overwrite: false, log: scratchQuiet(c.log, tmp) });
-    const result = await exportModel({
-      ...e, model: tmp, out: c.out, overwrite: c.overwrite, calib: c.calib,
-      calibSamples: e.calibSamples ?? c.calibSamples, calibSeqLen: e.calibSeqLen ?? c.calibSeqLen, seed: e.seed ?? c.seed,
-      evalTexts: e.evalTexts ?? c.evalTexts, evalCtx: e.evalCtx ?? c.evalCtx, evalChunks: e.evalChunks ?? c.evalChunks, log: e.log ?? c.log,
-    });
-    return { conversion, export: result };
+    const conversion = await convertModel({ ...c, out: tmp, overwrite: false, variant: 'stock', log: scratchQuiet(c.log, tmp) });
+    const gguf = exportDeepseek2Gguf(resolve(c.out), tmp, { outType: e.outType, name: basename(resolve(c.model)) });
+    c.log?.(`wrote ${resolve(c.out)} (deepseek2, ${gguf.outType}, ${gguf.tensorNames.length} tensors)`);
+    return { conversion, export: { target: e.target, output: resolve(c.out), stock: conversion.stockExport, gguf } };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -3,7 +3,7 @@
 // family's knowledge (arch/<family>.ts lists them as GgufTensorSpec); this file only moves them.
 import type { FloatData, FloatDType } from '../kernels/types.js';
 import { kernels } from '../kernels/index.js';
-import type { Tensor, WeightSource } from '../tensor.js';
+import { numel, type Tensor, type WeightSource } from '../tensor.js';
 import { GgufError, type GgufFile, type GgufTensorInput } from './gguf.js';
 import { permuteRopeRows } from './rope-rows.js';
 
@@ -22,6 +22,17 @@ export interface GgufTensorSpec {
    */
   parts?: { gguf: string; shape: number[] }[];
   join?: (parts: FloatData[]) => FloatData;
+  /**
+   * The GGUF tensor stacks `count` HF tensors of `shape` along a new leading dimension and this
+   * one is entry `index` (llama.cpp's expert tensors, [n_expert, …]). The specs of one stacked
+   * tensor come together, in index order.
+   */
+  stack?: { index: number; count: number };
+}
+
+/** The shape of the GGUF tensor a spec lives in. */
+function ggufShape(s: GgufTensorSpec): number[] {
+  return s.stack ? [s.stack.count, ...s.shape] : s.shape;
 }
 
 /** llama.cpp general.file_type for all-F32 / mostly-F16 / mostly-BF16 files. */
@@ -75,7 +86,7 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
       const types = new Set(s.parts.map((part) => f.floatDType(part.gguf)));
       if (types.size > 1) fail(`tensors ${s.parts.map((part) => part.gguf).join(' and ')} have different types; they form one tensor (${s.hf})`);
     } else {
-      check(s.gguf, s.shape);
+      check(s.gguf, ggufShape(s));
     }
     byHf.set(s.hf, s);
   }
@@ -90,7 +101,7 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
         const ts = s!.parts.map((part) => f.readTensor(part.gguf));
         return { dtype: ts[0]!.dtype, shape: s!.shape, data: s!.join!(ts.map((t) => t.data)) };
       }
-      const t = f.readTensor(s!.gguf);
+      const t = s!.stack ? f.readTensorSlab(s!.gguf, s!.stack.index) : f.readTensor(s!.gguf);
       return s!.rope ? { ...t, data: permuteRopeRows(t.data, { blocks: s!.rope.heads, dim: s!.rope.headDim }, 'half') } : t;
     },
   };
@@ -98,25 +109,42 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
 
 /**
  * GGUF tensor inputs for `specs`, read from `weights` one at a time when written: matrices at
- * `outType`, 1-D tensors (norms, biases) in F32 as llama.cpp's converter writes them.
+ * `outType`, 1-D tensors (norms, biases) in F32 as llama.cpp's converter writes them. The specs
+ * of a stacked tensor become one input whose entries are read and stacked when it is written.
  */
 export function ggufTensorInputs(specs: readonly GgufTensorSpec[], weights: WeightSource, outType: FloatDType, where: string): GgufTensorInput[] {
   for (const s of specs) {
     if (s.parts) throw new GgufError(`${where}: ${s.hf} is read from several GGUF tensors; this writer does not split tensors`);
     if (!weights.has(s.hf)) throw new GgufError(`${where}: the checkpoint has no tensor "${s.hf}" (needed for ${s.gguf})`);
   }
-  return specs.map((s) => {
+  const load = (s: GgufTensorSpec, dtype: FloatDType): Tensor => {
+    const t = weights.get(s.hf);
+    if (!sameShape(t.shape, s.shape)) throw new GgufError(`${where}: tensor "${s.hf}" has shape [${t.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
+    const conv = convertDType(t, dtype);
+    return s.rope ? { ...conv, data: permuteRopeRows(conv.data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'interleaved') } : conv;
+  };
+  const inputs: GgufTensorInput[] = [];
+  for (let i = 0; i < specs.length; i++) {
+    const s = specs[i]!;
     const dtype: FloatDType = s.shape.length === 1 ? 'f32' : outType;
-    return {
-      name: s.gguf,
-      dtype,
-      shape: s.shape,
+    if (!s.stack) {
+      inputs.push({ name: s.gguf, dtype, shape: s.shape, load: () => load(s, dtype) });
+      continue;
+    }
+    const group = specs.slice(i, i + s.stack.count);
+    if (group.some((g, j) => g.gguf !== s.gguf || g.stack?.index !== j || g.stack.count !== s.stack!.count || !sameShape(g.shape, s.shape))) {
+      throw new GgufError(`${where}: the entries of stacked tensor ${s.gguf} are not given together in index order`);
+    }
+    i += group.length - 1;
+    inputs.push({
+      name: s.gguf, dtype, shape: ggufShape(s),
       load: (): Tensor => {
-        const t = weights.get(s.hf);
-        if (!sameShape(t.shape, s.shape)) throw new GgufError(`${where}: tensor "${s.hf}" has shape [${t.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
-        const conv = convertDType(t, dtype);
-        return s.rope ? { ...conv, data: permuteRopeRows(conv.data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'interleaved') } : conv;
+        const n = numel(s.shape);
+        const data = dtype === 'f32' ? new Float32Array(n * group.length) : new Uint16Array(n * group.length);
+        group.forEach((g, j) => data.set(load(g, dtype).data, j * n));
+        return { dtype, shape: ggufShape(s), data };
       },
-    };
-  });
+    });
+  }
+  return inputs;
 }

@@ -5,7 +5,7 @@ import { loadNativeKernels } from './native.js';
 import { tsKernels } from './ts.js';
 import type { Kernels } from './types.js';
 
-export type { Kernels, FloatData, FloatDType, EighResult, AttentionArgs } from './types.js';
+export type { Kernels, FloatData, FloatDType, HalfDType, QuantDType, WeightData, WeightDType, EighResult, AttentionArgs } from './types.js';
 export { tsKernels } from './ts.js';
 export { loadNativeKernels } from './native.js';
 

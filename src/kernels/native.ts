@@ -8,23 +8,24 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { AttentionArgs, EighResult, FloatData, FloatDType, Kernels } from './types.js';
+import type { AttentionArgs, EighResult, FloatData, FloatDType, HalfDType, Kernels, QuantDType, WeightData, WeightDType } from './types.js';
 
 /** The raw addon surface (positional arguments; see native/addon.cc). */
 export interface NativeAddon {
-  matmul(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate: boolean): void;
+  matmul(A: Float32Array, B: WeightData, bType: WeightDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate: boolean): void;
   matmulTN(A: Float32Array, B: Float32Array, C: Float32Array, M: number, N: number, K: number, accumulate: boolean): void;
-  gemv(W: FloatData, wType: FloatDType, x: Float32Array, y: Float32Array, N: number, K: number): void;
-  gemvMulti(Ws: readonly FloatData[], wType: FloatDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void;
-  gemvSwiGlu(Wg: FloatData, Wu: FloatData, wType: FloatDType, x: Float32Array, out: Float32Array, N: number, K: number): void;
+  gemv(W: WeightData, wType: WeightDType, x: Float32Array, y: Float32Array, N: number, K: number): void;
+  gemvMulti(Ws: readonly WeightData[], wType: WeightDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void;
+  gemvSwiGlu(Wg: WeightData, Wu: WeightData, wType: WeightDType, x: Float32Array, out: Float32Array, N: number, K: number): void;
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
-  toF32(src: Uint16Array, type: 'f16' | 'bf16', dst: Float32Array): void;
-  fromF32(src: Float32Array, type: 'f16' | 'bf16', dst: Uint16Array): void;
+  toF32(src: Uint16Array | Uint8Array, type: HalfDType | QuantDType, dst: Float32Array): void;
+  fromF32(src: Float32Array, type: HalfDType | QuantDType, dst: Uint16Array | Uint8Array): void;
   gramAccumulate(X: Float32Array, T: number, K: number, acc: Float64Array): void;
   eigh(A: Float64Array, n: number): EighResult;
   attention(
     q: Float32Array, tq: number, nHeads: number, nKvHeads: number, headDimK: number, headDimV: number,
-    k: Float32Array, kTokenStride: number, v: Float32Array, vTokenStride: number, pos0: number, scale: number, out: Float32Array,
+    k: FloatData, kTokenStride: number, v: FloatData, vTokenStride: number, pos0: number, scale: number, out: Float32Array,
+    kvDType: FloatDType,
   ): void;
   /** OpenMP threads used by later calls. */
   threads(): number;
@@ -127,7 +128,7 @@ function wrap(addon: NativeAddon): Kernels {
       return addon.eigh(A, n);
     },
     attention(a: AttentionArgs) {
-      addon.attention(a.q, a.tq, a.nHeads, a.nKvHeads, a.headDimK, a.headDimV, a.k, a.kTokenStride, a.v, a.vTokenStride, a.pos0, a.scale, a.out);
+      addon.attention(a.q, a.tq, a.nHeads, a.nKvHeads, a.headDimK, a.headDimV, a.k, a.kTokenStride, a.v, a.vTokenStride, a.pos0, a.scale, a.out, a.kvDType ?? 'f32');
     },
   };
 }

@@ -6,10 +6,20 @@
 // - A weight matrix is stored [out, in]. f16/bf16 weights live in Uint16Array and are
 //   widened to f32 inside the kernel; they are never expanded in memory.
 // - Matrices are passed as flat typed arrays plus their dimensions. Subarray views are fine.
+// - A quantized weight (q8_0, q4_0: ggml's block formats, see ./ts/quant.ts) is a Uint8Array of
+//   raw blocks, row after row; K (the row length) must be a multiple of 32. Products with one
+//   round the activation rows to 16-bit integers per block of 32 first (see gemv below).
 
 export type FloatDType = 'f32' | 'f16' | 'bf16';
+export type HalfDType = 'f16' | 'bf16';
+/** ggml block formats: 32 elements per block; q8_0 = f16 scale + 32 int8 (34 bytes), q4_0 = f16 scale + 16 bytes of nibbles (18). */
+export type QuantDType = 'q8_0' | 'q4_0';
+/** What a weight matrix may be stored as. */
+export type WeightDType = FloatDType | QuantDType;
 /** Storage for a float tensor of the given dtype: f32 → Float32Array, f16/bf16 → Uint16Array (raw bits). */
 export type FloatData = Float32Array | Uint16Array;
+/** Storage for a weight: FloatData, or a Uint8Array of raw blocks for q8_0/q4_0. */
+export type WeightData = FloatData | Uint8Array;
 
 export interface EighResult {
   /** Eigenvalues sorted descending. */
@@ -28,11 +38,16 @@ export interface AttentionArgs {
   headDimK: number;
   headDimV: number;
   /** Keys: head g of token t starts at k[t * kTokenStride + g * headDimK]. */
-  k: Float32Array;
+  k: FloatData;
   kTokenStride: number;
   /** Values: head g of token t starts at v[t * vTokenStride + g * headDimV]. May alias k (MLA latent cache). */
-  v: Float32Array;
+  v: FloatData;
   vTokenStride: number;
+  /**
+   * Storage of k and v (default 'f32'): 'f16'/'bf16' caches are Uint16Array bits, widened inside
+   * the dot products (the cache is read at half the bytes).
+   */
+  kvDType?: FloatDType;
   /** Position of the first query; query i attends keys 0..pos0+i (causal). Keys held: at least pos0 + tq. */
   pos0: number;
   scale: number;
@@ -46,9 +61,9 @@ export interface Kernels {
   /**
    * C[M×N] = A[M×K] · op(B)   (or C += … when accumulate).
    * transB = false: B is [K×N].  transB = true: B is [N×K] (a weight stored [out,in]), C = A·Bᵀ.
-   * B may be f32, f16 or bf16; A and C are f32.
+   * B may be f32, f16 or bf16, or q8_0/q4_0 with transB (blocks run along K); A and C are f32.
    */
-  matmul(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate?: boolean): void;
+  matmul(A: Float32Array, B: WeightData, bType: WeightDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate?: boolean): void;
 
   /**
    * C[M×N] = A[K×M]ᵀ · B[K×N]  (or C += … when accumulate), all f32: the weight-gradient
@@ -56,29 +71,40 @@ export interface Kernels {
    */
   matmulTN(A: Float32Array, B: Float32Array, C: Float32Array, M: number, N: number, K: number, accumulate?: boolean): void;
 
-  /** y[N] = W[N×K] · x[K], W in f32/f16/bf16 (the decode path: memory-bound on W). */
-  gemv(W: FloatData, wType: FloatDType, x: Float32Array, y: Float32Array, N: number, K: number): void;
+  /**
+   * y[N] = W[N×K] · x[K] (the decode path: memory-bound on W). W in f32/f16/bf16, or q8_0/q4_0:
+   * then x is first rounded per block of 32 to x̂ = d·q with q a 16-bit integer, d = max|x|/32767
+   * (|x − x̂| ≤ max|x|/65534 in each block), and y = Ŵ·x̂ — a block's product is an exact integer
+   * dot times the two scales, so the 8/4-bit weights are never widened to floats.
+   */
+  gemv(W: WeightData, wType: WeightDType, x: Float32Array, y: Float32Array, N: number, K: number): void;
 
   /**
    * y_i[N_i] = W_i[N_i×K] · x[K] for every i (same K and dtype), in one pass: the decode step's
    * projections that read the same activation (q/k/v) cost one parallel region, not one each.
    * At most 8 weights per call; the outputs must not overlap each other, x or any W.
    */
-  gemvMulti(Ws: readonly FloatData[], wType: FloatDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void;
+  gemvMulti(Ws: readonly WeightData[], wType: WeightDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void;
 
   /** out[N] = silu(Wg·x) ⊙ (Wu·x), silu(g) = g/(1+e^−g): a Llama MLP's gate/up for one token. */
-  gemvSwiGlu(Wg: FloatData, Wu: FloatData, wType: FloatDType, x: Float32Array, out: Float32Array, N: number, K: number): void;
+  gemvSwiGlu(Wg: WeightData, Wu: WeightData, wType: WeightDType, x: Float32Array, out: Float32Array, N: number, K: number): void;
 
   /** gate[i] ← silu(gate[i]) · up[i] for i < n (SwiGLU over many rows, e.g. prefill). */
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
 
-  /** Widen f16/bf16 bits to f32. */
-  toF32(src: Uint16Array, type: 'f16' | 'bf16', dst: Float32Array): void;
+  /**
+   * Widen f16/bf16 bits (src Uint16Array, same length as dst) to f32, or dequantize q8_0/q4_0
+   * blocks (src Uint8Array of whole blocks, dst.length = 32 per block): ggml's dequantize_row_*.
+   */
+  toF32(src: Uint16Array | Uint8Array, type: HalfDType | QuantDType, dst: Float32Array): void;
   /**
    * Narrow f32 to f16/bf16 bits, round to nearest even; overflow → ±Inf. NaN follows x86 (F16C):
    * sign and top payload bits kept, quiet bit set — both backends are bit-identical, tested.
+   * Or quantize to q8_0/q4_0 blocks (src.length a multiple of 32, dst Uint8Array of 34 or 18 bytes
+   * per block), bit-identical to ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref; a
+   * non-finite value is refused.
    */
-  fromF32(src: Float32Array, type: 'f16' | 'bf16', dst: Uint16Array): void;
+  fromF32(src: Float32Array, type: HalfDType | QuantDType, dst: Uint16Array | Uint8Array): void;
 
   /** acc[K×K] += Xᵀ·X for X [T×K] f32; acc is float64, full (both triangles) row-major. */
   gramAccumulate(X: Float32Array, T: number, K: number, acc: Float64Array): void;

@@ -3,12 +3,17 @@
 // What the layer caches per token, and how it computes scores, is its own business:
 // GqaAttention (here) caches rotated keys and values per KV head; the MLA layers of the
 // converter cache one latent row per token and implement the same interface.
+// Qwen3's per-head query/key RMSNorm (docs/methods.md#qk-norm) is an option of GqaAttention: it
+// acts on each head's projection before RoPE, as transformers' Qwen3Attention applies q_norm and
+// k_norm to q_proj/k_proj outputs viewed as [heads, head_dim].
 import { kernels } from '../kernels/index.js';
 import type { WeightSource } from '../tensor.js';
 import { CacheBuffer, type LayerCache } from './kv-cache.js';
 import type { KvQuant } from './latent-quant.js';
 import { Linear, SharedInputLinears } from './linear.js';
+import { rmsNorm } from './ops.js';
 import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
+import { requireTensor, widen } from './weights.js';
 import type { Workspace } from './workspace.js';
 
 /** How an MLA layer attends: decompressed (per-head keys/values), absorbed (on the latent), or by token count. */
@@ -28,6 +33,8 @@ export interface AttentionSummary {
   label: string;
   mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null };
   mha2mla?: { kvLoraRank: number; ropePairsPerHead: number; kvHeads: number };
+  /** GQA layers with Qwen3's per-head q/k RMSNorm. */
+  qkNorm?: boolean;
 }
 
 /**
@@ -102,6 +109,15 @@ export interface GqaShape {
   headDim: number;
   attentionBias: boolean;
   oBias: boolean;
+  /** Qwen3: `q_norm`/`k_norm` RMSNorm weights [head_dim] per layer, with this ε. */
+  qkNorm?: { eps: number } | null;
+}
+
+/** Per-head RMSNorm of queries and keys (Qwen3): weights over head_dim, shared by all heads. */
+export interface QkNorm {
+  q: Float32Array;
+  k: Float32Array;
+  eps: number;
 }
 
 export interface GqaParams {
@@ -114,6 +130,8 @@ export interface GqaParams {
   headDim: number;
   rope: RopeTable;
   ropeLayout: RopeLayout;
+  /** Per-head q/k RMSNorm applied after the projections, before RoPE (absent: none). */
+  qkNorm?: QkNorm | null;
 }
 
 /** Multi-head / grouped-query attention with RoPE (covers MHA: nKvHeads = nHeads, and MQA). */
@@ -127,6 +145,7 @@ export class GqaAttention implements AttentionLayer {
   readonly headDim: number;
   readonly rope: RopeTable;
   readonly ropeLayout: RopeLayout;
+  readonly qkNorm: QkNorm | null;
   readonly cacheElementsPerToken: number;
   private readonly qkv: SharedInputLinears;
   private readonly qkvOut: Float32Array[] = [];
@@ -138,6 +157,9 @@ export class GqaAttention implements AttentionLayer {
       throw new Error(`attention projections do not match ${H} heads / ${G} KV heads of dim ${d}`);
     }
     if (p.rope.dim !== d) throw new Error(`RoPE table of dim ${p.rope.dim} for heads of dim ${d}`);
+    const n = p.qkNorm ?? null;
+    if (n && (n.q.length !== d || n.k.length !== d)) throw new Error(`q_norm/k_norm have ${n.q.length}/${n.k.length} weights for heads of dim ${d}`);
+    this.qkNorm = n;
     this.q = p.q; this.k = p.k; this.v = p.v; this.o = p.o;
     this.nHeads = H; this.nKvHeads = G; this.headDim = d;
     this.rope = p.rope; this.ropeLayout = p.ropeLayout;
@@ -145,11 +167,18 @@ export class GqaAttention implements AttentionLayer {
     this.qkv = new SharedInputLinears([p.q, p.k, p.v]);
   }
 
-  /** Loads `${prefix}.{q,k,v,o}_proj` (biases as the checkpoint has them; required where the config says so). */
+  /**
+   * Loads `${prefix}.{q,k,v,o}_proj` (biases as the checkpoint has them; required where the config
+   * says so) and, with `c.qkNorm`, `${prefix}.{q,k}_norm.weight` [head_dim].
+   */
   static load(src: WeightSource, prefix: string, c: GqaShape, rope: RopeTable, ropeLayout: RopeLayout): GqaAttention {
     const D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, d = c.headDim;
     const qkvBias = c.attentionBias ? 'required' : 'optional';
+    const qkNorm = c.qkNorm
+      ? { q: widen(requireTensor(src, `${prefix}.q_norm.weight`, [d])), k: widen(requireTensor(src, `${prefix}.k_norm.weight`, [d])), eps: c.qkNorm.eps }
+      : null;
     return new GqaAttention({
+      qkNorm,
       q: Linear.load(src, `${prefix}.q_proj`, H * d, D, qkvBias),
       k: Linear.load(src, `${prefix}.k_proj`, G * d, D, qkvBias),
       v: Linear.load(src, `${prefix}.v_proj`, G * d, D, qkvBias),
@@ -169,15 +198,16 @@ export class GqaAttention implements AttentionLayer {
   }
 
   paramCount(): number {
-    return [this.q, this.k, this.v, this.o].reduce((n, l) => n + l.paramCount(), 0);
+    return [this.q, this.k, this.v, this.o].reduce((n, l) => n + l.paramCount(), 0) + (this.qkNorm ? 2 * this.headDim : 0);
   }
 
   decodeWeightBytes(): number {
-    return [this.q, this.k, this.v, this.o].reduce((n, l) => n + l.weightBytes(), 0);
+    const norms = this.qkNorm ? this.qkNorm.q.byteLength + this.qkNorm.k.byteLength : 0;
+    return [this.q, this.k, this.v, this.o].reduce((n, l) => n + l.weightBytes(), 0) + norms;
   }
 
   summary(): AttentionSummary {
-    return gqaSummary(this.nHeads, this.nKvHeads);
+    return { ...gqaSummary(this.nHeads, this.nKvHeads), ...(this.qkNorm && { qkNorm: true }) };
   }
 
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
@@ -203,6 +233,12 @@ export class GqaAttention implements AttentionLayer {
     const ys = this.qkvOut;
     ys[0] = q; ys[1] = kNew; ys[2] = vNew;
     this.qkv.forward(x, N, ys);
+    const n = this.qkNorm;
+    if (n) {
+      // Each head's d values are one RMSNorm row (in place, before RoPE and before the copy into the caches).
+      rmsNorm(q, N * H, d, n.q, n.eps, q);
+      rmsNorm(kNew, N * G, d, n.k, n.eps, kNew);
+    }
     const mixed = ws.get('attn.out', N * H * d);
     let r = 0;
     for (const s of seqs) {

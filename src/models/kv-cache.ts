@@ -1,9 +1,10 @@
 // The decode cache. Each layer owns one or more growable stores of `width` values per token
-// (GQA: keys and values, G·d each; MLA: one latent row of r + d_R), kept as f32 (CacheBuffer) or
-// quantized (latent-quant.ts). The cache reports
+// (GQA: keys and values, G·d each; MLA: one latent row of r + d_R), kept as f32 (CacheBuffer),
+// f16/bf16 (HalfCacheBuffer) or quantized (latent-quant.ts). The cache reports
 // both what it holds and what a token costs at a storage dtype, which is the number the
 // GQA → MLA conversion is about.
-import type { FloatDType } from '../kernels/types.js';
+import { kernels } from '../kernels/index.js';
+import type { FloatDType, HalfDType } from '../kernels/types.js';
 import { bytesPerElement } from '../tensor.js';
 
 /**
@@ -56,6 +57,63 @@ export class CacheBuffer implements CacheStore {
   /** Rows [t0, t0+n) as a view (valid until the next ensure). */
   rows(t0: number, n: number): Float32Array {
     return this.data.subarray(t0 * this.width, (t0 + n) * this.width);
+  }
+}
+
+/**
+ * A growable [tokens × width] store of f16 or bf16 rows (raw bits), written from f32 rows with
+ * round-to-nearest-even; the attention kernel reads it as it is (AttentionArgs.kvDType), so a
+ * decode step reads half the bytes of an f32 cache. `data` is replaced when it grows: re-read it
+ * after ensure().
+ */
+export class HalfCacheBuffer implements CacheStore {
+  readonly width: number;
+  readonly dtype: HalfDType;
+  data: Uint16Array;
+
+  constructor(width: number, dtype: HalfDType, initialTokens = 0) {
+    if (dtype !== 'f16' && dtype !== 'bf16') throw new Error(`a half-precision cache is f16 or bf16, got ${String(dtype)}`);
+    this.width = width;
+    this.dtype = dtype;
+    this.data = new Uint16Array(width * initialTokens);
+  }
+
+  get capacity(): number {
+    return this.data.length / this.width;
+  }
+
+  ensure(n: number): void {
+    if (n <= this.capacity) return;
+    const cap = Math.max(n, 2 * this.capacity, 64);
+    const data = new Uint16Array(cap * this.width);
+    data.set(this.data);
+    this.data = data;
+  }
+
+  /** Its own 2 bytes per element, whatever the reporting dtype (like quantized stores). */
+  bytesPerToken(_dtype: FloatDType): number {
+    return this.width * 2;
+  }
+
+  allocatedBytes(): number {
+    return this.data.byteLength;
+  }
+
+  /** Rows [t0, t0+n) as a view of the raw bits (valid until the next ensure). */
+  rows(t0: number, n: number): Uint16Array {
+    return this.data.subarray(t0 * this.width, (t0 + n) * this.width);
+  }
+
+  /** Narrows x [n × width] (f32) into rows [t0, t0+n). Call ensure(t0 + n) first. */
+  write(t0: number, x: Float32Array, n: number): void {
+    if (t0 + n > this.capacity) throw new Error(`half cache holds ${this.capacity} rows, writing up to ${t0 + n}`);
+    if (x.length < n * this.width) throw new Error(`half cache write: ${n} rows of ${this.width} need ${n * this.width} values, got ${x.length}`);
+    kernels().fromF32(x.subarray(0, n * this.width), this.dtype, this.rows(t0, n));
+  }
+
+  /** Widens rows [t0, t0+n) into out [n × width]. */
+  read(t0: number, n: number, out: Float32Array): void {
+    kernels().toF32(this.rows(t0, n), this.dtype, out.subarray(0, n * this.width));
   }
 }
 

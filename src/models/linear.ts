@@ -1,21 +1,28 @@
 // y = x·Wᵀ (+ b) with W [out, in] kept in its checkpoint dtype; the kernels widen it on the fly.
 // One token (decode) goes through GEMV, which is bound by reading W; several go through the GEMM.
+// W may also be q8_0/q4_0 blocks (Linear<QuantDType>, e.g. from quantizeTensor or
+// GgufFile.readWeight): the same kernels take it, rounding x to 16-bit blocks (Kernels.gemv).
 import { kernels } from '../kernels/index.js';
-import type { FloatData } from '../kernels/types.js';
-import type { Tensor, WeightSource } from '../tensor.js';
+import type { FloatDType, WeightData, WeightDType } from '../kernels/types.js';
+import { dataLength, isQuantDType, type Tensor, type WeightSource } from '../tensor.js';
 import { requireTensor, widen } from './weights.js';
 
-export class Linear {
-  readonly weight: Tensor;
+export class Linear<D extends WeightDType = FloatDType> {
+  readonly weight: Tensor<D>;
   readonly bias: Float32Array | null;
   readonly outFeatures: number;
   readonly inFeatures: number;
 
-  constructor(weight: Tensor, bias: Float32Array | null = null) {
+  constructor(weight: Tensor<D>, bias: Float32Array | null = null) {
     if (weight.shape.length !== 2) throw new Error(`a linear weight must be 2-D, got [${weight.shape.join(', ')}]`);
     this.weight = weight;
     this.outFeatures = weight.shape[0]!;
     this.inFeatures = weight.shape[1]!;
+    if (isQuantDType(weight.dtype)) {
+      if (this.inFeatures % 32 !== 0) throw new Error(`a ${weight.dtype} linear weight needs rows of a multiple of 32 elements, got [${weight.shape.join(', ')}]`);
+      const need = dataLength(weight.dtype, this.outFeatures * this.inFeatures);
+      if (!(weight.data instanceof Uint8Array) || weight.data.length !== need) throw new Error(`a ${weight.dtype} [${weight.shape.join(', ')}] weight needs ${need} bytes of blocks`);
+    }
     if (bias && bias.length !== this.outFeatures) throw new Error(`bias of ${bias.length} for ${this.outFeatures} outputs`);
     this.bias = bias;
   }
@@ -72,12 +79,12 @@ export class Linear {
  * through one fused GEMV call (one pass, one parallel region) when the weights share a dtype.
  */
 export class SharedInputLinears {
-  readonly linears: readonly Linear[];
+  readonly linears: readonly Linear<WeightDType>[];
   // Reused argument arrays (refreshed every call, so a replaced weight tensor is picked up).
-  private readonly weights: FloatData[];
+  private readonly weights: WeightData[];
   private readonly outs: number[];
 
-  constructor(linears: readonly Linear[]) {
+  constructor(linears: readonly Linear<WeightDType>[]) {
     if (linears.length === 0) throw new Error('SharedInputLinears needs at least one projection');
     const K = linears[0]!.inFeatures;
     if (linears.some((l) => l.inFeatures !== K)) throw new Error('SharedInputLinears: projections take different input widths');

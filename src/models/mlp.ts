@@ -5,7 +5,7 @@ import { Linear } from './linear.js';
 import { siluMul } from './ops.js';
 import type { Workspace } from './workspace.js';
 
-/** What a decoder layer needs of its feed-forward block (dense SwiGLU here; mixture-of-experts elsewhere). */
+/** What a decoder layer needs of its feed-forward block (dense SwiGLU here; mixture-of-experts in moe.ts). */
 export interface Mlp {
   /** out [T×D] = MLP(x [T×D]). */
   forward(x: Float32Array, T: number, out: Float32Array, ws: Workspace): void;
@@ -14,6 +14,8 @@ export interface Mlp {
   paramCount(): number;
   /** Bytes of weights one token's forward reads (the decode roofline). */
   decodeWeightBytes(): number;
+  /** What `inspect` says of it after "MLP" (the width of a dense block). */
+  summary(): string;
 }
 
 export class SwiGluMlp implements Mlp {
@@ -49,6 +51,10 @@ export class SwiGluMlp implements Mlp {
 
   decodeWeightBytes(): number {
     return this.gate.weightBytes() + this.up.weightBytes() + this.down.weightBytes();
+  }
+
+  summary(): string {
+    return String(this.gate.outFeatures);
   }
 
   /** out [T×D] = MLP(x [T×D]). */

@@ -1,6 +1,7 @@
 // Helpers to pull named tensors out of a WeightSource with shape checks and clear errors.
 import { kernels } from '../kernels/index.js';
-import type { Tensor, WeightSource } from '../tensor.js';
+import type { QuantDType } from '../kernels/types.js';
+import { isQuantDType, numel, tensorBytes, type Tensor, type WeightSource, type WeightTensor } from '../tensor.js';
 
 export function requireTensor(src: WeightSource, name: string, shape: readonly number[]): Tensor {
   if (!src.has(name)) throw new Error(`checkpoint has no tensor "${name}"`);
@@ -10,10 +11,23 @@ export function requireTensor(src: WeightSource, name: string, shape: readonly n
   return t;
 }
 
-/** A tensor widened to f32 (a copy for f16/bf16, the data itself for f32). For small tensors: norms, biases. */
-export function widen(t: Tensor): Float32Array {
+/** A tensor widened to f32 (a copy for f16/bf16 or dequantized q8_0/q4_0, the data itself for f32). For small tensors: norms, biases. */
+export function widen(t: Tensor | WeightTensor): Float32Array {
   if (t.dtype === 'f32') return t.data as Float32Array;
-  const out = new Float32Array(t.data.length);
-  kernels().toF32(t.data as Uint16Array, t.dtype, out);
+  const out = new Float32Array(numel(t.shape));
+  if (isQuantDType(t.dtype)) kernels().toF32(t.data as Uint8Array, t.dtype, out);
+  else kernels().toF32(t.data as Uint16Array, t.dtype, out);
   return out;
+}
+
+/**
+ * A float tensor quantized to q8_0/q4_0 blocks along its last dimension (a weight [out, in] →
+ * rows of in/32 blocks), bit-identical to llama.cpp's quantize_row_*_ref of its f32 values.
+ */
+export function quantizeTensor(t: Tensor, type: QuantDType): Tensor<QuantDType> {
+  const last = t.shape[t.shape.length - 1] ?? 1;
+  if (last % 32 !== 0) throw new Error(`cannot quantize a [${t.shape.join(', ')}] tensor to ${type}: its rows are not a multiple of 32 elements`);
+  const out = new Uint8Array(tensorBytes(type, numel(t.shape)));
+  kernels().fromF32(widen(t), type, out);
+  return { dtype: type, shape: [...t.shape], data: out };
 }

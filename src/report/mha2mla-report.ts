@@ -4,7 +4,7 @@
 // perplexity per stage, and the KV bytes before and after.
 import type { Mha2mlaReport } from '../schema/transmla-json.js';
 import type { BenchReport } from '../schema/bench-json.js';
-import { columnsChart, groupedBarsChart, linesChart, pairMapChart, renderSvg } from './charts.js';
+import { columnsChart, groupedBarsChart, pairMapChart, renderSvg, smallMultiplesChart } from './charts.js';
 import { facts, page, table, type Section } from './html.js';
 import { benchOrHint, fmtBytes, kvCacheSection, pct, stagesSection } from './sections.js';
 
@@ -54,9 +54,9 @@ async function ropeSection(r: Mha2mlaReport): Promise<Section> {
     const set = new Set(kept);
     const sc = scored ? layers[l]!.pairScores![g]! : null;
     const max = sc ? Math.max(...sc) : 0;
-    for (let k = 0; k < half; k++) cells.push({ x: k, y: `layer ${l} · head ${g}`, kept: set.has(k), score: sc ? (max > 0 ? sc[k]! / max : 0) : null });
+    for (let k = 0; k < half; k++) cells.push({ x: k, y: `layer ${l + 1} · KV head ${g + 1}`, kept: set.has(k), score: sc ? (max > 0 ? sc[k]! / max : 0) : null });
     for (const k of kept) counts[k]!++;
-    trows.push([l, g, kept.join(', '), inv ? kept.map((k) => wavelength(inv[k]!)).join(', ') : '—']);
+    trows.push([l + 1, g + 1, kept.join(', '), inv ? kept.map((k) => wavelength(inv[k]!)).join(', ') : '—']);
   }));
   const heads = p.ropePairs.length * G;
   const charts = [
@@ -79,7 +79,7 @@ async function ropeSection(r: Mha2mlaReport): Promise<Section> {
 
 async function lowRankSection(r: Mha2mlaReport): Promise<Section> {
   const p = r.parameters, layers = r.layers;
-  const energy = layers.map((l, i) => ({ group: `layer ${i}`, series: `energy kept at R = ${p.kvLoraRank}`, value: l.energy }));
+  const energy = layers.map((l, i) => ({ group: `layer ${i + 1}`, series: `energy kept at R = ${p.kvLoraRank}`, value: l.energy }));
   const charts = [await renderSvg(groupedBarsChart('Latent energy kept per layer', energy, 'share of [K_nope ; V] energy', 'kept'))];
   const recorded = layers.length > 0 && layers.every((l) => Array.isArray(l.spectra) && l.spectra.length > 0);
   let note = '';
@@ -97,15 +97,15 @@ async function lowRankSection(r: Mha2mlaReport): Promise<Section> {
         let run = 0;
         s.shares.forEach((v, j) => {
           run += v;
-          cum.push({ x: j + 1, y: Math.min(1, run), series: `layer ${i}` });
+          cum.push({ x: j + 1, y: Math.min(1, run), series: `layer ${i + 1}` });
           // Log axis: components with (numerically) no energy are left out.
-          if (v > 1e-12) share.push({ x: j + 1, y: v, series: `layer ${i}` });
+          if (v > 1e-12) share.push({ x: j + 1, y: v, series: `layer ${i + 1}` });
         });
-        trows.push([i, part, s.rank, s.shares.length, pct(s.shares.slice(0, s.rank).reduce((a, b) => a + b, 0), 2)]);
+        trows.push([i + 1, part, s.rank, s.shares.length, pct(s.shares.slice(0, s.rank).reduce((a, b) => a + b, 0), 2)]);
       });
       const rules = [...ranks].map((x) => ({ x, label: `rank ${x}` }));
-      charts.push(await renderSvg(linesChart(`SVD spectrum of ${part}: energy share per component`, share, { xTitle: 'component', yTitle: 'share of energy', seriesTitle: 'layer', yLog: true, rules })));
-      charts.push(await renderSvg(linesChart(`Cumulative energy of ${part}`, cum, { xTitle: 'components kept', yTitle: 'energy kept', seriesTitle: 'layer', rules, yDomain: [0, 1] })));
+      charts.push(await renderSvg(smallMultiplesChart(`SVD spectrum of ${part}: energy share per component (grey: all layers)`, share, { xTitle: 'component', yTitle: 'share of energy', yLog: true, rules })));
+      charts.push(await renderSvg(smallMultiplesChart(`Cumulative energy of ${part} (grey: all layers)`, cum, { xTitle: 'components kept', yTitle: 'energy kept', rules, yDomain: [0, 1] })));
     }
   } else {
     note = ' Per-component spectra were not recorded by the conversion that wrote this transmla.json.';
@@ -118,7 +118,7 @@ async function lowRankSection(r: Mha2mlaReport): Promise<Section> {
     charts,
     html: recorded
       ? table(['layer', 'matrix', 'rank', 'components', 'energy kept'], trows, { numericFrom: 2 })
-      : table(['layer', 'energy kept'], layers.map((l, i) => [i, pct(l.energy, 2)])),
+      : table(['layer', 'energy kept'], layers.map((l, i) => [i + 1, pct(l.energy, 2)])),
   };
 }
 

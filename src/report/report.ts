@@ -5,7 +5,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ConvertReport, StockExportReport, Mha2mlaReport } from '../schema/transmla-json.js';
 import type { BenchReport } from '../schema/bench-json.js';
-import { groupedBarsChart, heatmapChart, linesChart, pointsChart, renderSvg } from './charts.js';
+import { groupedBarsChart, heatmapChart, pointsChart, renderSvg, smallMultiplesChart } from './charts.js';
 import { facts, page, table, type Section } from './html.js';
 import { buildMha2mlaReportHtml } from './mha2mla-report.js';
 import { benchOrHint, fmtBytes, kvCacheSection, pct, readJson, stagesSection } from './sections.js';
@@ -39,8 +39,8 @@ async function pcaSection(r: ConvertReport): Promise<Section> {
   const rank = r.parameters.kvLoraRank;
   const energy: { group: string; series: string; value: number }[] = [];
   layers.forEach((l, i) => {
-    energy.push({ group: `layer ${i}`, series: `latent energy kept at r = ${rank}`, value: l.kvEnergy });
-    energy.push({ group: `layer ${i}`, series: `key energy in the ${r.parameters.qkRopeHeadDim} RoPE dims`, value: l.ropeEnergy });
+    energy.push({ group: `layer ${i + 1}`, series: `latent energy kept at r = ${rank}`, value: l.kvEnergy });
+    energy.push({ group: `layer ${i + 1}`, series: `key energy in the ${r.parameters.qkRopeHeadDim} RoPE dims`, value: l.ropeEnergy });
   });
   const charts = [await renderSvg(groupedBarsChart('Energy kept per layer', energy, 'share of energy', 'kept'))];
   let note = '';
@@ -51,14 +51,14 @@ async function pcaSection(r: ConvertReport): Promise<Section> {
       let run = 0;
       l.kvSpectrum!.forEach((s, j) => {
         run += s;
-        cum.push({ x: j + 1, y: Math.min(1, run), series: `layer ${i}` });
+        cum.push({ x: j + 1, y: Math.min(1, run), series: `layer ${i + 1}` });
         // Log axis: components with (numerically) no variance are left out.
-        if (s > 1e-15) share.push({ x: j + 1, y: s, series: `layer ${i}` });
+        if (s > 1e-15) share.push({ x: j + 1, y: s, series: `layer ${i + 1}` });
       });
     });
     const rule = [{ x: rank, label: `r = ${rank}` }];
-    charts.push(await renderSvg(linesChart('BKV-PCA spectrum: variance share per component', share, { xTitle: 'component', yTitle: 'share of latent variance', seriesTitle: 'layer', yLog: true, rules: rule })));
-    charts.push(await renderSvg(linesChart('Cumulative latent energy', cum, { xTitle: 'components kept', yTitle: 'energy kept', seriesTitle: 'layer', rules: rule, yDomain: [0, 1] })));
+    charts.push(await renderSvg(smallMultiplesChart('BKV-PCA spectrum: variance share per component (grey: all layers)', share, { xTitle: 'component', yTitle: 'share of latent variance', yLog: true, rules: rule })));
+    charts.push(await renderSvg(smallMultiplesChart('Cumulative latent energy (grey: all layers)', cum, { xTitle: 'components kept', yTitle: 'energy kept', rules: rule, yDomain: [0, 1] })));
   } else {
     note = ' Per-component spectra were not recorded by the conversion that wrote this transmla.json.';
   }
@@ -66,7 +66,7 @@ async function pcaSection(r: ConvertReport): Promise<Section> {
     title: 'PCA per layer',
     intro: `BKV-PCA compresses the NoPE keys (scaled by α) and the values of each layer into r = ${rank} latent dimensions; RoRoPE concentrates the keys' positional part into ${r.parameters.qkRopeHeadDim} RoPE dims.${note}`,
     charts,
-    html: table(['layer', 'latent energy kept', 'RoPE energy kept', 'α (key/value balance)'], layers.map((l, i) => [i, pct(l.kvEnergy, 2), pct(l.ropeEnergy, 2), l.alpha.toFixed(4)])),
+    html: table(['layer', 'latent energy kept', 'RoPE energy kept', 'α (key/value balance)'], layers.map((l, i) => [i + 1, pct(l.kvEnergy, 2), pct(l.ropeEnergy, 2), l.alpha.toFixed(4)])),
   };
 }
 
@@ -76,7 +76,7 @@ async function ropeSection(r: ConvertReport): Promise<Section> {
     return { title: 'RoPE frequencies', html: '<p class="empty">The chosen RoPE frequencies were not recorded by the conversion that wrote this transmla.json.</p>' };
   }
   const rows: { x: number; y: number; value: number }[] = [];
-  layers.forEach((l, i) => l.ropeInvFreq!.forEach((w, j) => rows.push({ x: j, y: i, value: (2 * Math.PI) / w })));
+  layers.forEach((l, i) => l.ropeInvFreq!.forEach((w, j) => rows.push({ x: j, y: i + 1, value: (2 * Math.PI) / w })));
   const f0 = layers[0]!.ropeInvFreq!;
   const same = layers.every((l) => l.ropeInvFreq!.every((w, j) => w === f0[j]));
   return {
@@ -92,13 +92,13 @@ async function searchSection(r: ConvertReport): Promise<Section | null> {
   if (t.length === 0) return null;
   const p = r.parameters;
   const rows = t.map((s) => ({
-    label: `d_R ${s.ropeDim} · M ${s.freqFold} · r ${s.kvLoraRank}`, value: s.ppl,
+    label: `d_R ${s.ropeDim} · M ${s.freqFold} · r ${s.kvLoraRank}`, value: s.score ?? (s as { ppl?: number }).ppl ?? NaN,
     chosen: s.ropeDim === p.qkRopeHeadDim && s.freqFold === p.freqFold && s.kvLoraRank === p.kvLoraRank,
   }));
   return {
     title: 'Shape search',
     intro: `Candidates scored by ${r.search.scoredOn}.`,
-    charts: [await renderSvg(pointsChart('Held-out perplexity per candidate', rows, 'held-out perplexity'))],
+    charts: [await renderSvg(pointsChart('Score per candidate (lower is better)', rows, /perplexity/.test(r.search.scoredOn) ? 'held-out perplexity' : 'attention-output error'))],
   };
 }
 

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type { EvalReport } from '../schema/transmla-json.js';
 import type { BenchReport } from '../schema/bench-json.js';
-import { barsChart, groupedBarsChart, linesChart, renderSvg } from './charts.js';
+import { barsChart, linesChart, renderSvg, stagesChart } from './charts.js';
 import { esc, table, type Section } from './html.js';
 
 export function readJson<T>(path: string): T {
@@ -27,9 +27,9 @@ export function pct(x: number, digits = 1): string {
   return `${(100 * x).toFixed(digits)} %`;
 }
 
+/** An evaluation text's name without its folder (whole: a cut name can no longer be told from another). */
 export function shortText(name: string): string {
-  const base = name.split('/').pop() ?? name;
-  return base.length > 48 ? `${base.slice(0, 45)}…` : base;
+  return name.split('/').pop() ?? name;
 }
 
 /** The kvCache record both conversion reports write. */
@@ -52,22 +52,21 @@ export async function kvCacheSection(k: KvCacheFacts, source: { layers: number; 
 /** Perplexity (and KL, top-1) of original → partial RoPE → MLA on every evaluation text. */
 export async function stagesSection(evaluations: EvalReport[], stagesIntro: string): Promise<Section> {
   if (evaluations.length === 0) return { title: 'Perplexity per stage', html: '<p class="empty">No evaluation was recorded.</p>' };
-  const rows: { group: string; series: string; value: number }[] = [];
+  const rows: { text: string; stage: string; ppl: number }[] = [];
   const trows: (string | number)[][] = [];
   for (const e of evaluations) {
     const g = shortText(e.text);
     for (const [stage, s] of [['original', e.original], ['partial RoPE', e.partialRope], ['MLA', e.mla]] as const) {
-      rows.push({ group: g, series: stage, value: s.ppl });
+      rows.push({ text: g, stage, ppl: s.ppl });
       trows.push([g, stage, s.ppl.toFixed(4), stage === 'original' ? '—' : s.kl.toFixed(4), stage === 'original' ? '—' : pct(s.top1, 2)]);
     }
   }
-  const vals = rows.map((x) => x.value);
-  const log = Math.max(...vals) / Math.min(...vals) > 20;
   return {
     title: 'Perplexity per stage',
     intro: `${stagesIntro} ${evaluations[0]!.convention}. ` +
-      `KL(original ‖ stage) and top-1 agreement with the original are on the same tokens.${log ? ' Log scale.' : ''}`,
-    charts: [await renderSvg(groupedBarsChart('Perplexity by stage', rows, 'perplexity', 'stage', log))],
+      'KL(original ‖ stage) and top-1 agreement with the original are on the same tokens. ' +
+      'The chart shows each stage\'s perplexity as a ratio to the original\'s on the same text (1 = no loss), on an axis that does not start at zero.',
+    charts: [await renderSvg(stagesChart('Perplexity by stage, relative to the original', rows))],
     html: table(['text', 'stage', 'perplexity', 'KL (nats/token)', 'top-1 agreement'], trows, { numericFrom: 2 }) +
       `<p class="intro">${evaluations.map((e) => `${esc(shortText(e.text))}: ${e.chunks} chunks × ${e.ctx} tokens (${e.predictions} predictions), sha256 ${esc(e.sha256.slice(0, 12))}…`).join('<br>')}</p>`,
   };
@@ -83,38 +82,66 @@ function seriesName(run: BenchReport['runs'][number]): string {
   return `${run.engine} · ${run.attention} (${run.role === 'model' ? 'this model' : 'comparison'})`;
 }
 
+type Roofline = BenchReport['runs'][number]['roofline'][number];
+
+/** Why a point beat its roofline; bench.json files from before the readings next to the timings carry no reason. */
+function aboveWhy(rf: Roofline): { kind: string; reason: string } | null {
+  if (!(rf.fractionOfRoofline > 1)) return null;
+  if (rf.aboveRoofline && rf.aboveRooflineKind) return { kind: rf.aboveRooflineKind, reason: rf.aboveRoofline };
+  return { kind: 'up-front bandwidth only', reason: 'above the bandwidth measured before the runs (this bench.json predates the readings between timed repetitions; run transmla bench again)' };
+}
+
+const gbs = (n: number): string => (n / 1e9).toFixed(1);
+
 /** Decode speed charts and table of a bench report (also used on its own). */
 export async function benchSection(b: BenchReport): Promise<Section> {
   const speed: { x: number; y: number; series: string }[] = [];
-  const ms: { x: number; y: number; series: string; style: string }[] = [];
+  const ms: { x: number; y: number; series: string }[] = [];
+  const share: { x: number; y: number; series: string; lo: number; hi: number; note: string | null }[] = [];
   for (const run of b.runs) {
     const name = seriesName(run);
     run.contexts.forEach((c, i) => {
+      const rf = run.roofline[i]!;
       speed.push({ x: c.context, y: c.tokensPerSecond, series: name });
-      ms.push({ x: c.context, y: c.msPerToken, series: name, style: 'measured' });
-      ms.push({ x: c.context, y: run.roofline[i]!.minMsPerToken, series: name, style: 'memory roofline' });
+      ms.push({ x: c.context, y: c.msPerToken, series: name });
+      const [lo, hi] = rf.fractionOfRooflineRange ?? [rf.fractionOfRoofline, rf.fractionOfRoofline];
+      share.push({ x: c.context, y: 100 * rf.fractionOfRoofline, series: name, lo: 100 * lo, hi: 100 * hi, note: aboveWhy(rf)?.kind ?? null });
     });
   }
+  const anyAbove = b.runs.some((r) => r.roofline.some((rf) => rf.fractionOfRoofline > 1));
   const rows: (string | number)[][] = [];
   for (const run of b.runs) {
-    run.contexts.forEach((c, i) => rows.push([
-      seriesName(run), c.context, c.tokensPerSecond.toFixed(1), c.msPerToken.toFixed(3), fmtBytes(c.cacheBytes),
-      run.roofline[i]!.minMsPerToken.toFixed(3), pct(run.roofline[i]!.fractionOfRoofline, 0), fmtBytes(run.peakRssBytes),
-    ]));
+    run.contexts.forEach((c, i) => {
+      const rf = run.roofline[i]!;
+      const range = rf.minMsPerTokenRange ? ` (${rf.minMsPerTokenRange[0].toFixed(3)}–${rf.minMsPerTokenRange[1].toFixed(3)})` : '';
+      rows.push([
+        seriesName(run), c.context, c.tokensPerSecond.toFixed(1), c.msPerToken.toFixed(3), fmtBytes(c.cacheBytes),
+        gbs(rf.bandwidthBytesPerSecond ?? b.bandwidth.bytesPerSecond), `${rf.minMsPerToken.toFixed(3)}${range}`,
+        `${pct(rf.fractionOfRoofline, 0)}${rf.fractionOfRoofline > 1 ? '*' : ''}`, ...(anyAbove ? [aboveWhy(rf)?.reason ?? ''] : []), fmtBytes(run.peakRssBytes),
+      ]);
+    });
   }
   const ratioTable = b.ratios.length > 0
     ? table(['context', 'decode speed-up (this ÷ comparison)', 'cache bytes ratio'], b.ratios.map((x) => [x.context, `${x.decodeSpeedup.toFixed(2)}×`, x.cacheBytesRatio.toFixed(3)]))
     : '';
   const skipped = b.llamaCppSkipped.map((s) => `<p class="intro">llama.cpp not run on ${esc(s.model)}: ${esc(s.reason)}</p>`).join('');
+  const probes = b.bandwidthProbes && b.bandwidthProbes.count > 0
+    ? `; ${gbs(b.bandwidthProbes.minBytesPerSecond)}–${gbs(b.bandwidthProbes.maxBytesPerSecond)} GB/s over ${b.bandwidthProbes.count} readings between timed repetitions, each context set against the readings next to its fastest repetition`
+    : '';
   return {
     title: 'Decode speed vs context',
     intro: `Measured by transmla bench on ${b.created} (${b.machine.cpuModel}, ${b.machine.cpus} threads, ${b.machine.kernels} kernels). ` +
-      `Memory bandwidth ${(b.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${b.bandwidth.method}). ${b.notes.join('. ')}.`,
+      `Memory bandwidth ${gbs(b.bandwidth.bytesPerSecond)} GB/s before the runs (${b.bandwidth.method})${probes}. ${b.notes.join('. ')}.`,
     charts: [
       await renderSvg(linesChart(`Decode tokens per second${wide(speed) ? ' (log scale)' : ''}`, speed, { xTitle: 'context (cached tokens)', yTitle: 'tokens / s', seriesTitle: 'engine · attention', xLog: true, yLog: wide(speed), points: true, xValues: b.contexts })),
-      await renderSvg(linesChart(`Milliseconds per token and the memory roofline (dashed)${wide(ms) ? ' (log scale)' : ''}`, ms, { xTitle: 'context (cached tokens)', yTitle: 'ms / token', seriesTitle: 'engine · attention', styleTitle: 'line', xLog: true, yLog: wide(ms), points: true, xValues: b.contexts })),
+      await renderSvg(linesChart(`Milliseconds per token${wide(ms) ? ' (log scale)' : ''}`, ms, { xTitle: 'context (cached tokens)', yTitle: 'ms / token', seriesTitle: 'engine · attention', xLog: true, yLog: wide(ms), points: true, xValues: b.contexts })),
+      await renderSvg(linesChart('Share of the memory roofline reached (vertical bars: over the run\'s range of bandwidth readings)', share, {
+        xTitle: 'context (cached tokens)', yTitle: '% of the roofline', seriesTitle: 'engine · attention', xLog: true, points: true, xValues: b.contexts,
+        ranges: true, notes: true, hRules: [{ y: 100, label: 'memory roofline' }],
+      })),
     ],
-    html: table(['engine · attention', 'context', 'tok/s', 'ms/token', 'cache', 'roofline ms', 'of roofline', 'peak RSS'], rows) + ratioTable + skipped,
+    html: table(['engine · attention', 'context', 'tok/s', 'ms/token', 'cache', 'GB/s next to it', 'roofline ms (range)', 'of roofline', ...(anyAbove ? ['* above the roofline because'] : []), 'peak RSS'], rows) +
+      ratioTable + skipped,
   };
 }
 

@@ -3,11 +3,9 @@
 import type { SweepReport } from '../schema/sweep-json.js';
 import { linesChart, renderSvg } from './charts.js';
 import { page, table, type Section } from './html.js';
+import { shortText } from './sections.js';
+import { textTable } from './text-table.js';
 
-function shortText(name: string): string {
-  const base = name.split('/').pop() ?? name;
-  return base.length > 60 ? `${base.slice(0, 57)}…` : base;
-}
 
 export async function buildSweepHtml(s: SweepReport): Promise<string> {
   const texts = [...new Set(s.points.flatMap((p) => p.evaluations.map((e) => e.text)))];
@@ -42,10 +40,10 @@ export async function buildSweepHtml(s: SweepReport): Promise<string> {
     title: 'Points',
     intro: s.convention ?? undefined,
     html: table(
-      ['method', 'KV fraction', 'cache layout', 'bytes/token', 'text', 'ppl original', 'ppl partial RoPE', 'ppl MLA', 'KL MLA', 'top-1 MLA', 'convert s'],
+      ['method', 'KV fraction', 'cache layout', 'bytes/token', 'text', 'ppl original', 'ppl partial RoPE', 'ppl MLA', 'KL MLA', 'top-1 MLA', 'convert s', 'total s'],
       s.points.flatMap((p) => p.evaluations.map((e) => [
         p.method, p.kvFraction.toFixed(4), p.shape, `${p.bytesPerTokenBefore} → ${p.bytesPerTokenAfter}`, shortText(e.text),
-        e.original.ppl.toFixed(3), e.partialRope.ppl.toFixed(3), e.mla.ppl.toFixed(3), e.mla.kl.toFixed(4), `${(100 * e.mla.top1).toFixed(2)} %`, p.convertSeconds.toFixed(1),
+        e.original.ppl.toFixed(3), e.partialRope.ppl.toFixed(3), e.mla.ppl.toFixed(3), e.mla.kl.toFixed(4), `${(100 * e.mla.top1).toFixed(2)} %`, p.convertSeconds.toFixed(1), p.seconds.toFixed(1),
       ])),
       { numericFrom: 5 },
     ),
@@ -57,4 +55,28 @@ export async function buildSweepHtml(s: SweepReport): Promise<string> {
     sections,
     footer: `transmla sweep · ${s.model} · ${s.created}`,
   });
+}
+
+/**
+ * The terminal summary of a sweep (what `transmla sweep` prints on stdout): one row per point and
+ * evaluation text, with the cache budget, the bytes per token, perplexity per stage, and the MLA
+ * model's KL from and top-1 agreement with the original.
+ */
+export function formatSweepSummary(s: SweepReport): string {
+  const texts = [...new Set(s.points.flatMap((p) => p.evaluations.map((e) => e.text)))];
+  const many = texts.length > 1;
+  const headers = ['method', ...(many ? ['text'] : []), 'KV fraction', 'bytes/token', 'ppl original', 'ppl partial RoPE', 'ppl MLA', 'KL MLA', 'top-1 MLA', 'convert s', 'total s'];
+  const rows = s.points.flatMap((p) => (p.evaluations.length > 0 ? p.evaluations : [null]).map((e) => [
+    p.method, ...(many ? [e ? shortText(e.text) : '—'] : []), p.kvFraction.toFixed(4), `${p.bytesPerTokenBefore} → ${p.bytesPerTokenAfter}`,
+    e ? e.original.ppl.toFixed(3) : '—', e ? e.partialRope.ppl.toFixed(3) : '—', e ? e.mla.ppl.toFixed(3) : '—',
+    e ? e.mla.kl.toFixed(4) : '—', e ? `${(100 * e.mla.top1).toFixed(2)} %` : '—', p.convertSeconds.toFixed(1), p.seconds.toFixed(1),
+  ]));
+  const name = s.model.split('/').pop() ?? s.model;
+  const e0 = s.points[0]?.evaluations[0];
+  const on = many ? `${texts.length} evaluation texts` : e0 ? `${shortText(e0.text)}, ${e0.chunks} chunks × ${e0.ctx} tokens` : 'no evaluation';
+  return [
+    `sweep of ${name}: ${s.points.length} point${s.points.length === 1 ? '' : 's'} (${s.methods.join(', ')} at KV fractions ${s.fractions.join(', ')}) on ${on}`,
+    textTable(headers, rows, { numericFrom: many ? 2 : 1 }),
+    ...(s.convention ? [s.convention] : []),
+  ].join('\n');
 }

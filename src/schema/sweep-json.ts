@@ -13,6 +13,8 @@ export interface SweepPoint {
   bytesPerTokenAfter: number;
   evaluations: { text: string; ctx: number; chunks: number; original: SweepScore; partialRope: SweepScore; mla: SweepScore }[];
   convertSeconds: number;
+  /** Wall-clock seconds of the whole point: conversion and evaluation. */
+  seconds: number;
   output: string | null;
 }
 

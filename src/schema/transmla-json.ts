@@ -29,7 +29,8 @@ export interface ShapeScore {
   ropeDim: number;
   freqFold: number;
   kvLoraRank: number;
-  ppl: number;
+  /** What `search.scoredOn` says (lower is better): held-out perplexity, or the proxy's error. */
+  score: number;
 }
 
 export interface EvalReport {
@@ -141,13 +142,34 @@ export interface StockEvalReport {
   pplGapPercent: number;
 }
 
+/**
+ * The calibrated bias fold of one layer of the strict export (docs/methods.md#bias-fold): relative
+ * mean-square errors of the projections the folded biases enter (null: no such bias), constant =
+ * E(1 − uᵀx)² (the part of a bias no linear function of the layer input reproduces), and the
+ * measured error of the layer's attention output.
+ */
+export interface BiasFoldReport {
+  constant: number;
+  query: number | null;
+  ropeKey: number | null;
+  value: number | null;
+  latentKey: number | null;
+  /** The weight of the NoPE-key error chosen for the value fold (null: no value fold). */
+  lambda: number | null;
+  /**
+   * Measured Σ‖Δy‖²/Σ‖y‖² of the layer's attention output over the calibration tokens, all folds
+   * together, through the softmax (what --max-bias-residual bounds).
+   */
+  attention: number;
+}
+
 export interface StockExportReport {
   tool: 'transmla';
   variant: 'deepseek-v3';
   method: string;
   created: string;
-  /** path: the original (GQA/MHA) model recorded by the conversion, if known; exactFolder: the exported folder. */
-  source: { path: string | null; exactFolder: string };
+  /** path: the original (GQA/MHA) model recorded by the conversion, if known; exactFolder: the exported exact folder (null when convert wrote the stock folder directly). */
+  source: { path: string | null; exactFolder: string | null };
   output: string;
   /** The source folder's transmla.json (its conversion report), when it has one. */
   conversion: Record<string, unknown> | null;
@@ -155,8 +177,14 @@ export interface StockExportReport {
     kvLoraRank: number; qLoraRank: number | null; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number;
     dtype: FloatDType; ropePermuted: boolean; ropeScaling: string; latentNormFit: string; softmaxScale: string;
   };
-  /** Per layer: relative least-squares output error of the refit kv_b_proj (and q_b_proj), and the latent bias folded. */
-  layers: { kvResidual: number; qResidual: number | null; kvNormKept: boolean; latentBiasFolded: boolean }[];
+  /**
+   * Per layer: relative least-squares output error of the refit kv_b_proj (and q_b_proj); whether
+   * a latent bias reaching only the NoPE keys was dropped (exact); the calibrated bias fold (absent
+   * when the layer needed none).
+   */
+  layers: { kvResidual: number; qResidual: number | null; kvNormKept: boolean; latentBiasFolded: boolean; biasFold?: BiasFoldReport }[];
+  /** The bound on a layer's bias-fold residual above which the export refuses (--max-bias-residual). */
+  maxBiasResidual?: number;
   calibration: { file: string; sha256: string; samples: number; seqLen: number; tokens: number; seed: number; order: 'sequential' };
   evaluations: StockEvalReport[];
   notes: string[];

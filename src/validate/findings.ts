@@ -14,6 +14,14 @@ export const ENGINE_LABELS: Record<EngineId, string> = {
 /** What a finding does to one engine, worst first. */
 export type Impact = 'will-not-load' | 'incorrect' | 'unknown' | 'not-fast' | 'note';
 
+/** What one engine does with a folder's bias tensors (kinds such as self_attn.q_proj.bias). */
+export interface BiasFate {
+  keeps: string[];
+  drops: string[];
+  /** Kinds that make the engine refuse the checkpoint. */
+  refuses: string[];
+}
+
 export interface Finding {
   /** Rule id (stable, for --json consumers and tests). */
   rule: string;
@@ -22,6 +30,8 @@ export interface Finding {
   message: string;
   /** Per engine: what its stock code then does. */
   effect?: Partial<Record<EngineId, string>>;
+  /** The bias rule: per engine, which bias tensor kinds it keeps, drops or refuses. */
+  biases?: Partial<Record<EngineId, BiasFate>>;
   fix?: string;
 }
 

@@ -6,14 +6,18 @@
 // Facts behind the rules (read in the engines' sources; docs/stock-engines.md summarises them, with the upstream files and commits):
 // - transformers DeepseekV3 (modeling_deepseek_v3.py): builds kv_a_layernorm (and q_a_layernorm)
 //   unconditionally; q_proj/q_b_proj/kv_b_proj never have biases, q_a_proj/kv_a_proj_with_mqa/
-//   o_proj only with attention_bias; honours rope_interleave; takes the RoPE width from head_dim
+//   o_proj only with attention_bias (DeepseekV3Attention.__init__, huggingface/transformers
+//   @00b676f8), so it keeps those three biases with attention_bias: true and drops every other
+//   one as an unexpected key; honours rope_interleave; takes the RoPE width from head_dim
 //   (set to qk_rope_head_dim unless config.json overrides it); repeats K/V by
 //   num_attention_heads / num_key_value_heads; layer i is MoE when i >= first_k_dense_replace;
 //   missing weights are initialised (Linear: random, RMSNorm: ones) with a warning; lm_head is
 //   tied when tie_word_embeddings; rope_scaling is applied by its own rope_type. Its attention
 //   caches the expanded per-head keys and values, not the latent.
-// - vLLM DeepseekV2/V3 (model_executor/models/deepseek_v2.py): every projection bias=False and
-//   extra .bias tensors are skipped while loading; kv_a_layernorm always applied; RoPE is
+// - vLLM DeepseekV2/V3 (model_executor/models/deepseek_v2.py): every projection bias=False
+//   (DeepseekV2MLAAttention: fused_qkv_a_proj, kv_a_proj_with_mqa, q_b_proj/q_proj, kv_b_proj,
+//   o_proj) and load_weights skips a ".bias" with no parameter (vllm-project/vllm @002d6073): it
+//   drops every bias, silently; kv_a_layernorm always applied; RoPE is
 //   always interleaved (is_neox_style=False) and any non-default rope type becomes
 //   "deepseek_yarn" (with its mscale); no tied lm_head; weights missing from the checkpoint
 //   abort loading ("Following weights were not initialized from checkpoint");
@@ -22,22 +26,28 @@
 //   320); FlashMLA: 576, fp16/bf16, SM90/SM100; FlashInfer MLA: SM100, qk_nope_head_dim in
 //   {64, 128, 192}; Triton MLA: any GPU.
 // - SGLang DeepseekV2AttentionMLA (models/deepseek_v2.py): same layout assumptions as vLLM
-//   (no biases, interleaved RoPE, rope_scaling → deepseek_yarn), no tied lm_head and no check
+//   (every projection bias=False and load_weights skips a ".bias" with no parameter, so it drops
+//   every bias: sgl-project/sglang @00114aef; interleaved RoPE, rope_scaling → deepseek_yarn), no tied lm_head and no check
 //   for missing weights (they stay at their initial values). Only its triton backend handles
 //   latent shapes other than 512 + 64.
 // - llama.cpp deepseek2 (convert_hf_to_gguf.py + llama-model.cpp): attn_kv_a_norm is a
-//   required tensor; tensors the graph does not use (biases) fail the load ("wrong number of
-//   tensors"); RoPE is the pairwise (interleaved) kind; the converter writes linear and YaRN
+//   required tensor; the graph has no attention or MLP bias (src/models/deepseek2.cpp,
+//   ggml-org/llama.cpp @07bede6a: build_attn(..., wo, NULL, ...)), so the biases the converter
+//   writes are tensors it never creates and the load fails ("wrong number of tensors",
+//   llama-model-loader.cpp): it keeps none; RoPE is the pairwise (interleaved) kind; the converter writes linear and YaRN
 //   scaling but has no deepseek2 form of Llama-3 frequency factors; it splits kv_b_proj per
 //   head using config num_key_value_heads (asserting the row count); a tied lm_head is skipped
 //   and output.weight falls back to token_embd.
 import {
-  BIASED_WITH_ATTENTION_BIAS, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_DEEPSEEK_EXTRA_KEYS, STOCK_DEEPSEEK_V3_KEYS, stockTensors,
+  DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_DEEPSEEK_EXTRA_KEYS, STOCK_DEEPSEEK_V3_KEYS, stockTensors,
 } from '../arch/deepseek-stock.js';
+import { checkBiases } from './bias-rules.js';
 import { ALL, EXPORT_FIX, isInt, isObj, type Finding, type FolderFacts, type Impact, type MlaDims, type TensorFact } from './findings.js';
 import { checkKernels } from './kernels.js';
+import { EXACT_MODEL_TYPE } from '../arch/deepseek.js';
 
 export * from './findings.js';
+export { checkBiases } from './bias-rules.js';
 export { checkKernels, kernelTables, type KernelStatus, type KernelTables } from './kernels.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -51,11 +61,13 @@ export function checkIdentity(c: Record<string, unknown>): Finding[] {
   const out: Finding[] = [];
   const mt = c.model_type;
   if (typeof mt !== 'string' || !MLA_MODEL_TYPES.includes(mt)) {
-    const ours = mt === 'llama_mha2mla' ? ' (transmla\'s MHA2MLA variant: a RoPE key per KV head, which the DeepSeek layout cannot express; it runs only in transmla)' : '';
+    const ours = mt === 'llama_mha2mla' ? ' (transmla\'s MHA2MLA variant: a RoPE key per KV head, which the DeepSeek layout cannot express; it runs only in transmla)'
+      : mt === EXACT_MODEL_TYPE ? ' (transmla\'s exact variant, named so that no stock engine takes it for DeepSeek: it has no kv_a_layernorm and runs only in transmla)' : '';
     out.push({
       rule: 'model-type',
       impact: ALL('will-not-load'),
       message: `model_type ${JSON.stringify(mt)} is not deepseek_v3/deepseek_v2${ours}: transformers, vLLM, SGLang and llama.cpp's converter pick the DeepSeek MLA code by it`,
+      ...(mt === EXACT_MODEL_TYPE ? { fix: `${EXPORT_FIX} (writes the stock folder)` } : {}),
     });
     return out;
   }
@@ -281,28 +293,6 @@ export function checkLmHead(c: Record<string, unknown>, d: MlaDims, f: FolderFac
     message: 'no lm_head.weight and tie_word_embeddings is not true: stock code builds an untied output head',
     effect: { transformers: 'initialised at random (with a warning)', vllm: 'loading stops: lm_head.weight is not initialized from the checkpoint', sglang: 'left uninitialised' },
     fix,
-  }];
-}
-
-/** Attention/MLP biases: stock DeepSeek code has none (transformers some, with attention_bias). */
-export function checkBiases(c: Record<string, unknown>, f: FolderFacts): Finding[] {
-  const biases = [...f.tensors.keys()].filter((n) => /^model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+\.bias$/.test(n));
-  if (biases.length === 0) return [];
-  // transformers' DeepseekV3 builds q_a_proj, kv_a_proj_with_mqa and o_proj with bias=attention_bias.
-  const hfReads = (n: string): boolean => c.attention_bias === true && BIASED_WITH_ATTENTION_BIAS.some((x) => n.endsWith(`.${x}.bias`));
-  const hfOk = biases.every(hfReads);
-  const kinds = [...new Set(biases.map((n) => n.replace(/^model\.layers\.\d+\./, '')))];
-  return [{
-    rule: 'biases',
-    impact: { ...(hfOk ? {} : { transformers: 'incorrect' as const }), vllm: 'incorrect', sglang: 'incorrect', 'llama.cpp': 'will-not-load' },
-    message: `${biases.length} bias tensor(s) (${few(kinds, 4)}); stock DeepSeek projections have no biases`,
-    effect: {
-      ...(hfOk ? {} : { transformers: `it reads only q_a_proj/kv_a_proj_with_mqa/o_proj biases, and only with attention_bias: true (here ${JSON.stringify(c.attention_bias ?? false)}); the others are dropped as unexpected keys` }),
-      vllm: 'every projection is built with bias=False and the biases are skipped while loading',
-      sglang: 'every projection is built with bias=False and the biases are skipped while loading',
-      'llama.cpp': 'the deepseek2 graph has no place for them: "wrong number of tensors"',
-    },
-    fix: `${EXPORT_FIX} (folds what can be folded, refuses otherwise)`,
   }];
 }
 

@@ -14,6 +14,8 @@ export interface LlamaCppHarness {
    * llama.cpp returns for deepseek2 differs (seen at 256 tokens in a 256-token context).
    */
   logProbs(gguf: string, ids: number[], vocab: number): Promise<Float64Array[]>;
+  /** The same for several sequences with one model load; `visit` gets each sequence's rows in turn. */
+  eachLogProbs(gguf: string, seqs: number[][], vocab: number, visit: (i: number, rows: Float64Array[]) => void): Promise<void>;
 }
 
 /** Registers before/after hooks that start and dispose one llama.cpp for the calling test file. */
@@ -32,28 +34,37 @@ export function useLlamaCpp(): LlamaCppHarness {
   after(async () => {
     await llama?.dispose();
   });
+  async function rowsOf(model: CppModel, ids: number[], vocab: number): Promise<Float64Array[]> {
+    const ctx = await model.createContext({
+      contextSize: Math.max(64, ids.length + 32), batchSize: Math.max(64, ids.length), threads: 2,
+      flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
+    });
+    const seq = ctx.getSequence();
+    const res = await seq.controlledEvaluate(ids.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { logits: true } }]));
+    await ctx.dispose();
+    return ids.map((_, i) => {
+      const m = res[i]?.next.logits;
+      if (!m || m.size !== vocab) throw new Error(`llama.cpp returned ${m?.size ?? 0} logits at position ${i}, expected ${vocab}`);
+      const row = new Float64Array(vocab);
+      for (const [tok, v] of m) row[tok] = v;
+      return logSoftmax(row);
+    });
+  }
+  async function eachLogProbs(gguf: string, seqs: number[][], vocab: number, visit: (i: number, rows: Float64Array[]) => void): Promise<void> {
+    const model: CppModel = await llama!.loadModel({ modelPath: gguf, gpuLayers: 0 });
+    try {
+      for (let i = 0; i < seqs.length; i++) visit(i, await rowsOf(model, seqs[i]!, vocab));
+    } finally {
+      await model.dispose();
+    }
+  }
   return {
     unavailable: () => unavailable,
     async logProbs(gguf, ids, vocab) {
-      const model: CppModel = await llama!.loadModel({ modelPath: gguf, gpuLayers: 0 });
-      try {
-        const ctx = await model.createContext({
-          contextSize: Math.max(64, ids.length + 32), batchSize: Math.max(64, ids.length), threads: 2,
-          flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
-        });
-        const seq = ctx.getSequence();
-        const res = await seq.controlledEvaluate(ids.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { logits: true } }]));
-        await ctx.dispose();
-        return ids.map((_, i) => {
-          const m = res[i]?.next.logits;
-          if (!m || m.size !== vocab) throw new Error(`llama.cpp returned ${m?.size ?? 0} logits at position ${i}, expected ${vocab}`);
-          const row = new Float64Array(vocab);
-          for (const [tok, v] of m) row[tok] = v;
-          return logSoftmax(row);
-        });
-      } finally {
-        await model.dispose();
-      }
+      let out: Float64Array[] = [];
+      await eachLogProbs(gguf, [ids], vocab, (_, rows) => { out = rows; });
+      return out;
     },
+    eachLogProbs,
   };
 }

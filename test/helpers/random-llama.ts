@@ -17,10 +17,11 @@ export interface RandomSpec {
   tied?: boolean;
   /** Store a tied weight as lm_head.weight only (as one shared asset does). */
   tiedAsLmHead?: boolean;
-  modelType?: 'llama' | 'qwen2' | 'mistral';
+  /** qwen3: per-head q_norm/k_norm (weights near 1) and, with attentionBias, q/k/v/o biases. */
+  modelType?: 'llama' | 'qwen2' | 'mistral' | 'qwen3';
   /** config sliding_window (Mistral). */
   slidingWindow?: number;
-  /** llama attention_bias (q/k/v/o biases). qwen2 always has q/k/v biases. */
+  /** llama/qwen3 attention_bias (q/k/v/o biases). qwen2 always has q/k/v biases. */
   attentionBias?: boolean;
   dtype?: FloatDType;
   ropeTheta?: number;
@@ -29,6 +30,16 @@ export interface RandomSpec {
   seed?: number;
   /** Weight scale (std-ish); default 0.3/√hidden for projections. */
   scale?: number;
+  /**
+   * Amplitudes of the uniform q/k/v/o biases (default 0.5 for q/k/v, 0.1 for o). Projections
+   * output O(1) values, so k: 10 gives Qwen2.5-like key biases an order of magnitude larger.
+   */
+  biasScale?: { q?: number; k?: number; v?: number; o?: number };
+  /**
+   * A "massive activation": this value added to embedding channel 0 of every token (relative to
+   * the O(1) embedding entries), so every layer's normed input has a nearly constant channel.
+   */
+  massive?: number;
 }
 
 export class MapSource implements WeightSource {
@@ -82,7 +93,7 @@ export function randomLlama(spec: RandomSpec): RandomModel {
   const modelType = spec.modelType ?? 'llama';
   const dtype = spec.dtype ?? 'f32';
   const json: Record<string, unknown> = {
-    architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' }[modelType]],
+    architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM', qwen3: 'Qwen3ForCausalLM' }[modelType]],
     model_type: modelType,
     hidden_size: D, intermediate_size: I, num_hidden_layers: spec.layers,
     num_attention_heads: H, num_key_value_heads: G, head_dim: d, vocab_size: V,
@@ -125,7 +136,12 @@ export function randomLlama(spec: RandomSpec): RandomModel {
   const w = (fanIn: number) => u(Math.sqrt(3 / fanIn));
   const norm = () => 1 + (2 * rnd() - 1) * 0.2;
   const embName = spec.tied && spec.tiedAsLmHead ? 'lm_head.weight' : 'model.embed_tokens.weight';
-  add(embName, [V, D], u(1));
+  const massive = spec.massive ?? 0;
+  if (massive === 0) add(embName, [V, D], u(1));
+  else {
+    let k = 0;
+    add(embName, [V, D], () => (k++ % D === 0 ? massive : 0) + (2 * rnd() - 1) * s);
+  }
   for (let l = 0; l < spec.layers; l++) {
     const p = `model.layers.${l}`;
     add(`${p}.input_layernorm.weight`, [D], norm);
@@ -133,12 +149,18 @@ export function randomLlama(spec: RandomSpec): RandomModel {
     add(`${p}.self_attn.k_proj.weight`, [G * d, D], w(D));
     add(`${p}.self_attn.v_proj.weight`, [G * d, D], w(D));
     add(`${p}.self_attn.o_proj.weight`, [D, H * d], w(H * d));
+    const bs = spec.biasScale ?? {};
     if (config.attentionBias) {
-      add(`${p}.self_attn.q_proj.bias`, [H * d], u(0.5));
-      add(`${p}.self_attn.k_proj.bias`, [G * d], u(0.5));
-      add(`${p}.self_attn.v_proj.bias`, [G * d], u(0.5));
+      add(`${p}.self_attn.q_proj.bias`, [H * d], u(bs.q ?? 0.5));
+      add(`${p}.self_attn.k_proj.bias`, [G * d], u(bs.k ?? 0.5));
+      add(`${p}.self_attn.v_proj.bias`, [G * d], u(bs.v ?? 0.5));
     }
-    if (config.oBias) add(`${p}.self_attn.o_proj.bias`, [D], u(0.1));
+    if (config.oBias) add(`${p}.self_attn.o_proj.bias`, [D], u(bs.o ?? 0.1));
+    if (modelType === 'qwen3') {
+      // Spread the per-dimension gains so a wrong pairing of norm weight and element shows.
+      add(`${p}.self_attn.q_norm.weight`, [d], () => 1 + (2 * rnd() - 1) * 0.5);
+      add(`${p}.self_attn.k_norm.weight`, [d], () => 1 + (2 * rnd() - 1) * 0.5);
+    }
     add(`${p}.post_attention_layernorm.weight`, [D], norm);
     add(`${p}.mlp.gate_proj.weight`, [I, D], w(D));
     add(`${p}.mlp.up_proj.weight`, [I, D], w(D));
@@ -205,11 +227,15 @@ function ropeHalf(v: Float64Array, off: number, d: number, p: number, inv: numbe
   }
 }
 
+/** A float64 feed-forward block of layer `layer` on one normed hidden state (the dense SwiGLU unless replaced). */
+export type ReferenceMlp = (layer: number, xn: Float64Array) => Float64Array;
+
 /**
  * Logits (float64) for every position of `tokens`, from scratch. ropeKept: partial RoPE (MHA2MLA),
- * pair `pair` of KV head `kvHead`'s queries and key rotates only when it returns true.
+ * pair `pair` of KV head `kvHead`'s queries and key rotates only when it returns true. mlp:
+ * another feed-forward block (a mixture of experts).
  */
-export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeKept?: (layer: number, kvHead: number, pair: number) => boolean): Float64Array[] {
+export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeKept?: (layer: number, kvHead: number, pair: number) => boolean, mlp?: ReferenceMlp): Float64Array[] {
   const c = m.config, W = m.f64;
   const D = c.hiddenSize, H = c.numHeads, G = c.numKvHeads, d = c.headDim, V = c.vocabSize, I = c.intermediateSize;
   const inv = refInvFreq(c);
@@ -225,6 +251,10 @@ export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeK
       const q = mv(get(`${p}.self_attn.q_proj.weight`), xn, H * d, opt(`${p}.self_attn.q_proj.bias`));
       const k = mv(get(`${p}.self_attn.k_proj.weight`), xn, G * d, opt(`${p}.self_attn.k_proj.bias`));
       const v = mv(get(`${p}.self_attn.v_proj.weight`), xn, G * d, opt(`${p}.self_attn.v_proj.bias`));
+      // Qwen3: every head's projection is RMS-normalised over head_dim before RoPE.
+      const qn = opt(`${p}.self_attn.q_norm.weight`), kn = opt(`${p}.self_attn.k_norm.weight`);
+      if (qn) for (let h = 0; h < H; h++) q.set(rms(q.subarray(h * d, (h + 1) * d), qn, c.rmsNormEps), h * d);
+      if (kn) for (let g = 0; g < G; g++) k.set(rms(k.subarray(g * d, (g + 1) * d), kn, c.rmsNormEps), g * d);
       const kept = (g: number) => (ropeKept ? (i: number) => ropeKept(l, g, i) : undefined);
       for (let h = 0; h < H; h++) ropeHalf(q, h * d, d, t, inv, kept(Math.floor(h / (H / G))));
       for (let g = 0; g < G; g++) ropeHalf(k, g * d, d, t, inv, kept(g));
@@ -249,16 +279,24 @@ export function referenceLogits(m: RandomModel, tokens: readonly number[], ropeK
       const a = mv(get(`${p}.self_attn.o_proj.weight`), o, D, opt(`${p}.self_attn.o_proj.bias`));
       const x1 = xs[t]!.map((v, i) => v + a[i]!);
       const xn = rms(x1, get(`${p}.post_attention_layernorm.weight`), c.rmsNormEps);
-      const g1 = mv(get(`${p}.mlp.gate_proj.weight`), xn, I);
-      const u1 = mv(get(`${p}.mlp.up_proj.weight`), xn, I);
-      const hmid = g1.map((g, i) => (g / (1 + Math.exp(-g))) * u1[i]!);
-      const dn = mv(get(`${p}.mlp.down_proj.weight`), hmid, D);
+      const dn = mlp ? mlp(l, xn) : swiglu(get(`${p}.mlp.gate_proj.weight`), get(`${p}.mlp.up_proj.weight`), get(`${p}.mlp.down_proj.weight`), xn, I, D);
       next.push(x1.map((v, i) => v + dn[i]!));
     }
     xs = next;
   }
   const head = c.tieWordEmbeddings ? emb : get('lm_head.weight');
   return xs.map((x) => mv(head, rms(x, get('model.norm.weight'), c.rmsNormEps), V));
+}
+
+/** down(silu(gate·x) ∘ up·x) in float64 (gate, up [I×D], down [D×I]). */
+export function swiglu(gate: Float64Array, up: Float64Array, down: Float64Array, x: Float64Array, I: number, D: number): Float64Array {
+  const g = mv(gate, x, I), u = mv(up, x, I);
+  return mv(down, g.map((a, i) => (a / (1 + Math.exp(-a))) * u[i]!), D);
+}
+
+/** y = W·x in float64 (W [out×in]). */
+export function matVec(W: Float64Array, x: Float64Array, out: number): Float64Array {
+  return mv(W, x, out);
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -21,6 +21,7 @@ export async function buildReportFixture(dir: string, o: { llamaCpp: boolean }):
   const t = tinyConvertOptions();
   const folder = join(dir, 'mla');
   await convertModel({
+    variant: 'exact',
     model: mustAsset(FIXTURE_MODEL), out: folder, kvLoraRank: 24, ropeDim: 8, freqFold: 2,
     calib: t.calib, calibSamples: 16, calibSeqLen: 64,
     evalTexts: [{ path: t.evalText, mode: 'file' }], evalCtx: 128, evalChunks: 2,

@@ -168,7 +168,7 @@ const CFG = {
   vocab_size: 100,
 };
 
-const SUPPORTED = 'supported: model_type llama, mistral, qwen2 (SmolLM checkpoints are llama); architectures LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM';
+const SUPPORTED = 'supported: model_type llama, mistral, qwen2 (SmolLM checkpoints are llama), mixtral, qwen3; architectures LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM, Qwen3ForCausalLM';
 
 /** A config.json: CFG with `patch` applied; `raw` replaces "@RAW@" in the text (for JSON JS cannot produce). */
 function cfgCase(name: string, why: string, patch: Record<string, unknown>, message: (p: string) => string | RegExp, raw?: string): MalformedCase {

@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
-import { convertModel, type ConvertOptions } from '../../convert/transmla.js';
+import { convertModel, type ConvertOptions, type ConvertVariant } from '../../convert/transmla.js';
+import { PROFILE_NAMES, withProfile, type ProfileName } from '../../convert/profiles.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import { checkExportOutput, convertToTarget } from '../../export/targets.js';
 import { checkOutputDir } from '../../io/atomic-dir.js';
@@ -14,23 +15,34 @@ import { EXPORT_USAGE, outType, target } from './export.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const command: Command = {
-  usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) [--rope-dim D] --calib FILE\n' +
-    '    [--freqfold auto|M] [--q-lora-rank Q] [--balance-kv-ratio X] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
-    '    [--calib-order faithful|sequential] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--search-chunks 16] [--overwrite] [--no-save] [--json]\n' +
-    '    [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]   (default: the exact MLA folder, no kv_a_layernorm) [--tokenizer FILE]\n' +
+  usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) --calib FILE\n' +
+    '    [--profile fast|faithful] [--variant stock|exact] [--rope-dim D|auto] [--freqfold auto|M] [--q-lora-rank Q]\n' +
+    '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
+    '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
+    '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]\n' +
+    '    [--tokenizer FILE]\n' +
     '  <model> may be a llama2.c .bin: it is imported into a temporary folder first (its tokenizer: tokenizer.bin or\n' +
     '    the only other tok*.bin beside it, or --tokenizer FILE, a tok*.bin or SentencePiece .model).\n' +
+    '  Writes the stock DeepSeek-V3 folder (calibrated kv_a_layernorm, stock keys only) that transformers, vLLM,\n' +
+    '  SGLang and llama.cpp run; --variant exact writes transmla\'s exact variant instead (no latent norm, its own\n' +
+    '  model_type transmla_mla so no stock engine misreads it; `transmla export` turns it into the stock folder).\n' +
+    '  Converts layer by layer: memory holds one layer of weights, not the model.\n' +
+    '  --profile fast (default): 64 × 256 calibration tokens, shapes scored by each layer\'s attention-output error\n' +
+    '    (the proxy), 8 chunks per evaluation text. About 3 sweeps of 16K calibration tokens plus 4 sweeps of the\n' +
+    '    evaluation tokens through every layer.\n' +
+    '  --profile faithful: TransMLA\'s recipe, 128 × 256 calibration tokens, FreqFold/d_R searched by held-out\n' +
+    '    perplexity of whole candidate models (the model is loaded whole and fully evaluated per candidate),\n' +
+    '    every chunk of each evaluation text: several times the time of fast.\n' +
+    '  Flags given explicitly override the profile.\n' +
     '  --kv-fraction F: cache r + d_R = F·(2·G·d) values per token per layer (e.g. 0.3125).\n' +
     '  --rope-dim D|auto: qk_rope_head_dim, an even divisor of head_dim. With --kv-fraction the default is auto:\n' +
-    '    every split of the budget is tried (each with its FreqFold search) on held-out documents.\n' +
-    '    With --kv-lora-rank the default is the largest even divisor ≤ head_dim/2 and ≤ r.\n' +
+    '    every split of the budget is tried (each with its FreqFold search). With --kv-lora-rank the default is\n' +
+    '    the largest even divisor ≤ head_dim/2 and ≤ r.\n' +
     '  --calib FILE: .txt (documents separated by blank lines) or .jsonl ("text" fields); the last 10 % of its\n' +
-    '    documents are held out for --freqfold auto and, without --eval-text, for the reported perplexities.\n' +
+    '    documents are held out for the searches and, without --eval-text, for the reported perplexities.\n' +
     '  --eval-text: perplexity, KL and top-1 agreement of every stage against the original on each file;\n' +
     '    prefix a file with "lines:" to read every line as a document (WikiText-2 as the papers read it).\n' +
-    '  --balance-kv-ratio 0 turns key/value balancing off.\n' +
-    '  --no-eval: no evaluation; needs --rope-dim and a numeric --freqfold. The conversion then streams layer by\n' +
-    '    layer (one layer of weights in memory, not the model) and writes the same folder without perplexities.\n' + EXPORT_USAGE + MHA2MLA_USAGE,
+    '  --balance-kv-ratio 0 turns key/value balancing off.  --no-eval: no stage evaluation.\n' + EXPORT_USAGE + MHA2MLA_USAGE,
   async run(argv) {
     const method = methodFlag(argv);
     if (method === 'mha2mla') return runMha2mlaConvert(argv);
@@ -40,7 +52,7 @@ export const command: Command = {
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
-      target: 'string', outtype: 'string', tokenizer: 'string', ...HUB_FLAGS,
+      target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', 'max-bias-residual': 'string', tokenizer: 'string', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
@@ -51,10 +63,17 @@ export const command: Command = {
     if (!calib) throw new UsageError('--calib FILE is required');
     const ff = str(p, 'freqfold') ?? 'auto';
     if (ff !== 'auto' && !/^\d+$/.test(ff)) throw new UsageError(`--freqfold must be "auto" or a positive integer, got "${ff}"`);
-    const order = str(p, 'calib-order') ?? 'faithful';
-    if (order !== 'faithful' && order !== 'sequential') throw new UsageError(`--calib-order must be faithful or sequential, got "${order}"`);
+    const order = str(p, 'calib-order');
+    if (order !== undefined && order !== 'faithful' && order !== 'sequential') throw new UsageError(`--calib-order must be faithful or sequential, got "${order}"`);
+    const profile = str(p, 'profile') ?? 'fast';
+    if (!(PROFILE_NAMES as readonly string[]).includes(profile)) throw new UsageError(`--profile must be ${PROFILE_NAMES.join(' or ')}, got "${profile}"`);
+    const variant = str(p, 'variant') ?? 'stock';
+    if (variant !== 'stock' && variant !== 'exact') throw new UsageError(`--variant must be stock or exact, got "${variant}"`);
+    const search = str(p, 'search');
+    if (search !== undefined && search !== 'proxy' && search !== 'perplexity') throw new UsageError(`--search must be proxy or perplexity, got "${search}"`);
     const json = bool(p, 'json');
-    const opts: ConvertOptions = {
+    const noEval = bool(p, 'no-eval');
+    const opts: ConvertOptions = withProfile(profile as ProfileName, {
       model: spec,
       out: bool(p, 'no-save') ? null : resolve(out!),
       overwrite: bool(p, 'overwrite'),
@@ -65,23 +84,29 @@ export const command: Command = {
       freqFold: ff === 'auto' ? 'auto' : Number(ff),
       balanceKvRatio: num(p, 'balance-kv-ratio', 1),
       calib,
-      calibSamples: int(p, 'calib-samples', 128, 1),
-      calibSeqLen: int(p, 'calib-seqlen', 256, 2),
+      calibSamples: int(p, 'calib-samples', undefined, 1),
+      calibSeqLen: int(p, 'calib-seqlen', undefined, 2),
       seed: int(p, 'seed', 42),
-      calibOrder: order as CalibOrder,
+      calibOrder: order as CalibOrder | undefined,
+      search: search as 'proxy' | 'perplexity' | undefined,
       evalTexts: evalTexts(str(p, 'eval-text')),
       evalCtx: int(p, 'eval-ctx', undefined, 2),
       evalChunks: int(p, 'eval-chunks', undefined, 1),
       searchChunks: int(p, 'search-chunks', undefined, 1),
+      variant: variant as ConvertVariant,
+      maxBiasResidual: num(p, 'max-bias-residual', undefined, { ge: 0 }),
+      evaluate: !noEval,
+      progress: true,
       log: (line: string) => { (json ? process.stderr : process.stdout).write(line + '\n'); },
-    };
+    });
     const tgt = str(p, 'target');
     if (tgt !== undefined && bool(p, 'no-save')) throw new UsageError('--target writes an export; it cannot be combined with --no-save');
+    if (tgt !== undefined && variant === 'exact') throw new UsageError('--target writes a stock export; it cannot be combined with --variant exact');
     const exportTo = tgt === undefined ? null : { target: target(tgt), outType: outType(str(p, 'outtype')) };
     if (tgt === undefined && str(p, 'outtype') !== undefined) throw new UsageError('--outtype needs --target gguf');
-    if (tgt === undefined && bool(p, 'no-eval')) {
+    if (variant === 'exact' && str(p, 'max-bias-residual') !== undefined) throw new UsageError('--max-bias-residual bounds the bias fold of the stock folder; the exact variant keeps its biases');
+    if (noEval) {
       if (opts.out === null) throw new UsageError('--no-eval needs --out (without evaluation there is nothing to measure)');
-      if (typeof opts.ropeDim !== 'number' || opts.freqFold === 'auto') throw new UsageError('--no-eval needs a fixed shape: --rope-dim D and --freqfold M');
       if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
     }
     // Before a Hub model is fetched: the output must be usable (the library checks again, against the inputs).
@@ -91,19 +116,17 @@ export const command: Command = {
     else if (opts.out) checkOutputDir(opts.out, { overwrite: opts.overwrite, source: local });
     const path = await modelArg(spec, p);
     // A llama2.c checkpoint goes through a temporary HF folder; transmla.json records the .bin.
-    const report = await withHfFolder(path, str(p, 'tokenizer'), async (folder) => {
+    const { r, report } = await withHfFolder(path, str(p, 'tokenizer'), async (folder) => {
       const o: ConvertOptions = { ...opts, model: folder, sourcePath: path };
-      if (exportTo) return convertToTarget({ ...o, out: o.out! }, exportTo);
-      return bool(p, 'no-eval') ? (await import('../../convert/transmla.js')).convertStreaming(o) : convertModel(o);
+      const r = exportTo ? await convertToTarget({ ...o, out: o.out! }, exportTo) : null;
+      return { r, report: r ? r.conversion : await convertModel(o) };
     });
-    if ('conversion' in report) {
-      if (json) console.log(JSON.stringify({ conversion: report.conversion, export: { ...report.export, gguf: report.export.gguf && { ...report.export.gguf, tensorNames: undefined } } }, null, 2));
-      return;
-    }
-    if (json) console.log(JSON.stringify(report, null, 2));
-    else {
+    if (json) {
+      const { stockExport, ...conversion } = report;
+      console.log(JSON.stringify(r ? { conversion, export: { ...r.export, gguf: r.export.gguf && { ...r.export.gguf, tensorNames: undefined } } } : { conversion, stock: stockExport }, null, 2));
+    } else {
       const s = report.seconds;
-      console.log(`conversion ${s.convertTotal.toFixed(1)} s (evaluation ${s.evaluation.toFixed(1)} s more), peak RSS ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB`);
+      console.log(`conversion ${(s.convertTotal - s.evaluation).toFixed(1)} s (evaluation ${s.evaluation.toFixed(1)} s of it... )`.replace(' of it... ', ''), `total ${s.convertTotal.toFixed(1)} s, peak RSS ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB`);
     }
   },
 };

@@ -1,9 +1,10 @@
 // transmla export <mla-folder> --target deepseek-v3|gguf --out PATH: stock-engine exports of a
 // converted (exact MLA) folder.
 import { resolve } from 'node:path';
-import { bool, int, onePositional, parseArgs, str, UsageError } from '../args.js';
+import { bool, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { checkExportOutput, EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
+import { DEFAULT_MAX_BIAS_RESIDUAL } from '../../convert/stock-bias.js';
 import type { FloatDType } from '../../kernels/types.js';
 import { evalTexts } from './convert-mha2mla.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
@@ -12,7 +13,10 @@ export const EXPORT_USAGE =
   '  --target deepseek-v3: a folder stock DeepSeek-V3 code loads (no custom keys): kv_a_layernorm (q_a_layernorm)\n' +
   '    calibrated on --calib (default: the calibration file recorded in transmla.json) with kv_b_proj refit;\n' +
   '    prints and records the perplexity of the exact and the stock-semantics model side by side.\n' +
-  '  --target gguf: a llama.cpp deepseek2 GGUF (--outtype f32|f16|bf16), through the strict export if needed.\n';
+  '  --target gguf: a llama.cpp deepseek2 GGUF (--outtype f32|f16|bf16), through the strict export if needed.\n' +
+  '  --max-bias-residual X: stock DeepSeek-V3 has no attention biases; those that do not drop out exactly\n' +
+  '    (Qwen2\'s query, RoPE-key and value biases) are folded into the weights by calibration, and a layer whose\n' +
+  `    fold leaves a relative error above X in a projection is refused (default ${DEFAULT_MAX_BIAS_RESIDUAL}; docs/methods.md#bias-fold).\n`;
 
 export function outType(v: string | undefined): FloatDType | undefined {
   if (v === undefined) return undefined;
@@ -29,11 +33,11 @@ export function target(v: string | undefined): ExportTarget {
 export const command: Command = {
   usage: 'transmla export <mla-folder> --target deepseek-v3|gguf --out PATH [--calib FILE] [--calib-samples 128]\n' +
     '    [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--outtype f32|f16|bf16]\n' +
-    '    [--overwrite] [--json]\n' + EXPORT_USAGE,
+    `    [--max-bias-residual ${DEFAULT_MAX_BIAS_RESIDUAL}] [--overwrite] [--json]\n` + EXPORT_USAGE,
   async run(argv) {
     const p = parseArgs(argv, {
       target: 'string', out: 'string', calib: 'string', 'calib-samples': 'string', 'calib-seqlen': 'string', seed: 'string',
-      'eval-text': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string', outtype: 'string', overwrite: 'boolean', json: 'boolean', ...HUB_FLAGS,
+      'eval-text': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string', outtype: 'string', 'max-bias-residual': 'string', overwrite: 'boolean', json: 'boolean', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'MLA folder');
     const out = str(p, 'out');
@@ -54,6 +58,7 @@ export const command: Command = {
       evalCtx: int(p, 'eval-ctx', undefined, 2),
       evalChunks: int(p, 'eval-chunks', undefined, 1),
       outType: outType(str(p, 'outtype')),
+      maxBiasResidual: num(p, 'max-bias-residual', undefined, { ge: 0 }),
       // Last, so every flag is checked before a Hub model is fetched.
       model: await modelArg(spec, p),
       log: (line) => (json ? process.stderr : process.stdout).write(line + '\n'),

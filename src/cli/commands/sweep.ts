@@ -1,5 +1,6 @@
 // transmla sweep <model> --kv-fractions ...: converts at several cache budgets (per method) and
-// draws perplexity vs KV fraction into sweep.html (+ sweep.json).
+// draws perplexity vs KV fraction into sweep.html (+ sweep.json). Progress goes to stderr; the
+// result to stdout: a summary table, or with --json the sweep.json record.
 import { resolve } from 'node:path';
 import { bool, int, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
@@ -7,6 +8,7 @@ import type { EvalTextSpec } from '../../convert/pipeline.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import { CONVERT_METHODS } from '../../convert/methods.js';
 import { runSweep } from '../../convert/sweep.js';
+import { formatSweepSummary } from '../../report/sweep-report.js';
 import { textModeFor } from '../../eval/perplexity.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
 import { checkOutputDir } from '../../io/atomic-dir.js';
@@ -25,15 +27,17 @@ function evalTexts(v: string | undefined): EvalTextSpec[] {
 export const command: Command = {
   usage: 'transmla sweep <model> --kv-fractions F1,F2,... --calib FILE --out DIR [--revision REV] [--methods transmla]\n' +
     '    [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--calib-samples 128] [--calib-seqlen 256] [--seed 42]\n' +
-    '    [--freqfold auto|M] [--calib-order faithful|sequential] [--search-chunks 16] [--save-models] [--overwrite]\n' +
+    '    [--freqfold auto|M] [--calib-order faithful|sequential] [--search-chunks 16] [--save-models] [--overwrite] [--json]\n' +
     `  methods: ${Object.keys(CONVERT_METHODS).join(', ')} (each with its defaults; --freqfold, --calib-order and --search-chunks\n` +
     '  are TransMLA\'s). Writes DIR/sweep.json (after every point) and DIR/sweep.html;\n' +
-    '  --save-models keeps each converted model in DIR/<method>-kv<fraction> with its report.html.',
+    '  --save-models keeps each converted model in DIR/<method>-kv<fraction> with its report.html.\n' +
+    '  Progress goes to stderr; stdout gets a summary table (KV fraction, bytes/token, perplexity per stage, KL,\n' +
+    '  top-1, seconds per point), or with --json the sweep.json record.',
   async run(argv) {
     const p = parseArgs(argv, {
       'kv-fractions': 'string', methods: 'string', calib: 'string', out: 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'calib-samples': 'string', 'calib-seqlen': 'string', seed: 'string', freqfold: 'string',
-      'calib-order': 'string', 'search-chunks': 'string', 'save-models': 'boolean', overwrite: 'boolean', ...HUB_FLAGS,
+      'calib-order': 'string', 'search-chunks': 'string', 'save-models': 'boolean', overwrite: 'boolean', json: 'boolean', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     const fractions = list(str(p, 'kv-fractions'), '--kv-fractions').map((x) => {
@@ -59,10 +63,11 @@ export const command: Command = {
     };
     // Before a Hub model is fetched (runSweep checks again, against the inputs).
     checkOutputDir(resolve(out), { overwrite: bool(p, 'overwrite') });
-    await runSweep({
+    const report = await runSweep({
       model: await modelArg(spec, p), fractions, methods, out: resolve(out), saveModels: bool(p, 'save-models'), overwrite: bool(p, 'overwrite'),
       convert,
       log: (line) => process.stderr.write(`${line}\n`),
     });
+    process.stdout.write(bool(p, 'json') ? `${JSON.stringify(report, null, 2)}\n` : `${formatSweepSummary(report)}\n`);
   },
 };

@@ -1,8 +1,16 @@
 // Causal softmax attention over a KV cache, in float64 per score, one query head at a time.
+// An f16/bf16 cache is widened element by element through the 65536-entry tables.
 import type { AttentionArgs } from '../types.js';
+import { BF16_TO_F32, F16_TO_F32 } from './half.js';
 
 export function attention(a: AttentionArgs): void {
   const { q, tq, nHeads, nKvHeads, headDimK: dk, headDimV: dv, k, kTokenStride: ks, v, vTokenStride: vs, pos0, scale, out } = a;
+  const kvDType = a.kvDType ?? 'f32';
+  if (kvDType !== 'f32' && kvDType !== 'f16' && kvDType !== 'bf16') throw new Error(`attention: kvDType must be 'f32', 'f16' or 'bf16', got ${String(kvDType)}`);
+  const want = kvDType === 'f32' ? Float32Array : Uint16Array;
+  if (!(k instanceof want) || !(v instanceof want)) throw new Error(`attention: a ${kvDType} cache needs k and v as ${want.name}`);
+  // Widening table for a half cache (null: read the f32 values directly).
+  const wt = kvDType === 'f16' ? F16_TO_F32 : kvDType === 'bf16' ? BF16_TO_F32 : null;
   for (const [name, x] of Object.entries({ tq, nHeads, nKvHeads, headDimK: dk, headDimV: dv, kTokenStride: ks, vTokenStride: vs, pos0 })) {
     if (!Number.isInteger(x) || x < 0) throw new Error(`attention: ${name} must be a non-negative integer, got ${x}`);
   }
@@ -28,7 +36,8 @@ export function attention(a: AttentionArgs): void {
       for (let t = 0; t <= last; t++) {
         const ko = t * ks + g * dk;
         let s = 0;
-        for (let j = 0; j < dk; j++) s += q[qo + j] * k[ko + j];
+        if (wt) for (let j = 0; j < dk; j++) s += q[qo + j] * wt[k[ko + j]];
+        else for (let j = 0; j < dk; j++) s += q[qo + j] * k[ko + j];
         s *= scale;
         p[t] = s;
         if (s > max) max = s;
@@ -44,7 +53,8 @@ export function attention(a: AttentionArgs): void {
       for (let t = 0; t <= last; t++) {
         const w = p[t];
         const vo = t * vs + g * dv;
-        for (let j = 0; j < dv; j++) acc[j] += w * v[vo + j];
+        if (wt) for (let j = 0; j < dv; j++) acc[j] += w * wt[v[vo + j]];
+        else for (let j = 0; j < dv; j++) acc[j] += w * v[vo + j];
       }
       const oo = (i * nHeads + h) * dv;
       const inv = 1 / sum;

@@ -4,8 +4,13 @@
 // widened, so every B element is converted once per call, not once per row of A.
 // Fewer than 4 rows of A skip packing (it would cost as much as the product).
 // Sums are kept in float64 over the full K and rounded to f32 once.
-import type { FloatData, FloatDType } from '../types.js';
+import type { FloatData, FloatDType, QuantDType, WeightData, WeightDType } from '../types.js';
 import { BF16_TO_F32, F16_TO_F32 } from './half.js';
+import { gemvQuant, matmulQuant } from './matmul-quant.js';
+
+function isQuant(t: WeightDType): t is QuantDType {
+  return t === 'q8_0' || t === 'q4_0';
+}
 
 /** Columns of B packed per panel: the panel (K × NB doubles) stays cache-resident while all rows of A stream past. */
 const NB = 16;
@@ -52,9 +57,10 @@ function packPanel(B: FloatData, table: Float32Array | null, P: Float64Array, N:
   }
 }
 
-export function matmul(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate = false): void {
+export function matmul(A: Float32Array, B: WeightData, bType: WeightDType, C: Float32Array, M: number, N: number, K: number, transB: boolean, accumulate = false): void {
   checkDims('matmul', { M, N, K });
-  checkData('matmul B', B, bType, N * K);
+  if (isQuant(bType)) return matmulQuant(A, B as Uint8Array, bType, C, M, N, K, transB, accumulate);
+  checkData('matmul B', B as FloatData, bType, N * K);
   if (A.length < M * K) throw new Error(`matmul: A holds ${A.length} values, needs M*K = ${M * K}`);
   if (C.length < M * N) throw new Error(`matmul: C holds ${C.length} values, needs M*N = ${M * N}`);
   if (M === 0 || N === 0) return;
@@ -64,15 +70,15 @@ export function matmul(A: Float32Array, B: FloatData, bType: FloatDType, C: Floa
   }
   if (M < 4) {
     // Too few rows to repay packing: stream B once, widening each block of it once.
-    if (transB) smallNT(A, B, bType, C, M, N, K, accumulate);
-    else smallNN(A, B, bType, C, M, N, K, accumulate);
+    if (transB) smallNT(A, B as FloatData, bType, C, M, N, K, accumulate);
+    else smallNN(A, B as FloatData, bType, C, M, N, K, accumulate);
     return;
   }
   const table = widenTable(bType);
   const P = new Float64Array(((Math.min(N, NB) + 3) >> 2) * 4 * K);
   for (let j0 = 0; j0 < N; j0 += NB) {
     const nc = Math.min(NB, N - j0);
-    packPanel(B, table, P, N, K, transB, j0, nc);
+    packPanel(B as FloatData, table, P, N, K, transB, j0, nc);
     const groups = (nc + 3) >> 2;
     let i = 0;
     for (; i + 4 <= M; i += 4) {
@@ -131,9 +137,10 @@ function store(C: Float32Array, o: number, w: number, acc: boolean, v0: number, 
 }
 
 /** Rows of W widened per block: 4 rows at a time share each load of x. */
-export function gemv(W: FloatData, wType: FloatDType, x: Float32Array, y: Float32Array, N: number, K: number): void {
+export function gemv(W: WeightData, wType: WeightDType, x: Float32Array, y: Float32Array, N: number, K: number): void {
   checkDims('gemv', { N, K });
-  checkData('gemv W', W, wType, N * K);
+  if (isQuant(wType)) return gemvQuant(W as Uint8Array, wType, x, y, N, K);
+  checkData('gemv W', W as FloatData, wType, N * K);
   if (x.length < K) throw new Error(`gemv: x holds ${x.length} values, needs K = ${K}`);
   if (y.length < N) throw new Error(`gemv: y holds ${y.length} values, needs N = ${N}`);
   const half = wType !== 'f32';
@@ -226,7 +233,7 @@ function smallNN(A: Float32Array, B: FloatData, bType: FloatDType, C: Float32Arr
 }
 
 /** y_i = W_i · x for each i (the reference of the fused decode projections). */
-export function gemvMulti(Ws: readonly FloatData[], wType: FloatDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void {
+export function gemvMulti(Ws: readonly WeightData[], wType: WeightDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void {
   if (Ws.length !== ys.length || Ws.length !== Ns.length) throw new Error('gemvMulti: Ws, ys and Ns must have the same length');
   if (Ws.length > 8) throw new Error('gemvMulti: at most 8 weights per call');
   for (let i = 0; i < Ws.length; i++) {
@@ -251,7 +258,7 @@ export function siluMul(gate: Float32Array, up: Float32Array, n: number): void {
 }
 
 /** out = silu(Wg·x) ⊙ (Wu·x). */
-export function gemvSwiGlu(Wg: FloatData, Wu: FloatData, wType: FloatDType, x: Float32Array, out: Float32Array, N: number, K: number): void {
+export function gemvSwiGlu(Wg: WeightData, Wu: WeightData, wType: WeightDType, x: Float32Array, out: Float32Array, N: number, K: number): void {
   checkDims('gemvSwiGlu', { N, K });
   if (out.length < N) throw new Error(`gemvSwiGlu: out holds ${out.length} values, needs N = ${N}`);
   const u = new Float32Array(N);
