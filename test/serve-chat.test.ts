@@ -15,7 +15,9 @@ import { loadServedModel } from '../src/serve/model.js';
 import { SequenceSampler, type SamplingParams } from '../src/serve/sampling.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import type { ServedModel } from '../src/serve/completions.js';
+import { writeCheckpoint } from '../src/io/checkpoint.js';
 import { assetPath } from './helpers/assets.js';
+import { randomLlama } from './helpers/random-llama.js';
 
 const modelDir = assetPath('models/TinyStories-656K');
 const skip = modelDir ? false : 'asset models/TinyStories-656K missing';
@@ -139,12 +141,15 @@ describe('serve: chat completions and sampling', { skip }, () => {
     const body = { prompt: ['Once upon a time', 'The dog'], max_tokens: 8, temperature: 1, seed: 11, n: 3 };
     const many = await ok<Completion>('/v1/completions', body);
     assert.deepEqual(many.choices.map((c) => c.index), [0, 1, 2, 3, 4, 5]);
+    let promptTokens = 0;
     for (const [i, prompt] of body.prompt.entries()) {
       for (let j = 0; j < 3; j++) {
         const one = await ok<Completion>('/v1/completions', { ...body, prompt, n: 1, seed: 11 + j });
         assert.equal(many.choices[i * 3 + j]!.text, one.choices[0]!.text, `prompt ${i}, choice ${j}`);
+        if (j === 0) promptTokens += one.usage.prompt_tokens;
       }
     }
+    assert.equal(many.usage.prompt_tokens, promptTokens, 'each prompt counted once, as OpenAI and vLLM count it');
     assert.ok(new Set(many.choices.slice(0, 3).map((c) => c.text)).size > 1, 'differently seeded choices differ');
     const chat = await ok<Chat>('/v1/chat/completions', { messages: messages.slice(0, 2), max_tokens: 6, temperature: 1, seed: 5, n: 2 });
     assert.deepEqual(chat.choices.map((c) => c.index), [0, 1]);
@@ -211,5 +216,19 @@ describe('SequenceSampler', () => {
         assert.equal(s.next(row), sampleToken(logits, { temperature: p.temperature, topP: p.topP }, r), JSON.stringify(over));
       }
     }
+  });
+});
+
+describe('served context of a sliding-window model', { skip }, () => {
+  it('defaults to the window (a longer sequence would fail every sequence batched with it) and refuses --ctx beyond it', async () => {
+    const m = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, inter: 48, vocab: 2048, layers: 1, modelType: 'mistral', slidingWindow: 64, seed: 2 });
+    const dir = join(tmp, 'windowed');
+    mkdirSync(dir);
+    await writeCheckpoint(dir, m.src.names().map((name) => ({ name, tensor: m.src.get(name) })));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(m.json));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) symlinkSync(join(modelDir!, f), join(dir, f));
+    assert.equal(loadServedModel(dir).contextLength, 64);
+    assert.equal(loadServedModel(dir, { contextLength: 32 }).contextLength, 32);
+    assert.throws(() => loadServedModel(dir, { contextLength: 100 }), /exceeds the model's sliding window of 64 tokens/);
   });
 });

@@ -165,7 +165,8 @@ export function startServer(served: ServedModel, port: number, host = '127.0.0.1
           return out.choice;
         });
       }));
-      usage.prompt_tokens = prompts.reduce((n, ids) => n + ids.length * r.n, 0);
+      // The prompt counts once however many choices share it (as OpenAI and vLLM count it).
+      usage.prompt_tokens = prompts.reduce((n, ids) => n + ids.length, 0);
       const choices = await Promise.all(jobs);
       usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
       if (r.stream) {
