@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng, sampleToken } from '../src/models/sample.js';
-import { loadChatTemplate } from '../src/serve/chat.js';
+import { chatTemplateFolder, loadChatTemplate } from '../src/serve/chat.js';
 import { loadServedModel } from '../src/serve/model.js';
 import { SequenceSampler, type SamplingParams } from '../src/serve/sampling.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
@@ -78,6 +78,12 @@ describe('serve: chat completions and sampling', { skip }, () => {
     writeFileSync(file, CHATML);
     assert.equal(loadChatTemplate(withTemplate('r3', LLAMA2), file)!.source, CHATML);
     assert.equal(loadChatTemplate(withTemplate('r4', null)), null);
+    // Looked for beside the tokenizer: the --tokenizer folder, else the folder a .gguf sits in.
+    const r5 = withTemplate('r5', CHATML);
+    assert.equal(chatTemplateFolder(join(r5, 'model.gguf')), r5);
+    assert.equal(chatTemplateFolder(join(tmp, 'elsewhere.gguf'), r5), r5);
+    assert.equal(chatTemplateFolder(join(tmp, 'elsewhere.gguf'), join(r5, 'tokenizer.json')), r5);
+    assert.equal(chatTemplateFolder(r5), r5);
   });
 
   it('answers in the chat.completion shape with what /v1/completions gives for the rendered prompt', async () => {

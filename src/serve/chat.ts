@@ -6,7 +6,7 @@
 // special tokens), then tokenized without adding special tokens (the template writes them), as
 // apply_chat_template(tokenize=True) does. The answer is OpenAI's chat.completion shape.
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { badRequest } from './errors.js';
 import type { ChoiceLogprobs } from './completions.js';
@@ -119,6 +119,16 @@ export function loadChatTemplate(folder: string | null, file?: string): ChatTemp
     if (t !== null) return new ChatTemplate(t, specials, json);
   }
   return null;
+}
+
+/**
+ * Where the chat template of a served model is looked for: beside its tokenizer, as the model
+ * loader finds it — the --tokenizer folder (or the folder of a tokenizer file), else the model
+ * folder, or the folder a .gguf / llama2.c .bin sits in.
+ */
+export function chatTemplateFolder(modelPath: string, tokenizer?: string): string {
+  const p = tokenizer ?? modelPath;
+  return existsSync(p) && statSync(p).isDirectory() ? p : dirname(p);
 }
 
 const KNOWN = new Set([
