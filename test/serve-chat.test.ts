@@ -157,6 +157,15 @@ describe('serve: chat completions and sampling', { skip }, () => {
     }
     assert.equal(many.usage.prompt_tokens, promptTokens, 'each prompt counted once, as OpenAI and vLLM count it');
     assert.ok(new Set(many.choices.slice(0, 3).map((c) => c.text)).size > 1, 'differently seeded choices differ');
+    // Streamed, the choices' chunks interleave (they run together); each choice's pieces add up to its text.
+    const r = await fetch(`${srv.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }) });
+    const parts = (await r.text()).split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => (JSON.parse(e.slice(6)) as Completion).choices[0]!);
+    for (let c = 0; c < 6; c++) {
+      assert.equal(parts.filter((x) => x.index === c).map((x) => x.text).join(''), many.choices[c]!.text, `streamed choice ${c}`);
+      assert.equal(parts.filter((x) => x.index === c && x.finish_reason !== null).length, 1);
+    }
+    const order = parts.map((x) => x.index);
+    assert.ok(order.some((x, i) => i > 0 && x < order[i - 1]!), 'chunks of different choices interleave');
     const chat = await ok<Chat>('/v1/chat/completions', { messages: messages.slice(0, 2), max_tokens: 6, temperature: 1, seed: 5, n: 2 });
     assert.deepEqual(chat.choices.map((c) => c.index), [0, 1]);
     assert.equal((await post(srv.url, '/v1/completions', { prompt: 'x', n: 17 })).status, 400);
