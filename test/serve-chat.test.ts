@@ -10,7 +10,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng, sampleToken } from '../src/models/sample.js';
-import { chatTemplateFolder, loadChatTemplate } from '../src/serve/chat.js';
+import { chatTemplateFolder, ggufChatTemplate, loadChatTemplate } from '../src/serve/chat.js';
+import { writeGguf } from '../src/io/gguf.js';
 import { loadServedModel } from '../src/serve/model.js';
 import { SequenceSampler, type SamplingParams } from '../src/serve/sampling.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
@@ -84,6 +85,19 @@ describe('serve: chat completions and sampling', { skip }, () => {
     assert.equal(chatTemplateFolder(join(tmp, 'elsewhere.gguf'), r5), r5);
     assert.equal(chatTemplateFolder(join(tmp, 'elsewhere.gguf'), join(r5, 'tokenizer.json')), r5);
     assert.equal(chatTemplateFolder(r5), r5);
+    // A GGUF's own template (tokenizer.chat_template) renders with its vocabulary's BOS/EOS texts.
+    const gguf = join(tmp, 'templated.gguf');
+    writeGguf(gguf, {
+      metadata: [
+        { key: 'general.architecture', type: 'string', value: 'llama' },
+        { key: 'tokenizer.chat_template', type: 'string', value: LLAMA2 },
+        { key: 'tokenizer.ggml.tokens', type: 'array', itemType: 'string', value: ['<unk>', '<s>', '</s>', 'a'] },
+        { key: 'tokenizer.ggml.bos_token_id', type: 'u32', value: 1 },
+        { key: 'tokenizer.ggml.eos_token_id', type: 'u32', value: 2 },
+      ],
+      tensors: [],
+    });
+    assert.equal(ggufChatTemplate(gguf)!.render([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Yo' }, { role: 'user', content: 'Go' }]), '<s>[INST] Hi [/INST] Yo </s><s>[INST] Go [/INST]');
   });
 
   it('answers in the chat.completion shape with what /v1/completions gives for the rendered prompt', async () => {

@@ -1,6 +1,6 @@
 // /v1/chat/completions: the messages rendered into a prompt by the model's own chat template
-// (tokenizer_config.json "chat_template", a chat_template.jinja / chat_template.json beside it, or
-// serve --chat-template FILE) with @huggingface/jinja — the Jinja implementation transformers.js
+// (tokenizer_config.json "chat_template", a chat_template.jinja / chat_template.json beside it, a
+// GGUF's tokenizer.chat_template, or serve --chat-template FILE) with @huggingface/jinja — the Jinja implementation transformers.js
 // renders templates with, maintained by Hugging Face — given what transformers'
 // apply_chat_template passes (messages, add_generation_prompt, bos_token, eos_token and the other
 // special tokens), then tokenized without adding special tokens (the template writes them), as
@@ -8,6 +8,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Template } from '@huggingface/jinja';
+import { readGguf } from '../io/gguf.js';
 import { badRequest } from './errors.js';
 import type { ChoiceLogprobs } from './completions.js';
 import { choiceCount, isInt, rejectUnknown, samplingFields, seedField, stopAndStream } from './validate.js';
@@ -119,6 +120,24 @@ export function loadChatTemplate(folder: string | null, file?: string): ChatTemp
     if (t !== null) return new ChatTemplate(t, specials, json);
   }
   return null;
+}
+
+/**
+ * A GGUF's own template (metadata tokenizer.chat_template, where llama.cpp's convert_hf_to_gguf.py
+ * stores the source's), with the BOS/EOS/UNK/PAD token texts from its vocabulary; null without one.
+ */
+export function ggufChatTemplate(path: string): ChatTemplate | null {
+  const f = readGguf(path);
+  const t = f.getString('tokenizer.chat_template');
+  if (t === undefined) return null;
+  const tokens = f.getStringArray('tokenizer.ggml.tokens') ?? [];
+  const specials: Record<string, string> = {};
+  const keys = { bos_token: 'bos_token_id', eos_token: 'eos_token_id', unk_token: 'unknown_token_id', pad_token: 'padding_token_id' };
+  for (const [name, key] of Object.entries(keys)) {
+    const id = f.getNumber(`tokenizer.ggml.${key}`);
+    if (id !== undefined && tokens[id] !== undefined) specials[name] = tokens[id]!;
+  }
+  return new ChatTemplate(t, specials, `${path} (tokenizer.chat_template)`);
 }
 
 /**

@@ -1,7 +1,7 @@
 // transmla serve <model>: OpenAI-compatible /v1/completions, /v1/chat/completions and /v1/models over HTTP.
 import { int, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
-import { chatTemplateFolder, loadChatTemplate } from '../../serve/chat.js';
+import { chatTemplateFolder, ggufChatTemplate, loadChatTemplate } from '../../serve/chat.js';
 import { loadServedModel } from '../../serve/model.js';
 import { startServer } from '../../serve/server.js';
 import { parseHubId } from '../../io/hub.js';
@@ -13,7 +13,8 @@ export const command: Command = {
     '  Up to --max-concurrent requests run together: every choice is a sequence with its own KV cache and their\n' +
     '  forwards are batched into shared steps (continuous batching); later requests wait in arrival order.\n' +
     '  /v1/chat/completions renders messages with the model\'s chat template (tokenizer_config.json chat_template,\n' +
-    '  chat_template.jinja, beside the tokenizer) or --chat-template FILE (.jinja, or .json with "chat_template").\n' +
+    '  chat_template.jinja, beside the tokenizer; a GGUF\'s tokenizer.chat_template) or --chat-template FILE (.jinja,\n' +
+    '  or .json with "chat_template").\n' +
     '  Sampling: temperature, top_p, top_k, min_p, repetition/presence/frequency penalties, seed, n (≤ --max-n).\n' +
     '  --ctx caps prompt + max_tokens (default: the model\'s\n' +
     '  max_position_embeddings). Text prompts get a BOS when the tokenizer config asks for one; token-id\n' +
@@ -36,7 +37,9 @@ export const command: Command = {
     // A Hub model is served under its id (as vLLM does), not its cache folder's commit hash.
     const name = str(p, 'name') ?? (path !== spec ? parseHubId(spec)?.repo : undefined);
     const served = loadServedModel(path, { name, contextLength, tokenizer: str(p, 'tokenizer') });
-    const chatTemplate = loadChatTemplate(chatTemplateFolder(path, str(p, 'tokenizer')), str(p, 'chat-template'));
+    // The tokenizer's folder first (as transformers takes the tokenizer's template), then a GGUF's own.
+    const chatTemplate = loadChatTemplate(chatTemplateFolder(path, str(p, 'tokenizer')), str(p, 'chat-template'))
+      ?? (path.endsWith('.gguf') ? ggufChatTemplate(path) : null);
     const quiet = p.flags.get('quiet') === true;
     const running = await startServer(served, port, str(p, 'host') ?? '127.0.0.1', {
       ...limits, chatTemplate,
