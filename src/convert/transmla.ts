@@ -51,6 +51,8 @@ export type ConvertVariant = 'stock' | 'exact';
 
 export interface ConvertOptions extends CalibEvalOptions {
   model: string;
+  /** The source path transmla.json records (default: model); a llama2.c .bin converted through a temporary folder records the .bin. */
+  sourcePath?: string;
   /** Output folder; null converts and evaluates without saving. */
   out: string | null;
   overwrite?: boolean;
@@ -195,7 +197,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const stats: ConvertReport['layers'] = [];
     const report: ConvertReport = {
       ...exactReportHeader({
-        model: o.model, out: variant === 'exact' ? o.out : null, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
+        model: o.sourcePath ?? o.model, out: variant === 'exact' ? o.out : null, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
         kvLoraRank: r, ropeDim: dR, freqFold: M, requested: { freqFold: o.freqFold, ropeDim }, qLoraRank, collapse, balance, order,
         attentionBias: false, search: searchReport, calib: c, before, after: budget,
       }),
@@ -275,7 +277,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       report.peakRssBytes = peakRssBytes();
     };
     const stockExportOf = (): StockExportReport => stockReport({
-      conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.model), exactFolder: null, out: o.out ?? '',
+      conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.sourcePath ?? o.model), exactFolder: null, out: o.out ?? '',
       args: cfg, mla: { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
       stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: stockNotes(plans, maxBias, false, cfg.ropeScaling),
       seconds: { calibration: report.seconds.conversion, evaluation: report.seconds.evaluation, save: report.seconds.save },
