@@ -1,5 +1,5 @@
 // Behaviour lock for restructures: every shared model is converted with a fixed seed along each
-// path a user has (TransMLA in memory with evaluation, TransMLA streaming --no-eval, a searched
+// path a user has (TransMLA with evaluation, TransMLA --no-eval, a searched
 // TransMLA shape, MHA2MLA, the strict DeepSeek-V3 export, the deepseek2 GGUF), and every output
 // file is compared byte for byte with the same conversion made by the code before the change.
 // REFERENCE below was recorded from that code (TRANSMLA_RECORD_IDENTITY=1 prints a fresh table);

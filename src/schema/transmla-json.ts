@@ -82,7 +82,9 @@ export interface ConvertReport {
   evaluations: EvalReport[];
   /**
    * Wall seconds. pass1: original-model statistics; conversion: RoRoPE + BKV-PCA with their
-   * calibration pass; convertTotal excludes evaluation; convertCpu: CPU seconds (user + system,
+   * calibration pass (in the default convert also the stock fit and the stages' evaluation
+   * states, which advance in the same sweep); evaluation: the final scoring of those states;
+   * convertTotal: the whole run, evaluation included; convertCpu: CPU seconds (user + system,
    * all threads) of the same span, which other load on the machine does not inflate.
    * estimate: the plan line's forecast (GEMM work / GEMM rate measured at the start), with both.
    */
