@@ -13,10 +13,21 @@ export function layerFlopsPerToken(c: ModelArgs, ctx: number): number {
   return 2 * (proj + attn);
 }
 
+/** Multiply-adds ×2 of one token through one layer's attention projections and scores (the proxy search's unit). */
+export function attentionFlopsPerToken(c: ModelArgs, ctx: number): number {
+  const D = c.hiddenSize, q = c.numHeads * c.headDim, kv = 2 * c.numKvHeads * c.headDim;
+  return 2 * (D * (q + kv) + q * D + 2 * q * (ctx / 2));
+}
+
 export interface ConversionWork {
   /** Token-layer forwards of calibration batches (pass 1, pass 2 statistics, stock states). */
   calibForwards: number;
   calibSeqLen: number;
+  /** Calibration Grams of [rmsnorm(x); 1] taken per layer (each over every calibration token). */
+  calibGrams: number;
+  calibTokens: number;
+  /** Proxy-search attention forwards: candidates × scored layers × tokens per layer. */
+  proxyTokenLayers: number;
   /** Evaluation tokens and how many stages each goes through. */
   evalTokens: number;
   evalStages: number;
@@ -26,9 +37,11 @@ export interface ConversionWork {
 export function conversionFlops(c: ModelArgs, w: ConversionWork): number {
   const layers = c.numLayers;
   const calib = w.calibForwards * layers * layerFlopsPerToken(c, w.calibSeqLen);
+  const grams = w.calibGrams * layers * w.calibTokens * 2 * (c.hiddenSize + 1) ** 2;
+  const proxy = w.proxyTokenLayers * attentionFlopsPerToken(c, w.calibSeqLen);
   const evalLayers = w.evalTokens * w.evalStages * layers * layerFlopsPerToken(c, w.evalCtx);
   const head = w.evalTokens * w.evalStages * 2 * c.hiddenSize * c.vocabSize;
-  return calib + evalLayers + head;
+  return calib + grams + proxy + evalLayers + head;
 }
 
 /** FLOP/s of an f32 GEMM of the model's width [256 × D]·[D × min(D, 2048)]ᵀ, best of three. */

@@ -40,7 +40,7 @@ import {
   outputTensors, secondsSince, stockOutputTensors, writeModelFolder, type CalibEvalOptions, type EvalText,
 } from './pipeline.js';
 import { checkRoRope } from './rorope.js';
-import { captureProxyLayer, keyBlock, searchShape, type ProxyData } from './shape-search.js';
+import { captureProxyLayer, keyBlock, ropeDimCandidates, searchShape, type ProxyData } from './shape-search.js';
 import { stockLayer, type StockLayer } from './stock-layer.js';
 import { DEFAULT_MAX_BIAS_RESIDUAL, foldAttentionBiases, foldOrRefuse, type BiasPlan, type FoldedWeights } from './stock-bias.js';
 import { modelCard, stockNotes, stockReport } from './stock-report.js';
@@ -143,8 +143,13 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       o.out ? 'writing' : null,
     ].filter(Boolean).join(' → ');
     const calibTokens = samples.length * c.seqLen;
+    const pass1 = order === 'faithful' || searching;
+    // Proxy candidates: each admissible d_R with its FreqFold steps (at most two here, usually).
+    const candidates = searching && search === 'proxy' ? 2 * (ropeDim === 'auto' ? ropeDimCandidates(d, budget, (x) => 2 * G * d - x).length : 1) : 0;
     const work = {
-      calibForwards: calibTokens * ((order === 'faithful' || searching ? 1 : 0) + 1 + (variant === 'stock' ? 1 : 0)),
+      calibForwards: calibTokens * ((pass1 ? 1 : 0) + 1 + (variant === 'stock' ? 1 : 0)),
+      calibGrams: (pass1 ? 1 : 0) + 1, calibTokens,
+      proxyTokenLayers: candidates * proxyLayers(nLayers).length * Math.min(DEFAULT_PROXY_SAMPLES, samples.length) * c.seqLen,
       calibSeqLen: c.seqLen, evalCtx,
       evalTokens: evalData.reduce((n, e) => n + e.chunks.length * e.ctx, 0), evalStages: stageNames.length,
     };
@@ -261,7 +266,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           setStage('evaluation');
           await testPause('evaluation');
           const tEval = performance.now();
-          await finishEvaluations(src, evals, texts, report, stockEvals, log);
+          await finishEvaluations(src, evals, texts, report, stockEvals, log, o.progress ?? false);
           report.seconds.evaluation = secondsSince(tEval);
         }
       } finally {
@@ -340,12 +345,14 @@ function exactConfig(args: ModelArgs, p: ConvertReport['parameters']): Record<st
 }
 
 /** Scores every stage on each text from the sweeps' final states, into the reports (and the log). */
-async function finishEvaluations(src: import('./pipeline.js').ConversionSource, evals: StageSweep[], texts: EvalText[], report: ConvertReport, stockEvals: StockEvalReport[], log: (line: string) => void): Promise<void> {
+async function finishEvaluations(src: import('./pipeline.js').ConversionSource, evals: StageSweep[], texts: EvalText[], report: ConvertReport, stockEvals: StockEvalReport[], log: (line: string) => void, progress: boolean): Promise<void> {
   const finals = src.finals();
   for (let i = 0; i < evals.length; i++) {
     const t = texts[i]!, e = evals[i]!;
     const stock = e.models === 4;
-    const [f, g] = await e.finish(Array(e.models).fill(finals), [{ reference: 0, models: [1, 2, ...(stock ? [3] : [])] }, ...(stock ? [{ reference: 2, models: [3] }] : [])]);
+    const bar = progress ? createProgress({ label: `scoring ${e.models} stages on ${t.name}`, total: e.data.chunks.length, unit: 'chunks' }) : null;
+    const [f, g] = await e.finish(Array(e.models).fill(finals), [{ reference: 0, models: [1, 2, ...(stock ? [3] : [])] }, ...(stock ? [{ reference: 2, models: [3] }] : [])], undefined, (done) => bar?.update(done));
+    bar?.finish();
     const ev: EvalReport = {
       text: t.name, sha256: t.sha, mode: t.mode, ctx: f!.ctx, chunks: f!.chunks, predictions: f!.predictions, convention: f!.convention,
       original: f!.reference, partialRope: f!.models[0]!, mla: f!.models[1]!,
