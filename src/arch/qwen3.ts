@@ -136,7 +136,7 @@ export const qwen3: Family<Qwen3Args> = {
     });
   },
   attentionParams: (n) => /\.self_attn\.([qkvo]_proj|[qk]_norm)\./.test(n),
-  conversions: { transmla: QWEN3_CONVERSION_REFUSAL, mha2mla: QWEN3_CONVERSION_REFUSAL },
+  conversions: { transmla: true, mha2mla: QWEN3_CONVERSION_REFUSAL },
   ggufExport: (c) => (c.oBias ? 'llama.cpp\'s qwen3 architecture has no attn_output bias (this Qwen3 checkpoint has attention_bias: true, which gives o_proj a bias)' : true),
   gguf: { archs: ['qwen3'], readArgs: ggufArgs, tensors: qwen3GgufTensors },
 };
