@@ -12,8 +12,9 @@
 // lists LLM_ARCH_QWEN3 under LLAMA_ROPE_TYPE_NEOX, i.e. rotate-half, so q/k rows are stored as in
 // the HF checkpoint, unpermuted, as convert_hf_to_gguf.py's Qwen3Model (a Qwen2Model) writes them).
 //
-// Conversions: refused for now. The key norm divides each head's key by its own per-token rms,
-// which no fixed linear map of the latent reproduces (docs/methods.md#qk-norm).
+// Conversions: TransMLA keeps the key norm exactly in the engine (a 1/rms scalar per KV head and
+// token in the cache, convert/qk-norm.ts) and writes the stock DeepSeek-V3 folder with calibrated
+// constants in its place; MHA2MLA refuses a Qwen3 source (docs/methods.md#qk-norm).
 import { GqaAttention } from '../models/attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
 import { SwiGluMlp } from '../models/mlp.js';
@@ -32,10 +33,10 @@ export type Qwen3Args = ModelArgs;
 const QWEN3_DEFAULT_HEAD_DIM = 128;
 const QWEN3_DEFAULT_MAX_POSITIONS = 32768;
 
-/** Why the conversions refuse a Qwen3 source (shown as is). */
+/** Why MHA2MLA refuses a Qwen3 source (shown as is). */
 export const QWEN3_CONVERSION_REFUSAL =
-  'per-head key RMSNorm: U·RMSNorm(W_k x) ≠ RMSNorm(U·W_k x) — each KV head\'s key is divided by its own per-token rms, which no linear latent reproduces ' +
-  '(docs/methods.md#qk-norm); Qwen3 conversion lands with the engine-native exact-structure MLA (a 1/rms scalar per KV head in the cache)';
+  'per-head key RMSNorm: each KV head\'s key is divided by its own per-token rms, which MHA2MLA\'s shared latent does not carry ' +
+  '(docs/methods.md#qk-norm); convert it with TransMLA (the default method), which keeps the norm';
 
 /**
  * The attention window when some layer uses sliding-window attention, else null. Qwen3Config:

@@ -3,7 +3,7 @@
 // convert's two sweeps (faithful order, shapes given, not searched: convert/transmla.ts) and
 // pushes six models through the evaluation chunks layer by layer:
 //   original · partial RoPE (exact structure) · MLA (exact structure: per-head q norm, κ cached)
-//   · naive MLA (the same weights, κ ≡ 1) · linear (both normalisers replaced by calibrated
+//   · the same with RoRoPE/BKV-PCA on the plain (not normaliser-weighted) statistics · naive MLA (the same weights, κ ≡ 1) · linear (both normalisers replaced by calibrated
 //   constants: what stock DeepSeek-V3 can hold) · stock (the strict fit of the linear form:
 //   calibrated kv_a_layernorm + kv_b_proj refit, what `convert` writes).
 // `keyScale` multiplies every k_proj by a constant first: Qwen3 computes exactly the same
@@ -42,7 +42,10 @@ export interface QkStudyOptions {
   log?: (line: string) => void;
 }
 
-export const QK_STAGES = ['original', 'partial RoPE (exact structure)', 'MLA (exact structure)', 'naive MLA (κ ≡ 1)', 'linear (calibrated constants)', 'stock DeepSeek-V3'] as const;
+export const QK_STAGES = [
+  'original', 'partial RoPE (exact structure)', 'MLA (exact structure)', 'MLA (exact structure, unweighted statistics)',
+  'naive MLA (κ ≡ 1)', 'linear (calibrated constants)', 'stock DeepSeek-V3',
+] as const;
 
 export interface QkStudyLayer {
   /** Spread (std/mean) of ρ per query head and per KV head; E[ρ_k] per KV head. */
@@ -58,6 +61,8 @@ export interface QkStudyResult {
   stockVsExact: ModelScore & { pplGapPercent: number };
   layers: QkStudyLayer[];
   predictions: number;
+  /** Cached values per token per layer: the source (2·G·d), the stock MLA (r + d_R), the exact structure (r + d_R + G). */
+  cacheValues: { source: number; stock: number; exactStructure: number };
 }
 
 function scaledKeys(layer: DecoderLayer, s: number): DecoderLayer {
@@ -80,12 +85,13 @@ export async function qkNormStudy(o: QkStudyOptions): Promise<QkStudyResult> {
     const data = evalChunks(ids, bos, Math.min(o.evalCtx, ids.length), o.evalChunks);
     const layerOf = (l: number): DecoderLayer => scaledKeys(src.layer(l), o.keyScale ?? 1);
 
-    const covs: Float64Array[] = [];
+    const covs: Float64Array[] = [], covsU: Float64Array[] = [];
     const s1 = HiddenStates.fromEmbedding(cfg, src.embedding(), samples);
     toClose.push(s1);
     for (let l = 0; l < n; l++) {
       const layer = layerOf(l);
       covs.push(originalKvCov(cfg, l, layer, s1, `study pass 1, layer ${l + 1}`));
+      covsU.push(originalKvCov(cfg, l, layer, s1, `study pass 1, layer ${l + 1}`, false));
       if (l + 1 < n) s1.advance(layer);
     }
 
@@ -102,22 +108,25 @@ export async function qkNormStudy(o: QkStudyOptions): Promise<QkStudyResult> {
       const view = { config: cfg, layers: Object.assign([], { [l]: layer }) };
       const partial = mlaDecoderLayer(view, l, step.partial, rope, { dtype });
       const mla = mlaDecoderLayer(view, l, step.weights, rope, { dtype });
+      const stepU = transmlaLayer(cfg, l, layer, stats, keyBlock(covsU[l]!, G * d), { ...shape, qkWeighted: false }, `study pass 2, layer ${l + 1}`);
+      const mlaU = mlaDecoderLayer(view, l, stepU.weights, rope, { dtype });
       const naive = mlaDecoderLayer(view, l, naiveQkNorm(step.weights), rope, { dtype });
       const lin = stockStart(view, l, step.weights, mla, layer, stock, rope, dtype).layer;
       const st = stockLayer(lin, l, stock, { stabilize: true, dtype, permute: false, fold: null });
       const k = qkNormConstants(stats, layer);
       layers.push({ qRhoCv: Array.from(k.qCv), kRhoCv: Array.from(k.kCv), kRhoMean: Array.from(k.kMean), kvResidual: st.kvResidual });
-      sweep.advance([layer, partial, mla, naive, lin, st.layer]);
+      sweep.advance([layer, partial, mla, mlaU, naive, lin, st.layer]);
       if (l + 1 < n) { stats.advance(partial); stock.advance(st.layer); }
       log(`  layer ${l + 1}/${n}: E[ρ_k] ${layers[l]!.kRhoMean.map((x) => x.toFixed(2)).join('/')}, spread of ρ_k ${layers[l]!.kRhoCv.map((x) => (100 * x).toFixed(1)).join('/')} %`);
     }
-    const [f, g] = await sweep.finish(Array(QK_STAGES.length).fill(src.finals()), [{ reference: 0, models: [1, 2, 3, 4, 5] }, { reference: 2, models: [5] }]);
+    const [f, g] = await sweep.finish(Array(QK_STAGES.length).fill(src.finals()), [{ reference: 0, models: [1, 2, 3, 4, 5, 6] }, { reference: 2, models: [6] }]);
     const s = g!.models[0]!;
     return {
       stages: QK_STAGES.map((name, i) => ({ name, score: i === 0 ? f!.reference : f!.models[i - 1]! })),
       stockVsExact: { ...s, pplGapPercent: 100 * (s.ppl / g!.reference.ppl - 1) },
       layers,
       predictions: f!.predictions,
+      cacheValues: { source: 2 * G * d, stock: o.kvLoraRank + o.ropeDim, exactStructure: o.kvLoraRank + o.ropeDim + G },
     };
   } finally {
     for (const x of toClose) x.close();

@@ -49,8 +49,12 @@ export interface QkNormGrams {
   full: Float64Array;
 }
 
-/** The three Grams of the layer input the weighted statistics need. */
-export function qkNormGrams(states: HiddenStates, layer: DecoderLayer): QkNormGrams {
+/** The three Grams of the layer input the weighted statistics need (unweighted: the plain Gram thrice). */
+export function qkNormGrams(states: HiddenStates, layer: DecoderLayer, weighted = true): QkNormGrams {
+  if (!weighted) {
+    const plain = states.gram(layer.inputNorm);
+    return { plain, half: plain, full: plain };
+  }
   const a = layer.attn as GqaAttention, n = a.qkNorm!;
   const G = a.nKvHeads, d = a.headDim, D = states.hidden, Dp = D + 1, T = states.seqLen;
   const grams = { plain: new Float64Array(Dp * Dp), half: new Float64Array(Dp * Dp), full: new Float64Array(Dp * Dp) };

@@ -38,8 +38,8 @@ export function sourceLatent(args: ModelArgs, l: number, layer: DecoderLayer): L
 }
 
 /** The statistics of one layer's inputs: the Gram, or for a Qwen3 layer the three weighted Grams. */
-function inputStats(layer: DecoderLayer, states: HiddenStates, where: string): { gram: Float64Array; qk: QkNormGrams | null } {
-  const qk = qkNormOf(layer) ? qkNormGrams(states, layer) : null;
+function inputStats(layer: DecoderLayer, states: HiddenStates, where: string, weighted = true): { gram: Float64Array; qk: QkNormGrams | null } {
+  const qk = qkNormOf(layer) ? qkNormGrams(states, layer, weighted) : null;
   const gram = qk ? qk.plain : states.gram(layer.inputNorm);
   assertFiniteStat(gram, `${where}: the second moment Σ[x;1][x;1]ᵀ of the attention input`);
   if (qk) assertFiniteStat(qk.full, `${where}: the key-normaliser-weighted second moment of the attention input`);
@@ -53,8 +53,8 @@ function layerKvCov(L: LatentLayer, s: { gram: Float64Array; qk: QkNormGrams | n
 }
 
 /** The [K;V] output covariance of layer l of the original model, from its input Gram. */
-export function originalKvCov(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, where: string): Float64Array {
-  return layerKvCov(sourceLatent(args, l, layer), inputStats(layer, states, where));
+export function originalKvCov(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, where: string, qkWeighted = true): Float64Array {
+  return layerKvCov(sourceLatent(args, l, layer), inputStats(layer, states, where, qkWeighted));
 }
 
 export interface StepShape {
@@ -63,6 +63,8 @@ export interface StepShape {
   kvLoraRank: number;
   qLoraRank: number | null;
   balance: number;
+  /** Qwen3: weight the key statistics by the per-token normaliser (default true; false: the plain Gram, for comparison). */
+  qkWeighted?: boolean;
 }
 
 export interface LayerStep {
@@ -81,7 +83,7 @@ export interface LayerStep {
  */
 export function transmlaLayer(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: StepShape, where: string): LayerStep {
   const D = args.hiddenSize, H = args.numHeads, d = args.headDim, G = args.numKvHeads;
-  const st = inputStats(layer, states, where);
+  const st = inputStats(layer, states, where, s.qkWeighted ?? true);
   const gram = st.gram;
   const L0 = sourceLatent(args, l, layer);
   const { layer: P, ropeEnergy } = roRope(L0, keyCov ?? projectedCov(L0.wk, L0.nK, st.qk?.full ?? gram, D + 1), { nKvHeads: G, ropeDim: s.ropeDim, freqFold: s.freqFold });
