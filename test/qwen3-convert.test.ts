@@ -12,6 +12,11 @@ import { loadModel } from '../src/arch/load.js';
 import { buildModel, requireConversion } from '../src/arch/registry.js';
 import { assembleModel, mlaDecoderLayer, mlaRopeTable } from '../src/convert/mla-build.js';
 import { naiveQkNorm } from '../src/convert/qk-norm.js';
+import { mha2mlaDecoderLayer, mha2mlaLayer } from '../src/convert/mha2mla-layer.js';
+import { gqaLayerSource } from '../src/convert/mla-build.js';
+import { selectRopePairs } from '../src/convert/rope-select.js';
+import { Mha2mlaQkNormAttention } from '../src/models/mha2mla-qknorm-attention.js';
+import { ropeInvFreq } from '../src/models/rope.js';
 import { transmlaLayer } from '../src/convert/transmla-layer.js';
 import { convertModel } from '../src/convert/transmla.js';
 import { HiddenStates } from '../src/eval/hidden-states.js';
@@ -118,6 +123,33 @@ describe('TransMLA of a Qwen3 source: the exact-structure MLA', () => {
     await assert.rejects(convertModel({ model: dir, out: join(tmp, 'x'), variant: 'exact', kvLoraRank: 8, ropeDim: 8, freqFold: 1, calib: 'unused.txt' }), /--variant exact: the exact-structure MLA of a Qwen3 source/);
     const src = buildModel(m.config, m.src);
     assert.throws(() => transmlaLayer(m.config, 0, src.layers[0]!, HiddenStates.embed(src, [Int32Array.from(randomTokens(8, 60, 1))]), null, { ropeDim: 8, freqFold: 2, kvLoraRank: 8, qLoraRank: 8, balance: 1 }, 'x'), /--q-lora-rank is not supported/);
+  });
+});
+
+describe('MHA2MLA of a Qwen3 source: norm (reconstructed or cached), then RoPE', () => {
+  // θ = 1e60: every pair but pair 0 rotates by < 1e-6 over these positions, so keeping pair 0
+  // (selection "high", r = 1) makes partial RoPE lossless, and at full rank the model is exact.
+  const m = q3({ kvHeads: 2, ropeTheta: 1e60, seed: 24 });
+  const src = buildModel(m.config, m.src);
+  const inv = ropeInvFreq(16, 1e60, null);
+  const build = (keyNorm: 'reconstructed' | 'cached', kvRank: number | 'full'): Decoder => assembleModel(src, src.layers.map((layer, l) => {
+    const a = layer.attn as GqaAttention;
+    const w = mha2mlaLayer(gqaLayerSource(src, l), { ropePairs: selectRopePairs('high', 1, 16, 2), kvRank, init: 'joint', inputCov: null, qkNorm: { q: a.qkNorm!.q, k: a.qkNorm!.k, eps: a.qkNorm!.eps, keyNorm } });
+    return mha2mlaDecoderLayer(src, l, w, inv, { dtype: 'f32' });
+  }));
+  const toks = randomTokens(20, 60, 6);
+  for (const keyNorm of ['reconstructed', 'cached'] as const) {
+    it(`${keyNorm}: at full rank the logits equal the Qwen3 source; the cache is G·2r + R${keyNorm === 'cached' ? ' + G' : ''} values`, () => {
+      const mm = build(keyNorm, 'full');
+      assert.ok(mm.layers[0]!.attn instanceof Mha2mlaQkNormAttention);
+      assert.equal(mm.layers[0]!.attn.cacheElementsPerToken, 2 * 2 + 2 * (2 * 16 - 2) + (keyNorm === 'cached' ? 2 : 0));
+      const d = maxAbsDiff(logits(mm, toks), logits(src, toks));
+      assert.ok(d <= 1e-4, `max |Δ logit| ${d}`);
+      assert.ok(maxAbsDiff(decodeLogits(mm, toks, 4), logits(mm, toks)) <= 1e-4);
+    });
+  }
+  it('truncated: the rebuilt-key normaliser and the cached one are different models', () => {
+    assert.ok(maxAbsDiff(logits(build('reconstructed', 12), toks), logits(build('cached', 12), toks)) > 1e-3);
   });
 });
 

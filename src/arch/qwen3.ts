@@ -14,7 +14,8 @@
 //
 // Conversions: TransMLA keeps the key norm exactly in the engine (a 1/rms scalar per KV head and
 // token in the cache, convert/qk-norm.ts) and writes the stock DeepSeek-V3 folder with calibrated
-// constants in its place; MHA2MLA refuses a Qwen3 source (docs/methods.md#qk-norm).
+// constants in its place; `convert --method mha2mla` refuses a Qwen3 source (its saved form has no
+// norm; the engine-only variant is convert/qk-norm-mha2mla.ts; docs/methods.md#qk-norm).
 import { GqaAttention } from '../models/attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
 import { SwiGluMlp } from '../models/mlp.js';
@@ -35,8 +36,9 @@ const QWEN3_DEFAULT_MAX_POSITIONS = 32768;
 
 /** Why MHA2MLA refuses a Qwen3 source (shown as is). */
 export const QWEN3_CONVERSION_REFUSAL =
-  'per-head key RMSNorm: each KV head\'s key is divided by its own per-token rms, which MHA2MLA\'s shared latent does not carry ' +
-  '(docs/methods.md#qk-norm); convert it with TransMLA (the default method), which keeps the norm';
+  'per-head key RMSNorm: each KV head\'s key is divided by its own per-token rms, which the saved MHA2MLA form does not carry ' +
+  '(the engine-only variant that rebuilds the key and normalises it before RoPE is measured by `npm run bench -- qwen3-mha2mla`; docs/methods.md#qk-norm); ' +
+  'convert it with TransMLA (the default method), which keeps the norm';
 
 /**
  * The attention window when some layer uses sliding-window attention, else null. Qwen3Config:
