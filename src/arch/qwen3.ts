@@ -12,8 +12,10 @@
 // lists LLM_ARCH_QWEN3 under LLAMA_ROPE_TYPE_NEOX, i.e. rotate-half, so q/k rows are stored as in
 // the HF checkpoint, unpermuted, as convert_hf_to_gguf.py's Qwen3Model (a Qwen2Model) writes them).
 //
-// Conversions: refused for now. The key norm divides each head's key by its own per-token rms,
-// which no fixed linear map of the latent reproduces (docs/methods.md#qk-norm).
+// Conversions: TransMLA keeps the key norm exactly in the engine (a 1/rms scalar per KV head and
+// token in the cache, convert/qk-norm.ts) and writes the stock DeepSeek-V3 folder with calibrated
+// constants in its place; `convert --method mha2mla` refuses a Qwen3 source (its saved form has no
+// norm; the engine-only variant is convert/qk-norm-mha2mla.ts; docs/methods.md#qk-norm).
 import { GqaAttention, gqaSummary } from '../models/attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
 import { SwiGluMlp } from '../models/mlp.js';
@@ -32,10 +34,11 @@ export type Qwen3Args = ModelArgs;
 const QWEN3_DEFAULT_HEAD_DIM = 128;
 const QWEN3_DEFAULT_MAX_POSITIONS = 32768;
 
-/** Why the conversions refuse a Qwen3 source (shown as is). */
+/** Why MHA2MLA refuses a Qwen3 source (shown as is). */
 export const QWEN3_CONVERSION_REFUSAL =
-  'per-head key RMSNorm: U·RMSNorm(W_k x) ≠ RMSNorm(U·W_k x) — each KV head\'s key is divided by its own per-token rms, which no linear latent reproduces ' +
-  '(docs/methods.md#qk-norm); Qwen3 conversion lands with the engine-native exact-structure MLA (a 1/rms scalar per KV head in the cache)';
+  'per-head key RMSNorm: each KV head\'s key is divided by its own per-token rms, which the saved MHA2MLA form does not carry ' +
+  '(the engine-only variant that rebuilds the key and normalises it before RoPE is measured by `npm run bench -- qwen3-mha2mla`; docs/methods.md#qk-norm); ' +
+  'convert it with TransMLA (the default method), which keeps the norm';
 
 /**
  * The attention window when some layer uses sliding-window attention, else null. Qwen3Config:
@@ -137,7 +140,7 @@ export const qwen3: Family<Qwen3Args> = {
   },
   attentionLayout: (c) => ({ summary: { ...gqaSummary(c.numHeads, c.numKvHeads), qkNorm: true }, latent: false, cacheStores: Array.from({ length: c.numLayers }, () => [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim]) }),
   attentionParams: (n) => /\.self_attn\.([qkvo]_proj|[qk]_norm)\./.test(n),
-  conversions: { transmla: QWEN3_CONVERSION_REFUSAL, mha2mla: QWEN3_CONVERSION_REFUSAL },
+  conversions: { transmla: true, mha2mla: QWEN3_CONVERSION_REFUSAL },
   ggufExport: (c) => (c.oBias ? 'llama.cpp\'s qwen3 architecture has no attn_output bias (this Qwen3 checkpoint has attention_bias: true, which gives o_proj a bias)' : true),
   gguf: { archs: ['qwen3'], readArgs: ggufArgs, tensors: qwen3GgufTensors },
 };

@@ -70,6 +70,19 @@ export interface MlaLayerWeights {
   kvA: LinearF64;
   /** kv_b_proj [H·(d_n+d_v), r]: per head d_n key rows then d_v value rows. */
   kvB: Float64Array;
+  /** Qwen3's per-head q/k norm kept (the exact-structure form, docs/methods.md#qk-norm); absent: plain MLA. */
+  qkNorm?: QkNormWeights;
+}
+
+/** The exact-structure additions: per-head q_a_layernorm and the pre-norm key projection behind κ. */
+export interface QkNormWeights {
+  /** q_a_layernorm weights [q_lora_rank] (γ_q tiled), applied in qGroups groups. */
+  qNorm: Float64Array;
+  qGroups: number;
+  /** The pre-norm keys W_k [G·d, D] whose per-group rms gives κ; null: the naive form (κ ≡ 1). */
+  kProj: LinearF64 | null;
+  kGroups: number;
+  eps: number;
 }
 
 /** A basis of the joint latent X = [K_nope/α ; V] (nNope + nV features): R [n × r], columns orthonormal. */

@@ -23,6 +23,7 @@ import { weightedLowRank } from '../linalg/svd.js';
 import { Linear } from '../models/linear.js';
 import type { DecoderLayer, Decoder } from '../models/decoder.js';
 import { Mha2mlaAttention, perHeadRopeTables } from '../models/mha2mla-attention.js';
+import { Mha2mlaQkNormAttention, type Mha2mlaKeyNorm } from '../models/mha2mla-qknorm-attention.js';
 import type { MlaMode } from '../models/mla-attention.js';
 import { GqaAttention } from '../models/attention.js';
 import { widen } from '../models/weights.js';
@@ -43,6 +44,8 @@ export interface Mha2mlaLayerOptions {
   init: LowRankInit;
   /** Input second moment E[xxᵀ] [D×D] for the activation-aware factorisation; null: weight-only SVD. */
   inputCov: Float64Array | null;
+  /** A Qwen3 source's q/k norm (its weights [d]) and how the key normaliser is computed (mha2mla-qknorm-attention.ts). */
+  qkNorm?: { q: ArrayLike<number>; k: ArrayLike<number>; eps: number; keyNorm: Mha2mlaKeyNorm } | null;
 }
 
 export interface Mha2mlaDims {
@@ -74,6 +77,8 @@ export interface Mha2mlaLayerWeights {
    * each with its rank and every σ_j² of W·C^{1/2}, descending; empty for 'full'.
    */
   spectra: LowRankSpectrum[];
+  /** Qwen3: γ_q, γ_k in each group's row order [G·d]; for 'cached', the pre-norm key rows (the source's k_proj). */
+  qkNorm?: { q: Float64Array; k: Float64Array; eps: number; keyNorm: Mha2mlaKeyNorm; kProj: LinearF64 | null };
 }
 
 export interface LowRankSpectrum {
@@ -186,7 +191,15 @@ export function mha2mlaLayer(s: GqaLayerSource, o: Mha2mlaLayerOptions): Mha2mla
       spectra.push({ part: 'keys', rank: rk, total: fk.total, values: fk.spectrum }, { part: 'values', rank: rv, total: fv.total, values: fv.spectrum });
     }
   }
+  const qk = o.qkNorm ?? null;
+  const permuted = (w: ArrayLike<number>): Float64Array => Float64Array.from({ length: G * d }, (_, i) => w[orders[Math.floor(i / d)]![i % d]!]!);
   return {
+    ...(qk && {
+      qkNorm: {
+        q: permuted(qk.q), k: permuted(qk.k), eps: qk.eps, keyNorm: qk.keyNorm,
+        kProj: qk.keyNorm === 'cached' ? pickRows(s.wk, s.bk, Int32Array.from({ length: G * d }, (_, i) => i), D) : null,
+      },
+    }),
     dims: { hidden: D, nHeads: H, nKvHeads: G, headDim: d, ropePairs: r, kvRank: R },
     ropePairs: o.ropePairs.map((p) => p.slice()),
     q, kRope, down,
@@ -237,6 +250,19 @@ export function mha2mlaDecoderLayer(source: Decoder, l: number, w: Mha2mlaLayerW
     return new Linear(map.get(`${name}.weight`)!, b ? widen(b) : null);
   };
   const { dims } = w;
+  const qk = w.qkNorm;
+  if (qk) {
+    const kp = qk.kProj ? linearTensors('k', qk.kProj, dims.nKvHeads * dims.headDim, dims.hidden, opts.dtype) : [];
+    const attn = new Mha2mlaQkNormAttention({
+      nHeads: dims.nHeads, nKvHeads: dims.nKvHeads, headDim: dims.headDim, ropePairs: dims.ropePairs, kvLoraRank: dims.kvRank,
+      q: lin('q_proj'), kRope: dims.ropePairs > 0 ? lin('k_r_proj') : null,
+      down: lin('kv_proj.down_kv'), upK: lin('kv_proj.up_k'), upV: lin('kv_proj.up_v'), o: src.attn.o,
+      ropes: perHeadRopeTables(invFreq, w.ropePairs), mode: opts.mode,
+      qNorm: Float32Array.from(qk.q), kNorm: Float32Array.from(qk.k), eps: qk.eps, keyNorm: qk.keyNorm,
+      kProj: kp.length ? new Linear(kp[0]!.tensor, kp[1] ? widen(kp[1].tensor) : null) : null,
+    });
+    return { ...src, attn };
+  }
   const attn = new Mha2mlaAttention({
     nHeads: dims.nHeads, nKvHeads: dims.nKvHeads, headDim: dims.headDim, ropePairs: dims.ropePairs, kvLoraRank: dims.kvRank,
     q: lin('q_proj'), kRope: dims.ropePairs > 0 ? lin('k_r_proj') : null,

@@ -9,6 +9,8 @@ import { Linear } from '../models/linear.js';
 import { Decoder, type DecoderLayer } from '../models/decoder.js';
 import { RopeTable, ropeInvFreq } from '../models/rope.js';
 import { MlaAttention, type MlaMode } from '../models/mla-attention.js';
+import { QkNormMlaAttention } from '../models/mla-qknorm-attention.js';
+import { widen } from '../models/weights.js';
 import type { Tensor } from '../tensor.js';
 import type { GqaLayerSource } from './gqa-to-mla.js';
 import type { LinearF64, MlaLayerWeights } from './latent-layer.js';
@@ -70,6 +72,12 @@ export function mlaLayerTensors(prefix: string, w: MlaLayerWeights, dtype: Float
   }
   out.push(...linearTensors(`${prefix}.kv_a_proj_with_mqa`, w.kvA, r + dR, D, dtype));
   out.push({ name: `${prefix}.kv_b_proj.weight`, tensor: tensorOf(w.kvB, [H * (dn + dv), r], dtype) });
+  // The exact-structure form of a Qwen3 source (convert/qk-norm.ts): engine-only tensors.
+  const n = w.qkNorm;
+  if (n) {
+    out.push({ name: `${prefix}.q_a_layernorm.weight`, tensor: tensorOf(n.qNorm, [rq!], dtype) });
+    if (n.kProj) out.push(...linearTensors(`${prefix}.k_norm_proj`, n.kProj, n.kProj.w.length / D, D, dtype));
+  }
   return out;
 }
 
@@ -100,6 +108,17 @@ export function mlaDecoderLayer(source: LayerView, l: number, w: MlaLayerWeights
   if (!(src.attn instanceof GqaAttention)) throw new Error(`layer ${l} of the source is not GQA attention`);
   if (rope.dim !== w.dims.qkRopeHeadDim) throw new Error(`RoPE table of dim ${rope.dim} for qk_rope_head_dim ${w.dims.qkRopeHeadDim}`);
   const map = new Map(mlaLayerTensors('a', w, opts.dtype).map((t) => [t.name.slice(2), t.tensor]));
+  const n = w.qkNorm;
+  if (n) {
+    const attn = new QkNormMlaAttention({
+      ...w.dims,
+      q: null, qA: linearFrom(map, 'q_a_proj'), qANorm: widen(map.get('q_a_layernorm.weight')!), qB: linearFrom(map, 'q_b_proj'),
+      kvA: linearFrom(map, 'kv_a_proj_with_mqa')!, kvANorm: null, kvB: linearFrom(map, 'kv_b_proj')!, o: src.attn.o, rope,
+      scale: 1 / Math.sqrt(w.dims.qkNopeHeadDim + w.dims.qkRopeHeadDim), normEps: n.eps, mode: opts.mode,
+      qNormGroups: n.qGroups, keyScale: n.kProj ? { proj: linearFrom(map, 'k_norm_proj')!, groups: n.kGroups, eps: n.eps } : null,
+    });
+    return { ...src, attn };
+  }
   const attn = new MlaAttention({
     ...w.dims,
     q: linearFrom(map, 'q_proj'), qA: linearFrom(map, 'q_a_proj'), qANorm: null, qB: linearFrom(map, 'q_b_proj'),

@@ -21,10 +21,9 @@ import type { Decoder, DecoderLayer } from '../models/decoder.js';
 import type { Mlp } from '../models/mlp.js';
 import { Workspace } from '../models/workspace.js';
 import type { ConvertReport, ShapeScore } from '../schema/transmla-json.js';
-import { bkvPca, rotateKvCov } from './bkv-pca.js';
-import { latentFromGqa } from './gqa-to-mla.js';
-import { assembleMla } from './latent-layer.js';
-import { assembleModel, gqaLayerSource, mlaDecoderLayer, mlaRopeTable, type LayerView } from './mla-build.js';
+import { rotateKvCov } from './bkv-pca.js';
+import { assembleModel, mlaDecoderLayer, mlaRopeTable, type LayerView } from './mla-build.js';
+import { candidateWeights, sourceLatent } from './transmla-layer.js';
 import type { CalibrationSet, ConversionSource } from './pipeline.js';
 import { freqFoldCandidates, roRope } from './rorope.js';
 
@@ -172,8 +171,9 @@ export async function searchShape(src: ConversionSource, covs: { read(l: number)
   const { d, G, budget, balance, dtype } = x, nK = G * d, args = src.args;
   const candidateLayer = (view: LayerView, l: number, dRx: number, fold: number, rx: number | null): DecoderLayer => {
     const C = covs.read(l);
-    const { layer: P, rotation } = roRope(latentFromGqa(gqaLayerSource(view, l)), keyBlock(C, nK), { nKvHeads: G, ropeDim: dRx, freqFold: fold });
-    const w = rx === null ? assembleMla(P) : bkvPca(P, rotateKvCov(C, rotation, P.nK, P.nV), { rank: rx, balanceRatio: balance }).weights;
+    const layer = view.layers[l]!;
+    const { layer: P, rotation } = roRope(sourceLatent(args, l, layer), keyBlock(C, nK), { nKvHeads: G, ropeDim: dRx, freqFold: fold });
+    const w = candidateWeights(P, layer, rx === null ? null : { cov: rotateKvCov(C, rotation, P.nK, P.nV), rank: rx, balance });
     return mlaDecoderLayer(view, l, w, mlaRopeTable(view, dRx), { dtype });
   };
   let score: (dRx: number, fold: number, rx: number | null) => Promise<number>;

@@ -39,6 +39,7 @@ import {
   calibrationSet, calibrationTokens, convertInputs, cpuSeconds, describeCalibration, evaluationTexts, openSource,
   outputTensors, secondsSince, stockOutputTensors, writeModelFolder, type CalibEvalOptions, type EvalText,
 } from './pipeline.js';
+import { checkExactVariant, stockStart } from './qk-norm.js';
 import { checkRoRope } from './rorope.js';
 import { captureProxyLayer, keyBlock, ropeDimCandidates, searchShape, type ProxyData } from './shape-search.js';
 import { stockLayer, type StockLayer } from './stock-layer.js';
@@ -114,6 +115,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
   const src = openSource(o.model, 'transmla', false);
   let covs: Float64Spill | null = null;
   try {
+    if (variant === 'exact') checkExactVariant(src.layer(0));
     const cfg = src.args;
     const H = cfg.numHeads, G = cfg.numKvHeads, d = cfg.headDim, D = cfg.hiddenSize, nLayers = cfg.numLayers;
     const dtype = src.dtype;
@@ -241,10 +243,12 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           yield* exact;
           let stockDecoder = null;
           if (stockStates) {
-            plans.push(foldAttentionBiases(mlaLayer.attn as MlaAttention, l));
-            const fold = foldOrRefuse(mlaLayer, l, plans[l]!, stockStates, maxBias, log, nLayers);
+            const start = stockStart(view, l, step.weights, mlaLayer, layer, stockStates, rope, dtype);
+            if (start.note) log(`  layer ${l + 1}/${nLayers}: ${start.note}`);
+            plans.push(foldAttentionBiases(start.layer.attn as MlaAttention, l));
+            const fold = foldOrRefuse(start.layer, l, plans[l]!, stockStates, maxBias, log, nLayers);
             folds.push(fold);
-            const s = stockLayer(mlaLayer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false, fold });
+            const s = stockLayer(start.layer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false, fold });
             stock.push({ ...s, tensors: [] });
             const ts = s.tensors.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
             stockNames[l] = ts.map((t) => t.name);

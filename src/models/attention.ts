@@ -47,6 +47,19 @@ export interface BatchSequence {
   cache: LayerCache;
 }
 
+/**
+ * forwardBatch for a layer without a batched path (the engine-only Qwen3 conversion forms): each
+ * sequence's rows go through its forward() in turn, so results equal one-sequence runs exactly.
+ */
+export function forwardEachSequence(layer: Pick<AttentionLayer, 'forward'>, D: number, x: Float32Array, seqs: readonly BatchSequence[], out: Float32Array, ws: Workspace): void {
+  batchRows(seqs);
+  let row = 0;
+  for (const s of seqs) {
+    layer.forward(x.subarray(row * D, (row + s.T) * D), s.T, s.pos0, s.cache, out.subarray(row * D, (row + s.T) * D), ws);
+    row += s.T;
+  }
+}
+
 /** Rows of a batch (ΣT), refusing an empty batch, a sequence without tokens and a cache used twice. */
 export function batchRows(seqs: readonly BatchSequence[]): number {
   if (seqs.length === 0) throw new Error('a batch needs at least one sequence');
