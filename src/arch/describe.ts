@@ -1,6 +1,6 @@
 // A model's vital statistics: the `inspect` report, also used by bench and ppl headers.
-import type { FloatDType } from '../kernels/types.js';
-import { bytesPerElement } from '../tensor.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
+import { bytesPerElement, isQuantDType, QUANT_BLOCK } from '../tensor.js';
 import { kvQuantName } from '../models/latent-quant.js';
 import type { LoadedModel } from './load.js';
 
@@ -25,7 +25,8 @@ export interface ModelDescription {
   tiedEmbeddings: boolean;
   biases: string;
   params: number;
-  weightDtype: FloatDType;
+  /** How the weight matrices are stored (q8_0/q4_0 when quantized). */
+  weightDtype: WeightDType;
   weightBytes: number;
   maxPositions: number;
   /** MLA models: the latent shape (the cache holds kvLoraRank + qkRopeHeadDim values per token per layer). */
@@ -41,7 +42,9 @@ export interface ModelDescription {
     bytesPerToken: number;
     bytesAt4K: number;
     bytesAt32K: number;
-    /** What the engine allocates per token (an unquantized cache is kept in f32). */
+    /** How the engine stores the cache rows: f32, f16, bf16 (Decoder.kvDtype) or the latent quantization. */
+    engineDtype: string;
+    /** What the engine allocates per token, at engineDtype. */
     engineBytesPerToken: number;
   };
 }
@@ -54,7 +57,7 @@ export function describeModel(m: LoadedModel): ModelDescription {
   const mha2mla: ModelDescription['mha2mla'] = summary?.mha2mla;
   const cache = model.newCache();
   const elems = cache.elementsPerToken;
-  const dtype = model.weightDtype;
+  const dtype = model.weightDtype, storage = model.weightStorage;
   // A quantized cache counts its codes and scales; an f32 one is reported at the weights' dtype.
   const bpt = cache.bytesPerToken(dtype);
   const s = c.ropeScaling;
@@ -67,8 +70,8 @@ export function describeModel(m: LoadedModel): ModelDescription {
     layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, mlp: model.layers[0]?.mlp.summary() ?? String(c.intermediateSize), vocab: c.vocabSize,
     heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention, qkNorm: summary?.qkNorm ?? false,
     rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases,
-    params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
-    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: cache.bytesPerToken('f32') },
+    params, weightDtype: storage, weightBytes: isQuantDType(storage) ? Math.round((params * QUANT_BLOCK[storage].bytes) / QUANT_BLOCK[storage].elements) : params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
+    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineDtype: m.kvQuant ? kvQuantName(m.kvQuant) : model.kvDtype, engineBytesPerToken: cache.bytesPerToken('f32') },
   };
 }
 
@@ -105,6 +108,6 @@ export function formatModelReport(d: ModelDescription): string {
     `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${d.weightDtype} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
     `context      ${d.maxPositions} positions (max_position_embeddings)`,
     `KV cache     ${k.bytesPerToken.toLocaleString('en-US')} B/token ${at} (${shape} = ${k.elementsPerToken} elements)`,
-    `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine ${k.quant === 'none' ? 'keeps f32' : 'stores'}: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
+    `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine keeps ${k.engineDtype}: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
   ].join('\n');
 }

@@ -8,7 +8,8 @@
 // k_norm to q_proj/k_proj outputs viewed as [heads, head_dim].
 import { kernels } from '../kernels/index.js';
 import type { WeightSource } from '../tensor.js';
-import { CacheBuffer, type LayerCache } from './kv-cache.js';
+import type { FloatDType } from '../kernels/types.js';
+import { CacheBuffer, HalfCacheBuffer, type LayerCache } from './kv-cache.js';
 import type { KvQuant } from './latent-quant.js';
 import { Linear, SharedInputLinears } from './linear.js';
 import { rmsNorm } from './ops.js';
@@ -40,8 +41,11 @@ export interface AttentionSummary {
 export interface AttentionLayer {
   /** Cached f32 elements per token for this layer (the sum of its cache buffers' widths). */
   readonly cacheElementsPerToken: number;
-  /** A fresh, empty cache for this layer. */
-  createCache(): LayerCache;
+  /**
+   * A fresh, empty cache for this layer, its rows stored at `dtype` (default f32; f16/bf16 halve
+   * the bytes a decode step reads; a latent layer's quantized cache, LatentControls.kvQuant, wins).
+   */
+  createCache(dtype?: FloatDType): LayerCache;
   /**
    * x: normed hidden states [T×D] of tokens at positions pos0..pos0+T−1. The cache holds
    * positions 0..pos0−1 on entry and 0..pos0+T−1 on return. Writes out [T×D].
@@ -151,9 +155,10 @@ export class GqaAttention implements AttentionLayer {
     });
   }
 
-  createCache(): LayerCache {
+  createCache(dtype: FloatDType = 'f32'): LayerCache {
     const w = this.nKvHeads * this.headDim;
-    return { buffers: [new CacheBuffer(w), new CacheBuffer(w)] };
+    if (dtype === 'f32') return { buffers: [new CacheBuffer(w), new CacheBuffer(w)] };
+    return { buffers: [new HalfCacheBuffer(w, dtype), new HalfCacheBuffer(w, dtype)] };
   }
 
   flops(T: number, pos0: number): number {
@@ -177,14 +182,18 @@ export class GqaAttention implements AttentionLayer {
 
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
     const H = this.nHeads, G = this.nKvHeads, d = this.headDim;
-    const [kBuf, vBuf] = cache.buffers as [CacheBuffer, CacheBuffer];
+    const [kBuf, vBuf] = cache.buffers as [CacheBuffer | HalfCacheBuffer, CacheBuffer | HalfCacheBuffer];
     kBuf.ensure(pos0 + T);
     vBuf.ensure(pos0 + T);
-    // New keys and values are projected straight into their cache rows: no copy.
-    const kNew = kBuf.rows(pos0, T);
+    // New keys and values are projected straight into the rows of an f32 cache (no copy); a half
+    // cache stages them in f32 and narrows them after RoPE, so the new tokens attend to the same
+    // rounded rows later steps read.
+    const half = kBuf instanceof HalfCacheBuffer;
+    const kNew = kBuf instanceof CacheBuffer ? kBuf.rows(pos0, T) : ws.get('attn.k', T * G * d);
+    const vNew = vBuf instanceof CacheBuffer ? vBuf.rows(pos0, T) : ws.get('attn.v', T * G * d);
     const q = ws.get('attn.q', T * H * d);
     const ys = this.qkvOut;
-    ys[0] = q; ys[1] = kNew; ys[2] = vBuf.rows(pos0, T);
+    ys[0] = q; ys[1] = kNew; ys[2] = vNew;
     this.qkv.forward(x, T, ys);
     const n = this.qkNorm;
     if (n) {
@@ -194,10 +203,15 @@ export class GqaAttention implements AttentionLayer {
     }
     applyRope(q, T, H, d, this.rope, pos0, this.ropeLayout);
     applyRope(kNew, T, G, d, this.rope, pos0, this.ropeLayout);
+    if (half) {
+      (kBuf as HalfCacheBuffer).write(pos0, kNew, T);
+      (vBuf as HalfCacheBuffer).write(pos0, vNew, T);
+    }
     const mixed = ws.get('attn.out', T * H * d);
     kernels().attention({
       q, tq: T, nHeads: H, nKvHeads: G, headDimK: d, headDimV: d,
       k: kBuf.data, kTokenStride: G * d, v: vBuf.data, vTokenStride: G * d,
+      kvDType: half ? (kBuf as HalfCacheBuffer).dtype : 'f32',
       pos0, scale: 1 / Math.sqrt(d), out: mixed,
     });
     this.o.forward(mixed, T, out);

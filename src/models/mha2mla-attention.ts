@@ -19,10 +19,12 @@
 //   less than expanding keys or storing c once per KV head. The NoPE key bias adds q_nope·b to all
 //   of a query's scores alike, which softmax ignores, so the absorbed form drops it.
 import { kernels } from '../kernels/index.js';
+import type { FloatDType } from '../kernels/types.js';
 import type { WeightSource } from '../tensor.js';
 import { causalAttentionFlops, type AttentionLayer, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
-import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
+import { commitRows, commitRowsAsStored, createCacheStore, latentStore, stageRows, type CachedRows, type KvQuant } from './latent-quant.js';
+import { floatOnly } from './weights.js';
 import { Linear } from './linear.js';
 import { applyRope, RopeTable } from './rope.js';
 import type { Workspace } from './workspace.js';
@@ -90,15 +92,16 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
       q: Linear.load(src, `${prefix}.q_proj`, H * d, D, 'optional'),
       kRope: r > 0 ? Linear.load(src, `${prefix}.k_r_proj`, G * 2 * r, D, 'optional') : null,
       down: Linear.load(src, `${prefix}.kv_proj.down_kv`, R, D, 'optional'),
-      upK: Linear.load(src, `${prefix}.kv_proj.up_k`, G * (d - 2 * r), R, 'optional'),
+      // up_k is read untransposed by the absorbed query (matmul with B [K×N]), which takes floats only.
+      upK: Linear.load(floatOnly(src), `${prefix}.kv_proj.up_k`, G * (d - 2 * r), R, 'optional'),
       upV: Linear.load(src, `${prefix}.kv_proj.up_v`, G * d, R, 'optional'),
       o: Linear.load(src, `${prefix}.o_proj`, D, H * d, 'optional'),
       ropes,
     });
   }
 
-  createCache(): LayerCache {
-    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant)] };
+  createCache(dtype: FloatDType = 'f32'): LayerCache {
+    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant, dtype)] };
   }
 
   paramCount(): number {
@@ -154,15 +157,14 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
     const c = ws.get('mha2mla.c', T * R);
     p.down.forward(x, T, c);
     for (let t = 0; t < T; t++) rows.set(c.subarray(t * R, (t + 1) * R), t * w + wr);
-    const latent = commitRows(store, pos0, T, ws);
-
     const mixed = ws.get('mha2mla.mixed', T * H * d);
-    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, latent, mixed, ws);
-    else this.attendDecompressed(q, T, pos0, latent, mixed, ws);
+    // The absorbed form reads the cache as stored (half rows stay half); the decompressed one expands f32 rows.
+    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, commitRowsAsStored(store, pos0, T, ws), mixed, ws);
+    else this.attendDecompressed(q, T, pos0, commitRows(store, pos0, T, ws), mixed, ws);
     p.o.forward(mixed, T, out);
   }
 
-  private attendAbsorbed(q: Float32Array, T: number, pos0: number, latent: Float32Array, mixed: Float32Array, ws: Workspace): void {
+  private attendAbsorbed(q: Float32Array, T: number, pos0: number, latent: CachedRows, mixed: Float32Array, ws: Workspace): void {
     const p = this.p, H = p.nHeads, G = p.nKvHeads, d = p.headDim, r = p.ropePairs, R = p.kvLoraRank;
     const n = H / G, wr = G * 2 * r, w = wr + R, dn = d - 2 * r;
     const k = kernels();
@@ -195,7 +197,7 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
     const oLat = ws.get('mha2mla.olat', T * H * R);
     k.attention({
       q: qLat, tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: R,
-      k: latent, kTokenStride: w, v: latent.subarray(wr), vTokenStride: w,
+      k: latent.data, kTokenStride: w, v: latent.data.subarray(wr), vTokenStride: w, kvDType: latent.dtype,
       pos0, scale: 1 / Math.sqrt(d), out: oLat,
     });
     const bias = p.upV.bias;

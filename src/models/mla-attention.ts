@@ -11,11 +11,13 @@
 //   The kernel then reads only the latent cache, so decoding is bound by r + d_R per token.
 // RoPE on q_pe/k_pe uses the interleaved layout (pairs 2i, 2i+1), DeepSeek's convention,
 // unless a config says rope_interleave: false.
-import type { WeightSource } from '../tensor.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
+import { tensorBytes, type Tensor, type WeightSource } from '../tensor.js';
 import { kernels } from '../kernels/index.js';
 import { causalAttentionFlops, type AttentionLayer, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
-import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
+import { commitRows, commitRowsAsStored, createCacheStore, latentStore, stageRows, type CachedRows, type KvQuant } from './latent-quant.js';
+import { ukStoreType, ukTransposed, weightRows } from './mla-decode.js';
 import { Linear, SharedInputLinears } from './linear.js';
 import { rmsNorm } from './ops.js';
 import { applyRope, type RopeLayout, type RopeTable } from './rope.js';
@@ -52,6 +54,11 @@ export interface MlaParams extends MlaShape {
   normEps: number;
   /** 'auto': decompressed when several tokens arrive at once, absorbed for single-token decode. */
   mode?: MlaMode;
+  /**
+   * W_UK^h transposed for every head, [H·r, d_n] (mla-decode.ts): the absorbed query's weights in
+   * decode layout. Absent: derived from kv_b when the layer is built.
+   */
+  ukT?: Tensor<WeightDType>;
 }
 
 export class MlaAttention implements AttentionLayer, LatentControls {
@@ -61,6 +68,8 @@ export class MlaAttention implements AttentionLayer, LatentControls {
   /** Quantized latent cache (latent-quant.ts) for caches created from now on; null keeps f32. */
   kvQuant: KvQuant | null = null;
   readonly latent: LatentControls = this;
+  /** W_UK^h transposed, [H·r, d_n], laid out once (mla-decode.ts). */
+  readonly ukT: Tensor<WeightDType>;
   /** q (or q_a) and kv_a: both read the layer input. */
   private readonly inProj: SharedInputLinears;
   private readonly inOut: Float32Array[] = [];
@@ -81,6 +90,9 @@ export class MlaAttention implements AttentionLayer, LatentControls {
     if (p.o.inFeatures !== H * dv) fail(`o_proj must take H·d_v = ${H * dv} inputs`);
     if (p.rope.dim !== dR) fail(`RoPE table of dim ${p.rope.dim} for qk_rope_head_dim ${dR}`);
     if (p.kvANorm && p.kvANorm.length !== r) fail(`kv_a_layernorm must have ${r} weights`);
+    const uk = p.ukT ?? ukTransposed(p.kvB.weight, H, dn, dv, r, ukStoreType(p.kvB.weight.dtype, null, dn));
+    if (uk.shape[0] !== H * r || uk.shape[1] !== dn) fail(`W_UK in decode layout must be [${H * r}, ${dn}], got [${uk.shape.join(', ')}]`);
+    this.ukT = uk;
     this.p = p;
     this.inProj = new SharedInputLinears([p.q ?? p.qA!, p.kvA]);
     this.mode = p.mode ?? 'auto';
@@ -103,19 +115,24 @@ export class MlaAttention implements AttentionLayer, LatentControls {
       qANorm = opt(`${prefix}.q_a_layernorm.weight`, s.qLoraRank);
       qB = Linear.load(src, `${prefix}.q_b_proj`, qOut, s.qLoraRank, 'optional');
     }
+    // W_UK's transposes come from kv_b's stored values (not from a quantized kv_b), quantized like
+    // every other matrix when the source quantizes weights.
+    const kvB = Linear.load(src, `${prefix}.kv_b_proj`, H * (dn + dv), r, 'optional');
+    const kvBStored = requireTensor(src, `${prefix}.kv_b_proj.weight`, [H * (dn + dv), r]);
+    const ukT = ukTransposed(kvBStored, H, dn, dv, r, ukStoreType(kvBStored.dtype, src.weightQuant, dn));
     return new MlaAttention({
-      ...s, q, qA, qANorm, qB,
+      ...s, q, qA, qANorm, qB, ukT,
       kvA: Linear.load(src, `${prefix}.kv_a_proj_with_mqa`, r + dR, D, 'optional'),
       kvANorm: opt(`${prefix}.kv_a_layernorm.weight`, r),
-      kvB: Linear.load(src, `${prefix}.kv_b_proj`, H * (dn + dv), r, 'optional'),
+      kvB,
       o: Linear.load(src, `${prefix}.o_proj`, D, H * dv, 'optional'),
       rope,
       scale: s.scale ?? 1 / Math.sqrt(dn + dR),
     });
   }
 
-  createCache(): LayerCache {
-    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant)] };
+  createCache(dtype: FloatDType = 'f32'): LayerCache {
+    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant, dtype)] };
   }
 
   paramCount(): number {
@@ -125,11 +142,17 @@ export class MlaAttention implements AttentionLayer, LatentControls {
     return n + (p.qANorm?.length ?? 0);
   }
 
+  /**
+   * One decode step's weights: the projections, and in the absorbed form W_UK's transposes plus
+   * the W_UV rows of kv_b (its W_UK rows are not read); decompressed, all of kv_b.
+   */
   decodeWeightBytes(): number {
     const p = this.p;
     let n = (p.kvANorm?.byteLength ?? 0) + (p.qANorm?.byteLength ?? 0);
-    for (const l of [p.q, p.qA, p.qB, p.kvA, p.kvB, p.o]) if (l) n += l.weightBytes();
-    return n;
+    for (const l of [p.q, p.qA, p.qB, p.kvA, p.o]) if (l) n += l.weightBytes();
+    if (!this.absorbedFor(1)) return n + p.kvB.weightBytes();
+    const B = p.kvB.weight;
+    return n + this.ukT.data.byteLength + p.nHeads * tensorBytes(B.dtype, p.vHeadDim * p.kvLoraRank) + (p.kvB.bias?.byteLength ?? 0);
   }
 
   summary(): AttentionSummary {
@@ -182,25 +205,27 @@ export class MlaAttention implements AttentionLayer, LatentControls {
     applyRope(rows, T, 1, w, p.rope, pos0, layout, r);
 
     const mixed = ws.get('mla.mixed', T * H * dv);
-    const latent = commitRows(store, pos0, T, ws);
-    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, latent, mixed, ws);
-    else this.attendDecompressed(q, T, pos0, latent, mixed, ws);
+    // The absorbed form reads the cache as stored (half rows stay half); the decompressed one expands f32 rows.
+    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, commitRowsAsStored(store, pos0, T, ws), mixed, ws);
+    else this.attendDecompressed(q, T, pos0, commitRows(store, pos0, T, ws), mixed, ws);
     p.o.forward(mixed, T, out);
   }
 
-  private attendAbsorbed(q: Float32Array, T: number, pos0: number, latent: Float32Array, mixed: Float32Array, ws: Workspace): void {
+  private attendAbsorbed(q: Float32Array, T: number, pos0: number, latent: CachedRows, mixed: Float32Array, ws: Workspace): void {
     const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
     const qh = dn + dR, w = r + dR, hw = dn + dv;
     const k = kernels();
-    const B = p.kvB.weight;
+    const B = p.kvB.weight, U = this.ukT;
     const qLat = ws.get('mla.qlat', T * H * w);
     const a = ws.get('mla.head_in', T * Math.max(dn, r));
     const c = ws.get('mla.head_out', T * Math.max(r, dv));
     for (let h = 0; h < H; h++) {
-      // q̂_h [T×r] = q_nope^h [T×d_n] · W_UK^h [d_n×r] (kv_b rows h·hw .. h·hw+d_n−1).
+      // q̂_h [T×r] = q_nope^h [T×d_n] · W_UK^h [d_n×r], a GEMV over the transposed rows h·r … h·r+r−1.
       if (dn > 0) {
         for (let t = 0; t < T; t++) a.set(q.subarray((t * H + h) * qh, (t * H + h) * qh + dn), t * dn);
-        k.matmul(a.subarray(0, T * dn), B.data.subarray(h * hw * r, (h * hw + dn) * r), B.dtype, c.subarray(0, T * r), T, r, dn, false);
+        const W = weightRows(U, h * r, r);
+        if (T === 1) k.gemv(W, U.dtype, a.subarray(0, dn), c.subarray(0, r), r, dn);
+        else k.matmul(a.subarray(0, T * dn), W, U.dtype, c.subarray(0, T * r), T, r, dn, true);
       } else {
         c.fill(0, 0, T * r);
       }
@@ -211,16 +236,28 @@ export class MlaAttention implements AttentionLayer, LatentControls {
       }
     }
     const oLat = ws.get('mla.olat', T * H * r);
+    // MQA over the latent rows as stored: k and v are the same rows, values their first r elements.
     k.attention({
       q: qLat, tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: r,
-      k: latent, kTokenStride: w, v: latent, vTokenStride: w,
+      k: latent.data, kTokenStride: w, v: latent.data, vTokenStride: w, kvDType: latent.dtype,
       pos0, scale: p.scale, out: oLat,
     });
     for (let h = 0; h < H; h++) {
-      // o_h [T×d_v] = ô_h [T×r] · W_UV^hᵀ (W_UV^h = kv_b rows h·hw+d_n .. +d_v, stored [d_v, r]).
-      for (let t = 0; t < T; t++) a.set(oLat.subarray((t * H + h) * r, (t * H + h + 1) * r), t * r);
-      k.matmul(a.subarray(0, T * r), B.data.subarray((h * hw + dn) * r, (h * hw + hw) * r), B.dtype, c.subarray(0, T * dv), T, dv, r, true);
-      for (let t = 0; t < T; t++) mixed.set(c.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
+      // o_h [T×d_v] = W_UV^h · ô_h (W_UV^h = kv_b rows h·hw+d_n … +d_v, [d_v, r], read in place).
+      const W = weightRows(B, h * hw + dn, dv);
+      if (T === 1) {
+        k.gemv(W, B.dtype, oLat.subarray(h * r, (h + 1) * r), c.subarray(0, dv), dv, r);
+      } else {
+        for (let t = 0; t < T; t++) a.set(oLat.subarray((t * H + h) * r, (t * H + h + 1) * r), t * r);
+        k.matmul(a.subarray(0, T * r), W, B.dtype, c.subarray(0, T * dv), T, dv, r, true);
+      }
+      const bias = p.kvB.bias;
+      for (let t = 0; t < T; t++) {
+        const o = (t * H + h) * dv;
+        mixed.set(c.subarray(t * dv, (t + 1) * dv), o);
+        // kv_b's bias on the value rows is a constant added to each head's output (softmax weights sum to 1).
+        if (bias) for (let e = 0; e < dv; e++) mixed[o + e]! += bias[h * hw + dn + e]!;
+      }
     }
   }
 
