@@ -7,6 +7,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel } from '../src/arch/load.js';
+import { describeModel } from '../src/arch/describe.js';
+import { parseArgs } from '../src/cli/args.js';
+import { ENGINE_FLAGS, engineFlags } from '../src/cli/engine-flags.js';
 import { exportModel } from '../src/export/targets.js';
 import { readGguf } from '../src/io/gguf.js';
 import type { Decoder } from '../src/models/decoder.js';
@@ -85,6 +88,22 @@ describe('quantized weights in the engine', () => {
       assert.ok(rel <= 1e-3, `${type}: perplexity ${ours} vs llama.cpp ${theirs} (relative ${rel})`);
     });
   }
+
+  it('inspect counts the weights as stored and the cache at the engine\'s dtype', { skip: dir ? false : 'asset models/kjv-gqa missing' }, () => {
+    const d = describeModel(loadModel(dir!, { weights: 'q8_0', kvDtype: 'bf16' }));
+    assert.equal(d.weightDtype, 'q8_0');
+    assert.equal(d.weightBytes, Math.round((d.params * 34) / 32));
+    // 6 layers · 2 (K, V) · 2 KV heads · 64: reported at the checkpoint's bf16, kept at bf16.
+    assert.equal(d.kvCache.elementsPerToken, 1536);
+    assert.equal(d.kvCache.engineDtype, 'bf16');
+    assert.equal(d.kvCache.engineBytesPerToken, 1536 * 2);
+    assert.equal(describeModel(loadModel(dir!, { kvDtype: 'f32' })).kvCache.engineBytesPerToken, 1536 * 4);
+    const flags = (argv: string[]) => engineFlags(parseArgs(argv, { ...ENGINE_FLAGS }));
+    assert.deepEqual(flags([]), { weights: null, kvDtype: 'f16' });
+    assert.deepEqual(flags(['--weights', 'q4_0', '--kv-dtype', 'f32']), { weights: 'q4_0', kvDtype: 'f32' });
+    assert.throws(() => flags(['--weights', 'q5_0']), /--weights must be q8_0 or q4_0, got "q5_0"/);
+    assert.throws(() => flags(['--kv-dtype', 'f8']), /--kv-dtype must be f16, bf16 or f32/);
+  });
 
   it('a matrix whose rows are not whole blocks stays float at load, and is written F16 in a quantized GGUF', () => {
     // The decision is one function (io/gguf-model.ts matrixType) shared by export and load.

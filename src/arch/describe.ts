@@ -2,6 +2,7 @@
 import type { FloatDType, WeightDType } from '../kernels/types.js';
 import { bytesPerElement, isQuantDType, QUANT_BLOCK } from '../tensor.js';
 import { kvQuantName } from '../models/latent-quant.js';
+import { KvCache } from '../models/kv-cache.js';
 import type { LoadedModel } from './load.js';
 
 export interface ModelDescription {
@@ -55,7 +56,9 @@ export function describeModel(m: LoadedModel): ModelDescription {
   const attention = summary?.label ?? 'none';
   const mla: ModelDescription['mla'] = summary?.mla && { ...summary.mla, semantics: m.mla?.semantics ?? 'exact' };
   const mha2mla: ModelDescription['mha2mla'] = summary?.mha2mla;
-  const cache = model.newCache();
+  // The reporting figure counts unquantized rows at the weights' dtype; the engine's own cache is model.kvDtype's.
+  const cache = new KvCache(model.layers.map((l) => l.attn.createCache('f32')));
+  const engine = model.newCache();
   const elems = cache.elementsPerToken;
   const dtype = model.weightDtype, storage = model.weightStorage;
   // A quantized cache counts its codes and scales; an f32 one is reported at the weights' dtype.
@@ -71,7 +74,7 @@ export function describeModel(m: LoadedModel): ModelDescription {
     heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention, qkNorm: summary?.qkNorm ?? false,
     rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases,
     params, weightDtype: storage, weightBytes: isQuantDType(storage) ? Math.round((params * QUANT_BLOCK[storage].bytes) / QUANT_BLOCK[storage].elements) : params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
-    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineDtype: m.kvQuant ? kvQuantName(m.kvQuant) : model.kvDtype, engineBytesPerToken: cache.bytesPerToken('f32') },
+    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineDtype: m.kvQuant ? kvQuantName(m.kvQuant) : model.kvDtype, engineBytesPerToken: engine.bytesPerToken('f32') },
   };
 }
 

@@ -15,7 +15,7 @@ export const command: Command = {
     '  .jsonl: documents are the "text" fields, joined with "\\n\\n"; .txt is read as is.\n' +
     '  --lines: every line is a document joined with "\\n\\n" (WikiText-2 read through HF datasets, as the papers do).\n' +
     '  --max-chunks N: score the first N chunks; only as much of the text is tokenized as they need.\n' +
-    '  --kv-quant int8|int4[:gN|:token]: quantize an MLA model\'s latent cache (codes + one f16 scale per N values, default N = 32).\n' + ENGINE_HELP,
+    '  --kv-quant int8|int4[:gN|:token]: quantize an MLA model\'s latent cache (codes + one f16 scale per N values, default N = 32).\n' + ENGINE_HELP + '\n  ppl keeps an f32 cache unless --kv-dtype says otherwise (the converter\'s perplexities use f32).',
   async run(argv) {
     const p = parseArgs(argv, { text: 'string', ctx: 'string', 'max-chunks': 'string', lines: 'boolean', 'no-bos': 'boolean', tokenizer: 'string', 'kv-quant': 'string', json: 'boolean', ...ENGINE_FLAGS, ...HUB_FLAGS });
     const spec = onePositional(p, 'model');
@@ -23,7 +23,8 @@ export const command: Command = {
     const ctxFlag = int(p, 'ctx', undefined, 2);
     const maxChunks = int(p, 'max-chunks', undefined, 1);
     const kvQuant = parseKvQuant(str(p, 'kv-quant') ?? 'none');
-    const engine = engineFlags(p);
+    // A measurement: f32 cache unless asked, so it equals the converter's and the library's figures.
+    const engine = engineFlags(p, 'f32');
     const mode = bool(p, 'lines') ? 'lines' : textModeFor(textPath);
     // Read before the model loads: a wrong path fails in a moment, not after a download.
     const { text, documents } = readEvalText(textPath, mode);
