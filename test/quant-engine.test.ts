@@ -89,6 +89,19 @@ describe('quantized weights in the engine', () => {
     });
   }
 
+  const mixtral = assetPath('models/kjv-mixtral');
+  it('Mixtral: a Q8_0 GGUF with stacked experts reads back as --weights q8_0 computes', { skip: mixtral ? false : 'asset models/kjv-mixtral missing' }, async () => {
+    const gguf = join(tmp, 'kjv-mixtral-q8_0.gguf');
+    await exportModel({ target: 'gguf', model: mixtral!, out: gguf, outType: 'q8_0' });
+    assert.equal(readGguf(gguf).weightDType('blk.0.ffn_up_exps.weight'), 'q8_0');
+    const a = loadModel(mixtral!, { weights: 'q8_0' }).model, b = loadModel(gguf).model;
+    const tokens = [1, 17, 300, 4000, 25, 9];
+    const x = a.forward(tokens, a.newCache(), { logits: 'all' }).slice(), y = b.forward(tokens, b.newCache(), { logits: 'all' });
+    let worst = 0;
+    for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
+    assert.equal(worst, 0);
+  });
+
   it('inspect counts the weights as stored and the cache at the engine\'s dtype', { skip: dir ? false : 'asset models/kjv-gqa missing' }, () => {
     const d = describeModel(loadModel(dir!, { weights: 'q8_0', kvDtype: 'bf16' }));
     assert.equal(d.weightDtype, 'q8_0');

@@ -72,7 +72,7 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
     if (!sameShape(info.shape, want)) fail(`tensor ${s.gguf} has shape [${info.shape.join(', ')}], expected [${want.join(', ')}]`);
     const wt = f.weightDType(s.gguf);
     if (wt === null) fail(`tensor ${s.gguf} has type ${info.typeName}; only F32, F16, BF16, Q8_0 and Q4_0 GGUF models can be run`);
-    if (wt !== null && isQuantDType(wt) && (s.shape.length !== 2 || s.stack)) fail(`tensor ${s.gguf} is ${info.typeName}; only 2-D weight matrices may be quantized here`);
+    if (wt !== null && isQuantDType(wt) && s.shape.length !== 2) fail(`tensor ${s.gguf} is ${info.typeName}; only weight matrices may be quantized here`);
     byHf.set(s.hf, s);
     known.add(s.gguf);
   }
@@ -88,8 +88,9 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
     const t = s.stack ? f.readTensorSlab(s.gguf, s.stack.index) : f.readTensor(s.gguf);
     return { ...t, data: half(s, t.data) };
   };
-  // Q8_0/Q4_0 matrices as their blocks; a row permutation moves whole rows of blocks.
-  const getQuant = (s: GgufTensorSpec, dtype: QuantDType): Tensor<QuantDType> => ({ dtype, shape: [...s.shape], data: half(s, f.readRaw(s.gguf)) });
+  // Q8_0/Q4_0 matrices as their blocks (one expert's slab of a stacked tensor); a row permutation moves whole rows of blocks.
+  const getQuant = (s: GgufTensorSpec, dtype: QuantDType): Tensor<QuantDType> =>
+    ({ dtype, shape: [...s.shape], data: half(s, s.stack ? f.readRawSlab(s.gguf, s.stack.index) : f.readRaw(s.gguf)) });
   return {
     names: () => [...byHf.keys()],
     has: (name) => byHf.has(name),
