@@ -9,6 +9,9 @@
 //   [q̂_h | q_pe^h] against the latent rows themselves (MQA, one KV head of width r + d_R,
 //   values = the first r elements of the same rows); then o_h = W_UV^h·ô_h.
 //   The kernel then reads only the latent cache, so decoding is bound by r + d_R per token.
+//   W_UK^h is held transposed from load (mla-decode.ts), so q̂_h is a GEMV over contiguous rows;
+//   W_UV^h is kv_b's own row block. A half-precision latent cache is handed to the kernel as
+//   stored; the decompressed form (prefill) widens it.
 // RoPE on q_pe/k_pe uses the interleaved layout (pairs 2i, 2i+1), DeepSeek's convention,
 // unless a config says rope_interleave: false.
 import type { FloatDType, WeightDType } from '../kernels/types.js';
