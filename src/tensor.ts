@@ -74,4 +74,15 @@ export interface WeightSource {
   has(name: string): boolean;
   /** Reads one tensor (lazily, from disk when the source is a file). Throws naming the tensor when absent. */
   get(name: string): Tensor;
+  /**
+   * A weight matrix as the matrix kernels take it, when the source can give one that is not a
+   * float tensor (a quantized GGUF's Q8_0/Q4_0 blocks; `--weights q8_0` quantizing at load).
+   * Absent: get() is the weight. Loaders read linear weights and the embedding through this.
+   */
+  getWeight?(name: string): WeightTensor;
+  /**
+   * The type getWeight quantizes float matrices to (`--weights`); a layer that derives a matrix
+   * at load (MLA's W_UK in decode layout) stores it the same way. Absent: weights as stored.
+   */
+  readonly weightQuant?: QuantDType;
 }

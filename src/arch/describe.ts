@@ -1,8 +1,9 @@
 // A model's vital statistics: the `inspect` report (inspectModel: config and tensor headers only,
 // no weights read), also used by bench on a loaded model (describeModel).
-import type { FloatDType } from '../kernels/types.js';
-import { bytesPerElement } from '../tensor.js';
+import type { FloatDType, QuantDType, WeightDType } from '../kernels/types.js';
+import { bytesPerElement, isQuantDType, QUANT_BLOCK } from '../tensor.js';
 import { createCacheStore, kvQuantName, type KvQuant } from '../models/latent-quant.js';
+import { KvCache } from '../models/kv-cache.js';
 import { embeddingName } from '../models/decoder.js';
 import type { ModelArgs } from './args.js';
 import type { MlaFields } from './deepseek.js';
@@ -32,7 +33,8 @@ export interface ModelDescription {
   tiedEmbeddings: boolean;
   biases: string;
   params: number;
-  weightDtype: FloatDType;
+  /** How the weight matrices are stored (q8_0/q4_0 when quantized). */
+  weightDtype: WeightDType;
   weightBytes: number;
   /** inspectModel: parameters per stored dtype (norms are often kept wider than the matrices). */
   dtypes?: Record<string, number>;
@@ -52,7 +54,9 @@ export interface ModelDescription {
     bytesPerToken: number;
     bytesAt4K: number;
     bytesAt32K: number;
-    /** What the engine allocates per token (an unquantized cache is kept in f32). */
+    /** How the engine stores the cache rows: f32, f16, bf16 (Decoder.kvDtype) or the latent quantization. */
+    engineDtype: string;
+    /** What the engine allocates per token, at engineDtype. */
     engineBytesPerToken: number;
   };
 }
@@ -63,16 +67,18 @@ export function describeModel(m: LoadedModel): ModelDescription {
   const attention = summary?.label ?? 'none';
   const mla: ModelDescription['mla'] = summary?.mla && { ...summary.mla, semantics: m.mla?.semantics ?? 'exact' };
   const mha2mla: ModelDescription['mha2mla'] = summary?.mha2mla;
-  const cache = model.newCache();
+  // The reporting figure counts unquantized rows at the weights' dtype; the engine's own cache is model.kvDtype's.
+  const cache = new KvCache(model.layers.map((l) => l.attn.createCache('f32')));
+  const engine = model.newCache();
   const elems = cache.elementsPerToken;
-  const dtype = model.weightDtype;
+  const dtype = model.weightDtype, storage = model.weightStorage;
   // A quantized cache counts its codes and scales; an f32 one is reported at the weights' dtype.
   const bpt = cache.bytesPerToken(dtype);
   const params = model.paramCount();
   return {
     ...common(c, m.path, m.format, { attention, qkNorm: summary?.qkNorm ?? false, mlp: model.layers[0]?.mlp.summary() ?? String(c.intermediateSize), mla, mha2mla }),
-    params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype),
-    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: cache.bytesPerToken('f32') },
+    params, weightDtype: storage, weightBytes: isQuantDType(storage) ? Math.round((params * QUANT_BLOCK[storage].bytes) / QUANT_BLOCK[storage].elements) : params * bytesPerElement(dtype),
+    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineDtype: m.kvQuant ? kvQuantName(m.kvQuant) : model.kvDtype, engineBytesPerToken: engine.bytesPerToken('f32') },
   };
 }
 
@@ -104,9 +110,10 @@ function engineTensors(c: ModelArgs, tensors: ReadonlyMap<string, TensorHeader>)
  * (safetensors headers, the GGUF directory, the llama2.c header): parameters and dtypes from the
  * shapes, the KV cache from the family's attention layout. Weights are never read, so a 16 GB
  * checkpoint needs no more memory than a small one; value checks (NaN/Inf) and the layers' own
- * shape checks happen when a command loads the model.
+ * shape checks happen when a command loads the model. `weights` (--weights) counts the matrices as
+ * the engine would quantize them at load; `kvDtype` (--kv-dtype) is the engine's cache dtype.
  */
-export function inspectModel(path: string, opts: { kvQuant?: KvQuant | null } = {}): ModelDescription {
+export function inspectModel(path: string, opts: { kvQuant?: KvQuant | null; weights?: QuantDType | null; kvDtype?: FloatDType } = {}): ModelDescription {
   const h = readModelHeaders(path);
   const c = h.config;
   const family = familyFor(c);
@@ -125,25 +132,42 @@ export function inspectModel(path: string, opts: { kvQuant?: KvQuant | null } = 
     dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + k;
   }
   const embDtype = h.tensors.get(names[0]!)!.dtype;
-  if (embDtype !== 'f32' && embDtype !== 'f16' && embDtype !== 'bf16') throw new Error(`${path}: the embedding is stored as ${embDtype}; only F32, F16 and BF16 models can be run`);
-  const dtype: FloatDType = embDtype;
-  // The cache as the engine would allocate it: one store per width, quantized or f32.
-  const stores = layout.cacheStores.flat().map((w) => createCacheStore(w, layout.latent ? kvQuant : null));
-  const elems = stores.reduce((n, st) => n + st.width, 0);
-  const bpt = stores.reduce((n, st) => n + st.bytesPerToken(dtype), 0);
+  if (!isWeightDType(embDtype)) throw new Error(`${path}: the embedding is stored as ${embDtype}; only F32, F16, BF16, Q8_0 and Q4_0 models can be run`);
+  // KV bytes are reported at the weights' float dtype (a quantized model's is f32, as the engine's).
+  const dtype: FloatDType = isQuantDType(embDtype) ? 'f32' : embDtype;
+  const storage: WeightDType = opts.weights ?? embDtype;
+  // The engine quantizes matrices (2-D tensors) at load with --weights; vectors keep their dtype.
+  const stored = (x: string): number => {
+    const t = h.tensors.get(x)!;
+    return t.shape.length === 2 && opts.weights ? dtypeBytes(opts.weights, numel(t.shape)) : dtypeBytes(t.dtype, numel(t.shape));
+  };
+  // The cache as the engine would allocate it: one store per width, quantized or at the cache dtype.
+  const widths = layout.cacheStores.flat();
+  const report = widths.map((w) => createCacheStore(w, layout.latent ? kvQuant : null));
+  const engine = widths.map((w) => createCacheStore(w, layout.latent ? kvQuant : null, opts.kvDtype ?? 'f32'));
+  const elems = report.reduce((n, st) => n + st.width, 0);
+  const bpt = report.reduce((n, st) => n + st.bytesPerToken(dtype), 0);
   const summary = layout.summary;
   const mla: ModelDescription['mla'] = summary.mla && { ...summary.mla, semantics: mlaArgs?.semantics ?? 'exact' };
   return {
     ...common(c, path, h.format, { attention: summary.label, qkNorm: summary.qkNorm ?? false, mlp: family.mlpSummary?.(c) ?? String(c.intermediateSize), mla, mha2mla: summary.mha2mla }),
-    params, weightDtype: dtype, weightBytes: names.reduce((n, x) => n + numel(h.tensors.get(x)!.shape) * dtypeBytes(h.tensors.get(x)!.dtype), 0),
-    dtypes, weightsRead: false,
-    kvCache: { quant: kvQuantName(kvQuant), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: stores.reduce((n, st) => n + st.bytesPerToken('f32'), 0) },
+    params, weightDtype: storage, weightBytes: names.reduce((n, x) => n + stored(x), 0),
+    dtypes: opts.weights ? {} : dtypes, weightsRead: false,
+    kvCache: {
+      quant: kvQuantName(kvQuant), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768,
+      engineDtype: kvQuant && layout.latent ? kvQuantName(kvQuant) : opts.kvDtype ?? 'f32', engineBytesPerToken: engine.reduce((n, st) => n + st.bytesPerToken('f32'), 0),
+    },
   };
 }
 
-/** Bytes per element of a stored dtype (quantized GGUF types: not a float model; counted as 0 and refused above). */
-function dtypeBytes(d: string): number {
-  return d === 'f32' || d === 'f16' || d === 'bf16' ? bytesPerElement(d) : 0;
+function isWeightDType(d: string): d is WeightDType {
+  return d === 'f32' || d === 'f16' || d === 'bf16' || d === 'q8_0' || d === 'q4_0';
+}
+
+/** Bytes of `n` elements of a stored dtype (quantized: whole blocks; other types are refused above). */
+function dtypeBytes(d: string, n: number): number {
+  if (d === 'q8_0' || d === 'q4_0') return Math.round((n * QUANT_BLOCK[d].bytes) / QUANT_BLOCK[d].elements);
+  return d === 'f32' || d === 'f16' || d === 'bf16' ? n * bytesPerElement(d) : 0;
 }
 
 /** What describeModel (from the built layers) and inspectModel (from the family's layout) tell apart. */
@@ -208,7 +232,7 @@ export function formatModelReport(d: ModelDescription): string {
     `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${dtypeText(d)} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
     `context      ${d.maxPositions} positions (max_position_embeddings)`,
     `KV cache     ${k.bytesPerToken.toLocaleString('en-US')} B/token ${at} (${shape} = ${k.elementsPerToken} elements)`,
-    `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine ${k.quant === 'none' ? 'keeps f32' : 'stores'}: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
+    `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine keeps ${k.engineDtype}: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
     ...(d.weightsRead === false ? ['weights      not read: config and tensor headers only (values, e.g. NaN/Inf, are checked by the commands that load them: ppl, generate, serve)'] : []),
   ].join('\n');
 }

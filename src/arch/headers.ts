@@ -50,7 +50,7 @@ export function readModelHeaders(path: string): ModelHeaders {
     const g = openGgufModel(path);
     for (const s of g.specs) {
       const info = g.file.tensorInfo(s.gguf);
-      tensors.set(s.hf, { shape: s.shape, dtype: g.file.floatDType(s.gguf) ?? info.typeName });
+      tensors.set(s.hf, { shape: s.shape, dtype: g.file.weightDType(s.gguf) ?? info.typeName });
     }
     return { path, format: 'gguf', config: g.config, tensors };
   }

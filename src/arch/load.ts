@@ -14,6 +14,8 @@ import { llama2cToHf, readLlama2c } from '../io/llama2c.js';
 import { createProgress } from '../io/progress.js';
 import { setKvQuant, type Decoder } from '../models/decoder.js';
 import type { KvQuant } from '../models/latent-quant.js';
+import { quantizingSource } from '../models/weights.js';
+import type { FloatDType, QuantDType } from '../kernels/types.js';
 import type { Tensor, WeightSource } from '../tensor.js';
 import { Llama2cTokenizer } from '../tokenizer/llama2c-tokenizer.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
@@ -38,6 +40,8 @@ export interface LoadedModel {
   mha2mla?: Mha2mlaFields;
   /** The latent-cache quantization in effect (absent or null: f32 cache). */
   kvQuant?: KvQuant | null;
+  /** The load-time weight quantization in effect (null: weights as stored). */
+  weights?: QuantDType | null;
 }
 
 export interface LoadModelOptions {
@@ -45,16 +49,24 @@ export interface LoadModelOptions {
   tokenizer?: string;
   /** Quantize the latent cache (MLA models of either variant only; latent-quant.ts). */
   kvQuant?: KvQuant | null;
+  /**
+   * Quantize the weight matrices to q8_0/q4_0 as they are read (`--weights`), from any folder or
+   * float GGUF; matrices a GGUF already holds quantized stay as they are. Absent: as stored.
+   */
+  weights?: QuantDType | null;
+  /** How caches of the model store their rows (Decoder.kvDtype; default f32). */
+  kvDtype?: FloatDType;
 }
 
 export function loadModel(path: string, opts: LoadModelOptions = {}): LoadedModel {
   const m = openModel(path, opts);
+  m.model.kvDtype = opts.kvDtype ?? 'f32';
   const kvQuant = opts.kvQuant ?? null;
   if (kvQuant) {
     if (!m.mla && !m.mha2mla) throw new Error(`${path}: --kv-quant quantizes an MLA latent cache; this is a ${m.config.modelType} model with a GQA/MHA cache`);
     setKvQuant(m.model, kvQuant);
   }
-  return { ...m, kvQuant };
+  return { ...m, kvQuant, weights: opts.weights ?? null };
 }
 
 function openModel(path: string, opts: LoadModelOptions): LoadedModel {
@@ -68,7 +80,7 @@ function openModel(path: string, opts: LoadModelOptions): LoadedModel {
 
 function loadGguf(path: string, opts: LoadModelOptions): LoadedModel {
   const g = openGgufModel(path);
-  const model = buildWithProgress(g.config, finiteSource(g.weights, () => path));
+  const model = buildWithProgress(g.config, finiteSource(g.weights, () => path), opts);
   const dir = dirname(path);
   const tokPath = opts.tokenizer ?? (existsSync(join(dir, 'tokenizer.json')) ? dir : null);
   const { mla } = g.config as ModelArgs & { mla?: MlaFields };
@@ -80,7 +92,7 @@ function loadHf(path: string, opts: LoadModelOptions): LoadedModel {
   const tokPath = opts.tokenizer ?? (hasTok ? path : null);
   const tokenizer = tokPath ? loadTokenizer(tokPath) : null;
   const config = readConfig(path);
-  const model = buildWithProgress(config, checkedCheckpoint(path));
+  const model = buildWithProgress(config, checkedCheckpoint(path), opts);
   const { mla, mha2mla } = config as ModelArgs & { mla?: MlaFields; mha2mla?: Mha2mlaFields };
   return { model, config, tokenizer, format: 'hf', path, ...(mla && { mla }), ...(mha2mla && { mha2mla }) };
 }
@@ -92,10 +104,12 @@ function checkedCheckpoint(path: string): WeightSource {
 }
 
 /** Builds the model with a progress bar while tensors are read (shown after ~1.5 s only). */
-function buildWithProgress(config: ModelArgs, src: WeightSource): Decoder {
+function buildWithProgress(config: ModelArgs, plain: WeightSource, opts: LoadModelOptions): Decoder {
+  const src = opts.weights ? quantizingSource(plain, opts.weights) : plain;
   const bar = createProgress({ label: 'loading weights', total: src.names().length, unit: 'tensors' });
   let n = 0;
   const counted: WeightSource = {
+    ...(src.weightQuant && { weightQuant: src.weightQuant }),
     names: () => src.names(),
     has: (name) => src.has(name),
     get: (name) => {
@@ -103,6 +117,13 @@ function buildWithProgress(config: ModelArgs, src: WeightSource): Decoder {
       bar.update(++n);
       return t;
     },
+    ...(src.getWeight && {
+      getWeight: (name: string) => {
+        const t = src.getWeight!(name);
+        bar.update(++n);
+        return t;
+      },
+    }),
   };
   try {
     return buildModel(config, counted);
@@ -131,7 +152,8 @@ function loadLlama2c(path: string, opts: LoadModelOptions): LoadedModel {
   // llama2.c's tokenizer always has <s> = 1 and </s> = 2; without one, assume the same.
   const hf = llama2cToHf(ck, { bosId: tokenizer ? tokenizer.bosId : 1, eosId: tokenizer ? tokenizer.eosId : 2 });
   const config = parseConfig(hf.config, `${path} (llama2.c header)`);
-  const model = buildModel(config, finiteSource(new MemorySource(new Map(hf.tensors.map((t) => [t.name, t.tensor]))), () => path));
+  const src = finiteSource(new MemorySource(new Map(hf.tensors.map((t) => [t.name, t.tensor]))), () => path);
+  const model = buildModel(config, opts.weights ? quantizingSource(src, opts.weights) : src);
   return { model, config, tokenizer, format: 'llama2c', path };
 }
 

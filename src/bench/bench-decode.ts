@@ -17,10 +17,11 @@ import type { Decoder } from '../models/decoder.js';
 import { loadModel } from '../arch/load.js';
 import { kernels } from '../kernels/index.js';
 import { loadNativeAddon } from '../kernels/native.js';
-import type { FloatDType } from '../kernels/types.js';
+import type { FloatDType, QuantDType, WeightDType } from '../kernels/types.js';
+import { CacheBuffer, HalfCacheBuffer, type KvCache } from '../models/kv-cache.js';
 import { describeModel } from '../arch/describe.js';
 import { argmax } from '../models/sample.js';
-import { bytesPerElement } from '../tensor.js';
+import { bytesPerElement, isQuantDType, tensorBytes } from '../tensor.js';
 import { peakRssBytes } from '../eval/memory.js';
 import type { DecodeAtContext, DecodeBench } from '../schema/bench-json.js';
 
@@ -37,6 +38,17 @@ export interface DecodeBenchOptions {
   threads?: number;
   /** Progress lines. */
   log?: (line: string) => void;
+  /** Our engine's load-time weight quantization (--weights); llama.cpp gets a GGUF of that type. */
+  weights?: QuantDType | null;
+  /** Our engine's KV cache dtype (default f16, as llama.cpp's). */
+  kvDtype?: FloatDType;
+  /**
+   * How our engine's cache is filled up to each context: 'prefill' (default) runs the prompt;
+   * 'repeated-chunk' prefills one chunk and repeats its rows up to the context (a decode step
+   * reads every row whatever it holds, so the timing is the same; prefill of 16K tokens of a
+   * 1B model takes many minutes on a shared machine).
+   */
+  fill?: 'prefill' | 'repeated-chunk';
   /** Awaited before each timed repetition and after the last one (bench.ts reads the memory bandwidth there). */
   between?: (b: RepBoundary) => Promise<void>;
 }
@@ -56,9 +68,22 @@ function pseudoRandomIds(n: number, vocab: number, seed: number): number[] {
 export function decodeStepWeightBytes(model: Decoder): number {
   const c = model.config;
   let n = model.head.weightBytes() + model.norm.byteLength;
-  if (model.embed !== model.head.weight) n += c.hiddenSize * bytesPerElement(model.embed.dtype);
+  if (model.embed !== model.head.weight) n += tensorBytes(model.embed.dtype, c.hiddenSize);
   for (const l of model.layers) n += l.inputNorm.byteLength + l.postNorm.byteLength + l.attn.decodeWeightBytes() + l.mlp.decodeWeightBytes();
   return n;
+}
+
+/** Fills cache rows [from, to) with copies of rows [0, from) (f32 and half stores), and sets its length to `to`. */
+function repeatRows(cache: KvCache, from: number, to: number): void {
+  cache.reserve(to);
+  for (const l of cache.layers) {
+    for (const b of l.buffers) {
+      if (!(b instanceof CacheBuffer || b instanceof HalfCacheBuffer)) throw new Error('bench: a repeated-chunk fill needs an f32/f16/bf16 cache (not --kv-quant)');
+      const w = b.width;
+      for (let p = from; p < to; p += from) b.data.copyWithin(p * w, 0, Math.min(from, to - p) * w);
+    }
+  }
+  cache.length = to;
 }
 
 function checkOptions(o: DecodeBenchOptions): { contexts: number[]; n: number; reps: number } {
@@ -83,11 +108,13 @@ export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Pr
     addon?.setThreads(o.threads);
   }
   const threads = addon ? addon.threads() : 1;
-  const loaded = loadModel(path);
+  const loaded = loadModel(path, { weights: o.weights ?? null, kvDtype: o.kvDtype ?? 'f16' });
   const model = loaded.model;
   const d = describeModel(loaded);
   const trained = loaded.config.maxPositionEmbeddings;
   const elems = model.newCache().elementsPerToken;
+  const cacheBpt = model.newCache().bytesPerToken('f32');
+  const fill = o.fill ?? 'prefill';
   const weightBytes = decodeStepWeightBytes(model);
   const ids = pseudoRandomIds(contexts[contexts.length - 1]!, loaded.config.vocabSize, 12345);
   const cache = model.newCache();
@@ -99,9 +126,14 @@ export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Pr
     cache.reserve(c + n);
     const t0 = performance.now();
     let logits: Float32Array = new Float32Array(0);
-    for (let p = cache.length; p < c; p += PREFILL_CHUNK) {
-      logits = model.forward(ids.slice(p, Math.min(c, p + PREFILL_CHUNK)), cache);
+    const upTo = fill === 'prefill' ? c : Math.min(c, PREFILL_CHUNK);
+    for (let p = cache.length; p < upTo; p += PREFILL_CHUNK) {
+      logits = model.forward(ids.slice(p, Math.min(upTo, p + PREFILL_CHUNK)), cache);
       await new Promise<void>((r) => setImmediate(r));
+    }
+    if (upTo < c) {
+      repeatRows(cache, upTo, c);
+      logits = model.forward([ids[c - 1]!], cache, { pos0: c - 1 });
     }
     prefillMs += performance.now() - t0;
     const first = argmax(logits);
@@ -120,22 +152,22 @@ export async function benchEngineDecode(path: string, o: DecodeBenchOptions): Pr
     out.push({
       context: c, beyondTrainedWindow: c + n > trained,
       tokensPerSecond: 1000 / ms, msPerToken: ms,
-      cacheBytes: c * elems * 4,
-      bytesPerStep: weightBytes + c * elems * 4,
+      cacheBytes: c * cacheBpt,
+      bytesPerStep: weightBytes + c * cacheBpt,
       rssBytes: process.memoryUsage().rss,
     });
     log(`  transmla ${c} tokens: ${(1000 / ms).toFixed(1)} tok/s (${ms.toFixed(2)} ms/token)`);
   }
   return {
     engine: 'transmla', model: path, attention: d.attention, weightDtype: d.weightDtype, params: d.params, vocab: d.vocab, trainedContext: trained,
-    cacheElementsPerToken: elems, cacheBytesPerToken: elems * 4, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(d.weightDtype),
-    cacheDtype: 'f32', weightBytesPerStep: weightBytes, decodeTokens: n, reps, threads, prefillSeconds: prefillMs / 1000,
+    cacheElementsPerToken: elems, cacheBytesPerToken: cacheBpt, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(model.weightDtype),
+    cacheDtype: model.kvDtype, cacheFill: fill, weightBytesPerStep: weightBytes, decodeTokens: n, reps, threads, prefillSeconds: prefillMs / 1000,
     contexts: out, peakRssBytes: peakRssBytes(),
   };
 }
 
 /** A GGUF of the model in its weights' dtype (the file itself when it already is one); cleanup() removes a written one. */
-export function ggufFor(path: string, dtype: FloatDType): { gguf: string; cleanup(): void } {
+export function ggufFor(path: string, dtype: WeightDType): { gguf: string; cleanup(): void } {
   const why = ggufExportUnsupported(path);
   if (why) throw new Error(why);
   if (path.endsWith('.gguf')) return { gguf: path, cleanup: () => {} };
@@ -209,7 +241,7 @@ export async function benchLlamaCppDecode(gguf: string, facts: ModelFacts, o: De
   const { model: m, attention, weightDtype, params, vocab, trainedContext, weightBytesPerStep } = facts;
   return {
     engine: 'llama.cpp', model: m, attention, weightDtype, params, vocab, trainedContext, cacheElementsPerToken: elems, weightBytesPerStep,
-    cacheBytesPerToken: elems * 2, cacheBytesPerTokenAtModelDtype: elems * bytesPerElement(facts.weightDtype),
+    cacheBytesPerToken: elems * 2, cacheBytesPerTokenAtModelDtype: elems * (isQuantDType(facts.weightDtype) ? 4 : bytesPerElement(facts.weightDtype)),
     cacheDtype: 'f16', decodeTokens: n, reps, threads: o.threads, prefillSeconds: prefillMs / 1000,
     contexts: out, peakRssBytes: peakRssBytes(),
   };

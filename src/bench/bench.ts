@@ -18,6 +18,7 @@ import { bestBandwidth, lastLevelCacheBytes, openBandwidthProbe, type BandwidthP
 import type { BenchJob, BoundaryMessage, ProbedMessage } from './bench-child.js';
 import { ggufExportUnsupported } from '../export/gguf.js';
 import { ggufFor } from './bench-decode.js';
+import type { FloatDType, QuantDType } from '../kernels/types.js';
 import { formatRooflineShare, rooflineOf } from './roofline.js';
 import type { BenchRatio, BenchReport, BenchRun, DecodeBench, ProbeAtBoundary, RooflinePoint } from '../schema/bench-json.js';
 
@@ -34,6 +35,12 @@ export interface BenchOptions {
   llamaCpp?: boolean;
   /** Threads for our engine and llama.cpp alike (default: available parallelism). */
   threads?: number;
+  /** Our engine's weight quantization at load (llama.cpp then runs a GGUF of that type); default: as stored. */
+  weights?: QuantDType | null;
+  /** Our engine's KV cache dtype (default f16, llama.cpp's default). */
+  kvDtype?: FloatDType;
+  /** How our engine's cache is filled (DecodeBenchOptions.fill). */
+  fill?: 'prefill' | 'repeated-chunk';
   /** Buffer for the bandwidth measurement (default 512 MiB). */
   bandwidthBytes?: number;
   log?: (line: string) => void;
@@ -141,7 +148,7 @@ interface Resolved { log: (line: string) => void; loadBefore: number; model: str
 
 async function benchWith(o: BenchOptions, { log, loadBefore, model, compare, compareSource }: Resolved, probe: BandwidthProbe): Promise<BenchReport> {
   const threads = o.threads ?? availableParallelism();
-  const options = { contexts: o.contexts, decodeTokens: o.decodeTokens ?? 64, reps: o.reps ?? 3, threads };
+  const options = { contexts: o.contexts, decodeTokens: o.decodeTokens ?? 64, reps: o.reps ?? 3, threads, weights: o.weights ?? null, kvDtype: o.kvDtype ?? 'f16', fill: o.fill ?? 'prefill' };
   const bandwidth = await bestBandwidth(probe);
   log(`  ${(bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (1 thread ${(bandwidth.singleThreadBytesPerSecond / 1e9).toFixed(1)}, ${bandwidth.threads} threads ${(bandwidth.parallelBytesPerSecond / 1e9).toFixed(1)})`);
   const llc = lastLevelCacheBytes();

@@ -2,24 +2,22 @@
 // per-layer MLA weights into checkpoint tensors (rounded to the saved dtype), and build an
 // in-memory MLA model that shares embeddings, norms and MLPs with the source model.
 import { kernels } from '../kernels/index.js';
-import type { FloatDType } from '../kernels/types.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
 import type { NamedTensor } from '../io/safetensors.js';
 import { GqaAttention } from '../models/attention.js';
 import { Linear } from '../models/linear.js';
+import { widen } from '../models/weights.js';
 import { Decoder, type DecoderLayer } from '../models/decoder.js';
 import { RopeTable, ropeInvFreq } from '../models/rope.js';
 import { MlaAttention, type MlaMode } from '../models/mla-attention.js';
 import { QkNormMlaAttention } from '../models/mla-qknorm-attention.js';
-import { widen } from '../models/weights.js';
 import type { Tensor } from '../tensor.js';
 import type { GqaLayerSource } from './gqa-to-mla.js';
 import type { LinearF64, MlaLayerWeights } from './latent-layer.js';
 
-function f32Of(t: Tensor): Float32Array {
-  if (t.dtype === 'f32') return t.data as Float32Array;
-  const out = new Float32Array(t.data.length);
-  kernels().toF32(t.data as Uint16Array, t.dtype, out);
-  return out;
+function f32Of(t: Tensor<WeightDType>): Float32Array {
+  // A model loaded with --weights q8_0|q4_0 converts from its dequantized weights.
+  return widen(t);
 }
 
 /** What the per-layer helpers read of a model: a whole Decoder, or one loaded layer (streaming). */

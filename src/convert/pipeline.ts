@@ -27,7 +27,7 @@ import { finiteSource } from '../io/finite.js';
 import { writeHfFolderExtras } from '../io/hf-folder.js';
 import { setStage, testPause } from '../io/interrupt.js';
 import type { NamedTensor } from '../io/safetensors.js';
-import type { FloatDType } from '../kernels/types.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
 import { embeddingName, normWeight, type Decoder, type DecoderLayer } from '../models/decoder.js';
 import { Linear } from '../models/linear.js';
 import { requireTensor } from '../models/weights.js';
@@ -91,7 +91,7 @@ export interface ConversionSource {
   model: Decoder | null;
   /** Layer l: the model's, or read from the checkpoint now (the caller drops it when done). */
   layer(l: number): DecoderLayer;
-  embedding(): Tensor;
+  embedding(): Tensor<WeightDType>;
   /** The final norm and the output head (every stage of a conversion shares them). */
   finals(): { norm: Float32Array; head: Linear };
   close(): void;

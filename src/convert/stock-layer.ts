@@ -4,7 +4,7 @@
 // squares, after a per-channel rescaling that steadies the latent's RMS (latent-norm.ts); q_pe/k_pe
 // rows are permuted to interleaved pairs when the folder is rotate-half.
 import { permuteRopeRows } from '../io/rope-rows.js';
-import type { FloatDType } from '../kernels/types.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
 import { Linear } from '../models/linear.js';
 import type { DecoderLayer } from '../models/decoder.js';
 import { MlaAttention } from '../models/mla-attention.js';
@@ -15,7 +15,7 @@ import { fitLatentNorm, fitResidual, LatentMomentStats, latentScale, LatentNormS
 import { tensorOf } from './mla-build.js';
 import type { FoldedWeights } from './stock-bias.js';
 
-function f64(t: Tensor): Float64Array {
+function f64(t: Tensor<WeightDType>): Float64Array {
   return Float64Array.from(widen(t));
 }
 

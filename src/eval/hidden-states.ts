@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ModelArgs } from '../models/model-args.js';
 import { registerTempPath } from '../io/interrupt.js';
-import type { Tensor } from '../tensor.js';
+import type { Tensor, WeightDType } from '../tensor.js';
 import { kernels } from '../kernels/index.js';
 import type { Decoder, DecoderLayer } from '../models/decoder.js';
 import { addInPlace, embedRow, rmsNorm } from '../models/ops.js';
@@ -115,7 +115,7 @@ export class HiddenStates {
   }
 
   /** The same from an embedding table alone (streaming conversion keeps no model). */
-  static fromEmbedding(config: ModelArgs, embed: Tensor, samples: readonly Int32Array[]): HiddenStates {
+  static fromEmbedding(config: ModelArgs, embed: Tensor<WeightDType>, samples: readonly Int32Array[]): HiddenStates {
     const L = samples[0]!.length, D = config.hiddenSize;
     const h = new HiddenStates(samples.length, L, D, config.rmsNormEps);
     samples.forEach((ids, s) => {

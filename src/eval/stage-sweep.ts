@@ -8,7 +8,7 @@ import type { ModelArgs } from '../models/model-args.js';
 import type { DecoderLayer } from '../models/decoder.js';
 import type { Linear } from '../models/linear.js';
 import { rmsNorm } from '../models/ops.js';
-import type { Tensor } from '../tensor.js';
+import type { Tensor, WeightDType } from '../tensor.js';
 import { interruptPoint } from '../io/interrupt.js';
 import { FidelityAccumulator, type FidelityResult } from './fidelity.js';
 import { HiddenStates } from './hidden-states.js';
@@ -36,7 +36,7 @@ export class StageSweep {
   private constructor(readonly args: ModelArgs, readonly data: EvalChunks, private readonly streams: HiddenStates[]) {}
 
   /** `models` streams (the first is the reference), all starting from the embedding. */
-  static open(args: ModelArgs, embed: Tensor, data: EvalChunks, models: number): StageSweep {
+  static open(args: ModelArgs, embed: Tensor<WeightDType>, data: EvalChunks, models: number): StageSweep {
     const streams: HiddenStates[] = [];
     try {
       for (let i = 0; i < models; i++) streams.push(HiddenStates.fromEmbedding(args, embed, data.chunks));

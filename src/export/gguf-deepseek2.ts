@@ -24,21 +24,22 @@ import { basename, resolve } from 'node:path';
 import { readMlaConfig } from '../arch/deepseek.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../io/gguf.js';
-import { convertDType, GGUF_FILE_TYPE as FILE_TYPE } from '../io/gguf-model.js';
+import { GGUF_FILE_TYPE as FILE_TYPE, matrixType, storeAs } from '../io/gguf-model.js';
 import { tokenizerGgufMetadata, type TokenizerGgufInfo } from '../io/gguf-tokenizer.js';
 import { permuteRopeRows } from '../io/rope-rows.js';
-import type { FloatDType } from '../kernels/types.js';
+import type { WeightDType } from '../kernels/types.js';
 import { widen } from '../models/weights.js';
-import type { Tensor } from '../tensor.js';
+import type { Tensor, WeightTensor } from '../tensor.js';
 
 export interface Deepseek2GgufOptions {
-  outType?: FloatDType;
+  /** Matrices' type; q8_0/q4_0 quantize (F16 where rows are not whole blocks of 32). */
+  outType?: WeightDType;
   name?: string;
 }
 
 export interface Deepseek2GgufResult {
   path: string;
-  outType: FloatDType;
+  outType: WeightDType;
   tensorNames: string[];
   tokenizer: TokenizerGgufInfo;
   warnings: string[];
@@ -53,7 +54,7 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
   if (m.yarn) throw new GgufError(`${where}: rope_scaling yarn is not exported to GGUF here (llama.cpp's DeepSeek YaRN attention-factor handling is not verified against this engine)`);
   if (c.ropeScaling?.type === 'llama3') throw new GgufError(`${where}: llama3 rope scaling has no deepseek2 GGUF form (llama.cpp reads rope_freqs only for llama-family architectures)`);
   if (m.attentionBias) throw new GgufError(`${where}: attention_bias true: llama.cpp's deepseek2 has no attention biases`);
-  const outType = options.outType ?? (c.torchDtype === 'bfloat16' ? 'bf16' : c.torchDtype === 'float16' ? 'f16' : 'f32');
+  const outType: WeightDType = options.outType ?? (c.torchDtype === 'bfloat16' ? 'bf16' : c.torchDtype === 'float16' ? 'f16' : 'f32');
   const ck = openCheckpoint(folder);
   const D = c.hiddenSize, H = c.numHeads, dn = m.qkNopeHeadDim, dR = m.qkRopeHeadDim, dv = m.vHeadDim, r = m.kvLoraRank, rq = m.qLoraRank;
   const I = c.intermediateSize, V = c.vocabSize, L = c.numLayers, qh = dn + dR;
@@ -101,13 +102,13 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
   };
   const tensors: GgufTensorInput[] = [];
   const plain = (gguf: string, hf: string, shape: number[], transform?: (x: Float32Array) => Float32Array): void => {
-    const dtype: FloatDType = shape.length === 1 ? 'f32' : outType;
+    const dtype: WeightDType = shape.length === 1 ? 'f32' : matrixType(outType, shape[shape.length - 1]!);
     tensors.push({
       name: gguf, dtype, shape,
       load: () => {
         const t = need(hf, shape);
-        if (!transform) return convertDType(t, dtype);
-        return convertDType({ dtype: 'f32', shape, data: transform(widen(t)) }, dtype);
+        if (!transform) return storeAs(t, dtype) as WeightTensor;
+        return storeAs({ dtype: 'f32', shape, data: transform(widen(t)) }, dtype) as WeightTensor;
       },
     });
   };
@@ -127,21 +128,21 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
     // kv_b [H·(d_n+d_v), r] → k_b [H, r, d_n] (W_UK^h transposed) and v_b [H, d_v, r].
     const kvbName = `${s}.kv_b_proj.weight`, kvbShape = [H * (dn + dv), r];
     tensors.push({
-      name: `${b}.attn_k_b.weight`, dtype: outType, shape: [H, r, dn],
+      name: `${b}.attn_k_b.weight`, dtype: matrixType(outType, dn), shape: [H, r, dn],
       load: () => {
         const B = widen(need(kvbName, kvbShape));
         const out = new Float32Array(H * r * dn);
         for (let h = 0; h < H; h++) for (let i = 0; i < dn; i++) for (let j = 0; j < r; j++) out[(h * r + j) * dn + i] = B[(h * (dn + dv) + i) * r + j]!;
-        return convertDType({ dtype: 'f32', shape: [H, r, dn], data: out }, outType);
+        return storeAs({ dtype: 'f32', shape: [H, r, dn], data: out }, matrixType(outType, dn)) as WeightTensor;
       },
     });
     tensors.push({
-      name: `${b}.attn_v_b.weight`, dtype: outType, shape: [H, dv, r],
+      name: `${b}.attn_v_b.weight`, dtype: matrixType(outType, r), shape: [H, dv, r],
       load: () => {
         const B = widen(need(kvbName, kvbShape));
         const out = new Float32Array(H * dv * r);
         for (let h = 0; h < H; h++) out.set(B.subarray((h * (dn + dv) + dn) * r, (h + 1) * (dn + dv) * r), h * dv * r);
-        return convertDType({ dtype: 'f32', shape: [H, dv, r], data: out }, outType);
+        return storeAs({ dtype: 'f32', shape: [H, dv, r], data: out }, matrixType(outType, r)) as WeightTensor;
       },
     });
     plain(`${b}.attn_output.weight`, `${s}.o_proj.weight`, [D, H * dv]);

@@ -14,7 +14,7 @@ import { LLAMA3_GGUF_KEYS as LLAMA3_KEYS, type LlamaArgs } from '../arch/llama.j
 import { familyFor } from '../arch/registry.js';
 import { embeddingName } from '../models/decoder.js';
 import { ropeInvFreq, type RopeScaling } from '../models/rope.js';
-import type { FloatDType } from '../kernels/types.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
 import type { WeightSource } from '../tensor.js';
 import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../io/gguf.js';
 import { GGUF_FILE_TYPE as FILE_TYPE, ggufTensorInputs, type GgufTensorSpec } from '../io/gguf-model.js';
@@ -29,7 +29,7 @@ export interface LlamaGgufExportOptions {
    * Storage type of the matrices. 1-D tensors (norms, biases, rope_freqs) are always F32, as
    * llama.cpp's converter writes them. Default: the checkpoint dtype (config torch_dtype; F32 when unstated).
    */
-  outType?: FloatDType;
+  outType?: WeightDType;
   /** llama.cpp architecture. Default: "qwen2"/"qwen3" for model_type qwen2/qwen3, else "llama". */
   arch?: GgufLlamaArch;
   /** A variant of the llama layout (Mixtral's experts): its tensors, and metadata beyond Llama's. */
@@ -39,7 +39,7 @@ export interface LlamaGgufExportOptions {
 export interface LlamaGgufExportResult {
   path: string;
   arch: GgufLlamaArch;
-  outType: FloatDType;
+  outType: WeightDType;
   tensorNames: string[];
   tokenizer: TokenizerGgufInfo;
   /** Ways llama.cpp will behave differently from the Hugging Face model (tokenizer warnings included). */

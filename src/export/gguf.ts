@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { readConfigJson } from '../arch/args.js';
 import { familyOf, readConfig } from '../arch/registry.js';
 import { openCheckpoint } from '../io/checkpoint.js';
-import type { FloatDType } from '../kernels/types.js';
+import type { WeightDType } from '../kernels/types.js';
 import { exportDeepseek2Gguf } from './gguf-deepseek2.js';
 import { exportLlamaGguf } from './gguf-llama.js';
 import { exportMixtralGguf } from './gguf-mixtral.js';
@@ -23,8 +23,8 @@ export function ggufExportUnsupported(path: string): string | null {
   }
 }
 
-/** Writes the folder `path` as a GGUF at `out` (matrices at `outType`). */
-export function exportFolderGguf(path: string, out: string, outType: FloatDType): void {
+/** Writes the folder `path` as a GGUF at `out` (matrices at `outType`, default the checkpoint's dtype). */
+export function exportFolderGguf(path: string, out: string, outType?: WeightDType): void {
   const why = ggufExportUnsupported(path);
   if (why) throw new Error(why);
   const args = readConfig(path);

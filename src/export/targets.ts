@@ -8,7 +8,9 @@ import { rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../export/gguf-deepseek2.js';
 import { mlaSemantics } from '../arch/deepseek.js';
-import type { FloatDType } from '../kernels/types.js';
+import { readConfig } from '../arch/registry.js';
+import { exportFolderGguf, ggufExportUnsupported } from './gguf.js';
+import type { WeightDType } from '../kernels/types.js';
 import { convertModel, type ConversionResult, type ConvertOptions } from '../convert/transmla.js';
 import type { StockExportReport } from '../schema/transmla-json.js';
 import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
@@ -21,7 +23,7 @@ export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'gguf'];
 export interface ExportOptions extends StockExportOptions {
   target: ExportTarget;
   /** GGUF tensor type (default: the checkpoint's dtype). */
-  outType?: FloatDType;
+  outType?: WeightDType;
 }
 
 export interface ExportResult {
@@ -58,6 +60,12 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
   checkExportOutput(o.target, o.out, o.overwrite ?? false, [o.model]);
+  if (readConfig(o.model).family !== 'deepseek' && ggufExportUnsupported(o.model) === null) {
+    // A source-family folder (Llama, Qwen2/3, Mistral, Mixtral) has its own llama.cpp architecture.
+    exportFolderGguf(o.model, resolve(o.out), o.outType);
+    o.log?.(`wrote ${resolve(o.out)} (${o.outType ?? 'checkpoint dtype'})`);
+    return { target: o.target, output: resolve(o.out), stock: null, gguf: null };
+  }
   let stock: StockExportReport | null = null;
   let folder = o.model;
   const tmp = scratch(o.out, 'transmla-ds3');

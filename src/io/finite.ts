@@ -1,6 +1,7 @@
 // NaN/Inf detection for weights and statistics. A non-finite weight or statistic poisons every
 // covariance and eigendecomposition after it, so it is refused where it enters, with a name.
-import type { Tensor, WeightSource } from '../tensor.js';
+import type { QuantDType } from '../kernels/types.js';
+import { isQuantDType, QUANT_BLOCK, type Tensor, type WeightSource } from '../tensor.js';
 
 export class NonFiniteError extends Error {
   override name = 'NonFiniteError';
@@ -35,9 +36,23 @@ export function assertFiniteTensor(t: Tensor, name: string, file: string): void 
   if (i >= 0) throw new NonFiniteError(`${file}: tensor "${name}" holds ${valueAt(t, i)} (element ${i} of ${t.data.length}, shape [${t.shape.join(', ')}]); the checkpoint is corrupt or was saved after a diverged run`);
 }
 
-/** A WeightSource whose get() refuses non-finite tensors; fileOf names the file a tensor is read from. */
+/**
+ * Throws NonFiniteError when a q8_0/q4_0 tensor has a NaN/Inf block scale (its codes are
+ * integers, so the f16 scale that opens every block is the only place one can hide).
+ */
+export function assertFiniteBlocks(t: Tensor<QuantDType>, name: string, file: string): void {
+  const bs = QUANT_BLOCK[t.dtype].bytes, d = t.data;
+  for (let o = 0, b = 0; o + 1 < d.length; o += bs, b++) {
+    if (((d[o]! | (d[o + 1]! << 8)) & 0x7c00) === 0x7c00) {
+      throw new NonFiniteError(`${file}: tensor "${name}" (${t.dtype}) has a NaN/Inf scale in block ${b} of ${d.length / bs}, shape [${t.shape.join(', ')}]; the file is corrupt`);
+    }
+  }
+}
+
+/** A WeightSource whose get()/getWeight() refuse non-finite tensors; fileOf names the file a tensor is read from. */
 export function finiteSource(src: WeightSource, fileOf: (name: string) => string): WeightSource {
-  return {
+  const checked: WeightSource = {
+    ...(src.weightQuant && { weightQuant: src.weightQuant }),
     names: () => src.names(),
     has: (name) => src.has(name),
     get: (name) => {
@@ -46,6 +61,15 @@ export function finiteSource(src: WeightSource, fileOf: (name: string) => string
       return t;
     },
   };
+  if (src.getWeight) {
+    checked.getWeight = (name) => {
+      const t = src.getWeight!(name);
+      if (isQuantDType(t.dtype)) assertFiniteBlocks(t as Tensor<QuantDType>, name, fileOf(name));
+      else assertFiniteTensor(t as Tensor, name, fileOf(name));
+      return t;
+    };
+  }
+  return checked;
 }
 
 /** Throws NonFiniteError when a float64 statistic holds NaN/Inf; `what` says which (layer, statistic). */

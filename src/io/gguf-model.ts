@@ -1,9 +1,9 @@
 // A model's tensors in a GGUF file, under both names: reading llama.cpp tensors back as Hugging
 // Face tensors, and writing HF tensors as llama.cpp ones. Which tensors a model has is its
 // family's knowledge (arch/<family>.ts lists them as GgufTensorSpec); this file only moves them.
-import type { FloatData, FloatDType } from '../kernels/types.js';
+import type { FloatData, FloatDType, QuantDType, WeightData, WeightDType } from '../kernels/types.js';
 import { kernels } from '../kernels/index.js';
-import { numel, type Tensor, type WeightSource } from '../tensor.js';
+import { dataLength, isQuantDType, numel, QUANT_BLOCK, tensorBytes, type Tensor, type WeightSource, type WeightTensor } from '../tensor.js';
 import { GgufError, type GgufFile, type GgufTensorInput } from './gguf.js';
 import { permuteRopeRows } from './rope-rows.js';
 
@@ -35,8 +35,8 @@ function ggufShape(s: GgufTensorSpec): number[] {
   return s.stack ? [s.stack.count, ...s.shape] : s.shape;
 }
 
-/** llama.cpp general.file_type for all-F32 / mostly-F16 / mostly-BF16 files. */
-export const GGUF_FILE_TYPE: Record<FloatDType, number> = { f32: 0, f16: 1, bf16: 32 };
+/** llama.cpp general.file_type (llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0, MOSTLY_Q4_0). */
+export const GGUF_FILE_TYPE: Record<WeightDType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_0: 2 };
 
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
@@ -73,62 +73,105 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
   const fail = (msg: string): never => { throw new GgufError(`${path}: ${msg}`); };
   const byHf = new Map<string, GgufTensorSpec>();
   const known = new Set<string>(extra);
-  const check = (gguf: string, shape: readonly number[]): void => {
+  const check = (gguf: string, shape: readonly number[], matrix: boolean): void => {
     if (!f.has(gguf)) fail(`missing tensor ${gguf}`);
     const info = f.tensorInfo(gguf);
     if (!sameShape(info.shape, shape)) fail(`tensor ${gguf} has shape [${info.shape.join(', ')}], expected [${shape.join(', ')}]`);
-    if (f.floatDType(gguf) === null) fail(`tensor ${gguf} has type ${info.typeName}; only F32, F16 and BF16 GGUF models can be run`);
+    const wt = f.weightDType(gguf);
+    if (wt === null) fail(`tensor ${gguf} has type ${info.typeName}; only F32, F16, BF16, Q8_0 and Q4_0 GGUF models can be run`);
+    if (wt !== null && isQuantDType(wt) && !matrix) fail(`tensor ${gguf} is ${info.typeName}; only weight matrices may be quantized here`);
     known.add(gguf);
   };
   for (const s of specs) {
     if (s.parts) {
-      for (const part of s.parts) check(part.gguf, part.shape);
+      // Joined tensors are read as floats (join moves float elements).
+      for (const part of s.parts) check(part.gguf, part.shape, false);
       const types = new Set(s.parts.map((part) => f.floatDType(part.gguf)));
       if (types.size > 1) fail(`tensors ${s.parts.map((part) => part.gguf).join(' and ')} have different types; they form one tensor (${s.hf})`);
     } else {
-      check(s.gguf, ggufShape(s));
+      check(s.gguf, ggufShape(s), s.shape.length === 2);
     }
     byHf.set(s.hf, s);
   }
   for (const t of f.tensors) if (!known.has(t.name)) fail(`tensor ${t.name} has no place in a ${arch} model`);
+  const spec = (name: string): GgufTensorSpec => {
+    const s = byHf.get(name);
+    if (!s) fail(`no tensor "${name}" (GGUF models expose Hugging Face tensor names)`);
+    return s!;
+  };
+  const half = <T extends WeightData>(s: GgufTensorSpec, data: T): T =>
+    (s.rope ? permuteRopeRows(data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'half') : data);
+  const getFloat = (s: GgufTensorSpec): Tensor => {
+    if (s.parts) {
+      const ts = s.parts.map((part) => f.readTensor(part.gguf));
+      return { dtype: ts[0]!.dtype, shape: s.shape, data: s.join!(ts.map((t) => t.data)) };
+    }
+    const t = s.stack ? f.readTensorSlab(s.gguf, s.stack.index) : f.readTensor(s.gguf);
+    return { ...t, data: half(s, t.data) };
+  };
+  // Q8_0/Q4_0 matrices as their blocks (one expert's slab of a stacked tensor); a row permutation moves whole rows of blocks.
+  const getQuant = (s: GgufTensorSpec, dtype: QuantDType): Tensor<QuantDType> =>
+    ({ dtype, shape: [...s.shape], data: half(s, s.stack ? f.readRawSlab(s.gguf, s.stack.index) : f.readRaw(s.gguf)) });
   return {
     names: () => [...byHf.keys()],
     has: (name) => byHf.has(name),
     get: (name) => {
-      const s = byHf.get(name);
-      if (!s) fail(`no tensor "${name}" (GGUF models expose Hugging Face tensor names)`);
-      if (s!.parts) {
-        const ts = s!.parts.map((part) => f.readTensor(part.gguf));
-        return { dtype: ts[0]!.dtype, shape: s!.shape, data: s!.join!(ts.map((t) => t.data)) };
-      }
-      const t = s!.stack ? f.readTensorSlab(s!.gguf, s!.stack.index) : f.readTensor(s!.gguf);
-      return s!.rope ? { ...t, data: permuteRopeRows(t.data, { blocks: s!.rope.heads, dim: s!.rope.headDim }, 'half') } : t;
+      const s = spec(name), wt = f.weightDType(s.gguf);
+      if (s.parts || wt === null || !isQuantDType(wt)) return getFloat(s);
+      // A quantized matrix asked for as floats (a conversion's source) is dequantized.
+      const q = getQuant(s, wt);
+      const out = new Float32Array(numel(s.shape));
+      kernels().toF32(q.data, wt, out);
+      return { dtype: 'f32', shape: q.shape, data: out };
+    },
+    getWeight: (name) => {
+      const s = spec(name), wt = f.weightDType(s.gguf);
+      return !s.parts && wt !== null && isQuantDType(wt) ? getQuant(s, wt) : getFloat(s);
     },
   };
 }
 
 /**
- * GGUF tensor inputs for `specs`, read from `weights` one at a time when written: matrices at
- * `outType`, 1-D tensors (norms, biases) in F32 as llama.cpp's converter writes them. The specs
- * of a stacked tensor become one input whose entries are read and stacked when it is written.
+ * The storage type of a matrix when a file is written at `outType`: itself, or for q8_0/q4_0 F16
+ * when the rows are not whole blocks of 32 (as llama.cpp's converter falls back).
  */
-export function ggufTensorInputs(specs: readonly GgufTensorSpec[], weights: WeightSource, outType: FloatDType, where: string): GgufTensorInput[] {
+export function matrixType(outType: WeightDType, rowLength: number): WeightDType {
+  return isQuantDType(outType) && rowLength % QUANT_BLOCK[outType].elements !== 0 ? 'f16' : outType;
+}
+
+/** A float tensor in `dtype`: converted, or quantized along its rows (bit-identical to ggml's quantize_row_*_ref). */
+export function storeAs(t: Tensor, dtype: WeightDType): Tensor<WeightDType> {
+  if (!isQuantDType(dtype)) return convertDType(t, dtype);
+  const f = convertDType(t, 'f32');
+  const out = new Uint8Array(tensorBytes(dtype, numel(t.shape)));
+  kernels().fromF32(f.data as Float32Array, dtype, out);
+  return { dtype, shape: t.shape, data: out };
+}
+
+/**
+ * GGUF tensor inputs for `specs`, read from `weights` one at a time when written: matrices at
+ * `outType` (q8_0/q4_0 quantized after the RoPE row permutation, F16 where rows are not whole
+ * blocks), 1-D tensors (norms, biases) in F32 as llama.cpp's converter writes them. The specs of
+ * a stacked tensor become one input whose entries are read and stacked when it is written.
+ */
+export function ggufTensorInputs(specs: readonly GgufTensorSpec[], weights: WeightSource, outType: WeightDType, where: string): GgufTensorInput[] {
   for (const s of specs) {
     if (s.parts) throw new GgufError(`${where}: ${s.hf} is read from several GGUF tensors; this writer does not split tensors`);
     if (!weights.has(s.hf)) throw new GgufError(`${where}: the checkpoint has no tensor "${s.hf}" (needed for ${s.gguf})`);
   }
-  const load = (s: GgufTensorSpec, dtype: FloatDType): Tensor => {
+  const load = (s: GgufTensorSpec, dtype: WeightDType): Tensor<WeightDType> => {
     const t = weights.get(s.hf);
     if (!sameShape(t.shape, s.shape)) throw new GgufError(`${where}: tensor "${s.hf}" has shape [${t.shape.join(', ')}], expected [${s.shape.join(', ')}]`);
-    const conv = convertDType(t, dtype);
-    return s.rope ? { ...conv, data: permuteRopeRows(conv.data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'interleaved') } : conv;
+    const conv = convertDType(t, isQuantDType(dtype) ? 'f32' : dtype);
+    const perm = s.rope ? { ...conv, data: permuteRopeRows(conv.data, { blocks: s.rope.heads, dim: s.rope.headDim }, 'interleaved') } : conv;
+    return storeAs(perm, dtype);
   };
   const inputs: GgufTensorInput[] = [];
   for (let i = 0; i < specs.length; i++) {
     const s = specs[i]!;
-    const dtype: FloatDType = s.shape.length === 1 ? 'f32' : outType;
+    const dtype: WeightDType = s.shape.length === 1 ? 'f32' : matrixType(outType, s.shape[s.shape.length - 1]!);
     if (!s.stack) {
-      inputs.push({ name: s.gguf, dtype, shape: s.shape, load: () => load(s, dtype) });
+      inputs.push({ name: s.gguf, dtype, shape: s.shape, load: () => load(s, dtype) as WeightTensor });
       continue;
     }
     const group = specs.slice(i, i + s.stack.count);
@@ -138,11 +181,11 @@ export function ggufTensorInputs(specs: readonly GgufTensorSpec[], weights: Weig
     i += group.length - 1;
     inputs.push({
       name: s.gguf, dtype, shape: ggufShape(s),
-      load: (): Tensor => {
-        const n = numel(s.shape);
-        const data = dtype === 'f32' ? new Float32Array(n * group.length) : new Uint16Array(n * group.length);
+      load: (): WeightTensor => {
+        const n = dataLength(dtype, numel(s.shape));
+        const data = dtype === 'f32' ? new Float32Array(n * group.length) : isQuantDType(dtype) ? new Uint8Array(n * group.length) : new Uint16Array(n * group.length);
         group.forEach((g, j) => data.set(load(g, dtype).data, j * n));
-        return { dtype, shape: ggufShape(s), data };
+        return { dtype, shape: ggufShape(s), data } as WeightTensor;
       },
     });
   }

@@ -71,6 +71,22 @@ export class GgufFile implements WeightSource {
     return out;
   }
 
+  /** Raw bytes of entry `index` along the leading dimension of any tensor (one expert of a stacked, possibly quantized, tensor). */
+  readRawSlab(name: string, index: number): Uint8Array {
+    const t = this.tensorInfo(name);
+    const n = t.shape[0]!;
+    if (t.shape.length < 2 || !Number.isSafeInteger(index) || index < 0 || index >= n) this.fail(`tensor ${preview(name)} [${t.shape.join(', ')}] has no entry ${index} along its first dimension`);
+    const slab = t.byteSize / n;
+    const out = new Uint8Array(new ArrayBuffer(slab));
+    const fd = openSync(this.path, 'r');
+    try {
+      readFully(fd, out, t.offset + index * slab, this.path);
+    } finally {
+      closeSync(fd);
+    }
+    return out;
+  }
+
   /**
    * Reads an F32/F16/BF16 tensor with its row-major shape (WeightSource.get: what the loaders
    * run). Quantized types are refused by name; readWeight reads Q8_0/Q4_0 too.

@@ -29,7 +29,7 @@ export interface RopeRowBlocks {
  * A copy of the [rows × cols] matrix `data` (rows = blocks·stride; cols derived) with the `dim`
  * rotated rows of every block reordered to the `to` pairing. Works on raw bits of any dtype.
  */
-export function permuteRopeRows<T extends Float32Array | Uint16Array | Float64Array>(data: T, b: RopeRowBlocks, to: 'interleaved' | 'half'): T {
+export function permuteRopeRows<T extends Float32Array | Uint16Array | Float64Array | Uint8Array>(data: T, b: RopeRowBlocks, to: 'interleaved' | 'half'): T {
   const stride = b.stride ?? b.dim, offset = b.offset ?? 0, rows = b.blocks * stride;
   if (b.dim % 2 !== 0 || offset + b.dim > stride || rows === 0 || data.length % rows !== 0) {
     throw new RangeError(`cannot permute ${data.length} values as ${b.blocks} blocks of ${stride} rows with ${b.dim} RoPE rows at ${offset}`);

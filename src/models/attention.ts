@@ -8,7 +8,8 @@
 // k_norm to q_proj/k_proj outputs viewed as [heads, head_dim].
 import { kernels } from '../kernels/index.js';
 import type { WeightSource } from '../tensor.js';
-import { CacheBuffer, type LayerCache } from './kv-cache.js';
+import type { FloatDType } from '../kernels/types.js';
+import { CacheBuffer, HalfCacheBuffer, type LayerCache } from './kv-cache.js';
 import type { KvQuant } from './latent-quant.js';
 import { Linear, SharedInputLinears } from './linear.js';
 import { rmsNorm } from './ops.js';
@@ -77,8 +78,11 @@ export function batchRows(seqs: readonly BatchSequence[]): number {
 export interface AttentionLayer {
   /** Cached f32 elements per token for this layer (the sum of its cache buffers' widths). */
   readonly cacheElementsPerToken: number;
-  /** A fresh, empty cache for this layer. */
-  createCache(): LayerCache;
+  /**
+   * A fresh, empty cache for this layer, its rows stored at `dtype` (default f32; f16/bf16 halve
+   * the bytes a decode step reads; a latent layer's quantized cache, LatentControls.kvQuant, wins).
+   */
+  createCache(dtype?: FloatDType): LayerCache;
   /**
    * x: normed hidden states [T×D] of tokens at positions pos0..pos0+T−1. The cache holds
    * positions 0..pos0−1 on entry and 0..pos0+T−1 on return. Writes out [T×D].
@@ -200,9 +204,10 @@ export class GqaAttention implements AttentionLayer {
     });
   }
 
-  createCache(): LayerCache {
+  createCache(dtype: FloatDType = 'f32'): LayerCache {
     const w = this.nKvHeads * this.headDim;
-    return { buffers: [new CacheBuffer(w), new CacheBuffer(w)] };
+    if (dtype === 'f32') return { buffers: [new CacheBuffer(w), new CacheBuffer(w)] };
+    return { buffers: [new HalfCacheBuffer(w, dtype), new HalfCacheBuffer(w, dtype)] };
   }
 
   flops(T: number, pos0: number): number {
@@ -230,10 +235,12 @@ export class GqaAttention implements AttentionLayer {
   forwardBatch(x: Float32Array, seqs: readonly BatchSequence[], out: Float32Array, ws: Workspace): void {
     const H = this.nHeads, G = this.nKvHeads, d = this.headDim;
     const N = batchRows(seqs);
-    const one = seqs.length === 1 ? seqs[0]! : null;
+    type Buf = CacheBuffer | HalfCacheBuffer;
+    const one = seqs.length === 1 && seqs[0]!.cache.buffers[0] instanceof CacheBuffer ? seqs[0]! : null;
     const q = ws.get('attn.q', N * H * d);
-    // One sequence: new keys and values are projected straight into their cache rows (no copy);
-    // several: into scratch rows, copied into each sequence's cache below.
+    // One sequence with an f32 cache: new keys and values are projected straight into its rows (no
+    // copy). Otherwise into scratch rows, copied into each f32 cache or narrowed into a half one
+    // after RoPE below, so the new tokens attend to the same rounded rows later steps read.
     let kNew: Float32Array, vNew: Float32Array;
     if (one) {
       const [kBuf, vBuf] = one.cache.buffers as [CacheBuffer, CacheBuffer];
@@ -256,19 +263,21 @@ export class GqaAttention implements AttentionLayer {
     let r = 0;
     for (const s of seqs) {
       const { T, pos0 } = s;
-      const [kBuf, vBuf] = s.cache.buffers as [CacheBuffer, CacheBuffer];
+      const [kBuf, vBuf] = s.cache.buffers as [Buf, Buf];
+      const qs = q.subarray(r * H * d, (r + T) * H * d);
+      const ks = kNew.subarray(r * G * d, (r + T) * G * d), vs = vNew.subarray(r * G * d, (r + T) * G * d);
+      applyRope(qs, T, H, d, this.rope, pos0, this.ropeLayout);
+      applyRope(ks, T, G, d, this.rope, pos0, this.ropeLayout);
       if (!one) {
         kBuf.ensure(pos0 + T);
         vBuf.ensure(pos0 + T);
-        kBuf.rows(pos0, T).set(kNew.subarray(r * G * d, (r + T) * G * d));
-        vBuf.rows(pos0, T).set(vNew.subarray(r * G * d, (r + T) * G * d));
+        if (kBuf instanceof HalfCacheBuffer) kBuf.write(pos0, ks, T); else kBuf.rows(pos0, T).set(ks);
+        if (vBuf instanceof HalfCacheBuffer) vBuf.write(pos0, vs, T); else vBuf.rows(pos0, T).set(vs);
       }
-      const qs = q.subarray(r * H * d, (r + T) * H * d);
-      applyRope(qs, T, H, d, this.rope, pos0, this.ropeLayout);
-      applyRope(kBuf.rows(pos0, T), T, G, d, this.rope, pos0, this.ropeLayout);
       kernels().attention({
         q: qs, tq: T, nHeads: H, nKvHeads: G, headDimK: d, headDimV: d,
         k: kBuf.data, kTokenStride: G * d, v: vBuf.data, vTokenStride: G * d,
+        kvDType: kBuf instanceof HalfCacheBuffer ? kBuf.dtype : 'f32',
         pos0, scale: 1 / Math.sqrt(d), out: mixed.subarray(r * H * d, (r + T) * H * d),
       });
       r += T;

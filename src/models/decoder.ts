@@ -6,15 +6,15 @@
 // behind interfaces (attention.ts, mlp.ts); which ones a checkpoint has is its family's
 // business (arch/<family>.ts builds the layers, arch/registry.ts picks the family).
 import type { ModelArgs } from './model-args.js';
-import type { FloatDType } from '../kernels/types.js';
-import { numel, type Tensor, type WeightSource } from '../tensor.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
+import { isQuantDType, numel, type Tensor, type WeightSource } from '../tensor.js';
 import type { AttentionLayer, BatchSequence, MlaMode } from './attention.js';
 import { KvCache } from './kv-cache.js';
 import type { KvQuant } from './latent-quant.js';
 import { Linear } from './linear.js';
 import type { Mlp } from './mlp.js';
 import { addInPlace, embedRow, rmsNorm } from './ops.js';
-import { requireTensor, widen } from './weights.js';
+import { requireTensor, requireWeight, widen } from './weights.js';
 import { Workspace } from './workspace.js';
 
 export interface DecoderLayer {
@@ -48,7 +48,8 @@ export interface BatchInput {
 
 export class Decoder {
   readonly config: ModelArgs;
-  readonly embed: Tensor;
+  /** The embedding table (q8_0/q4_0 when the model was loaded quantized: rows are dequantized when looked up). */
+  readonly embed: Tensor<WeightDType>;
   readonly layers: DecoderLayer[];
   readonly norm: Float32Array;
   readonly head: Linear;
@@ -60,7 +61,7 @@ export class Decoder {
    */
   readonly slidingWindow: number | null;
 
-  constructor(config: ModelArgs, embed: Tensor, layers: DecoderLayer[], norm: Float32Array, head: Linear) {
+  constructor(config: ModelArgs, embed: Tensor<WeightDType>, layers: DecoderLayer[], norm: Float32Array, head: Linear) {
     this.config = config;
     this.embed = embed;
     this.layers = layers;
@@ -72,24 +73,33 @@ export class Decoder {
   /** Embedding, final norm and head from `src`, and decoder layers from the family's builder. */
   static build(c: ModelArgs, src: WeightSource, layer: LayerBuilder): Decoder {
     const D = c.hiddenSize, V = c.vocabSize;
-    const embed = requireTensor(src, embeddingName(src, c), [V, D]);
-    const head = c.tieWordEmbeddings ? new Linear(embed) : new Linear(requireTensor(src, 'lm_head.weight', [V, D]));
+    const embed = requireWeight(src, embeddingName(src, c), [V, D]);
+    const head = c.tieWordEmbeddings ? new Linear(embed) : new Linear(requireWeight(src, 'lm_head.weight', [V, D]));
     const layers: DecoderLayer[] = [];
     for (let i = 0; i < c.numLayers; i++) layers.push(layer(src, i));
     const norm = widen(requireTensor(src, 'model.norm.weight', [D]));
     return new Decoder(c, embed, layers, norm, head);
   }
 
-  /** The dtype the weights are stored in (the embedding's; checkpoints use one dtype throughout). */
+  /**
+   * The float dtype of the weights (the embedding's; checkpoints use one dtype throughout): what
+   * conversions write. A quantized model's is f32, in which its dequantized weights are exact.
+   */
   get weightDtype(): FloatDType {
+    const d = this.embed.dtype;
+    return isQuantDType(d) ? 'f32' : d;
+  }
+
+  /** How the weight matrices are stored: weightDtype, or q8_0/q4_0 for a quantized model. */
+  get weightStorage(): WeightDType {
     return this.embed.dtype;
   }
 
   /** Parameters held, counting a tied embedding/head once. */
   paramCount(): number {
-    const seen = new Set<Tensor>();
+    const seen = new Set<Tensor<WeightDType>>();
     let n = 0;
-    const add = (t: Tensor): void => { if (!seen.has(t)) { seen.add(t); n += numel(t.shape); } };
+    const add = (t: Tensor<WeightDType>): void => { if (!seen.has(t)) { seen.add(t); n += numel(t.shape); } };
     add(this.embed);
     add(this.head.weight);
     n += this.norm.length;
@@ -99,8 +109,15 @@ export class Decoder {
     return n;
   }
 
+  /**
+   * How new caches store their rows: f32 (the library default: conversions and their evaluations
+   * measure the model, not the cache), or f16/bf16 (the engine commands' default: half the bytes
+   * per decode step). A latent layer's quantized cache (setKvQuant) wins over it.
+   */
+  kvDtype: FloatDType = 'f32';
+
   newCache(): KvCache {
-    return new KvCache(this.layers.map((l) => l.attn.createCache()));
+    return new KvCache(this.layers.map((l) => l.attn.createCache(this.kvDtype)));
   }
 
   /** FLOPs of a forward over T tokens after pos0 cached ones, with logits for `logitRows` rows. */

@@ -10,8 +10,8 @@
 // itself holds only codes and scales). New rows are quantized before the layer attends, so the
 // current tokens see the same values a later decode step will: prefill and decode agree.
 import { kernels } from '../kernels/index.js';
-import type { FloatDType } from '../kernels/types.js';
-import { CacheBuffer, type CacheStore, type LayerCache } from './kv-cache.js';
+import type { FloatData, FloatDType } from '../kernels/types.js';
+import { CacheBuffer, HalfCacheBuffer, type CacheStore, type LayerCache } from './kv-cache.js';
 import type { Workspace } from './workspace.js';
 import { OptionError } from '../option-error.js';
 
@@ -161,9 +161,16 @@ export class QuantizedCacheBuffer implements CacheStore {
   }
 }
 
-/** A cache store of `width` floats per token: f32 rows, or quantized rows when q is given. */
-export function createCacheStore(width: number, q: KvQuant | null): CacheStore {
-  return q ? new QuantizedCacheBuffer(width, q) : new CacheBuffer(width);
+/** A cache store of `width` floats per token: quantized rows when q is given, else rows at `dtype`. */
+export function createCacheStore(width: number, q: KvQuant | null, dtype: FloatDType = 'f32'): CacheStore {
+  if (q) return new QuantizedCacheBuffer(width, q);
+  return dtype === 'f32' ? new CacheBuffer(width) : new HalfCacheBuffer(width, dtype);
+}
+
+/** Cached rows as the attention kernel reads them: f32, or f16/bf16 bits (AttentionArgs.kvDType). */
+export interface CachedRows {
+  data: FloatData;
+  dtype: FloatDType;
 }
 
 /**
@@ -182,11 +189,30 @@ export function stageRows(store: CacheStore, pos0: number, T: number, ws: Worksp
  */
 export function commitRows(store: CacheStore, pos0: number, T: number, ws: Workspace): Float32Array {
   if (store instanceof CacheBuffer) return store.data;
+  if (store instanceof HalfCacheBuffer) {
+    store.write(pos0, ws.get('kvq.stage', T * store.width), T);
+    const all = ws.get('kvq.rows', (pos0 + T) * store.width);
+    store.read(0, pos0 + T, all);
+    return all;
+  }
   if (!(store instanceof QuantizedCacheBuffer)) throw new Error(`unknown cache store ${store.constructor.name}`);
   store.write(pos0, ws.get('kvq.stage', T * store.width), T);
   const all = ws.get('kvq.rows', (pos0 + T) * store.width);
   store.read(0, pos0 + T, all);
   return all;
+}
+
+/**
+ * commitRows for a reader that takes half-precision rows as they are stored (the absorbed decode's
+ * attention kernel): an f16/bf16 store's own bits, so a step reads 2 bytes per cached value and
+ * nothing is widened into memory; other stores as commitRows gives them.
+ */
+export function commitRowsAsStored(store: CacheStore, pos0: number, T: number, ws: Workspace): CachedRows {
+  if (store instanceof HalfCacheBuffer) {
+    store.write(pos0, ws.get('kvq.stage', T * store.width), T);
+    return { data: store.data, dtype: store.dtype };
+  }
+  return { data: commitRows(store, pos0, T, ws), dtype: 'f32' };
 }
 
 /** The one store of a single-buffer (latent) layer cache. */

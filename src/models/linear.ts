@@ -5,9 +5,9 @@
 import { kernels } from '../kernels/index.js';
 import type { FloatDType, WeightData, WeightDType } from '../kernels/types.js';
 import { dataLength, isQuantDType, type Tensor, type WeightSource } from '../tensor.js';
-import { requireTensor, widen } from './weights.js';
+import { requireTensor, requireWeight, widen } from './weights.js';
 
-export class Linear<D extends WeightDType = FloatDType> {
+export class Linear<D extends WeightDType = WeightDType> {
   readonly weight: Tensor<D>;
   readonly bias: Float32Array | null;
   readonly outFeatures: number;
@@ -31,12 +31,12 @@ export class Linear<D extends WeightDType = FloatDType> {
    * Loads `${name}.weight` [out, in] and `${name}.bias` [out]. bias: 'required' fails when absent,
    * 'optional' loads it when present (checkpoints are the authority on what exists).
    */
-  static load(src: WeightSource, name: string, out: number, inp: number, bias: 'required' | 'optional'): Linear {
-    const w = requireTensor(src, `${name}.weight`, [out, inp]);
+  static load(src: WeightSource, name: string, out: number, inp: number, bias: 'required' | 'optional'): Linear<WeightDType> {
+    const w = requireWeight(src, `${name}.weight`, [out, inp]);
     const bName = `${name}.bias`;
     if (bias === 'required' && !src.has(bName)) throw new Error(`checkpoint has no tensor "${bName}" (the config says the projection has a bias)`);
     const b = src.has(bName) ? widen(requireTensor(src, bName, [out])) : null;
-    return new Linear(w, b);
+    return new Linear<WeightDType>(w, b);
   }
 
   paramCount(): number {

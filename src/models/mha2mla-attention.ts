@@ -19,10 +19,12 @@
 //   less than expanding keys or storing c once per KV head. The NoPE key bias adds q_nope·b to all
 //   of a query's scores alike, which softmax ignores, so the absorbed form drops it.
 import { kernels } from '../kernels/index.js';
+import type { FloatDType } from '../kernels/types.js';
 import type { WeightSource } from '../tensor.js';
 import { batchRows, causalAttentionFlops, type AttentionLayer, type BatchSequence, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
-import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
+import { commitRows, commitRowsAsStored, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
+import { floatOnly } from './weights.js';
 import { Linear } from './linear.js';
 import { applyRope, RopeTable } from './rope.js';
 import type { Workspace } from './workspace.js';
@@ -100,15 +102,16 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
       q: Linear.load(src, `${prefix}.q_proj`, H * d, D, 'optional'),
       kRope: r > 0 ? Linear.load(src, `${prefix}.k_r_proj`, G * 2 * r, D, 'optional') : null,
       down: Linear.load(src, `${prefix}.kv_proj.down_kv`, R, D, 'optional'),
-      upK: Linear.load(src, `${prefix}.kv_proj.up_k`, G * (d - 2 * r), R, 'optional'),
+      // up_k is read untransposed by the absorbed query (matmul with B [K×N]), which takes floats only.
+      upK: Linear.load(floatOnly(src), `${prefix}.kv_proj.up_k`, G * (d - 2 * r), R, 'optional'),
       upV: Linear.load(src, `${prefix}.kv_proj.up_v`, G * d, R, 'optional'),
       o: Linear.load(src, `${prefix}.o_proj`, D, H * d, 'optional'),
       ropes,
     });
   }
 
-  createCache(): LayerCache {
-    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant)] };
+  createCache(dtype: FloatDType = 'f32'): LayerCache {
+    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant, dtype)] };
   }
 
   paramCount(): number {
@@ -183,15 +186,16 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
         }
         rows.set(c.subarray((row + t) * R, (row + t + 1) * R), t * w + wr);
       }
-      const latent = commitRows(store, pos0, T, ws);
+      // The absorbed form reads the cache as stored (half rows stay half); the decompressed one expands f32 rows.
       if (absorbed[i]) {
+        const latent = commitRowsAsStored(store, pos0, T, ws);
         kernels().attention({
           q: qLat!.subarray(row * H * w, (row + T) * H * w), tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: R,
-          k: latent, kTokenStride: w, v: latent.subarray(wr), vTokenStride: w,
+          k: latent.data, kTokenStride: w, v: latent.data.subarray(wr), vTokenStride: w, kvDType: latent.dtype,
           pos0, scale: 1 / Math.sqrt(d), out: oLat!.subarray(row * H * R, (row + T) * H * R),
         });
       } else {
-        this.attendDecompressed(q.subarray(row * H * d, (row + T) * H * d), T, pos0, latent, mixed.subarray(row * H * d, (row + T) * H * d), ws);
+        this.attendDecompressed(q.subarray(row * H * d, (row + T) * H * d), T, pos0, commitRows(store, pos0, T, ws), mixed.subarray(row * H * d, (row + T) * H * d), ws);
       }
       row += T;
     });

@@ -14,6 +14,7 @@
 import { kernels } from '../kernels/index.js';
 import { causalAttentionFlops, forwardEachSequence, type AttentionLayer, type AttentionSummary, type BatchSequence, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
+import type { FloatDType } from '../kernels/types.js';
 import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
 import type { Linear } from './linear.js';
 import type { Mha2mlaParams } from './mha2mla-attention.js';
@@ -60,8 +61,8 @@ export class Mha2mlaQkNormAttention implements AttentionLayer, LatentControls {
     this.cacheElementsPerToken = G * 2 * r + R + (p.keyNorm === 'cached' ? G : 0);
   }
 
-  createCache(): LayerCache {
-    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant)] };
+  createCache(dtype: FloatDType = 'f32'): LayerCache {
+    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant, dtype)] };
   }
 
   private linears(): Linear[] {

@@ -17,6 +17,7 @@
 import { kernels } from '../kernels/index.js';
 import { causalAttentionFlops, forwardEachSequence, type AttentionLayer, type AttentionSummary, type BatchSequence, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
+import type { FloatDType } from '../kernels/types.js';
 import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
 import { Linear, SharedInputLinears } from './linear.js';
 import type { MlaParams } from './mla-attention.js';
@@ -66,8 +67,8 @@ export class QkNormMlaAttention implements AttentionLayer, LatentControls {
     this.cacheElementsPerToken = r + dR + (ks ? ks.groups : 0);
   }
 
-  createCache(): LayerCache {
-    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant)] };
+  createCache(dtype: FloatDType = 'f32'): LayerCache {
+    return { buffers: [createCacheStore(this.cacheElementsPerToken, this.kvQuant, dtype)] };
   }
 
   paramCount(): number {

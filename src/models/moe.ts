@@ -10,7 +10,7 @@
 import type { WeightSource } from '../tensor.js';
 import { Linear } from './linear.js';
 import { SwiGluMlp, type Mlp } from './mlp.js';
-import { requireTensor } from './weights.js';
+import { requireTensor, requireWeight } from './weights.js';
 import type { Workspace } from './workspace.js';
 
 /** Where a checkpoint keeps the router and the experts of one layer (their `.weight` tensors). */
@@ -131,7 +131,7 @@ export class MoeMlp implements Mlp {
     const D = s.hidden, I = s.expertInter;
     const lin = (name: string, out: number, inp: number): Linear => {
       if (src.has(`${name}.bias`)) throw new Error(`checkpoint has a tensor "${name}.bias"; mixture-of-experts layers have no biases`);
-      return new Linear(requireTensor(src, `${name}.weight`, [out, inp]));
+      return new Linear(requireWeight(src, `${name}.weight`, [out, inp]));
     };
     const experts: SwiGluMlp[] = [];
     for (let e = 0; e < s.numExperts; e++) {

@@ -1,5 +1,5 @@
 // bench.json (`transmla bench`), as types: read by report/, written by bench/.
-import type { FloatDType } from '../kernels/types.js';
+import type { FloatDType, WeightDType } from '../kernels/types.js';
 
 export interface BandwidthResult {
   /** Best bytes/s over all thread counts: the machine figure. */
@@ -18,7 +18,7 @@ export interface DecodeAtContext {
   beyondTrainedWindow: boolean;
   tokensPerSecond: number;
   msPerToken: number;
-  /** Cache bytes held at this context as the engine stores it (ours f32, llama.cpp f16). */
+  /** Cache bytes held at this context as the engine stores it (DecodeBench.cacheDtype). */
   cacheBytes: number;
   /** Bytes one decode step must read at least: every weight once + the whole cache once. */
   bytesPerStep: number;
@@ -30,7 +30,8 @@ export interface DecodeBench {
   engine: 'transmla' | 'llama.cpp';
   model: string;
   attention: string;
-  weightDtype: FloatDType;
+  /** How the weight matrices are stored (q8_0/q4_0: quantized). */
+  weightDtype: WeightDType;
   params: number;
   vocab: number;
   trainedContext: number;
@@ -41,6 +42,8 @@ export interface DecodeBench {
   /** Bytes per token of the cache at the weights' dtype (the conversion's reporting figure). */
   cacheBytesPerTokenAtModelDtype: number;
   cacheDtype: FloatDType;
+  /** How the cache was filled before the timed steps: by prefill, or (ours) by repeating the rows of one prefilled chunk. */
+  cacheFill?: 'prefill' | 'repeated-chunk';
   /** Weight bytes a decode step reads (the embedding contributes one row unless it is also the head). */
   weightBytesPerStep: number;
   decodeTokens: number;

@@ -4,6 +4,7 @@ import { basename, resolve } from 'node:path';
 import { eosIds } from '../models/generate.js';
 import { loadModel } from '../arch/load.js';
 import type { ServedModel } from './completions.js';
+import type { FloatDType, QuantDType } from '../kernels/types.js';
 
 export interface ServedModelOptions {
   /** The id clients send as "model" (default: the folder or file name). */
@@ -12,10 +13,14 @@ export interface ServedModelOptions {
   contextLength?: number;
   /** Tokenizer file or folder instead of the model's own. */
   tokenizer?: string;
+  /** Load-time weight quantization (arch/load.ts). */
+  weights?: QuantDType | null;
+  /** KV cache storage (default f32). */
+  kvDtype?: FloatDType;
 }
 
 export function loadServedModel(path: string, o: ServedModelOptions = {}): ServedModel {
-  const loaded = loadModel(path, { tokenizer: o.tokenizer });
+  const loaded = loadModel(path, { tokenizer: o.tokenizer, weights: o.weights ?? null, kvDtype: o.kvDtype });
   if (!loaded.tokenizer) throw new Error(`${path} has no tokenizer; pass one (--tokenizer PATH)`);
   // The engine attends fully: a sliding-window model is served only within its window (a longer
   // sequence would fail its forward, and with it every sequence batched alongside).

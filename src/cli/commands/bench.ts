@@ -7,6 +7,7 @@ import type { Command } from '../command.js';
 import { formatBenchReport, runBench } from '../../bench/bench.js';
 import { writeReport } from '../../report/report.js';
 import { checkOutputFile } from '../../io/atomic-dir.js';
+import { ENGINE_FLAGS, ENGINE_HELP, engineFlags } from '../engine-flags.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 function contexts(v: string | undefined): number[] {
@@ -16,17 +17,25 @@ function contexts(v: string | undefined): number[] {
   return xs.map(Number);
 }
 
+function fillFlag(v: string | undefined): 'prefill' | 'repeated-chunk' {
+  if (v === undefined || v === 'prefill' || v === 'repeated-chunk') return v ?? 'prefill';
+  throw new UsageError(`--fill must be prefill or repeated-chunk, got "${v}"`);
+}
+
 export const command: Command = {
   usage: 'transmla bench <model> [--revision REV] [--contexts 1024,4096,8192,16384] [--compare MODEL | --no-compare] [--decode-tokens 64] [--reps 3]\n' +
-    '    [--no-llamacpp] [--threads N] [--out FILE] [--json]\n' +
+    '    [--no-llamacpp] [--threads N] [--weights q8_0|q4_0] [--kv-dtype f16|bf16|f32] [--fill prefill|repeated-chunk] [--out FILE] [--json]\n' +
     '  An MLA folder written by `transmla convert` is compared with its source model (from transmla.json) unless\n' +
     '  --compare or --no-compare says otherwise; its results are saved as bench.json in the folder and its\n' +
     '  report.html is rebuilt with the speed chart (not for a Hub model: the cache is not written to; use --out).\n' +
-    '  Contexts past the trained window are allowed (speed only).',
+    '  Contexts past the trained window are allowed (speed only). llama.cpp runs a GGUF of the same weights\n' +
+    '  (Q8_0/Q4_0 with --weights), with its default f16 cache.\n' +
+    '  --fill repeated-chunk: our engine prefills 512 tokens and repeats their cache rows up to each context\n' +
+    '    (a decode step reads all rows whatever they hold); llama.cpp always prefills.\n' + ENGINE_HELP,
   async run(argv) {
     const p = parseArgs(argv, {
       contexts: 'string', compare: 'string', 'no-compare': 'boolean', 'decode-tokens': 'string', reps: 'string',
-      'no-llamacpp': 'boolean', threads: 'string', out: 'string', json: 'boolean', ...HUB_FLAGS,
+      'no-llamacpp': 'boolean', threads: 'string', out: 'string', json: 'boolean', fill: 'string', ...ENGINE_FLAGS, ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     if (str(p, 'compare') && bool(p, 'no-compare')) throw new UsageError('give --compare or --no-compare, not both');
@@ -38,6 +47,8 @@ export const command: Command = {
       reps: int(p, 'reps', 3, 1),
       llamaCpp: !bool(p, 'no-llamacpp'),
       threads: int(p, 'threads', undefined, 1),
+      ...engineFlags(p),
+      fill: fillFlag(str(p, 'fill')),
       log,
     };
     // --out is written after minutes of measuring: refuse a bad one first.

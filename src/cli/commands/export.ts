@@ -5,7 +5,8 @@ import { bool, int, num, onePositional, parseArgs, str, UsageError } from '../ar
 import type { Command } from '../command.js';
 import { checkExportOutput, EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
 import { DEFAULT_MAX_BIAS_RESIDUAL } from '../../convert/stock-bias.js';
-import type { FloatDType } from '../../kernels/types.js';
+import type { WeightDType } from '../../kernels/types.js';
+import { isWeightDType } from '../../tensor.js';
 import { evalTexts } from './convert-mha2mla.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
@@ -13,14 +14,16 @@ export const EXPORT_USAGE =
   '  --target deepseek-v3: a folder stock DeepSeek-V3 code loads (no custom keys): kv_a_layernorm (q_a_layernorm)\n' +
   '    calibrated on --calib (default: the calibration file recorded in transmla.json) with kv_b_proj refit;\n' +
   '    prints and records the perplexity of the exact and the stock-semantics model side by side.\n' +
-  '  --target gguf: a llama.cpp deepseek2 GGUF (--outtype f32|f16|bf16), through the strict export if needed.\n' +
+  '  --target gguf: a llama.cpp GGUF (--outtype f32|f16|bf16|q8_0|q4_0; q8_0/q4_0 quantize as llama-quantize does\n' +
+  '    without an importance matrix): deepseek2 for MLA folders, through the strict export if needed; llama/qwen2/\n' +
+  '    qwen3 for the source families.\n' +
   '  --max-bias-residual X: stock DeepSeek-V3 has no attention biases; those that do not drop out exactly\n' +
   '    (Qwen2\'s query, RoPE-key and value biases) are folded into the weights by calibration, and a layer whose\n' +
   `    fold leaves a relative error above X in a projection is refused (default ${DEFAULT_MAX_BIAS_RESIDUAL}; docs/methods.md#bias-fold).\n`;
 
-export function outType(v: string | undefined): FloatDType | undefined {
+export function outType(v: string | undefined): WeightDType | undefined {
   if (v === undefined) return undefined;
-  if (v !== 'f32' && v !== 'f16' && v !== 'bf16') throw new UsageError(`--outtype must be f32, f16 or bf16, got "${v}"`);
+  if (!isWeightDType(v)) throw new UsageError(`--outtype must be f32, f16, bf16, q8_0 or q4_0, got "${v}"`);
   return v;
 }
 
@@ -32,7 +35,7 @@ export function target(v: string | undefined): ExportTarget {
 
 export const command: Command = {
   usage: 'transmla export <mla-folder> --target deepseek-v3|gguf --out PATH [--calib FILE] [--calib-samples 128]\n' +
-    '    [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--outtype f32|f16|bf16]\n' +
+    '    [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--outtype f32|f16|bf16|q8_0|q4_0]\n' +
     `    [--max-bias-residual ${DEFAULT_MAX_BIAS_RESIDUAL}] [--overwrite] [--json]\n` + EXPORT_USAGE,
   async run(argv) {
     const p = parseArgs(argv, {

@@ -4,16 +4,17 @@ import type { Command } from '../command.js';
 import { eosIds, generate } from '../../models/generate.js';
 import { parseKvQuant } from '../../models/latent-quant.js';
 import { loadModel } from '../../arch/load.js';
+import { ENGINE_FLAGS, ENGINE_HELP, engineFlags } from '../engine-flags.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const command: Command = {
-  usage: 'transmla generate <model> --prompt "..." [--revision REV] [--max-tokens 256] [--temperature 1.0] [--top-p 0.9] [--seed S] [--no-bos] [--tokenizer PATH] [--kv-quant Q] [--quiet]\n' +
+  usage: 'transmla generate <model> --prompt "..." [--revision REV] [--max-tokens 256] [--temperature 1.0] [--top-p 0.9] [--seed S] [--no-bos] [--tokenizer PATH] [--kv-quant Q] [--weights q8_0|q4_0] [--kv-dtype f16|bf16|f32] [--quiet]\n' +
     '  --temperature 0 is greedy. --quiet leaves out the prompt echo and the statistics line.\n' +
-    '  --kv-quant int8|int4[:gN|:token]: quantize an MLA model\'s latent cache (codes + one f16 scale per N values, default 32).',
+    '  --kv-quant int8|int4[:gN|:token]: quantize an MLA model\'s latent cache (codes + one f16 scale per N values, default 32).\n' + ENGINE_HELP,
   async run(argv) {
     const p = parseArgs(argv, {
       prompt: 'string', 'max-tokens': 'string', temperature: 'string', 'top-p': 'string', seed: 'string',
-      'no-bos': 'boolean', tokenizer: 'string', 'kv-quant': 'string', quiet: 'boolean', ...HUB_FLAGS,
+      'no-bos': 'boolean', tokenizer: 'string', 'kv-quant': 'string', quiet: 'boolean', ...ENGINE_FLAGS, ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     const prompt = str(p, 'prompt') ?? '';
@@ -24,7 +25,8 @@ export const command: Command = {
     const seed = int(p, 'seed', Math.floor(Math.random() * 2 ** 31))!;
     const quiet = bool(p, 'quiet');
     const kvQuant = parseKvQuant(str(p, 'kv-quant') ?? 'none');
-    const { model, tokenizer } = loadModel(await modelArg(spec, p), { tokenizer: str(p, 'tokenizer'), kvQuant });
+    const engine = engineFlags(p);
+    const { model, tokenizer } = loadModel(await modelArg(spec, p), { tokenizer: str(p, 'tokenizer'), kvQuant, ...engine });
     if (!tokenizer) throw new Error('the model has no tokenizer; pass --tokenizer PATH');
     const bos = !bool(p, 'no-bos') && tokenizer.bosId !== null;
     const ids = tokenizer.encode(prompt, { addBos: bos });

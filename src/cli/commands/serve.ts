@@ -5,11 +5,13 @@ import { chatTemplateFolder, ggufChatTemplate, loadChatTemplate } from '../../se
 import { loadServedModel } from '../../serve/model.js';
 import { startServer } from '../../serve/server.js';
 import { parseHubId } from '../../io/hub.js';
+import { ENGINE_FLAGS, ENGINE_HELP, engineFlags } from '../engine-flags.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 export const command: Command = {
   usage: 'transmla serve <model> [--revision REV] [--port 8000] [--host 127.0.0.1] [--name ID] [--ctx N] [--max-body-bytes 1048576]\n' +
-    '    [--max-prompts 64] [--max-n 16] [--max-concurrent 16] [--max-queued 256] [--tokenizer PATH] [--chat-template FILE] [--quiet]\n' +
+    '    [--max-prompts 64] [--max-n 16] [--max-concurrent 16] [--max-queued 256] [--tokenizer PATH] [--chat-template FILE]\n' +
+    '    [--weights q8_0|q4_0] [--kv-dtype f16|bf16|f32] [--quiet]\n' +
     '  Up to --max-concurrent requests run together: every choice is a sequence with its own KV cache and their\n' +
     '  forwards are batched into shared steps (continuous batching); later requests wait in arrival order.\n' +
     '  /v1/chat/completions renders messages with the model\'s chat template (tokenizer_config.json chat_template,\n' +
@@ -19,11 +21,11 @@ export const command: Command = {
     '  --ctx caps prompt + max_tokens (default: the model\'s\n' +
     '  max_position_embeddings). Text prompts get a BOS when the tokenizer config asks for one; token-id\n' +
     '  prompts are used as given. Errors: 400 malformed, 404 unknown model/route, 413 body too large,\n' +
-    '  422 too many tokens or ids outside the vocabulary, 503 queue full.',
+    '  422 too many tokens or ids outside the vocabulary, 503 queue full.\n' + ENGINE_HELP,
   async run(argv) {
     const p = parseArgs(argv, {
       port: 'string', host: 'string', name: 'string', ctx: 'string', 'max-body-bytes': 'string', 'max-prompts': 'string',
-      'max-queued': 'string', 'max-n': 'string', 'max-concurrent': 'string', 'chat-template': 'string', tokenizer: 'string', quiet: 'boolean', ...HUB_FLAGS,
+      'max-queued': 'string', 'max-n': 'string', 'max-concurrent': 'string', 'chat-template': 'string', tokenizer: 'string', quiet: 'boolean', ...ENGINE_FLAGS, ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     const port = int(p, 'port', 8000, 0)!;
@@ -36,7 +38,7 @@ export const command: Command = {
     const path = await modelArg(spec, p);
     // A Hub model is served under its id (as vLLM does), not its cache folder's commit hash.
     const name = str(p, 'name') ?? (path !== spec ? parseHubId(spec)?.repo : undefined);
-    const served = loadServedModel(path, { name, contextLength, tokenizer: str(p, 'tokenizer') });
+    const served = loadServedModel(path, { name, contextLength, tokenizer: str(p, 'tokenizer'), ...engineFlags(p) });
     // The tokenizer's folder first (as transformers takes the tokenizer's template), then a GGUF's own.
     const chatTemplate = loadChatTemplate(chatTemplateFolder(path, str(p, 'tokenizer')), str(p, 'chat-template'))
       ?? (path.endsWith('.gguf') ? ggufChatTemplate(path) : null);
