@@ -13,6 +13,12 @@ import { RopeTable } from '../models/rope.js';
 import { parseYarn, yarnAttentionFactor, yarnInvFreq, yarnSoftmaxFactor, type YarnScaling } from '../models/yarn.js';
 import { MlaAttentionLayer } from '../train/layers/attention-mla.js';
 import { MlpLayer } from '../train/layers/mlp.js';
+import { MoeLayer } from '../train/layers/moe.js';
+import { deepseekMoeNames, mixtralMoeNames, MoeMlp, type MoeNames } from '../models/moe.js';
+import { SharedExpertMoe } from '../models/moe-shared.js';
+import type { Mlp } from '../models/mlp.js';
+import type { WeightSource } from '../tensor.js';
+import { parseMlaMoe, sourceMoe, type MlaMoe } from './deepseek-moe.js';
 import { ConfigFields, HfConfigError, isObj, parseBaseFields, ropeScalingJson, type ModelArgs } from './args.js';
 import { checkStockAttentionTensors, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_VARIANT, type MlaShapeFields } from './deepseek-stock.js';
 
@@ -46,6 +52,8 @@ export interface MlaFields extends MlaShapeFields {
  */
 export interface MlaArgs extends ModelArgs {
   mla: MlaFields;
+  /** The mixture-of-experts layers (null: every MLP dense). */
+  moe: MlaMoe | null;
 }
 
 /**
@@ -93,12 +101,8 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
     return v as number;
   };
   const layers = int('num_hidden_layers', 1);
-  // Only all-dense checkpoints (what the converter writes) run here: refuse MoE layers clearly.
-  const experts = c.n_routed_experts;
-  const firstDense = typeof c.first_k_dense_replace === 'number' ? c.first_k_dense_replace : 0;
-  if (typeof experts === 'number' && experts > 0 && firstDense < layers) {
-    err('n_routed_experts', `(${experts}) with first_k_dense_replace ${firstDense} < ${layers} layers declares mixture-of-experts layers, which this engine does not run`);
-  }
+  // Mixture-of-experts layers: Mixtral's routing only (deepseek-moe.ts refuses any other).
+  const moe = parseMlaMoe(c, file, layers, c.model_type === EXACT_MODEL_TYPE || semantics === 'exact');
   const rs = c.rope_scaling ?? c.rope_parameters;
   let yarn: YarnScaling | null = null;
   if (isObj(rs) && (rs.type === 'yarn' || rs.rope_type === 'yarn' || rs.type === 'deepseek_yarn')) {
@@ -133,7 +137,7 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
   if (yarn) delete base.rope_scaling;
   const f = new ConfigFields(base, file);
   const args = parseBaseFields(f, 2048);
-  return { ...args, family: 'deepseek', modelType: c.model_type as string, attentionBias: false, oBias: false, mlpBias: f.bool('mlp_bias', false), slidingWindow: null, raw: c, mla };
+  return { ...args, family: 'deepseek', modelType: c.model_type as string, attentionBias: false, oBias: false, mlpBias: f.bool('mlp_bias', false), slidingWindow: null, raw: c, mla, moe };
 }
 
 export function readMlaConfig(folder: string): MlaArgs {
@@ -179,14 +183,18 @@ export function mlaConfigJson(source: ModelArgs, o: MlaConfigWriteOptions): Reco
     attention_bias: o.attentionBias,
     qk_latent_layernorm: false,
     hidden_act: 'silu',
-    first_k_dense_replace: source.numLayers,
-    n_routed_experts: 1,
-    n_shared_experts: 1,
-    num_experts_per_tok: 1,
-    moe_intermediate_size: source.intermediateSize,
-    n_group: 1,
-    topk_group: 1,
-    routed_scaling_factor: 1.0,
+    // A Mixtral source keeps its own MoE keys (num_local_experts, num_experts_per_tok) and
+    // tensor names; the dense filler below would contradict them.
+    ...(sourceMoe(source) ? {} : {
+      first_k_dense_replace: source.numLayers,
+      n_routed_experts: 1,
+      n_shared_experts: 1,
+      num_experts_per_tok: 1,
+      moe_intermediate_size: source.intermediateSize,
+      n_group: 1,
+      topk_group: 1,
+      routed_scaling_factor: 1.0,
+    }),
     tie_word_embeddings: source.tieWordEmbeddings,
   };
 }
@@ -205,6 +213,19 @@ export function mlaRope(c: MlaArgs, invFreq?: Float64Array): RopeTable {
 function mlaShape(c: MlaArgs): MlaShape {
   const m = c.mla;
   return { nHeads: c.numHeads, qkNopeHeadDim: m.qkNopeHeadDim, qkRopeHeadDim: m.qkRopeHeadDim, vHeadDim: m.vHeadDim, kvLoraRank: m.kvLoraRank, qLoraRank: m.qLoraRank };
+}
+
+function moeNames(moe: MlaMoe, layerPrefix: string): MoeNames {
+  return moe.naming === 'mixtral' ? mixtralMoeNames(layerPrefix) : deepseekMoeNames(layerPrefix);
+}
+
+/** Layer l's MLP: dense SwiGLU, or the routed experts (plus the shared ones) from first_k_dense_replace on. */
+function mlaMlp(c: MlaArgs, src: WeightSource, l: number): Mlp {
+  const p = `model.layers.${l}`, moe = c.moe, D = c.hiddenSize;
+  if (!moe || l < moe.firstDense) return SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias);
+  const routed = MoeMlp.load(src, moeNames(moe, p), { hidden: D, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK });
+  if (moe.sharedExperts === 0) return routed;
+  return new SharedExpertMoe(routed, SwiGluMlp.load(src, `${p}.mlp.shared_experts`, D, moe.expertInter * moe.sharedExperts, false));
 }
 
 export const deepseek: Family<MlaArgs> = {
@@ -230,7 +251,7 @@ export const deepseek: Family<MlaArgs> = {
       const inputNorm = normWeight(src, `${p}.input_layernorm.weight`, D);
       const attn = MlaAttention.load(src, `${p}.self_attn`, shape, rope);
       if (opts.mode) attn.mode = opts.mode;
-      return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias) };
+      return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: mlaMlp(c, src, l) };
     };
   },
   trainLayers(be, ps, c) {
@@ -238,9 +259,15 @@ export const deepseek: Family<MlaArgs> = {
     const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
     const shape = { ...mlaShape(c), hidden: c.hiddenSize, normEps: c.rmsNormEps };
     const layout = m.ropeInterleave ? 'interleaved' : 'half';
-    return (_l, prefix) => ({
+    const moe = c.moe;
+    if (moe && moe.sharedExperts > 0) {
+      throw new Error(`n_shared_experts ${moe.sharedExperts}: transmla's trainer has no shared-expert layer; fine-tune the exact variant (convert --variant exact) and export it afterwards`);
+    }
+    return (l, prefix) => ({
       attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout),
-      mlp: new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
+      mlp: moe && l >= moe.firstDense
+        ? new MoeLayer(be, ps, moeNames(moe, prefix), { hidden: c.hiddenSize, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK })
+        : new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
     });
   },
   // Every self_attn tensor except o_proj: the conversion rewrote them and kept o_proj verbatim.

@@ -18,7 +18,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mlaConfigJson } from '../arch/deepseek.js';
-import { stockDeepseekV3Config } from '../arch/deepseek-stock.js';
+import { stockDeepseekConfig } from '../arch/deepseek-stock.js';
 import type { ModelArgs } from '../arch/args.js';
 import { formatScore } from '../eval/fidelity.js';
 import { Float64Spill, HiddenStates } from '../eval/hidden-states.js';
@@ -295,7 +295,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       const tensors = variant === 'stock'
         ? stockOutputTensors(o.model, nLayers, (l) => fromSpill(stockNames[l]!, 'stock.'), cfg.tieWordEmbeddings)
         : outputTensors(o.model, nLayers, (l) => fromSpill(exactNames[l]!, ''));
-      const stockConfig = variant === 'stock' ? stockDeepseekV3Config(cfg, { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
+      const stockConfig = variant === 'stock' ? stockDeepseekConfig(cfg, { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
       return {
         srcDir: o.model, inputs: convertInputs(o), overwrite: o.overwrite ?? false,
         tensors: (function* () { try { yield* tensors; } finally { cleanup(); } })(),
