@@ -19,6 +19,8 @@ import { widen } from '../src/models/weights.js';
 import { MoeMlp } from '../src/models/moe.js';
 import { SharedExpertMoe } from '../src/models/moe-shared.js';
 import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
+import { checkMoe } from '../src/validate/moe-rules.js';
+import { validateFolder } from '../src/validate/validate.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-mixtral-conv-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -64,6 +66,13 @@ describe('Mixtral sources', { skip }, () => {
       a.close();
       b.close();
     }
+    // validate: which engines compute Mixtral's routing from these keys.
+    const v = validateFolder(out);
+    assert.equal(v.engines.find((e) => e.engine === 'transformers')!.correct, false);
+    assert.match(v.findings.find((f) => f.rule === 'moe-routing')!.message, /softmax over 4 experts, top-2 renormalised \(Mixtral's routing\); transformers computes other expert weights/);
+    assert.match(v.findings.find((f) => f.rule === 'moe-routing-engines')!.message, /computed as stated by vllm, sglang, llama\.cpp/);
+    assert.equal(v.engines.find((e) => e.engine === 'llama.cpp')!.correct, true);
+    assert.equal(v.findings.some((f) => f.rule === 'expert-tensors' || f.rule === 'moe-shared-experts'), false);
     const loaded = loadModel(out);
     assert.equal(loaded.mla?.semantics, 'stock');
     assert.ok(loaded.model.layers[0]!.mlp instanceof SharedExpertMoe);
@@ -120,4 +129,22 @@ test('stock MoE configs whose routing is not Mixtral\'s are refused by field', (
   ] as const) {
     assert.throws(() => parseMlaMoe({ ...base, [k]: v }, 'c.json', 4, false), re, k);
   }
+});
+
+test('--target deepseek-v2 asks for the MoE layout: a dense source is refused with the target it has', { skip: skipUnlessAsset('models/kjv-gqa') }, async () => {
+  await assert.rejects(exportModel({ target: 'deepseek-v2', model: mustAsset('models/kjv-gqa'), out: join(tmp, 'never') }), /--target deepseek-v2 is the mixture-of-experts layout; .*kjv-gqa has dense MLPs, whose stock folder is --target deepseek-v3/);
+});
+
+test('validate: n_shared_experts null fails SGLang, transformers and llama.cpp\'s converter; sigmoid scoring is computed as stated by vLLM only with transformers\' V3', () => {
+  const d = { layers: 1, hidden: 8, heads: 1, vocab: 10, intermediate: 4, kvLoraRank: 4, qLoraRank: null, qkRopeHeadDim: 2, qkNopeHeadDim: 2, vHeadDim: 2, denseLayers: 0 };
+  const tensors = new Map([['model.layers.0.mlp.gate.weight', { dtype: 'F32', shape: [2, 8] }]]);
+  for (let e = 0; e < 2; e++) for (const [n, sh] of [['gate_proj', [4, 8]], ['up_proj', [4, 8]], ['down_proj', [8, 4]]] as const) tensors.set(`model.layers.0.mlp.experts.${e}.${n}.weight`, { dtype: 'F32', shape: [...sh] });
+  const c = { model_type: 'deepseek_v2', n_routed_experts: 2, num_experts_per_tok: 1, moe_intermediate_size: 4, norm_topk_prob: true, n_shared_experts: null };
+  const f = checkMoe(c, d, tensors, 0);
+  assert.deepEqual(f.find((x) => x.rule === 'moe-shared-experts')!.impact, { transformers: 'will-not-load', sglang: 'will-not-load', 'llama.cpp': 'will-not-load' });
+  assert.equal(f.some((x) => x.rule === 'expert-tensors'), false);
+  const g = checkMoe({ ...c, model_type: 'deepseek_v3', scoring_func: 'sigmoid', n_shared_experts: 0 }, d, tensors, 0);
+  assert.deepEqual(g.find((x) => x.rule === 'moe-routing')!.impact, { 'llama.cpp': 'incorrect' });
+  tensors.delete('model.layers.0.mlp.experts.1.up_proj.weight');
+  assert.match(checkMoe(c, d, tensors, 0).find((x) => x.rule === 'expert-tensors')!.message, /1 expert tensor\(s\) missing \(model\.layers\.0\.mlp\.experts\.1\.up_proj\.weight\)/);
 });

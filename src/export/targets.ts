@@ -1,6 +1,7 @@
 // Stock-engine export targets, for `transmla export <mla-folder> --target …` and
 // `transmla convert … --target …`:
 //   deepseek-v3  a folder stock DeepSeek-V3 code loads (export-deepseek-v3.ts);
+//   deepseek-v2  the same export for a mixture-of-experts source: the DeepSeek-V2 MoE layout;
 //   gguf         a llama.cpp deepseek2 GGUF (io/gguf-deepseek2.ts), through the strict export
 //                when the folder is the exact variant (llama.cpp runs stock semantics).
 // Intermediate folders live beside the output and are removed afterwards.
@@ -13,9 +14,21 @@ import { convertModel, type ConversionResult, type ConvertOptions } from '../con
 import type { StockExportReport } from '../schema/transmla-json.js';
 import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
 import { OptionError } from '../option-error.js';
+import { readConfig } from '../arch/registry.js';
+import { sourceMoe } from '../arch/deepseek-moe.js';
 
-export type ExportTarget = 'deepseek-v3' | 'gguf';
-export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'gguf'];
+export type ExportTarget = 'deepseek-v3' | 'deepseek-v2' | 'gguf';
+export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'deepseek-v2', 'gguf'];
+
+/**
+ * The stock folder's layout follows the source: DeepSeek-V3 with dense MLPs, the DeepSeek-V2 MoE
+ * layout for a mixture-of-experts source (arch/deepseek-moe.ts: transformers' DeepseekV3 scores
+ * experts with a sigmoid, so an MoE folder is V2). --target deepseek-v2 asks for the MoE layout.
+ */
+function checkStockTarget(target: ExportTarget, model: string): void {
+  if (target !== 'deepseek-v2') return;
+  if (!sourceMoe(readConfig(model))) throw new OptionError(`--target deepseek-v2 is the mixture-of-experts layout; ${model} has dense MLPs, whose stock folder is --target deepseek-v3`);
+}
 
 export interface ExportOptions extends StockExportOptions {
   target: ExportTarget;
@@ -46,7 +59,8 @@ function scratchQuiet(log: ((line: string) => void) | undefined, tmp: string): (
 
 export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_TARGETS.includes(o.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
-  if (o.target === 'deepseek-v3') {
+  checkStockTarget(o.target, o.model);
+  if (o.target === 'deepseek-v3' || o.target === 'deepseek-v2') {
     const stock = await exportDeepseekV3(o);
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
@@ -75,7 +89,8 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
 export async function convertToTarget(c: ConvertOptions & { out: string }, e: Pick<ExportOptions, 'target' | 'outType'>): Promise<{ conversion: ConversionResult; export: ExportResult }> {
   if (!EXPORT_TARGETS.includes(e.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(e.target)}"`);
   if (c.variant === 'exact') throw new OptionError('--target writes a stock export; --variant exact cannot be combined with it');
-  if (e.target === 'deepseek-v3') {
+  checkStockTarget(e.target, c.model);
+  if (e.target === 'deepseek-v3' || e.target === 'deepseek-v2') {
     const conversion = await convertModel({ ...c, variant: 'stock' });
     return { conversion, export: { target: e.target, output: resolve(c.out), stock: conversion.stockExport, gguf: null } };
   }

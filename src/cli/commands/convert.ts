@@ -16,7 +16,7 @@ export const command: Command = {
     '    [--profile fast|faithful] [--variant stock|exact] [--rope-dim D|auto] [--freqfold auto|M] [--q-lora-rank Q]\n' +
     '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
     '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
-    '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|gguf [--outtype f32|f16|bf16]]\n' +
+    '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|deepseek-v2|gguf [--outtype f32|f16|bf16]]\n' +
     '  Writes the stock DeepSeek-V3 folder (calibrated kv_a_layernorm, stock keys only) that transformers, vLLM,\n' +
     '  SGLang and llama.cpp run; --variant exact writes transmla\'s exact variant instead (no latent norm, its own\n' +
     '  model_type transmla_mla so no stock engine misreads it; `transmla export` turns it into the stock folder).\n' +
