@@ -19,6 +19,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mlaConfigJson } from '../arch/deepseek.js';
 import { stockDeepseekConfig } from '../arch/deepseek-stock.js';
+import { sourceMoe } from '../arch/deepseek-moe.js';
 import type { ModelArgs } from '../arch/args.js';
 import { formatScore } from '../eval/fidelity.js';
 import { Float64Spill, HiddenStates } from '../eval/hidden-states.js';
@@ -123,7 +124,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const searching = o.freqFold === 'auto' || ropeDim === 'auto';
     const search = o.search ?? 'proxy';
     log(`source: ${o.model} (${cfg.modelType}, ${nLayers} layers, ${H} heads / ${G} KV heads × ${d}, ${dtype})`);
-    log(`target: ${budget} cached values per token per layer = kv_lora_rank + qk_rope_head_dim${ropeDim === 'auto' ? ' (split searched)' : ` (${budget - ropeDim} + ${ropeDim})`}; was 2·${G}·${d} = ${before} (${(100 * budget / before).toFixed(2)} %); writes the ${variant === 'stock' ? 'stock DeepSeek-V3' : 'exact'} variant`);
+    log(`target: ${budget} cached values per token per layer = kv_lora_rank + qk_rope_head_dim${ropeDim === 'auto' ? ' (split searched)' : ` (${budget - ropeDim} + ${ropeDim})`}; was 2·${G}·${d} = ${before} (${(100 * budget / before).toFixed(2)} %); writes the ${variant === 'stock' ? (sourceMoe(cfg) ? 'stock DeepSeek-V2 (MoE)' : 'stock DeepSeek-V3') : 'exact'} variant`);
 
     const c = calibrationSet(o.calib, o);
     const samples = calibrationTokens(src.tokenizer, c);
