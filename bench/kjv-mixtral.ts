@@ -1,5 +1,5 @@
 // `npm run bench -- kjv-mixtral [--fractions 0.5,0.3125,0.125] [--calib-samples 64] [--calib-seqlen 256]
-//   [--eval-ctx 256] [--eval-chunks 32] [--methods transmla,mha2mla]`
+//   [--eval-ctx 256] [--eval-chunks 32] [--methods transmla,mha2mla] [--rope-dim D --freqfold M]`
 //
 // The kjv-mixtral row of docs/results.md: ../shared/assets/models/kjv-mixtral (4 experts, top-2)
 // converted by TransMLA and MHA2MLA at each KV fraction, each conversion its own `transmla
@@ -21,10 +21,10 @@ const MODEL = join(ASSETS, 'models', 'kjv-mixtral');
 const CALIB = join(ASSETS, 'text', 'kjv-old-testament-calib.txt');
 const EVAL = join(ASSETS, 'text', 'kjv-new-testament-eval.txt');
 
-interface Args { fractions: number[]; samples: number; seqLen: number; ctx: number; chunks: number; methods: string[] }
+interface Args { fractions: number[]; samples: number; seqLen: number; ctx: number; chunks: number; methods: string[]; ropeDim: string | null; freqFold: string | null }
 
 function parse(argv: string[]): Args {
-  const a: Args = { fractions: [0.5, 0.3125, 0.125], samples: 64, seqLen: 256, ctx: 256, chunks: 32, methods: ['transmla', 'mha2mla'] };
+  const a: Args = { fractions: [0.5, 0.3125, 0.125], samples: 64, seqLen: 256, ctx: 256, chunks: 32, methods: ['transmla', 'mha2mla'], ropeDim: null, freqFold: null };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
     const val = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`bench kjv-mixtral: ${f} needs a value`); return v; };
@@ -34,6 +34,8 @@ function parse(argv: string[]): Args {
     else if (f === '--eval-ctx') a.ctx = Number(val());
     else if (f === '--eval-chunks') a.chunks = Number(val());
     else if (f === '--methods') a.methods = val().split(',');
+    else if (f === '--rope-dim') a.ropeDim = val();
+    else if (f === '--freqfold') a.freqFold = val();
     else throw new Error(`bench kjv-mixtral: unknown option ${f}`);
   }
   if (a.fractions.some((x) => !(x > 0 && x <= 1))) throw new Error('bench kjv-mixtral: --fractions must be in (0, 1]');
@@ -74,7 +76,9 @@ export async function run(argv: string[]): Promise<object> {
       for (const method of a.methods) {
         const out = join(work, `${method}-${f}`);
         process.stderr.write(`bench kjv-mixtral: ${method} at ${(100 * f).toFixed(2)} % KV\n`);
-        const args = [MODEL, '--out', out, '--kv-fraction', String(f), ...common, ...(method === 'mha2mla' ? ['--method', 'mha2mla'] : [])];
+        // TransMLA's d_R / FreqFold: searched per fraction unless given (a fixed shape skips the search).
+        const shapeArgs = method === 'transmla' ? [...(a.ropeDim ? ['--rope-dim', a.ropeDim] : []), ...(a.freqFold ? ['--freqfold', a.freqFold] : [])] : [];
+        const args = [MODEL, '--out', out, '--kv-fraction', String(f), ...common, ...shapeArgs, ...(method === 'mha2mla' ? ['--method', 'mha2mla'] : [])];
         const { report, seconds } = await convert(args);
         // convert --json: { conversion, stock } for TransMLA; MHA2MLA's report is flat.
         const conv = method === 'transmla' ? report.conversion : report;

@@ -14,6 +14,7 @@ import { convertModel } from '../src/convert/transmla.js';
 import { convertMha2mla } from '../src/convert/mha2mla.js';
 import { perplexity, tokenizeForPerplexity } from '../src/eval/perplexity.js';
 import { exportModel } from '../src/export/targets.js';
+import { finetune } from '../src/train/finetune.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { widen } from '../src/models/weights.js';
 import { MoeMlp } from '../src/models/moe.js';
@@ -79,6 +80,18 @@ describe('Mixtral sources', { skip }, () => {
     const ev = r.stockExport!.evaluations[0]!;
     const p = await reloadedPpl(out, ev.ctx, ev.chunks);
     assert.ok(Math.abs(p - ev.stock.ppl) <= 1e-6 * ev.stock.ppl, `reloaded ${p} vs measured ${ev.stock.ppl}`);
+    // finetune --train attention on it: the MLA projections move; router, experts (routed and the
+    // zero shared one), norms and embeddings do not.
+    const ft = join(tmp, 'ft');
+    await finetune({ log: () => {}, model: out, out: ft, text: evalFile(), train: 'attention', steps: 2, batch: 1, seqLen: 32, lr: 1e-2 });
+    const c0 = openCheckpoint(out), c1 = openCheckpoint(ft);
+    try {
+      const moved = c0.names().filter((n) => c1.has(n) && widen(c0.get(n)).some((x, i) => x !== widen(c1.get(n))[i]));
+      assert.ok(moved.length > 0 && moved.every((n) => /\.self_attn\.(q_proj|kv_a_proj_with_mqa|kv_a_layernorm|kv_b_proj)\.weight$/.test(n)), moved.join(', '));
+    } finally {
+      c0.close();
+      c1.close();
+    }
   });
 
   test('--variant exact keeps the Mixtral keys and expert names; export --target deepseek-v3 writes the DeepSeek-V2 MoE folder from it', async () => {

@@ -78,7 +78,7 @@ export function parseMlaMoe(c: Record<string, unknown>, file: string, layers: nu
   const E = posInt('n_routed_experts'), k = posInt('num_experts_per_tok');
   if (k > E) err('num_experts_per_tok', `(${k}) exceeds n_routed_experts (${E})`);
   const why = (key: string, got: unknown, want: string): never =>
-    err(key, `is ${JSON.stringify(got)}: this engine runs mixture-of-experts layers with Mixtral's routing only (${want}; docs/stock-engines.md#moe-routing)`);
+    err(key, `is ${got === undefined ? 'absent' : JSON.stringify(got)}: this engine runs mixture-of-experts layers with Mixtral's routing only (${want}; docs/stock-engines.md#moe-routing)`);
   const freq = c.moe_layer_freq ?? 1;
   if (freq !== 1) why('moe_layer_freq', freq, 'every layer from first_k_dense_replace on is MoE: moe_layer_freq 1');
   const scoring = c.scoring_func ?? 'softmax';
@@ -88,7 +88,8 @@ export function parseMlaMoe(c: Record<string, unknown>, file: string, layers: nu
   if (method !== 'greedy' && !(method === 'group_limited_greedy' && groups === 1 && topkGroup === 1)) why('topk_method', method, 'greedy top-k (or one group)');
   if (groups !== 1 && groups !== null) why('n_group', groups, 'one expert group');
   if (topkGroup !== 1 && topkGroup !== null) why('topk_group', topkGroup, 'one expert group');
-  if (c.norm_topk_prob !== true && k > 1) why('norm_topk_prob', c.norm_topk_prob, 'the top-k weights renormalised to sum 1: norm_topk_prob true');
+  // Even at top-1: unrenormalised, the one weight is its probability, not 1.
+  if (c.norm_topk_prob !== true) why('norm_topk_prob', c.norm_topk_prob, 'the top-k weights renormalised to sum 1: norm_topk_prob true');
   const scale = c.routed_scaling_factor ?? 1;
   if (scale !== 1) why('routed_scaling_factor', scale, 'unscaled expert weights: routed_scaling_factor 1');
   const shared = c.n_shared_experts ?? 0;

@@ -14,6 +14,8 @@ import { parseYarn, yarnAttentionFactor, yarnInvFreq, yarnSoftmaxFactor, type Ya
 import { MlaAttentionLayer } from '../train/layers/attention-mla.js';
 import { MlpLayer } from '../train/layers/mlp.js';
 import { MoeLayer } from '../train/layers/moe.js';
+import { SharedExpertMoeLayer } from '../train/layers/moe-shared.js';
+import type { TrainMlp } from '../train/layers/mlp.js';
 import { deepseekMoeNames, mixtralMoeNames, MoeMlp, type MoeNames } from '../models/moe.js';
 import { SharedExpertMoe } from '../models/moe-shared.js';
 import type { Mlp } from '../models/mlp.js';
@@ -259,16 +261,14 @@ export const deepseek: Family<MlaArgs> = {
     const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
     const shape = { ...mlaShape(c), hidden: c.hiddenSize, normEps: c.rmsNormEps };
     const layout = m.ropeInterleave ? 'interleaved' : 'half';
-    const moe = c.moe;
-    if (moe && moe.sharedExperts > 0) {
-      throw new Error(`n_shared_experts ${moe.sharedExperts}: transmla's trainer has no shared-expert layer; fine-tune the exact variant (convert --variant exact) and export it afterwards`);
-    }
-    return (l, prefix) => ({
-      attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout),
-      mlp: moe && l >= moe.firstDense
-        ? new MoeLayer(be, ps, moeNames(moe, prefix), { hidden: c.hiddenSize, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK })
-        : new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
-    });
+    const moe = c.moe, D = c.hiddenSize;
+    const mlp = (l: number, prefix: string): TrainMlp => {
+      if (!moe || l < moe.firstDense) return new MlpLayer(be, ps, `${prefix}.mlp`, D, c.intermediateSize);
+      const routed = new MoeLayer(be, ps, moeNames(moe, prefix), { hidden: D, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK });
+      if (moe.sharedExperts === 0) return routed;
+      return new SharedExpertMoeLayer(be, routed, new MlpLayer(be, ps, `${prefix}.mlp.shared_experts`, D, moe.expertInter * moe.sharedExperts), D);
+    };
+    return (l, prefix) => ({ attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout), mlp: mlp(l, prefix) });
   },
   // Every self_attn tensor except o_proj: the conversion rewrote them and kept o_proj verbatim.
   attentionParams: (n) => /\.self_attn\./.test(n) && !/\.self_attn\.o_proj\./.test(n),

@@ -35,7 +35,7 @@ function routingOf(c: Record<string, unknown>): Routing {
   };
 }
 
-/** Mixtral's routing: softmax, top-k renormalised (any k; with k = 1 the weight is 1 either way only when renormalised), unscaled. */
+/** Mixtral's routing: softmax, top-k renormalised (at k = 1 too: the one weight is then 1, not its probability), unscaled. */
 function isMixtral(r: Routing, topkMethod: unknown): boolean {
   return r.scoring === 'softmax' && r.renorm && r.scale === 1 && r.groups === 1 && (topkMethod === undefined || topkMethod === null || topkMethod === 'greedy' || topkMethod === 'group_limited_greedy');
 }
@@ -92,7 +92,7 @@ export function checkMoe(c: Record<string, unknown>, d: MlaDims, tensors: Readon
   const computes: Record<EngineId, boolean> = {
     vllm: true,
     sglang: true,
-    transformers: c.model_type === 'deepseek_v3' ? r.scoring === 'sigmoid' : !(r.renorm && r.topK > 1) && r.scoring === 'softmax',
+    transformers: c.model_type === 'deepseek_v3' ? r.scoring === 'sigmoid' : !r.renorm && r.scoring === 'softmax',
     'llama.cpp': r.scoring === 'softmax',
   };
   const why: Record<EngineId, string> = {
