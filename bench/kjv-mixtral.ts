@@ -1,5 +1,5 @@
 // `npm run bench -- kjv-mixtral [--fractions 0.5,0.3125,0.125] [--calib-samples 64] [--calib-seqlen 256]
-//   [--eval-ctx 256] [--eval-chunks 32] [--methods transmla,mha2mla] [--rope-dim D --freqfold M]`
+//   [--eval-ctx 256] [--eval-chunks 32] [--methods transmla,mha2mla] [--rope-dim D --freqfold M] [--partial FILE]`
 //
 // The kjv-mixtral row of docs/results.md: ../shared/assets/models/kjv-mixtral (4 experts, top-2)
 // converted by TransMLA and MHA2MLA at each KV fraction, each conversion its own `transmla
@@ -8,7 +8,7 @@
 // stage: original → partial RoPE → exact MLA, and for TransMLA the default stock DeepSeek-V2 MoE
 // folder and that folder as a llama.cpp deepseek2 GGUF, whose perplexity llama.cpp computes
 // (bench/ppl-llamacpp.ts: the same chunks, f32). The load average is recorded before and after.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,10 +21,10 @@ const MODEL = join(ASSETS, 'models', 'kjv-mixtral');
 const CALIB = join(ASSETS, 'text', 'kjv-old-testament-calib.txt');
 const EVAL = join(ASSETS, 'text', 'kjv-new-testament-eval.txt');
 
-interface Args { fractions: number[]; samples: number; seqLen: number; ctx: number; chunks: number; methods: string[]; ropeDim: string | null; freqFold: string | null }
+interface Args { fractions: number[]; samples: number; seqLen: number; ctx: number; chunks: number; methods: string[]; ropeDim: string | null; freqFold: string | null; partial: string | null }
 
 function parse(argv: string[]): Args {
-  const a: Args = { fractions: [0.5, 0.3125, 0.125], samples: 64, seqLen: 256, ctx: 256, chunks: 32, methods: ['transmla', 'mha2mla'], ropeDim: null, freqFold: null };
+  const a: Args = { fractions: [0.5, 0.3125, 0.125], samples: 64, seqLen: 256, ctx: 256, chunks: 32, methods: ['transmla', 'mha2mla'], ropeDim: null, freqFold: null, partial: null };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
     const val = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`bench kjv-mixtral: ${f} needs a value`); return v; };
@@ -36,6 +36,7 @@ function parse(argv: string[]): Args {
     else if (f === '--methods') a.methods = val().split(',');
     else if (f === '--rope-dim') a.ropeDim = val();
     else if (f === '--freqfold') a.freqFold = val();
+    else if (f === '--partial') a.partial = resolve(val());
     else throw new Error(`bench kjv-mixtral: unknown option ${f}`);
   }
   if (a.fractions.some((x) => !(x > 0 && x <= 1))) throw new Error('bench kjv-mixtral: --fractions must be in (0, 1]');
@@ -102,6 +103,8 @@ export async function run(argv: string[]): Promise<object> {
           ggufCell = `${g.llamacpp.ppl.toFixed(4)} (ours ${g.transmlaGguf.ppl.toFixed(4)})`;
         }
         rows.push(row);
+        // --partial FILE: the rows so far after each one (a long run on a loaded machine may be cut short).
+        if (a.partial) writeFileSync(a.partial, `${JSON.stringify({ bench: 'kjv-mixtral', partial: true, args: a, loadavgStart: load0, loadavgNow: loadavg(), rows }, null, 2)}\n`);
         const m = row.mla as ReturnType<typeof score>;
         const sh = row.shape as Record<string, unknown>;
         table.push(`| ${method} | ${(100 * f).toFixed(2)} % | ${method === 'transmla' ? `${sh.kvLoraRank} + ${sh.ropeDim}` : `${sh.kvLoraRank} + 2·${sh.ropePairsPerHead} per KV head`} | ${(row.original as { ppl: number }).ppl.toFixed(2)} | ${(row.partialRope as { ppl: number }).ppl.toFixed(2)} | ${m.ppl.toFixed(2)} (${m.kl.toFixed(4)} / ${(100 * m.top1).toFixed(2)} %) | ${stockCell} | ${ggufCell} |`);

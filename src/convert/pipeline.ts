@@ -129,7 +129,12 @@ export function openSource(model: string, method: ConversionMethod, whole: boole
   const build = familyFor(args).engineLayers(args);
   return {
     path: model, args, tokenizer, dtype: sdt === 'BF16' ? 'bf16' : sdt === 'F16' ? 'f16' : 'f32', model: null,
-    layer: (l) => build(src, l),
+    layer: (l) => {
+      // Under node --expose-gc, collect the previous layer (unreachable by now) before reading the
+      // next: V8 frees large typed arrays lazily, so the peak would otherwise be two layers' weights.
+      (globalThis as { gc?: () => void }).gc?.();
+      return build(src, l);
+    },
     embedding: () => requireTensor(src, embedName, [args.vocabSize, args.hiddenSize]),
     finals: () => {
       const V = args.vocabSize, D = args.hiddenSize;

@@ -201,7 +201,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     // --- Sweep 2: convert, fit to stock semantics, push every stage's evaluation states.
     const shape = { ropeDim: dR, freqFold: M, kvLoraRank: r, qLoraRank, balance };
     const rope = mlaRopeTable({ config: cfg, layers: [] }, dR);
-    const stock: StockLayer[] = [];
+    const stock: Pick<StockLayer, 'kvResidual' | 'qResidual' | 'kvNormKept'>[] = [];
     const plans: BiasPlan[] = [], folds: (FoldedWeights | null)[] = [];
     const maxBias = o.maxBiasResidual ?? DEFAULT_MAX_BIAS_RESIDUAL;
     const exactNames: string[][] = [], stockNames: string[][] = [];
@@ -231,7 +231,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
             const fold = foldOrRefuse(mlaLayer, l, plans[l]!, stockStates, maxBias, log, nLayers);
             folds.push(fold);
             const s = stockLayer(mlaLayer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false, fold });
-            stock.push({ ...s, tensors: [] });
+            // The residuals only: s.layer holds this layer's MLP (for Mixtral, 2.8 GB of experts), which must not outlive the layer.
+            stock.push({ kvResidual: s.kvResidual, qResidual: s.qResidual, kvNormKept: s.kvNormKept });
             const ts = s.tensors.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
             stockNames[l] = ts.map((t) => t.name);
             yield* ts;
