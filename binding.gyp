@@ -11,7 +11,10 @@
         "native/convert.cc",
         "native/gram.cc",
         "native/eigh.cc",
-        "native/attention.cc"
+        "native/attention.cc",
+        "native/addon-f64.cc",
+        "native/dgemm.cc",
+        "native/fidelity.cc"
       ],
       # Explicit ISA flags, never -march=native: the binary must run on any AVX2/FMA/F16C machine.
       # Exceptions are enabled so allocation failures and solver errors become JS errors, not aborts.

@@ -3,9 +3,9 @@
 // Peak memory of a conversion, measured in a child process (VmHWM from /proc/self/status, which
 // starts afresh at exec) for the largest real model and for synthetic models of the same family
 // several times larger (random weights, written to a temp folder). Two modes:
-// - stream: `convert --no-eval` (stream.ts): one layer in memory at a time;
-// - full: convertModel with a minimal evaluation (1 chunk): source, partial-RoPE and MLA models
-//   are all whole in memory for the perplexity/KL evaluation and the searches.
+// - stream: `convert --no-eval` (convertStreaming): one layer in memory at a time;
+// - full: convertModel with a minimal evaluation (1 chunk): the same streaming sweeps plus the
+//   stage evaluation (eval/stage-sweep.ts), whose states also wait on disk between layers.
 // Each run reports per-layer weight bytes, the largest tensor, calibration statistic bytes, the
 // peak RSS after each stage, and checks the stream peak against
 //   setup + 8·(one layer's weights) + 2·(largest tensor) + one layer's statistics
@@ -176,8 +176,7 @@ export async function run(args: string[]): Promise<object> {
     for (const subj of subjects) {
       const shape = shapeOf(subj.dir);
       const sz = sizes(shape);
-      // Streaming holds one layer's statistics (pass-1 key covariances wait on disk); the in-memory
-      // path keeps every layer's [K;V] covariance.
+      // One layer's statistics are in memory (pass-1 [K;V] covariances wait on disk), in both modes.
       const statsBytes = sz.gramBytes + sz.kvCovBytes + seqLen * shape.hidden * 4;
       for (const mode of modes) {
         const out = join(work, `out-${results.length}`);
@@ -206,7 +205,7 @@ export async function run(args: string[]): Promise<object> {
     }
     // Growth of the peak with the number of layers at a fixed layer size (the synthetic models share
     // a width): bytes of peak RSS per extra byte of weights, fewest → most layers. Streaming should
-    // stay near 0 (the whole-model path is well above 1).
+    // stay near 0 in both modes: both stream.
     const growth = Object.fromEntries(modes.map((mode) => {
       const rows = results.filter((r) => r.mode === mode);
       const widths = [...new Set(rows.map((r) => r.layerWeightBytes))];

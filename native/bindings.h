@@ -1,4 +1,4 @@
-// The N-API functions defined in addon-misc.cc, registered by Init in addon.cc.
+// The N-API functions defined in addon-misc.cc and addon-f64.cc, registered by Init in addon.cc.
 #pragma once
 
 #include <node_api.h>
@@ -14,6 +14,9 @@ napi_value Attention(napi_env env, napi_callback_info info);
 napi_value Threads(napi_env env, napi_callback_info info);
 napi_value EffectiveThreads(napi_env env, napi_callback_info info);
 napi_value SetThreads(napi_env env, napi_callback_info info);
+// addon-f64.cc
+napi_value Dgemm(napi_env env, napi_callback_info info);
+napi_value FidelityRows(napi_env env, napi_callback_info info);
 
 }  // namespace napi
 }  // namespace transmla

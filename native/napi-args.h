@@ -62,12 +62,13 @@ inline const char* typed_name(napi_typedarray_type t) {
     case napi_float64_array: return "Float64Array";
     case napi_uint16_array: return "Uint16Array";
     case napi_uint8_array: return "Uint8Array";
+    case napi_int32_array: return "Int32Array";
     default: return "another typed array";
   }
 }
 
 inline size_t element_size(napi_typedarray_type t) {
-  return t == napi_float64_array ? 8 : t == napi_float32_array ? 4 : t == napi_uint16_array ? 2 : 1;
+  return t == napi_float64_array ? 8 : t == napi_float32_array || t == napi_int32_array ? 4 : t == napi_uint16_array ? 2 : 1;
 }
 
 inline View get_typed(const Args& a, size_t idx, const char* name, napi_typedarray_type want) {

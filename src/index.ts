@@ -33,7 +33,7 @@ export { loadModel } from './arch/load.js';
 export type { LoadedModel, LoadModelOptions } from './arch/load.js';
 export { Decoder } from './models/decoder.js';
 export { generate } from './models/generate.js';
-export { describeModel, formatModelReport } from './arch/describe.js';
+export { describeModel, formatModelReport, inspectModel } from './arch/describe.js';
 export { parseKvQuant } from './models/latent-quant.js';
 
 // Evaluation

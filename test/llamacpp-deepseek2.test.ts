@@ -1,4 +1,4 @@
-// Our stock-semantics MLA engine against llama.cpp's deepseek2 (through node-llama-cpp's CPU
+// Our stock-semantics MLA engine (on the folder, and on the GGUF read back) against llama.cpp's deepseek2 (through node-llama-cpp's CPU
 // binary): a stock DeepSeek-V3 folder is exported to GGUF (f32, kv_b split into attn_k_b /
 // attn_v_b), the same tokens are evaluated by both, next-token log-probs must agree to 1e-3.
 // Random models (q_proj and q_lora layouts, rotate-half rows permuted on export) and, when the
@@ -114,6 +114,11 @@ describe('deepseek2 GGUF: next-token log-probabilities vs llama.cpp (f32)', () =
     t.diagnostic(`${ids.length} tokens, max |Δ log-prob| vs llama.cpp = ${worst.toExponential(2)} (bf16 weights widened to f32); ppl of the ${ids.length - 1} predictions: ours ${ppl.ours.toFixed(4)}, llama.cpp ${ppl.cpp.toFixed(4)}`);
     assert.ok(worst <= TOL, `kjv-gqa: max |Δ log-prob| ${worst} > ${TOL}`);
     assert.ok(Math.abs(ppl.ours / ppl.cpp - 1) <= 1e-3, `ppl ours ${ppl.ours} vs llama.cpp ${ppl.cpp}`);
+    // The GGUF itself, read back by our engine (arch/deepseek-gguf.ts), against llama.cpp on the same file.
+    const pplGguf = { ours: 0, cpp: 0 };
+    const worstGguf = await compare(gguf, gguf, ids, pplGguf);
+    t.diagnostic(`GGUF read back: max |Δ log-prob| vs llama.cpp = ${worstGguf.toExponential(2)}; ppl ours ${pplGguf.ours.toFixed(4)}, llama.cpp ${pplGguf.cpp.toFixed(4)}`);
+    assert.ok(worstGguf <= 1e-4 && Math.abs(pplGguf.ours / pplGguf.cpp - 1) <= 1e-4, `GGUF read back: ${worstGguf}, ppl ${pplGguf.ours} vs ${pplGguf.cpp}`);
     // Our perplexity of the GGUF-equivalent folder is what the export reported.
     const r = await perplexity(loadModel(stock).model, tokenizeForPerplexity(tok, readFileSync(evalPath, 'utf8')).ids, true, { ctx: ev.ctx, maxChunks: ev.chunks });
     assert.ok(Math.abs(r.ppl - ev.stock.ppl) <= 1e-6 * ev.stock.ppl);

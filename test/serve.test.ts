@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generate } from '../src/models/generate.js';
 import { loadServedModel } from '../src/serve/model.js';
-import { QueueFullError, SerialQueue } from '../src/serve/queue.js';
+import { QueueFullError, RequestQueue } from '../src/serve/queue.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import type { ServedModel } from '../src/serve/completions.js';
 import { StoppableText } from '../src/serve/text-stream.js';
@@ -29,6 +29,14 @@ describe('serve', { skip }, () => {
     const j = await r.json() as Completion;
     assert.equal(r.status, 200, JSON.stringify(j));
     return j;
+  };
+  // Prompts of one request (and concurrent requests) run batched: one GEMM over all their rows,
+  // whose kernel path depends on the row count, so their numbers agree with a lone forward to
+  // float32 rounding (Decoder.forwardBatch: 1e-5 in logits), not bit for bit.
+  const BATCH_TOL = 1e-5;
+  const close = (a: (number | null)[], b: (number | null)[], tol = BATCH_TOL): void => {
+    assert.equal(a.length, b.length);
+    a.forEach((x, i) => assert.ok(x === b[i] || (x !== null && b[i] !== null && Math.abs(x - b[i]!) < tol), `token ${i}: ${x} vs ${b[i]}`));
   };
   /** The engine's own log-softmax of token t given tokens < t (float64), for t ≥ 1. */
   const engineLogprobs = (ids: number[]): number[] => {
@@ -96,11 +104,11 @@ describe('serve', { skip }, () => {
       // max_tokens 1 (newer lm-eval): the prompt's tokens, then one generated one.
       assert.equal(lp.token_logprobs.length, ids.length + 1);
       const want = engineLogprobs(ids);
-      for (let t = 1; t < ids.length; t++) assert.ok(Math.abs(lp.token_logprobs[t]! - want[t - 1]!) < 1e-9);
+      for (let t = 1; t < ids.length; t++) assert.ok(Math.abs(lp.token_logprobs[t]! - want[t - 1]!) < BATCH_TOL);
     }
     const single = await complete({ prompt: a, max_tokens: 0, echo: true, logprobs: 0 });
     assert.equal(single.choices[0]!.logprobs!.top_logprobs, null);
-    assert.deepEqual(single.choices[0]!.logprobs!.token_logprobs, j.choices[0]!.logprobs!.token_logprobs.slice(0, a.length));
+    close(single.choices[0]!.logprobs!.token_logprobs, j.choices[0]!.logprobs!.token_logprobs.slice(0, a.length));
   });
 
   // lm-evaluation-harness `local-completions` (lm_eval/models/openai_completions.py, api_models.py):
@@ -157,14 +165,14 @@ describe('serve', { skip }, () => {
       assert.equal(lp.token_logprobs.length, p.ids.length + 1);
       assert.equal(lp.top_logprobs!.length, p.ids.length + 1);
       const [want, greedy] = engineLoglikelihood(p.ids, p.ctxlen);
-      assert.ok(Math.abs(got[i]![0] - want) < 1e-6, `pair ${i}: ${got[i]![0]} vs ${want}`);
+      assert.ok(Math.abs(got[i]![0] - want) < 1e-4, `pair ${i}: ${got[i]![0]} vs ${want}`);
       assert.equal(got[i]![1], greedy);
     });
     // Batch size 1 (lm-eval's default) sends a list holding one token list: the same numbers.
     for (const [i, p] of pairs.entries()) {
       const one = await complete({ ...body, prompt: [p.ids] });
       assert.equal(one.choices.length, 1);
-      assert.deepEqual(one.choices[0]!.logprobs!.token_logprobs, j.choices[i]!.logprobs!.token_logprobs);
+      close(one.choices[0]!.logprobs!.token_logprobs, j.choices[i]!.logprobs!.token_logprobs);
     }
     // A continuation that is the greedy choice is reported as greedy.
     const ctx = served.tokenizer.encode('Once upon a time', { addBos: true });
@@ -184,7 +192,7 @@ describe('serve', { skip }, () => {
       assert.equal(j.choices[i]!.logprobs!.token_logprobs.length, p.ids.length);
       assert.ok(j.choices[i]!.logprobs!.top_logprobs!.slice(1).every((t) => Object.keys(t!).length === 10));
       const [want, greedy] = engineLoglikelihood(p.ids, p.ctxlen);
-      assert.ok(Math.abs(got[i]![0] - want) < 1e-6);
+      assert.ok(Math.abs(got[i]![0] - want) < 1e-4);
       assert.equal(got[i]![1], greedy);
       assert.equal(j.choices[i]!.finish_reason, 'length');
     });
@@ -198,7 +206,7 @@ describe('serve', { skip }, () => {
     for (const [i, t] of texts.entries()) {
       const single = await complete({ model: 'tiny', prompt: t, temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true });
       const asIds = await complete({ model: 'tiny', prompt: [idsOf(t)], temperature: 0, max_tokens: 1, logprobs: 1, seed: 1234, echo: true });
-      assert.deepEqual(single.choices[0]!.logprobs!.token_logprobs, batch.choices[i]!.logprobs!.token_logprobs);
+      close(single.choices[0]!.logprobs!.token_logprobs, batch.choices[i]!.logprobs!.token_logprobs);
       // A text prompt is the tokenizer's encoding with its BOS: the same scores as those ids.
       assert.deepEqual(asIds.choices[0]!.logprobs!.token_logprobs, single.choices[0]!.logprobs!.token_logprobs);
       assert.ok(batch.choices[i]!.text.startsWith(t));
@@ -333,7 +341,7 @@ describe('serve', { skip }, () => {
     await expectError(await post('{"prompt": '), 400);
     await expectError(await post('[1, 2]'), 400);
     await expectError(await post({ prompt: 'x', max_token: 3 }), 400, 'max_token');
-    await expectError(await post({ prompt: 'x', n: 2 }), 400, 'n');
+    await expectError(await post({ prompt: 'x', n: 99 }), 400, 'n');
     await expectError(await post({ prompt: 'x', max_tokens: -1 }), 400, 'max_tokens');
     await expectError(await post({ prompt: 'x', temperature: 'hot' }), 400, 'temperature');
     await expectError(await post({ prompt: 'x', logprobs: 99 }), 400, 'logprobs');
@@ -352,18 +360,24 @@ describe('serve', { skip }, () => {
     assert.equal((await fetch(`${url}/health`)).status, 200);
   });
 
-  it('queues concurrent requests and completes them all, each as if alone', async () => {
+  it('runs concurrent requests in shared batched steps and completes them all, each as if alone', async () => {
     const bodies = [0, 1, 2, 3, 4].map((i) => ({ prompt: ['Once upon a time', 'The sun', 'Tom and Sue', 'A big dog', 'In the park'][i], max_tokens: 12, temperature: 0 }));
     const alone = [];
     for (const b of bodies) alone.push((await complete(b)).choices[0]!.text);
+    const health = async (): Promise<{ steps: number; sequenceSteps: number }> => await (await fetch(`${url}/health`)).json() as { steps: number; sequenceSteps: number };
+    const h0 = await health();
     const together = await Promise.all(bodies.map((b) => complete(b)));
     assert.deepEqual(together.map((j) => j.choices[0]!.text), alone);
+    const h1 = await health();
+    const steps = h1.steps - h0.steps, seqSteps = h1.sequenceSteps - h0.sequenceSteps;
+    // Alone, 5 × (1 prefill + ≤ 11 decode steps); together most steps carry several sequences.
+    assert.ok(seqSteps >= 5 * 2 && steps < seqSteps / 2, `${seqSteps} sequence steps in ${steps} steps`);
   });
 });
 
-describe('serial queue', () => {
-  it('runs jobs one at a time in order and refuses beyond its bound', async () => {
-    const q = new SerialQueue(1);
+describe('request queue', () => {
+  it('with one slot: runs jobs one at a time in order and refuses beyond its bound', async () => {
+    const q = new RequestQueue(1, 1);
     const order: string[] = [];
     let release!: () => void;
     const gate = new Promise<void>((r) => { release = r; });
@@ -379,6 +393,23 @@ describe('serial queue', () => {
     // A failing job does not stop the next.
     await assert.rejects(q.run(async () => { throw new Error('boom'); }), /boom/);
     assert.equal(await q.run(async () => 4), 4);
+  });
+
+  it('with k slots: k jobs run together, the next starts when one ends, in arrival order', async () => {
+    const q = new RequestQueue(2, 8);
+    const gates: (() => void)[] = [];
+    const started: number[] = [];
+    const jobs = [0, 1, 2, 3].map((i) => q.run(async () => { started.push(i); await new Promise<void>((r) => gates.push(r)); return i; }));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(started, [0, 1]);
+    assert.equal(q.running, 2);
+    assert.equal(q.pending, 2);
+    gates[1]!();
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(started, [0, 1, 2]);
+    gates[0]!(); await new Promise((r) => setImmediate(r));
+    gates[2]!(); gates[3]!();
+    assert.deepEqual(await Promise.all(jobs), [0, 1, 2, 3]);
   });
 });
 

@@ -163,7 +163,7 @@ test('loss goes down (full training of a random Llama)', async () => {
 });
 
 function files(dir: string): Record<string, Buffer> {
-  return Object.fromEntries(['model.safetensors', 'optimizer.safetensors'].map((f) => [f, readFileSync(join(dir, f))]));
+  return Object.fromEntries(['model.safetensors', 'trainer/optimizer.safetensors'].map((f) => [f, readFileSync(join(dir, f))]));
 }
 
 /** The trainer state without wall-clock fields. */

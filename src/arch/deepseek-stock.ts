@@ -105,7 +105,7 @@ export function stockTensors(d: StockDims): StockTensor[] {
  * transmla.json) and allow biases only on q_a_proj, kv_a_proj_with_mqa and o_proj, and only
  * with attention_bias: true (a stock loader would drop any other bias silently).
  */
-export function checkStockAttentionTensors(src: WeightSource, layers: number, qLora: boolean, attentionBias: boolean): void {
+export function checkStockAttentionTensors(src: Pick<WeightSource, 'has'>, layers: number, qLora: boolean, attentionBias: boolean): void {
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}.self_attn`;
     const need = [`${p}.kv_a_layernorm.weight`, ...(qLora ? [`${p}.q_a_layernorm.weight`] : [])];

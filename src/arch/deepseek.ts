@@ -6,7 +6,7 @@
 // The dense-MLP, norm, embedding and RoPE-base fields are read as every family reads them.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MlaAttention, type MlaShape } from '../models/mla-attention.js';
+import { MlaAttention, mlaSummary, type MlaShape } from '../models/mla-attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
 import { SwiGluMlp } from '../models/mlp.js';
 import { RopeTable } from '../models/rope.js';
@@ -23,6 +23,7 @@ import type { WeightSource } from '../tensor.js';
 import { parseMlaMoe, sourceMoe, type MlaMoe } from './deepseek-moe.js';
 import { ConfigFields, HfConfigError, isObj, parseBaseFields, ropeScalingJson, type ModelArgs } from './args.js';
 import { checkStockAttentionTensors, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_VARIANT, type MlaShapeFields } from './deepseek-stock.js';
+import { deepseek2ConfigJson, deepseek2Tensors } from './deepseek-gguf.js';
 
 /**
  * The exact variant's own identity: no stock loader takes it for a DeepSeek checkpoint (it has
@@ -256,6 +257,8 @@ export const deepseek: Family<MlaArgs> = {
       return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: mlaMlp(c, src, l) };
     };
   },
+  // One latent row [c | k_pe] per token and layer (MlaAttention.createCache).
+  attentionLayout: (c) => ({ summary: mlaSummary(mlaShape(c)), latent: true, cacheStores: Array.from({ length: c.numLayers }, () => [c.mla.kvLoraRank + c.mla.qkRopeHeadDim]) }),
   trainLayers(be, ps, c) {
     const m = c.mla;
     const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
@@ -275,6 +278,16 @@ export const deepseek: Family<MlaArgs> = {
   conversions: { transmla: 'it is already an MLA model', mha2mla: 'it is already an MLA model' },
   // Stock-semantics folders (a strict export, or a DeepSeek checkpoint) go to llama.cpp's deepseek2;
   // what that exporter refuses (YaRN, llama3 scaling, biases) is reported when it runs.
+  // llama.cpp's deepseek2 files read back as stock-semantics models (dense only).
+  gguf: {
+    archs: ['deepseek2'],
+    readArgs: (f, arch, path) => parseMlaConfig(deepseek2ConfigJson(f, arch, path), `${path} (deepseek2 metadata)`, 'stock'),
+    tensors: (c, _arch, embedName, f) => {
+      // The layout read depends on the file (attn_k_b/attn_v_b or the legacy attn_kv_b); export/gguf-deepseek2.ts writes its own.
+      if (!f) throw new Error('deepseek2 tensors are listed from a GGUF file being read; export/gguf-deepseek2.ts writes deepseek2 files');
+      return deepseek2Tensors(c, f, embedName);
+    },
+  },
   ggufExport: (c) => c.mla.semantics === 'exact'
     ? 'the exact MLA variant (no kv_a_layernorm) has no llama.cpp form; `transmla export <folder> --target deepseek-v3` writes the stock folder llama.cpp runs (as deepseek2)'
     : true,

@@ -1,8 +1,15 @@
-// A model's vital statistics: the `inspect` report, also used by bench and ppl headers.
+// A model's vital statistics: the `inspect` report (inspectModel: config and tensor headers only,
+// no weights read), also used by bench on a loaded model (describeModel).
 import type { FloatDType } from '../kernels/types.js';
 import { bytesPerElement } from '../tensor.js';
-import { kvQuantName } from '../models/latent-quant.js';
+import { createCacheStore, kvQuantName, type KvQuant } from '../models/latent-quant.js';
+import { embeddingName } from '../models/decoder.js';
+import type { ModelArgs } from './args.js';
+import type { MlaFields } from './deepseek.js';
+import { checkStockAttentionTensors } from './deepseek-stock.js';
+import { readModelHeaders, type TensorHeader } from './headers.js';
 import type { LoadedModel } from './load.js';
+import { familyFor } from './registry.js';
 
 export interface ModelDescription {
   path: string;
@@ -27,6 +34,10 @@ export interface ModelDescription {
   params: number;
   weightDtype: FloatDType;
   weightBytes: number;
+  /** inspectModel: parameters per stored dtype (norms are often kept wider than the matrices). */
+  dtypes?: Record<string, number>;
+  /** false when the description comes from config and headers only (inspectModel). */
+  weightsRead?: boolean;
   maxPositions: number;
   /** MLA models: the latent shape (the cache holds kvLoraRank + qkRopeHeadDim values per token per layer). */
   /** semantics: 'exact' (transmla's variant: no latent norms) or 'stock' (DeepSeek-V3's own code path). */
@@ -57,18 +68,103 @@ export function describeModel(m: LoadedModel): ModelDescription {
   const dtype = model.weightDtype;
   // A quantized cache counts its codes and scales; an f32 one is reported at the weights' dtype.
   const bpt = cache.bytesPerToken(dtype);
+  const params = model.paramCount();
+  return {
+    ...common(c, m.path, m.format, { attention, qkNorm: summary?.qkNorm ?? false, mlp: model.layers[0]?.mlp.summary() ?? String(c.intermediateSize), mla, mha2mla }),
+    params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype),
+    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: cache.bytesPerToken('f32') },
+  };
+}
+
+/** Elements of a tensor shape. */
+function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * The tensors the engine reads for these arguments: the embedding (a tied head once), the head
+ * when untied, the final norm, and every tensor of layers 0..L−1 (extra layers such as DeepSeek's
+ * multi-token-prediction block, and buffers such as rotary inv_freq, are not parameters it runs).
+ */
+function engineTensors(c: ModelArgs, tensors: ReadonlyMap<string, TensorHeader>): string[] {
+  const embed = embeddingName({ has: (n) => tensors.has(n) }, c);
+  const names = [embed, ...(c.tieWordEmbeddings ? [] : ['lm_head.weight']), 'model.norm.weight'];
+  for (const n of names) if (!tensors.has(n)) throw new Error(`the checkpoint has no tensor "${n}"`);
+  const emb = tensors.get(embed)!.shape;
+  if (emb.length !== 2 || emb[0] !== c.vocabSize || emb[1] !== c.hiddenSize) throw new Error(`tensor "${embed}" has shape [${emb.join(', ')}], expected [${c.vocabSize}, ${c.hiddenSize}]`);
+  for (const n of tensors.keys()) {
+    const m = /^model\.layers\.(\d+)\./.exec(n);
+    if (m && Number(m[1]) < c.numLayers && !n.endsWith('.inv_freq')) names.push(n);
+  }
+  return names;
+}
+
+/**
+ * `inspect`: the description of the model at `path` from its config and tensor headers alone
+ * (safetensors headers, the GGUF directory, the llama2.c header): parameters and dtypes from the
+ * shapes, the KV cache from the family's attention layout. Weights are never read, so a 16 GB
+ * checkpoint needs no more memory than a small one; value checks (NaN/Inf) and the layers' own
+ * shape checks happen when a command loads the model.
+ */
+export function inspectModel(path: string, opts: { kvQuant?: KvQuant | null } = {}): ModelDescription {
+  const h = readModelHeaders(path);
+  const c = h.config;
+  const family = familyFor(c);
+  const layout = family.attentionLayout(c);
+  const kvQuant = opts.kvQuant ?? null;
+  if (kvQuant && !layout.latent) throw new Error(`${path}: --kv-quant quantizes an MLA latent cache; this is a ${c.modelType} model with a GQA/MHA cache`);
+  const mlaArgs = (c as ModelArgs & { mla?: MlaFields }).mla;
+  if (mlaArgs?.semantics === 'stock') checkStockAttentionTensors({ has: (n) => h.tensors.has(n) }, c.numLayers, mlaArgs.qLoraRank !== null, mlaArgs.attentionBias ?? false);
+  const names = engineTensors(c, h.tensors);
+  const dtypes: Record<string, number> = {};
+  let params = 0;
+  for (const n of names) {
+    const t = h.tensors.get(n)!;
+    const k = numel(t.shape);
+    params += k;
+    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + k;
+  }
+  const embDtype = h.tensors.get(names[0]!)!.dtype;
+  if (embDtype !== 'f32' && embDtype !== 'f16' && embDtype !== 'bf16') throw new Error(`${path}: the embedding is stored as ${embDtype}; only F32, F16 and BF16 models can be run`);
+  const dtype: FloatDType = embDtype;
+  // The cache as the engine would allocate it: one store per width, quantized or f32.
+  const stores = layout.cacheStores.flat().map((w) => createCacheStore(w, layout.latent ? kvQuant : null));
+  const elems = stores.reduce((n, st) => n + st.width, 0);
+  const bpt = stores.reduce((n, st) => n + st.bytesPerToken(dtype), 0);
+  const summary = layout.summary;
+  const mla: ModelDescription['mla'] = summary.mla && { ...summary.mla, semantics: mlaArgs?.semantics ?? 'exact' };
+  return {
+    ...common(c, path, h.format, { attention: summary.label, qkNorm: summary.qkNorm ?? false, mlp: family.mlpSummary?.(c) ?? String(c.intermediateSize), mla, mha2mla: summary.mha2mla }),
+    params, weightDtype: dtype, weightBytes: names.reduce((n, x) => n + numel(h.tensors.get(x)!.shape) * dtypeBytes(h.tensors.get(x)!.dtype), 0),
+    dtypes, weightsRead: false,
+    kvCache: { quant: kvQuantName(kvQuant), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: stores.reduce((n, st) => n + st.bytesPerToken('f32'), 0) },
+  };
+}
+
+/** Bytes per element of a stored dtype (quantized GGUF types: not a float model; counted as 0 and refused above). */
+function dtypeBytes(d: string): number {
+  return d === 'f32' || d === 'f16' || d === 'bf16' ? bytesPerElement(d) : 0;
+}
+
+/** What describeModel (from the built layers) and inspectModel (from the family's layout) tell apart. */
+interface LayerParts {
+  attention: string;
+  qkNorm: boolean;
+  mlp: string;
+  mla: ModelDescription['mla'];
+  mha2mla: ModelDescription['mha2mla'];
+}
+
+function common(c: ModelArgs, path: string, format: string, p: LayerParts) {
   const s = c.ropeScaling;
   const scaling = !s ? 'no scaling' : s.type === 'linear' ? `linear ×${s.factor}` :
     `llama3 ×${s.factor} (low ${s.lowFreqFactor}, high ${s.highFreqFactor}, original ${s.originalMaxPositionEmbeddings})`;
   const biases = [c.attentionBias && 'q/k/v', c.oBias && 'o', c.mlpBias && 'mlp'].filter(Boolean).join(', ') || 'none';
-  const params = model.paramCount();
   return {
-    path: m.path, format: m.format, modelType: mla || mha2mla ? String(c.raw.model_type) : c.modelType,
-    layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, mlp: model.layers[0]?.mlp.summary() ?? String(c.intermediateSize), vocab: c.vocabSize,
-    heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention, qkNorm: summary?.qkNorm ?? false,
-    rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases,
-    params, weightDtype: dtype, weightBytes: params * bytesPerElement(dtype), maxPositions: c.maxPositionEmbeddings, mla, mha2mla,
-    kvCache: { quant: kvQuantName(m.kvQuant ?? null), elementsPerToken: elems, dtype, bytesPerToken: bpt, bytesAt4K: bpt * 4096, bytesAt32K: bpt * 32768, engineBytesPerToken: cache.bytesPerToken('f32') },
+    path, format, modelType: p.mla || p.mha2mla ? String(c.raw.model_type) : c.modelType,
+    layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, mlp: p.mlp, vocab: c.vocabSize,
+    heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, attention: p.attention, qkNorm: p.qkNorm,
+    rope: `theta ${c.ropeTheta}, ${scaling}`, tiedEmbeddings: c.tieWordEmbeddings, biases, maxPositions: c.maxPositionEmbeddings, mla: p.mla, mha2mla: p.mha2mla,
   };
 }
 
@@ -82,6 +178,13 @@ export function fmtBytes(n: number): string {
 
 export function fmtCount(n: number): string {
   return n >= 1e9 ? `${(n / 1e9).toFixed(2)} B` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} K` : String(n);
+}
+
+/** The weights' dtype, or each dtype's share when they are mixed (e.g. f32 norms beside bf16 matrices). */
+function dtypeText(d: ModelDescription): string {
+  const ds = Object.entries(d.dtypes ?? {});
+  if (ds.length <= 1) return d.weightDtype;
+  return ds.sort((a, b) => b[1] - a[1]).map(([t, n]) => `${t} ${(100 * n / d.params).toFixed(n / d.params < 0.01 ? 2 : 1)} %`).join(' + ');
 }
 
 export function formatModelReport(d: ModelDescription): string {
@@ -102,9 +205,10 @@ export function formatModelReport(d: ModelDescription): string {
     `model        ${d.path} (${d.format})`,
     `architecture ${d.modelType}: ${d.layers} layers, hidden ${d.hidden}, MLP ${d.mlp}, vocab ${d.vocab}`,
     `attention    ${attn}`,
-    `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${d.weightDtype} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
+    `parameters   ${fmtCount(d.params)} (${d.params.toLocaleString('en-US')}), ${dtypeText(d)} weights ${fmtBytes(d.weightBytes)}, ${d.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
     `context      ${d.maxPositions} positions (max_position_embeddings)`,
     `KV cache     ${k.bytesPerToken.toLocaleString('en-US')} B/token ${at} (${shape} = ${k.elementsPerToken} elements)`,
     `             4K context: ${fmtBytes(k.bytesAt4K)}   32K context: ${fmtBytes(k.bytesAt32K)}   (engine ${k.quant === 'none' ? 'keeps f32' : 'stores'}: ${k.engineBytesPerToken.toLocaleString('en-US')} B/token)`,
+    ...(d.weightsRead === false ? ['weights      not read: config and tensor headers only (values, e.g. NaN/Inf, are checked by the commands that load them: ppl, generate, serve)'] : []),
   ].join('\n');
 }

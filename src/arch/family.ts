@@ -5,7 +5,7 @@
 // training, validation, describe and bench ask the family instead of switching on model_type.
 import type { GgufFile } from '../io/gguf.js';
 import type { GgufTensorSpec } from '../io/gguf-model.js';
-import type { MlaMode } from '../models/attention.js';
+import type { AttentionSummary, MlaMode } from '../models/attention.js';
 import type { LayerBuilder } from '../models/decoder.js';
 import type { TrainBackend } from '../train/backend.js';
 import type { TrainAttention } from '../train/layers/attention.js';
@@ -44,10 +44,22 @@ export interface GgufForm<A extends ModelArgs> {
   claims?(f: GgufFile, arch: string): boolean;
   /** The model's arguments from the GGUF metadata and tensor table. */
   readArgs(f: GgufFile, arch: string, path: string): A;
-  /** Every tensor of a model with these arguments (`embedName`: the HF name its embedding is stored under). */
-  tensors(args: A, arch: string, embedName: string): GgufTensorSpec[];
+  /**
+   * Every tensor of a model with these arguments (`embedName`: the HF name its embedding is read
+   * under): in file `f` when reading one, or the tensors a writer stores (no `f`).
+   */
+  tensors(args: A, arch: string, embedName: string, f?: GgufFile): GgufTensorSpec[];
   /** Tensors a file may hold beyond `tensors` (e.g. llama3's rope_freqs). */
   extraTensors?: readonly string[];
+}
+
+/** A family's attention as `inspect` reports it, known from the arguments alone (no layer is built). */
+export interface AttentionLayout {
+  summary: AttentionSummary;
+  /** Whether the layers cache a latent (what --kv-quant quantizes). */
+  latent: boolean;
+  /** Per layer, the widths of its cache stores (values per token), as the built layer's createCache() makes them. */
+  cacheStores: number[][];
 }
 
 export interface ParseContext {
@@ -72,6 +84,10 @@ export interface Family<A extends ModelArgs = ModelArgs> {
   parse(json: Record<string, unknown>, file: string, ctx: ParseContext): A;
   /** The engine's decoder layer builder for a model with these arguments. */
   engineLayers(args: A, opts?: EngineOptions): LayerBuilder;
+  /** What the attention caches and how inspect names it, from the arguments alone (inspect reads no weights). */
+  attentionLayout(args: A): AttentionLayout;
+  /** How inspect names the MLP from the arguments alone (default: the dense intermediate width). */
+  mlpSummary?(args: A): string;
   /** The trainer's attention and MLP of layer l (`prefix` = model.layers.l); norms, embedding and head are shared. */
   trainLayers(be: TrainBackend, ps: ParamStore, args: A): (l: number, prefix: string) => { attn: TrainAttention; mlp: TrainMlp };
   /** Parameter names `finetune --train attention` trains: those a conversion rewrote. */

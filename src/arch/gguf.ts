@@ -2,7 +2,7 @@
 // whose GGUF form lists it and claims the file, else the one that lists it without a claims
 // predicate), which reads the arguments from the metadata and names the tensors.
 import { GgufError, readGguf, type GgufFile } from '../io/gguf.js';
-import { ggufWeights } from '../io/gguf-model.js';
+import { ggufWeights, type GgufTensorSpec } from '../io/gguf-model.js';
 import type { WeightSource } from '../tensor.js';
 import type { ModelArgs } from './args.js';
 import { FAMILIES } from './registry.js';
@@ -13,6 +13,8 @@ export interface GgufModel {
   config: ModelArgs;
   /** Tensors under their Hugging Face names, q/k rows back in rotate-half order. */
   weights: WeightSource;
+  /** Every tensor of the model under both names (checked present, with its shape and a float type). */
+  specs: GgufTensorSpec[];
 }
 
 /** Opens a GGUF holding F32/F16/BF16 tensors as arguments plus a lazy WeightSource with HF tensor names. */
@@ -24,6 +26,7 @@ export function openGgufModel(path: string): GgufModel {
   if (!family) throw new GgufError(`${path}: architecture "${arch}" is not supported (${FAMILIES.flatMap((x) => x.gguf?.archs ?? []).join(', ')})`);
   const form = family.gguf!;
   const config = form.readArgs(f, arch, path);
-  const weights = ggufWeights(f, form.tensors(config, arch, 'model.embed_tokens.weight'), path, arch, form.extraTensors);
-  return { file: f, arch, config, weights };
+  const specs = form.tensors(config, arch, 'model.embed_tokens.weight', f);
+  const weights = ggufWeights(f, specs, path, arch, form.extraTensors);
+  return { file: f, arch, config, weights, specs };
 }

@@ -3,7 +3,7 @@
 // → RMSNorm → dense SwiGLU MLP. Qwen2 always has q/k/v biases and no o_proj bias; Llama has
 // all attention biases with attention_bias and MLP biases with mlp_bias. Mistral's (and Qwen2's,
 // when enabled) sliding window is carried so the engine can refuse contexts past it.
-import { GqaAttention } from '../models/attention.js';
+import { GqaAttention, gqaSummary } from '../models/attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
 import { SwiGluMlp } from '../models/mlp.js';
 import { RopeTable } from '../models/rope.js';
@@ -216,6 +216,8 @@ export const llama: Family<LlamaArgs> = {
       };
     };
   },
+  // Keys and values, G·d each (GqaAttention.createCache).
+  attentionLayout: (c) => ({ summary: gqaSummary(c.numHeads, c.numKvHeads), latent: false, cacheStores: Array.from({ length: c.numLayers }, () => [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim]) }),
   trainLayers(be, ps, c) {
     const rope = RopeTable.create(c.headDim, c.ropeTheta, c.ropeScaling);
     const shape = { hidden: c.hiddenSize, nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };

@@ -1,7 +1,8 @@
 // Opens a model for the engine from what a user points at:
 //   - a Hugging Face folder (config.json + safetensors [+ tokenizer.json]);
-//   - a GGUF file (of a family with a GGUF form, F32/F16/BF16 tensors), read lazily under HF
-//     tensor names; its tokenizer is --tokenizer, or the HF folder the GGUF sits in if any;
+//   - a GGUF file (of a family with a GGUF form: llama, qwen2, deepseek2; F32/F16/BF16 tensors),
+//     read lazily under HF tensor names; its tokenizer is --tokenizer, or the HF folder the GGUF
+//     sits in if any;
 //   - a llama2.c checkpoint (.bin), converted in memory to the HF layout; its tokenizer is
 //     --tokenizer, or tokenizer.bin / tok*.bin beside it.
 // The folder's family (arch/registry.ts) parses its config and builds its layers.
@@ -70,7 +71,8 @@ function loadGguf(path: string, opts: LoadModelOptions): LoadedModel {
   const model = buildWithProgress(g.config, finiteSource(g.weights, () => path));
   const dir = dirname(path);
   const tokPath = opts.tokenizer ?? (existsSync(join(dir, 'tokenizer.json')) ? dir : null);
-  return { model, config: g.config, tokenizer: tokPath ? loadTokenizer(tokPath) : null, format: 'gguf', path };
+  const { mla } = g.config as ModelArgs & { mla?: MlaFields };
+  return { model, config: g.config, tokenizer: tokPath ? loadTokenizer(tokPath) : null, format: 'gguf', path, ...(mla && { mla }) };
 }
 
 function loadHf(path: string, opts: LoadModelOptions): LoadedModel {
@@ -134,7 +136,7 @@ function loadLlama2c(path: string, opts: LoadModelOptions): LoadedModel {
 }
 
 /** tokenizer.bin beside the checkpoint, else the only other tok*.bin there. */
-function siblingLlama2cTokenizer(bin: string): string | null {
+export function siblingLlama2cTokenizer(bin: string): string | null {
   const dir = dirname(bin);
   if (existsSync(join(dir, 'tokenizer.bin'))) return join(dir, 'tokenizer.bin');
   const toks = readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f) && f !== basename(bin));

@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
-import { Mha2mlaAttention, perHeadRopeTables } from '../models/mha2mla-attention.js';
+import { Mha2mlaAttention, mha2mlaCacheWidth, mha2mlaSummary, perHeadRopeTables } from '../models/mha2mla-attention.js';
 import { SwiGluMlp } from '../models/mlp.js';
 import { ropeInvFreq } from '../models/rope.js';
 import { Mha2mlaAttentionLayer } from '../train/layers/attention-mha2mla.js';
@@ -142,6 +142,7 @@ export const mha2mla: Family<Mha2mlaArgs> = {
       return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp };
     };
   },
+  attentionLayout: (c) => ({ summary: mha2mlaSummary(shape(c)), latent: true, cacheStores: Array.from({ length: c.numLayers }, () => [mha2mlaCacheWidth(shape(c))]) }),
   trainLayers(be, ps, c) {
     const inv = ropeInvFreq(c.headDim, c.ropeTheta, c.ropeScaling);
     const s = shape(c);

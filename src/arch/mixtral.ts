@@ -19,9 +19,9 @@
 // with softmax gating, top-k and renormalised weights (build_moe_ffn, norm_w = true).
 import { GgufError, type GgufFile } from '../io/gguf.js';
 import type { GgufTensorSpec } from '../io/gguf-model.js';
-import { GqaAttention } from '../models/attention.js';
+import { GqaAttention, gqaSummary } from '../models/attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
-import { mixtralMoeNames, MoeMlp, type MoeNames, type MoeShape } from '../models/moe.js';
+import { mixtralMoeNames, MoeMlp, moeSummary, type MoeNames, type MoeShape } from '../models/moe.js';
 import { RopeTable } from '../models/rope.js';
 import { GqaAttentionLayer } from '../train/layers/attention-gqa.js';
 import { MoeLayer } from '../train/layers/moe.js';
@@ -161,6 +161,8 @@ export const mixtral: Family<MixtralArgs> = {
     });
   },
   // The attention a conversion rewrites; routers and experts stay frozen under --train attention.
+  attentionLayout: (c) => ({ summary: gqaSummary(c.numHeads, c.numKvHeads), latent: false, cacheStores: Array.from({ length: c.numLayers }, () => [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim]) }),
+  mlpSummary: (c) => moeSummary(c.moe.numExperts, c.intermediateSize, c.moe.topK),
   attentionParams: (n) => /\.self_attn\.[qkvo]_proj\./.test(n),
   // The attention converts as for Llama; the router and experts are carried unchanged
   // (the stock export writes them in DeepSeek-V2's layout: arch/deepseek-moe.ts).

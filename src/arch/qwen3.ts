@@ -14,7 +14,7 @@
 //
 // Conversions: refused for now. The key norm divides each head's key by its own per-token rms,
 // which no fixed linear map of the latent reproduces (docs/methods.md#qk-norm).
-import { GqaAttention } from '../models/attention.js';
+import { GqaAttention, gqaSummary } from '../models/attention.js';
 import { normWeight, type LayerBuilder } from '../models/decoder.js';
 import { SwiGluMlp } from '../models/mlp.js';
 import { RopeTable } from '../models/rope.js';
@@ -135,6 +135,7 @@ export const qwen3: Family<Qwen3Args> = {
       mlp: new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
     });
   },
+  attentionLayout: (c) => ({ summary: { ...gqaSummary(c.numHeads, c.numKvHeads), qkNorm: true }, latent: false, cacheStores: Array.from({ length: c.numLayers }, () => [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim]) }),
   attentionParams: (n) => /\.self_attn\.([qkvo]_proj|[qk]_norm)\./.test(n),
   conversions: { transmla: QWEN3_CONVERSION_REFUSAL, mha2mla: QWEN3_CONVERSION_REFUSAL },
   ggufExport: (c) => (c.oBias ? 'llama.cpp\'s qwen3 architecture has no attn_output bias (this Qwen3 checkpoint has attention_bias: true, which gives o_proj a bias)' : true),

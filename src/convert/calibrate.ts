@@ -11,8 +11,8 @@
 // pushes the hidden states through layer l (of whichever model the stage calls for) and moves on.
 // Between layers the N·L×D hidden states live in a temporary file, read and written one sample
 // at a time, so memory holds one sample and one layer's (D+1)² statistic whatever N·L is. (What a
-// caller keeps across layers — transmla.ts keeps each layer's (2·G·d)² [K;V] covariance — is
-// likewise independent of N·L.)
+// caller keeps across layers — transmla.ts spills each layer's (2·G·d)² [K;V] covariance to a
+// temporary file — is likewise independent of N·L.)
 import { readFileSync } from 'node:fs';
 import { gemmF64 } from '../linalg/dense.js';
 import { OptionError } from '../option-error.js';

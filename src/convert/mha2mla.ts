@@ -167,6 +167,8 @@ export function buildMha2mlaModel(src: Decoder, layers: readonly Mha2mlaLayerWei
 
 export interface Mha2mlaOptions extends CalibEvalOptions {
   model: string;
+  /** The source path transmla.json records (default: model; see ConvertOptions.sourcePath). */
+  sourcePath?: string;
   out: string | null;
   overwrite?: boolean;
   /** r pairs per KV head (default defaultRopePairs(d)). */
@@ -265,7 +267,7 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
     methodDescription: 'MHA2MLA (partial RoPE per KV head + low-rank NoPE-key/value latent), training-free',
     created: new Date().toISOString(),
     source: {
-      path: resolve(o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype,
+      path: resolve(o.sourcePath ?? o.model), modelType: cfg.modelType, layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d, dtype,
       ropeInvFreq: Array.from(ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling)),
     },
     output: o.out ? resolve(o.out) : null,

@@ -18,6 +18,7 @@ import { perplexity, tokenizeEnough } from '../eval/perplexity.js';
 import { interruptPoint, setStage } from '../io/interrupt.js';
 import type { FloatDType } from '../kernels/types.js';
 import type { Decoder, DecoderLayer } from '../models/decoder.js';
+import type { Mlp } from '../models/mlp.js';
 import { Workspace } from '../models/workspace.js';
 import type { ConvertReport, ShapeScore } from '../schema/transmla-json.js';
 import { bkvPca, rotateKvCov } from './bkv-pca.js';
@@ -85,7 +86,7 @@ export function keyBlock(C: Float64Array, nK: number): Float64Array {
   return K;
 }
 
-/** One scored layer: the source layer, its normed inputs and attention outputs on `samples` sequences. */
+/** One scored layer: the source layer (attention and norms; MLP released), its normed inputs and attention outputs on `samples` sequences. */
 export interface ProxyLayer {
   layer: DecoderLayer;
   samples: number;
@@ -110,8 +111,16 @@ export function captureProxyLayer(states: HiddenStates, layer: DecoderLayer, n: 
     layer.attn.forward(x, T, 0, layer.attn.createCache(), y.subarray(s * T * D, (s + 1) * T * D), ws);
     s++;
   });
-  return { layer, samples: n, seqLen: T, xn, y };
+  // Only the attention is scored: drop the MLP's weights (8 kept layers of an 8B model would hold
+  // 2.8 GB of bf16 MLP weights through the search otherwise).
+  return { layer: { ...layer, mlp: ATTENTION_ONLY }, samples: n, seqLen: T, xn, y };
 }
+
+/** The MLP slot of a proxy layer: the search never runs it, and must not. */
+const ATTENTION_ONLY: Mlp = Object.freeze({
+  forward(): void { throw new Error('a proxy-search layer keeps its attention only; its MLP was released'); },
+  flops: () => 0, paramCount: () => 0, decodeWeightBytes: () => 0, summary: () => 'released (proxy search keeps attention only)',
+});
 
 /** Mean over layers of ||attn_candidate(x) − attn_source(x)||² / ||attn_source(x)||². */
 function proxyError(proxy: ProxyData, build: (l: number, p: ProxyLayer) => DecoderLayer['attn']): number {
@@ -193,7 +202,7 @@ export async function searchShape(src: ConversionSource, covs: { read(l: number)
     const res = await searchRopeShape(d, budget, o.freqFold, (dRx) => 2 * nK - dRx, async (dRx, fold, rx) => {
       setStage(`shape search (d_R ${dRx}, freqfold ${fold}, r ${rx})`);
       const v = await score(dRx, fold, rx);
-      log(`  d_R ${dRx}, freqfold ${fold}, r ${rx}: held-out MLA ${unit} ${v.toPrecision(6)}`);
+      log(`  d_R ${dRx}, freqfold ${fold}, r ${rx}: ${x.proxy ? 'calibration-sample' : 'held-out'} MLA ${unit} ${v.toPrecision(6)}`);
       await interruptPoint();
       return v;
     });

@@ -15,6 +15,7 @@
 //
 // Calibration order (--calib-order): 'faithful' (TransMLA: RoRoPE from the original model,
 // BKV-PCA from the partial-RoPE model) or 'sequential' (both from the converted prefix).
+import { conversionFlops, formatDuration, measureGemmRate } from './estimate.js';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mlaConfigJson } from '../arch/deepseek.js';
@@ -40,7 +41,7 @@ import {
   outputTensors, secondsSince, stockOutputTensors, writeModelFolder, type CalibEvalOptions, type EvalText,
 } from './pipeline.js';
 import { checkRoRope } from './rorope.js';
-import { captureProxyLayer, keyBlock, searchShape, type ProxyData } from './shape-search.js';
+import { captureProxyLayer, keyBlock, ropeDimCandidates, searchShape, type ProxyData } from './shape-search.js';
 import { stockLayer, type StockLayer } from './stock-layer.js';
 import { DEFAULT_MAX_BIAS_RESIDUAL, foldAttentionBiases, foldOrRefuse, type BiasPlan, type FoldedWeights } from './stock-bias.js';
 import { modelCard, stockNotes, stockReport } from './stock-report.js';
@@ -51,6 +52,8 @@ export type ConvertVariant = 'stock' | 'exact';
 
 export interface ConvertOptions extends CalibEvalOptions {
   model: string;
+  /** The source path transmla.json records (default: model); a llama2.c .bin converted through a temporary folder records the .bin. */
+  sourcePath?: string;
   /** Output folder; null converts and evaluates without saving. */
   out: string | null;
   overwrite?: boolean;
@@ -140,7 +143,19 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       `pass 2 (RoRoPE + BKV-PCA${variant === 'stock' ? ' + stock norm fit' : ''}${evaluate ? `; evaluation of ${stageNames.length} stages on ${evalData.reduce((n, e) => n + e.chunks.length * e.ctx, 0)} tokens` : ''})`,
       o.out ? 'writing' : null,
     ].filter(Boolean).join(' → ');
-    log(`plan: ${plan}`);
+    const calibTokens = samples.length * c.seqLen;
+    const pass1 = order === 'faithful' || searching;
+    // Proxy candidates: each admissible d_R with its FreqFold steps (at most two here, usually).
+    const candidates = searching && search === 'proxy' ? 2 * (ropeDim === 'auto' ? ropeDimCandidates(d, budget, (x) => 2 * G * d - x).length : 1) : 0;
+    const work = {
+      calibForwards: calibTokens * ((pass1 ? 1 : 0) + 1 + (variant === 'stock' ? 1 : 0)),
+      calibGrams: (pass1 ? 1 : 0) + 1, calibTokens,
+      proxyTokenLayers: candidates * proxyLayers(nLayers).length * Math.min(DEFAULT_PROXY_SAMPLES, samples.length) * c.seqLen,
+      calibSeqLen: c.seqLen, evalCtx,
+      evalTokens: evalData.reduce((n, e) => n + e.chunks.length * e.ctx, 0), evalStages: stageNames.length,
+    };
+    const flops = conversionFlops(cfg, work), rate = measureGemmRate(D);
+    log(`plan: ${plan}; ≈ ${formatDuration(flops / rate)} of GEMM work (${(flops / 1e12).toFixed(2)} TFLOP at ${(rate / 1e9).toFixed(0)} GFLOP/s measured now${searching && search === 'perplexity' ? ', not counting the perplexity search' : ''})`);
     const bar = (label: string) => (o.progress ? createProgress({ label, total: nLayers, unit: 'layers' }) : null);
 
     // --- Sweep 1: the original model's statistics (and the proxy search's layer data).
@@ -188,13 +203,13 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const stats: ConvertReport['layers'] = [];
     const report: ConvertReport = {
       ...exactReportHeader({
-        model: o.model, out: variant === 'exact' ? o.out : null, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
+        model: o.sourcePath ?? o.model, out: variant === 'exact' ? o.out : null, modelType: cfg.modelType, dims: { layers: nLayers, hidden: D, heads: H, kvHeads: G, headDim: d }, dtype,
         kvLoraRank: r, ropeDim: dR, freqFold: M, requested: { freqFold: o.freqFold, ropeDim }, qLoraRank, collapse, balance, order,
         attentionBias: false, search: searchReport, calib: c, before, after: budget,
       }),
       layers: stats,
       evaluations: [],
-      seconds: { load: tLoad, pass1: tPass1, freqFoldSearch: tSearchS, conversion: 0, evaluation: 0, save: 0, convertTotal: 0, convertCpu: 0 },
+      seconds: { load: tLoad, pass1: tPass1, freqFoldSearch: tSearchS, conversion: 0, evaluation: 0, save: 0, convertTotal: 0, convertCpu: 0, estimate: { seconds: flops / rate, flops, gemmFlopsPerSecond: rate } },
       peakRssBytes: 0,
     };
 
@@ -253,7 +268,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           setStage('evaluation');
           await testPause('evaluation');
           const tEval = performance.now();
-          await finishEvaluations(src, evals, texts, report, stockEvals, log);
+          await finishEvaluations(src, evals, texts, report, stockEvals, log, o.progress ?? false);
           report.seconds.evaluation = secondsSince(tEval);
         }
       } finally {
@@ -269,7 +284,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       report.peakRssBytes = peakRssBytes();
     };
     const stockExportOf = (): StockExportReport => stockReport({
-      conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.model), exactFolder: null, out: o.out ?? '',
+      conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.sourcePath ?? o.model), exactFolder: null, out: o.out ?? '',
       args: cfg, mla: { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
       stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: stockNotes(plans, maxBias, false, cfg.ropeScaling),
       seconds: { calibration: report.seconds.conversion, evaluation: report.seconds.evaluation, save: report.seconds.save },
@@ -332,12 +347,14 @@ function exactConfig(args: ModelArgs, p: ConvertReport['parameters']): Record<st
 }
 
 /** Scores every stage on each text from the sweeps' final states, into the reports (and the log). */
-async function finishEvaluations(src: import('./pipeline.js').ConversionSource, evals: StageSweep[], texts: EvalText[], report: ConvertReport, stockEvals: StockEvalReport[], log: (line: string) => void): Promise<void> {
+async function finishEvaluations(src: import('./pipeline.js').ConversionSource, evals: StageSweep[], texts: EvalText[], report: ConvertReport, stockEvals: StockEvalReport[], log: (line: string) => void, progress: boolean): Promise<void> {
   const finals = src.finals();
   for (let i = 0; i < evals.length; i++) {
     const t = texts[i]!, e = evals[i]!;
     const stock = e.models === 4;
-    const [f, g] = await e.finish(Array(e.models).fill(finals), [{ reference: 0, models: [1, 2, ...(stock ? [3] : [])] }, ...(stock ? [{ reference: 2, models: [3] }] : [])]);
+    const bar = progress ? createProgress({ label: `scoring ${e.models} stages on ${t.name}`, total: e.data.chunks.length, unit: 'chunks' }) : null;
+    const [f, g] = await e.finish(Array(e.models).fill(finals), [{ reference: 0, models: [1, 2, ...(stock ? [3] : [])] }, ...(stock ? [{ reference: 2, models: [3] }] : [])], undefined, (done) => bar?.update(done));
+    bar?.finish();
     const ev: EvalReport = {
       text: t.name, sha256: t.sha, mode: t.mode, ctx: f!.ctx, chunks: f!.chunks, predictions: f!.predictions, convention: f!.convention,
       original: f!.reference, partialRope: f!.models[0]!, mla: f!.models[1]!,

@@ -10,6 +10,7 @@ import type { ModelScore } from '../schema/transmla-json.js';
 export type { ModelScore } from '../schema/transmla-json.js';
 import { conventionText } from './perplexity.js';
 import { interruptPoint } from '../io/interrupt.js';
+import { kernels } from '../kernels/index.js';
 
 export interface FidelityOptions {
   ctx: number;
@@ -34,51 +35,37 @@ export interface FidelityResult {
   convention: string;
 }
 
-/** log-softmax of one row into out (float64), returning the argmax. */
-function logSoftmaxRow(x: Float32Array, out: Float64Array): number {
-  let max = -Infinity, arg = 0;
-  for (let i = 0; i < x.length; i++) if (x[i]! > max) { max = x[i]!; arg = i; }
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) sum += Math.exp(x[i]! - max);
-  const lse = Math.log(sum) + max;
-  for (let i = 0; i < x.length; i++) out[i] = x[i]! - lse;
-  return arg;
-}
-
 /**
  * Sums of NLL, KL(reference ‖ model) and argmax agreement over predicted positions, fed with
- * rows of logits of the reference and of each model at the same positions.
+ * rows of logits of the reference and of each model at the same positions. The per-row work is
+ * the kernels' fidelityRows (float64, independent of the thread count); the sums run here, row
+ * by row in order, so the totals do not depend on how positions were blocked either.
  */
 export class FidelityAccumulator {
-  private readonly refLp: Float64Array;
-  private readonly refP: Float64Array;
-  private readonly lp: Float64Array;
   private readonly nll: Float64Array;
   private readonly kl: Float64Array;
   private readonly agree: Float64Array;
+  private rowsOut = new Float64Array(0);
+  private targets = new Int32Array(0);
   private n = 0;
 
   constructor(readonly vocab: number, readonly models: number) {
-    this.refLp = new Float64Array(vocab); this.refP = new Float64Array(vocab); this.lp = new Float64Array(vocab);
     this.nll = new Float64Array(models + 1); this.kl = new Float64Array(models + 1); this.agree = new Float64Array(models + 1);
   }
 
   /** `rows` positions: logits[0] the reference's [rows×V], logits[1..] the models'; targets[r] the next token of row r. */
   add(logits: readonly Float32Array[], rows: number, targets: ArrayLike<number>): void {
-    const V = this.vocab, { refLp, refP, lp, nll, kl, agree } = this;
+    const S = this.models + 1;
+    if (logits.length !== S) throw new Error(`FidelityAccumulator.add: expected ${S} logit blocks, got ${logits.length}`);
+    if (this.targets.length < rows) this.targets = new Int32Array(rows);
+    if (this.rowsOut.length < rows * S * 3) this.rowsOut = new Float64Array(rows * S * 3);
+    for (let r = 0; r < rows; r++) this.targets[r] = targets[r]!;
+    kernels().fidelityRows(logits, rows, this.vocab, this.targets, this.rowsOut);
+    const o = this.rowsOut, { nll, kl, agree } = this;
     for (let r = 0; r < rows; r++) {
-      const target = targets[r]!;
-      const refArg = logSoftmaxRow(logits[0]!.subarray(r * V, (r + 1) * V), refLp);
-      nll[0]! -= refLp[target]!;
-      agree[0]! += 1;
-      for (let v = 0; v < V; v++) refP[v] = Math.exp(refLp[v]!);
-      for (let i = 1; i <= this.models; i++) {
-        const arg = logSoftmaxRow(logits[i]!.subarray(r * V, (r + 1) * V), lp);
-        nll[i]! -= lp[target]!;
-        let k = 0;
-        for (let v = 0; v < V; v++) k += refP[v]! * (refLp[v]! - lp[v]!);
-        kl[i]! += k;
-        if (arg === refArg) agree[i]! += 1;
+      for (let s = 0; s < S; s++) {
+        const b = (r * S + s) * 3;
+        nll[s]! += o[b]!; kl[s]! += o[b + 1]!; agree[s]! += o[b + 2]!;
       }
     }
     this.n += rows;

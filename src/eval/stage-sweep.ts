@@ -67,7 +67,7 @@ export class StageSweep {
    * and head. Each comparison gives one FidelityResult (its reference's perplexity, and KL/top-1
    * of each of its models against that reference).
    */
-  async finish(finals: readonly { norm: Float32Array; head: Linear }[], comparisons: readonly { reference: number; models: readonly number[] }[], logitRows = 128): Promise<FidelityResult[]> {
+  async finish(finals: readonly { norm: Float32Array; head: Linear }[], comparisons: readonly { reference: number; models: readonly number[] }[], logitRows = 128, onChunk?: (done: number, total: number) => void): Promise<FidelityResult[]> {
     const { ctx, chunks } = this.data, D = this.args.hiddenSize, V = this.args.vocabSize, eps = this.args.rmsNormEps;
     if (finals.length !== this.streams.length) throw new Error(`${finals.length} final norms/heads for ${this.streams.length} models`);
     const block = Math.max(1, logitRows);
@@ -82,6 +82,7 @@ export class StageSweep {
         const targets = chunks[c]!.subarray(r0 + 1, r0 + rows + 1);
         comparisons.forEach((cmp, k) => accs[k]!.add([logits[cmp.reference]!, ...cmp.models.map((m) => logits[m]!)], rows, targets));
       }
+      onChunk?.(c + 1, chunks.length);
       await interruptPoint();
     }
     return comparisons.map((cmp, k) => ({

@@ -28,6 +28,7 @@ import { assembleModel, tensorOf } from '../convert/mla-build.js';
 import {
   calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, stockOutputTensors, writeModelFolder, type CalibEvalOptions,
 } from '../convert/pipeline.js';
+import { checkOutputDir } from '../io/atomic-dir.js';
 import { MlaAttention } from '../models/mla-attention.js';
 import type { StockEvalReport, StockExportReport } from '../schema/transmla-json.js';
 import { stockLayer, type StockLayer } from '../convert/stock-layer.js';
@@ -70,6 +71,8 @@ function mha2mlaHasNoStockForm(folder: string, report: Record<string, unknown> |
 
 export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExportReport> {
   const log = o.log ?? (() => {});
+  // A bad --out fails now, not after calibration and evaluation.
+  checkOutputDir(o.out, { overwrite: o.overwrite ?? false, source: [o.model, ...(o.calib ? [o.calib] : [])] });
   const loaded = loadModel(o.model);
   if (loaded.mha2mla) throw new Error(mha2mlaHasNoStockForm(o.model, readJson(join(o.model, 'transmla.json'))));
   if (!loaded.mla) throw new Error(`${o.model} is not an MLA (DeepSeek-V3) folder; convert it first (\`transmla convert … --target deepseek-v3\`)`);

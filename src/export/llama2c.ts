@@ -1,11 +1,14 @@
 // Hugging Face folders ⇄ llama2.c checkpoints: `transmla import-llama2c` (a .bin and its
 // tokenizer → a Hugging Face llama folder) and `transmla export-llama2c` (a Llama-family folder
 // → a .bin run.c runs). The format itself is io/llama2c.ts.
-import { copyFileSync, existsSync, realpathSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { siblingLlama2cTokenizer } from '../arch/load.js';
+import { registerTempPath } from '../io/interrupt.js';
 import type { ModelArgs } from '../arch/args.js';
 import { readConfig } from '../arch/registry.js';
-import { withAtomicDir } from '../io/atomic-dir.js';
+import { checkOutputDir, checkOutputFile, withAtomicDir } from '../io/atomic-dir.js';
 import { INDEX_FILE, openCheckpoint, writeCheckpoint } from '../io/checkpoint.js';
 import {
   LLAMA2C_RMS_EPS, LLAMA2C_ROPE_THETA, Llama2cFormatError, llama2cToHf, readLlama2c, writeLlama2c,
@@ -35,6 +38,9 @@ export interface ImportLlama2cResult {
  * @param tokenizerPath a llama2.c tokenizer .bin or a SentencePiece BPE .model
  */
 export async function importLlama2c(binPath: string, tokenizerPath: string, outDir: string, opts: ImportLlama2cOptions = {}): Promise<ImportLlama2cResult> {
+  // The inputs are files; an output folder holding them (e.g. their own folder) would delete them.
+  const guard = { overwrite: opts.overwrite ?? false, source: [binPath, tokenizerPath] };
+  checkOutputDir(outDir, guard);
   const ck = readLlama2c(binPath);
   const h = ck.header;
   if (tokenizerPath.endsWith('.vocab')) {
@@ -49,8 +55,7 @@ export async function importLlama2c(binPath: string, tokenizerPath: string, outD
   const tokFiles = toHfTokenizerFiles(tok, h.seqLen);
   const generation: Record<string, unknown> = { bos_token_id: tok.bosId, eos_token_id: tok.eosId, max_length: h.seqLen };
   const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
-  // The inputs are files; an output folder holding them (e.g. their own folder) would delete them.
-  const files = await withAtomicDir(outDir, { overwrite: opts.overwrite ?? false, source: [binPath, tokenizerPath] }, async (tmp) => {
+  const files = await withAtomicDir(outDir, guard, async (tmp) => {
     const written = await writeCheckpoint(tmp, hf.tensors, { metadata: { source: `llama2.c v${h.version}` } });
     writeFileSync(join(tmp, 'config.json'), json(hf.config));
     writeFileSync(join(tmp, 'generation_config.json'), json(generation));
@@ -163,6 +168,8 @@ export interface ExportLlama2cOptions {
 
 /** Writes an HF llama folder as a llama2.c checkpoint. Returns the header written and any warnings. */
 export function exportLlama2c(hfFolder: string, outBin: string, opts: ExportLlama2cOptions = {}): { header: Llama2cHeader; warnings: string[] } {
+  // A bad --out fails before the weights are read (the input-file clash is checked below, per shard).
+  checkOutputFile(outBin, { overwrite: opts.overwrite ?? false });
   const config = readConfig(hfFolder);
   const src = openCheckpoint(hfFolder);
   try {
@@ -176,5 +183,27 @@ export function exportLlama2c(hfFolder: string, outBin: string, opts: ExportLlam
     return { header: { ...checkpoint.header, version }, warnings };
   } finally {
     src.close();
+  }
+}
+
+/**
+ * Runs `fn` on a Hugging Face folder of `model`: the folder itself, or, for a llama2.c .bin (which
+ * every <model> argument accepts), the folder importLlama2c writes into a temporary directory,
+ * removed afterwards (also on an interrupt). The tokenizer is `tokenizer`, else the one beside
+ * the checkpoint as the loaders find it (tokenizer.bin or the only other tok*.bin).
+ */
+export async function withHfFolder<T>(model: string, tokenizer: string | undefined, fn: (folder: string) => Promise<T>): Promise<T> {
+  if (!model.endsWith('.bin') || !existsSync(model) || statSync(model).isDirectory()) return fn(model);
+  const tok = tokenizer ?? siblingLlama2cTokenizer(model);
+  if (!tok) throw new Llama2cFormatError(model, 'a llama2.c checkpoint needs its tokenizer to be converted: put tokenizer.bin beside it or pass --tokenizer FILE (tok*.bin or a SentencePiece .model)');
+  const tmp = mkdtempSync(join(tmpdir(), 'transmla-llama2c-'));
+  const unregister = registerTempPath(tmp);
+  try {
+    const folder = join(tmp, 'hf');
+    await importLlama2c(model, tok, folder);
+    return await fn(folder);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+    unregister();
   }
 }

@@ -5,7 +5,7 @@
 //   gguf         a llama.cpp deepseek2 GGUF (io/gguf-deepseek2.ts), through the strict export
 //                when the folder is the exact variant (llama.cpp runs stock semantics).
 // Intermediate folders live beside the output and are removed afterwards.
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { exportDeepseek2Gguf, type Deepseek2GgufResult } from '../export/gguf-deepseek2.js';
 import { mlaSemantics } from '../arch/deepseek.js';
@@ -14,6 +14,7 @@ import { convertModel, type ConversionResult, type ConvertOptions } from '../con
 import type { StockExportReport } from '../schema/transmla-json.js';
 import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
 import { OptionError } from '../option-error.js';
+import { checkOutputDir, checkOutputFile } from '../io/atomic-dir.js';
 import { readConfig } from '../arch/registry.js';
 import { sourceMoe } from '../arch/deepseek-moe.js';
 
@@ -57,6 +58,12 @@ function scratchQuiet(log: ((line: string) => void) | undefined, tmp: string): (
   return log && ((line) => { if (!line.includes(name)) log(line); });
 }
 
+/** Refuses a bad output for `target` before any work: a folder for deepseek-v3, a file for gguf. */
+export function checkExportOutput(target: ExportTarget, out: string, overwrite: boolean, inputs: readonly string[] = []): void {
+  if (target === 'deepseek-v3') checkOutputDir(out, { overwrite, source: inputs });
+  else checkOutputFile(out, { overwrite, source: inputs });
+}
+
 export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_TARGETS.includes(o.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
   checkStockTarget(o.target, o.model);
@@ -64,7 +71,7 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
     const stock = await exportDeepseekV3(o);
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
-  if (existsSync(o.out) && !o.overwrite) throw new Error(`${o.out} already exists (give --overwrite to replace it)`);
+  checkExportOutput(o.target, o.out, o.overwrite ?? false, [o.model]);
   let stock: StockExportReport | null = null;
   let folder = o.model;
   const tmp = scratch(o.out, 'transmla-ds3');
@@ -94,7 +101,7 @@ export async function convertToTarget(c: ConvertOptions & { out: string }, e: Pi
     const conversion = await convertModel({ ...c, variant: 'stock' });
     return { conversion, export: { target: e.target, output: resolve(c.out), stock: conversion.stockExport, gguf: null } };
   }
-  if (existsSync(c.out) && !c.overwrite) throw new Error(`${c.out} already exists (give --overwrite to replace it)`);
+  checkExportOutput(e.target, c.out, c.overwrite ?? false, [c.model, c.calib]);
   const tmp = scratch(c.out, 'transmla-ds3');
   try {
     const conversion = await convertModel({ ...c, out: tmp, overwrite: false, variant: 'stock', log: scratchQuiet(c.log, tmp) });

@@ -149,6 +149,24 @@ export function checkOutputDir(finalDir: string, options: AtomicDirOptions): voi
 }
 
 /**
+ * The same for a single output file (a GGUF, a llama2.c .bin, bench.json), before any work: it
+ * must not be a folder, its folder must exist, it must not be one of the inputs, and it must not
+ * exist unless overwrite.
+ */
+export function checkOutputFile(file: string, options: AtomicDirOptions): void {
+  const target = resolve(file);
+  const existing = statOrNull(target);
+  if (existing?.isDirectory()) throw new AtomicDirError(`${target}: output path is a folder; give a file path`);
+  const parent = statOrNull(dirname(target));
+  if (!parent || !parent.isDirectory()) throw new AtomicDirError(`output ${target}: the folder ${dirname(target)} does not exist`);
+  const sources = options.source === undefined ? [] : typeof options.source === 'string' ? [options.source] : options.source;
+  for (const src of sources) {
+    if (canonical(src) === canonical(target)) throw new AtomicDirError(`output ${target} is an input (${resolve(src)}); choose another output file`);
+  }
+  if (existing && !options.overwrite) throw new AtomicDirError(`${target}: output file exists; pass --overwrite to replace it`);
+}
+
+/**
  * Runs body(tmpDir) and then moves tmpDir to finalDir. Refuses (before running the body) what
  * checkOutputDir refuses. On any error or interruption (interrupt.ts) the temp folder is removed
  * and finalDir is untouched. Stale siblings of killed runs are cleaned first.

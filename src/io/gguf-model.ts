@@ -1,7 +1,7 @@
 // A model's tensors in a GGUF file, under both names: reading llama.cpp tensors back as Hugging
 // Face tensors, and writing HF tensors as llama.cpp ones. Which tensors a model has is its
 // family's knowledge (arch/<family>.ts lists them as GgufTensorSpec); this file only moves them.
-import type { FloatDType } from '../kernels/types.js';
+import type { FloatData, FloatDType } from '../kernels/types.js';
 import { kernels } from '../kernels/index.js';
 import { numel, type Tensor, type WeightSource } from '../tensor.js';
 import { GgufError, type GgufFile, type GgufTensorInput } from './gguf.js';
@@ -15,6 +15,13 @@ export interface GgufTensorSpec {
   shape: number[];
   /** Rows to permute between rotate-half (HF) and adjacent-pair (GGUF) order, per head. */
   rope?: { heads: number; headDim: number };
+  /**
+   * Reading only: the HF tensor is assembled from several GGUF tensors of one float type (e.g.
+   * deepseek2's attn_k_b + attn_v_b → kv_b_proj); `gguf` is then the first part's name.
+   * `join` moves elements only (it works on the stored bits of any float type).
+   */
+  parts?: { gguf: string; shape: number[] }[];
+  join?: (parts: FloatData[]) => FloatData;
   /**
    * The GGUF tensor stacks `count` HF tensors of `shape` along a new leading dimension and this
    * one is entry `index` (llama.cpp's expert tensors, [n_expert, …]). The specs of one stacked
@@ -66,13 +73,22 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
   const fail = (msg: string): never => { throw new GgufError(`${path}: ${msg}`); };
   const byHf = new Map<string, GgufTensorSpec>();
   const known = new Set<string>(extra);
+  const check = (gguf: string, shape: readonly number[]): void => {
+    if (!f.has(gguf)) fail(`missing tensor ${gguf}`);
+    const info = f.tensorInfo(gguf);
+    if (!sameShape(info.shape, shape)) fail(`tensor ${gguf} has shape [${info.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    if (f.floatDType(gguf) === null) fail(`tensor ${gguf} has type ${info.typeName}; only F32, F16 and BF16 GGUF models can be run`);
+    known.add(gguf);
+  };
   for (const s of specs) {
-    if (!f.has(s.gguf)) fail(`missing tensor ${s.gguf}`);
-    const info = f.tensorInfo(s.gguf), want = ggufShape(s);
-    if (!sameShape(info.shape, want)) fail(`tensor ${s.gguf} has shape [${info.shape.join(', ')}], expected [${want.join(', ')}]`);
-    if (f.floatDType(s.gguf) === null) fail(`tensor ${s.gguf} has type ${info.typeName}; only F32, F16 and BF16 GGUF models can be run`);
+    if (s.parts) {
+      for (const part of s.parts) check(part.gguf, part.shape);
+      const types = new Set(s.parts.map((part) => f.floatDType(part.gguf)));
+      if (types.size > 1) fail(`tensors ${s.parts.map((part) => part.gguf).join(' and ')} have different types; they form one tensor (${s.hf})`);
+    } else {
+      check(s.gguf, ggufShape(s));
+    }
     byHf.set(s.hf, s);
-    known.add(s.gguf);
   }
   for (const t of f.tensors) if (!known.has(t.name)) fail(`tensor ${t.name} has no place in a ${arch} model`);
   return {
@@ -81,6 +97,10 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
     get: (name) => {
       const s = byHf.get(name);
       if (!s) fail(`no tensor "${name}" (GGUF models expose Hugging Face tensor names)`);
+      if (s!.parts) {
+        const ts = s!.parts.map((part) => f.readTensor(part.gguf));
+        return { dtype: ts[0]!.dtype, shape: s!.shape, data: s!.join!(ts.map((t) => t.data)) };
+      }
       const t = s!.stack ? f.readTensorSlab(s!.gguf, s!.stack.index) : f.readTensor(s!.gguf);
       return s!.rope ? { ...t, data: permuteRopeRows(t.data, { blocks: s!.rope.heads, dim: s!.rope.headDim }, 'half') } : t;
     },
@@ -93,7 +113,10 @@ export function ggufWeights(f: GgufFile, specs: readonly GgufTensorSpec[], path:
  * of a stacked tensor become one input whose entries are read and stacked when it is written.
  */
 export function ggufTensorInputs(specs: readonly GgufTensorSpec[], weights: WeightSource, outType: FloatDType, where: string): GgufTensorInput[] {
-  for (const s of specs) if (!weights.has(s.hf)) throw new GgufError(`${where}: the checkpoint has no tensor "${s.hf}" (needed for ${s.gguf})`);
+  for (const s of specs) {
+    if (s.parts) throw new GgufError(`${where}: ${s.hf} is read from several GGUF tensors; this writer does not split tensors`);
+    if (!weights.has(s.hf)) throw new GgufError(`${where}: the checkpoint has no tensor "${s.hf}" (needed for ${s.gguf})`);
+  }
   const load = (s: GgufTensorSpec, dtype: FloatDType): Tensor => {
     const t = weights.get(s.hf);
     if (!sameShape(t.shape, s.shape)) throw new GgufError(`${where}: tensor "${s.hf}" has shape [${t.shape.join(', ')}], expected [${s.shape.join(', ')}]`);

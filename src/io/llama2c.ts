@@ -201,22 +201,38 @@ class ArrayReader {
   }
 }
 
-/** Reads a llama2.c checkpoint (v0, v1 or v2) into memory. */
-export function readLlama2c(path: string): Llama2cCheckpoint {
-  let fd: number;
+function openLlama2c(path: string): number {
   try {
-    fd = openSync(path, 'r');
+    return openSync(path, 'r');
   } catch (e) {
     throw new Llama2cFormatError(path, `cannot open: ${(e as Error).message}`);
   }
+}
+
+function headerOf(fd: number, path: string): Llama2cHeader {
+  const st = fstatSync(fd);
+  // A folder opens fine on Linux but fails on read with a bare EISDIR.
+  if (!st.isFile()) throw new Llama2cFormatError(path, 'not a regular file');
+  const head = new Uint8Array(V1_HEADER_BYTES);
+  readSync(fd, head, 0, Math.min(V1_HEADER_BYTES, st.size), 0);
+  return parseLlama2cHeader(head, st.size, path);
+}
+
+/** The header of a llama2.c checkpoint (validated against the file size); no weight is read. */
+export function readLlama2cHeader(path: string): Llama2cHeader {
+  const fd = openLlama2c(path);
   try {
-    const st = fstatSync(fd);
-    // A folder opens fine on Linux but fails on read with a bare EISDIR.
-    if (!st.isFile()) throw new Llama2cFormatError(path, 'not a regular file');
-    const fileBytes = st.size;
-    const head = new Uint8Array(V1_HEADER_BYTES);
-    readSync(fd, head, 0, Math.min(V1_HEADER_BYTES, fileBytes), 0);
-    const h = parseLlama2cHeader(head, fileBytes, path);
+    return headerOf(fd, path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads a llama2.c checkpoint (v0, v1 or v2) into memory. */
+export function readLlama2c(path: string): Llama2cCheckpoint {
+  const fd = openLlama2c(path);
+  try {
+    const h = headerOf(fd, path);
     const s = sizes(h);
     const L = h.nLayers;
     const r = new ArrayReader(fd, h.version === 0 ? V0_HEADER_BYTES : V1_HEADER_BYTES, path);
@@ -396,7 +412,12 @@ export function llama2cToHf(ck: Llama2cCheckpoint, special: { bosId: number | nu
   });
   tensors.push({ name: 'model.norm.weight', tensor: t([h.dim], ck.rmsFinal) });
   if (ck.wcls) tensors.push({ name: 'lm_head.weight', tensor: t([h.vocabSize, h.dim], ck.wcls) });
-  const config: Record<string, unknown> = {
+  return { config: llama2cHfConfig(h, special), tensors };
+}
+
+/** The HF config.json of a llama2.c checkpoint with this header. */
+export function llama2cHfConfig(h: Llama2cHeader, special: { bosId: number | null; eosId: number | null }): Record<string, unknown> {
+  return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
     hidden_size: h.dim,
@@ -404,7 +425,7 @@ export function llama2cToHf(ck: Llama2cCheckpoint, special: { bosId: number | nu
     num_hidden_layers: h.nLayers,
     num_attention_heads: h.nHeads,
     num_key_value_heads: h.nKvHeads,
-    head_dim: hd,
+    head_dim: headDimOf(h),
     hidden_act: 'silu',
     max_position_embeddings: h.seqLen,
     rms_norm_eps: LLAMA2C_RMS_EPS,
@@ -420,6 +441,5 @@ export function llama2cToHf(ck: Llama2cCheckpoint, special: { bosId: number | nu
     initializer_range: 0.02,
     use_cache: true,
   };
-  return { config, tensors };
 }
 

@@ -31,7 +31,7 @@ export function createProgress(opts: ProgressOptions): Progress {
   const every = tty ? 100 : opts.lineEveryMs ?? 10_000;
   const t0 = performance.now();
   const start = opts.start ?? 0;
-  let shown = false, lastDraw = -Infinity, done = start, total = opts.total;
+  let shown = false, lastDraw = -Infinity, done = start, total = opts.total, drawnDone = -1;
 
   const line = (now: number): string => {
     const s = (now - t0) / 1000;
@@ -49,6 +49,7 @@ export function createProgress(opts: ProgressOptions): Progress {
   const draw = (now: number): void => {
     shown = true;
     lastDraw = now;
+    drawnDone = done;
     if (tty) stream.write(`\r${line(now)}\x1b[K`);
     else stream.write(`${line(now)}\n`);
   };
@@ -62,7 +63,8 @@ export function createProgress(opts: ProgressOptions): Progress {
     },
     finish(): void {
       if (!shown) return;
-      draw(performance.now());
+      // A plain-line log already showing the final count gets no repeat of it.
+      if (tty || drawnDone !== done) draw(performance.now());
       if (tty) stream.write('\n');
     },
   };

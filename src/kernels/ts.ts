@@ -3,6 +3,7 @@
 import type { Kernels } from './types.js';
 import { attention } from './ts/attention.js';
 import { eigh } from './ts/eigh.js';
+import { dgemm, fidelityRows } from './ts/f64.js';
 import { gramAccumulate } from './ts/gram.js';
 import { fromF32 as halfFromF32, toF32 as halfToF32 } from './ts/half.js';
 import { gemv, gemvMulti, gemvSwiGlu, matmul, matmulTN, siluMul } from './ts/matmul.js';
@@ -43,4 +44,6 @@ export const tsKernels: Kernels = Object.freeze({
   gramAccumulate,
   eigh,
   attention,
+  dgemm,
+  fidelityRows,
 });

@@ -117,4 +117,18 @@ export interface Kernels {
 
   /** Causal softmax attention of tq queries against a cache (tq = 1 is the decode step). */
   attention(args: AttentionArgs): void;
+
+  /**
+   * C[M×N] = A[M×K]·op(B) in float64, C overwritten; op(B) = B [K×N], or Bᵀ with B stored [N×K]
+   * when transB. The native kernel sums K in fixed blocks, so results do not depend on threads.
+   */
+  dgemm(A: Float64Array, B: Float64Array, C: Float64Array, M: number, N: number, K: number, transB: boolean): void;
+
+  /**
+   * The KL/top-1 accumulator's rows: logits[s] holds stage s's rows [rows×V] (stage 0 the
+   * reference), targets[r] the next token of row r. out[(r·S + s)·3 + {0,1,2}] = (NLL of the
+   * target, KL(p_0 ‖ p_s) = Σ_v p_0(v)·(x_0(v) − x_s(v)) − lse_0 + lse_s, argmax agreement 1/0),
+   * in float64. Rows are independent, so the native kernel's result does not depend on threads.
+   */
+  fidelityRows(logits: readonly Float32Array[], rows: number, V: number, targets: Int32Array, out: Float64Array): void;
 }

@@ -1,56 +1,18 @@
 // Small float64 dense helpers for the linear algebra in this folder (row-major throughout).
-// The product uses 4×4 register tiles over a packed panel of B, like the f32 kernel.
+// The product goes to the kernels' dgemm (native: packed 6×8 AVX2 tiles, ./kernels/ts/f64.ts the oracle).
+import { kernels, tsKernels } from '../kernels/index.js';
 
 /** C[M×N] = A[M×K] · op(B); op(B) = B [K×N], or Bᵀ when transB (B stored [N×K]). */
 export function gemmF64(A: ArrayLike<number>, B: ArrayLike<number>, M: number, N: number, K: number, transB = false): Float64Array {
   const C = new Float64Array(M * N);
-  if (M === 0 || N === 0 || K === 0) return C;
-  const P = new Float64Array(4 * K);
-  for (let j = 0; j < N; j += 4) {
-    const w = Math.min(4, N - j);
-    // Pack columns j..j+3 of op(B): P[k*4 + c] (zero beyond N so the tile needs no tail).
-    P.fill(0);
-    for (let c = 0; c < w; c++) {
-      if (transB) for (let k = 0, o = (j + c) * K; k < K; k++) P[k * 4 + c] = B[o + k];
-      else for (let k = 0; k < K; k++) P[k * 4 + c] = B[k * N + j + c];
-    }
-    let i = 0;
-    for (; i + 4 <= M; i += 4) {
-      const a0 = i * K, a1 = a0 + K, a2 = a1 + K, a3 = a2 + K;
-      let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-      let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-      for (let k = 0, p = 0; k < K; k++, p += 4) {
-        const b0 = P[p], b1 = P[p + 1], b2 = P[p + 2], b3 = P[p + 3];
-        const x0 = A[a0 + k], x1 = A[a1 + k], x2 = A[a2 + k], x3 = A[a3 + k];
-        c00 += x0 * b0; c01 += x0 * b1; c02 += x0 * b2; c03 += x0 * b3;
-        c10 += x1 * b0; c11 += x1 * b1; c12 += x1 * b2; c13 += x1 * b3;
-        c20 += x2 * b0; c21 += x2 * b1; c22 += x2 * b2; c23 += x2 * b3;
-        c30 += x3 * b0; c31 += x3 * b1; c32 += x3 * b2; c33 += x3 * b3;
-      }
-      put(C, i * N + j, w, c00, c01, c02, c03);
-      put(C, (i + 1) * N + j, w, c10, c11, c12, c13);
-      put(C, (i + 2) * N + j, w, c20, c21, c22, c23);
-      put(C, (i + 3) * N + j, w, c30, c31, c32, c33);
-    }
-    for (; i < M; i++) {
-      const a0 = i * K;
-      let c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-      for (let k = 0, p = 0; k < K; k++, p += 4) {
-        const x = A[a0 + k];
-        c0 += x * P[p]; c1 += x * P[p + 1]; c2 += x * P[p + 2]; c3 += x * P[p + 3];
-      }
-      put(C, i * N + j, w, c0, c1, c2, c3);
-    }
-  }
+  const k = kernels();
+  // Tiny products stay in TypeScript: below ~32K multiply-adds the call costs more than the work.
+  const dgemm = M * N * K >= 32768 ? k.dgemm : tsKernels.dgemm;
+  dgemm(f64(A), f64(B), C, M, N, K, transB);
   return C;
 }
 
-function put(C: Float64Array, o: number, w: number, v0: number, v1: number, v2: number, v3: number): void {
-  C[o] = v0;
-  if (w > 1) C[o + 1] = v1;
-  if (w > 2) C[o + 2] = v2;
-  if (w > 3) C[o + 3] = v3;
-}
+const f64 = (x: ArrayLike<number>): Float64Array => (x instanceof Float64Array ? x : Float64Array.from(x));
 
 /** Aᵀ [n×m] of A [m×n]. */
 export function transpose(A: ArrayLike<number>, m: number, n: number): Float64Array {

@@ -37,6 +37,30 @@ export interface AttentionSummary {
   qkNorm?: boolean;
 }
 
+/**
+ * One sequence's share of a batched step: its T ≥ 1 new tokens at positions pos0..pos0+T−1,
+ * attended against its own cache (which holds positions 0..pos0−1 on entry).
+ */
+export interface BatchSequence {
+  T: number;
+  pos0: number;
+  cache: LayerCache;
+}
+
+/** Rows of a batch (ΣT), refusing an empty batch, a sequence without tokens and a cache used twice. */
+export function batchRows(seqs: readonly BatchSequence[]): number {
+  if (seqs.length === 0) throw new Error('a batch needs at least one sequence');
+  let n = 0;
+  const seen = new Set<LayerCache>();
+  for (const s of seqs) {
+    if (!(Number.isSafeInteger(s.T) && s.T >= 1)) throw new Error(`every sequence of a batch needs at least one new token, got ${s.T}`);
+    if (seen.has(s.cache)) throw new Error('a cache appears twice in one batch');
+    seen.add(s.cache);
+    n += s.T;
+  }
+  return n;
+}
+
 export interface AttentionLayer {
   /** Cached f32 elements per token for this layer (the sum of its cache buffers' widths). */
   readonly cacheElementsPerToken: number;
@@ -47,6 +71,13 @@ export interface AttentionLayer {
    * positions 0..pos0−1 on entry and 0..pos0+T−1 on return. Writes out [T×D].
    */
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void;
+  /**
+   * Several sequences in one step: x holds the normed hidden states of every sequence's new
+   * tokens, sequence after sequence [ΣT×D]; out gets the attention outputs in the same order.
+   * The projections run over all ΣT rows at once (one GEMM per weight); attention runs per
+   * sequence against its own cache. The result equals separate forward() calls.
+   */
+  forwardBatch(x: Float32Array, seqs: readonly BatchSequence[], out: Float32Array, ws: Workspace): void;
   /** Floating-point operations for T tokens after pos0 cached ones (projections + scores + mixing). */
   flops(T: number, pos0: number): number;
   /** Parameters this layer holds (weights and biases). */
@@ -56,6 +87,11 @@ export interface AttentionLayer {
   summary(): AttentionSummary;
   /** Present on layers that cache a latent. */
   readonly latent?: LatentControls;
+}
+
+/** inspect's name for grouped-query attention with H query heads over G KV heads. */
+export function gqaSummary(H: number, G: number): AttentionSummary {
+  return { label: G === H ? 'MHA' : G === 1 ? 'MQA' : 'GQA' };
 }
 
 /** FLOPs of causal attention (QKᵀ and PV) for T queries after pos0 cached keys. */
@@ -171,35 +207,59 @@ export class GqaAttention implements AttentionLayer {
   }
 
   summary(): AttentionSummary {
-    const H = this.nHeads, G = this.nKvHeads;
-    return { label: G === H ? 'MHA' : G === 1 ? 'MQA' : 'GQA', ...(this.qkNorm && { qkNorm: true }) };
+    return { ...gqaSummary(this.nHeads, this.nKvHeads), ...(this.qkNorm && { qkNorm: true }) };
   }
 
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
+    this.forwardBatch(x, [{ T, pos0, cache }], out, ws);
+  }
+
+  forwardBatch(x: Float32Array, seqs: readonly BatchSequence[], out: Float32Array, ws: Workspace): void {
     const H = this.nHeads, G = this.nKvHeads, d = this.headDim;
-    const [kBuf, vBuf] = cache.buffers as [CacheBuffer, CacheBuffer];
-    kBuf.ensure(pos0 + T);
-    vBuf.ensure(pos0 + T);
-    // New keys and values are projected straight into their cache rows: no copy.
-    const kNew = kBuf.rows(pos0, T);
-    const q = ws.get('attn.q', T * H * d);
+    const N = batchRows(seqs);
+    const one = seqs.length === 1 ? seqs[0]! : null;
+    const q = ws.get('attn.q', N * H * d);
+    // One sequence: new keys and values are projected straight into their cache rows (no copy);
+    // several: into scratch rows, copied into each sequence's cache below.
+    let kNew: Float32Array, vNew: Float32Array;
+    if (one) {
+      const [kBuf, vBuf] = one.cache.buffers as [CacheBuffer, CacheBuffer];
+      kBuf.ensure(one.pos0 + N);
+      vBuf.ensure(one.pos0 + N);
+      kNew = kBuf.rows(one.pos0, N); vNew = vBuf.rows(one.pos0, N);
+    } else {
+      kNew = ws.get('attn.k', N * G * d); vNew = ws.get('attn.v', N * G * d);
+    }
     const ys = this.qkvOut;
-    ys[0] = q; ys[1] = kNew; ys[2] = vBuf.rows(pos0, T);
-    this.qkv.forward(x, T, ys);
+    ys[0] = q; ys[1] = kNew; ys[2] = vNew;
+    this.qkv.forward(x, N, ys);
     const n = this.qkNorm;
     if (n) {
-      // Each head's d values are one RMSNorm row (in place, before RoPE).
-      rmsNorm(q, T * H, d, n.q, n.eps, q);
-      rmsNorm(kNew, T * G, d, n.k, n.eps, kNew);
+      // Each head's d values are one RMSNorm row (in place, before RoPE and before the copy into the caches).
+      rmsNorm(q, N * H, d, n.q, n.eps, q);
+      rmsNorm(kNew, N * G, d, n.k, n.eps, kNew);
     }
-    applyRope(q, T, H, d, this.rope, pos0, this.ropeLayout);
-    applyRope(kNew, T, G, d, this.rope, pos0, this.ropeLayout);
-    const mixed = ws.get('attn.out', T * H * d);
-    kernels().attention({
-      q, tq: T, nHeads: H, nKvHeads: G, headDimK: d, headDimV: d,
-      k: kBuf.data, kTokenStride: G * d, v: vBuf.data, vTokenStride: G * d,
-      pos0, scale: 1 / Math.sqrt(d), out: mixed,
-    });
-    this.o.forward(mixed, T, out);
+    const mixed = ws.get('attn.out', N * H * d);
+    let r = 0;
+    for (const s of seqs) {
+      const { T, pos0 } = s;
+      const [kBuf, vBuf] = s.cache.buffers as [CacheBuffer, CacheBuffer];
+      if (!one) {
+        kBuf.ensure(pos0 + T);
+        vBuf.ensure(pos0 + T);
+        kBuf.rows(pos0, T).set(kNew.subarray(r * G * d, (r + T) * G * d));
+        vBuf.rows(pos0, T).set(vNew.subarray(r * G * d, (r + T) * G * d));
+      }
+      const qs = q.subarray(r * H * d, (r + T) * H * d);
+      applyRope(qs, T, H, d, this.rope, pos0, this.ropeLayout);
+      applyRope(kBuf.rows(pos0, T), T, G, d, this.rope, pos0, this.ropeLayout);
+      kernels().attention({
+        q: qs, tq: T, nHeads: H, nKvHeads: G, headDimK: d, headDimV: d,
+        k: kBuf.data, kTokenStride: G * d, v: vBuf.data, vTokenStride: G * d,
+        pos0, scale: 1 / Math.sqrt(d), out: mixed.subarray(r * H * d, (r + T) * H * d),
+      });
+      r += T;
+    }
+    this.o.forward(mixed, N, out);
   }
 }

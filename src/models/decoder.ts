@@ -8,7 +8,7 @@
 import type { ModelArgs } from './model-args.js';
 import type { FloatDType } from '../kernels/types.js';
 import { numel, type Tensor, type WeightSource } from '../tensor.js';
-import type { AttentionLayer, MlaMode } from './attention.js';
+import type { AttentionLayer, BatchSequence, MlaMode } from './attention.js';
 import { KvCache } from './kv-cache.js';
 import type { KvQuant } from './latent-quant.js';
 import { Linear } from './linear.js';
@@ -38,6 +38,13 @@ export function embeddingName(src: Pick<WeightSource, 'has'>, c: Pick<ModelArgs,
 }
 
 export type LogitsMode = 'all' | 'last';
+
+/** One sequence of a batched step: new tokens (≥ 1), its cache, and where they start (default: the cache length). */
+export interface BatchInput {
+  tokens: ArrayLike<number>;
+  cache: KvCache;
+  pos0?: number;
+}
 
 export class Decoder {
   readonly config: ModelArgs;
@@ -108,34 +115,83 @@ export class Decoder {
    * rewinds the cache) and returns the final-normed hidden states [T×D] (a workspace view).
    */
   hidden(tokens: ArrayLike<number>, cache: KvCache, pos0 = cache.length): Float32Array {
-    const T = tokens.length;
+    return this.hiddenBatch([{ tokens, cache, pos0 }]);
+  }
+
+  /**
+   * Several sequences in one step, each with its own cache and ≥ 1 new tokens (decode steps of
+   * concurrent requests, prefill chunks, calibration samples): the embedding, norms, every
+   * projection and the MLP run over all rows at once (one GEMM per weight instead of one GEMV
+   * per sequence); attention runs per sequence against its own cache. Returns the final-normed
+   * hidden states [ΣT×D], sequence after sequence (a workspace view); the same numbers as one
+   * hidden() call per sequence.
+   */
+  hiddenBatch(seqs: readonly BatchInput[]): Float32Array {
     const D = this.config.hiddenSize, eps = this.config.rmsNormEps;
-    if (T === 0) throw new Error('forward needs at least one token');
-    if (pos0 > cache.length) throw new Error(`position ${pos0} is past the ${cache.length} cached tokens`);
-    if (cache.layers.length !== this.layers.length) throw new Error('cache was made for a different model');
-    const w = this.slidingWindow;
-    if (w !== null && pos0 + T > w) {
-      throw new Error(`this ${this.config.modelType} model uses sliding-window attention (window ${w} tokens) and the engine implements full attention only: ` +
-        `${pos0 + T} tokens of context would give wrong results past position ${w}; use a context of at most ${w} tokens`);
-    }
-    cache.truncate(pos0);
+    if (seqs.length === 0) throw new Error('a batch needs at least one sequence');
+    const layerSeqs: BatchSequence[][] = this.layers.map(() => []);
+    let N = 0;
+    const pos0s = seqs.map((s) => {
+      const T = s.tokens.length, cache = s.cache, pos0 = s.pos0 ?? cache.length;
+      if (T === 0) throw new Error('forward needs at least one token');
+      if (pos0 > cache.length) throw new Error(`position ${pos0} is past the ${cache.length} cached tokens`);
+      if (cache.layers.length !== this.layers.length) throw new Error('cache was made for a different model');
+      const w = this.slidingWindow;
+      if (w !== null && pos0 + T > w) {
+        throw new Error(`this ${this.config.modelType} model uses sliding-window attention (window ${w} tokens) and the engine implements full attention only: ` +
+          `${pos0 + T} tokens of context would give wrong results past position ${w}; use a context of at most ${w} tokens`);
+      }
+      for (let i = 0; i < this.layers.length; i++) layerSeqs[i]!.push({ T, pos0, cache: cache.layers[i]! });
+      N += T;
+      return pos0;
+    });
+    if (new Set(seqs.map((s) => s.cache)).size !== seqs.length) throw new Error('a cache appears twice in one batch');
+    seqs.forEach((s, i) => s.cache.truncate(pos0s[i]!));
     const ws = this.ws;
-    const x = ws.get('x', T * D);
-    const xn = ws.get('xn', T * D);
-    const y = ws.get('y', T * D);
-    for (let t = 0; t < T; t++) embedRow(this.embed, tokens[t]!, D, x.subarray(t * D, (t + 1) * D));
+    const x = ws.get('x', N * D);
+    const xn = ws.get('xn', N * D);
+    const y = ws.get('y', N * D);
+    let row = 0;
+    for (const s of seqs) {
+      for (let t = 0; t < s.tokens.length; t++, row++) embedRow(this.embed, s.tokens[t]!, D, x.subarray(row * D, (row + 1) * D));
+    }
     for (let i = 0; i < this.layers.length; i++) {
       const l = this.layers[i]!;
-      rmsNorm(x, T, D, l.inputNorm, eps, xn);
-      l.attn.forward(xn, T, pos0, cache.layers[i]!, y, ws);
-      addInPlace(x, y, T * D);
-      rmsNorm(x, T, D, l.postNorm, eps, xn);
-      l.mlp.forward(xn, T, y, ws);
-      addInPlace(x, y, T * D);
+      rmsNorm(x, N, D, l.inputNorm, eps, xn);
+      l.attn.forwardBatch(xn, layerSeqs[i]!, y, ws);
+      addInPlace(x, y, N * D);
+      rmsNorm(x, N, D, l.postNorm, eps, xn);
+      l.mlp.forward(xn, N, y, ws);
+      addInPlace(x, y, N * D);
     }
-    cache.length = pos0 + T;
-    rmsNorm(x, T, D, this.norm, eps, xn);
+    seqs.forEach((s, i) => { s.cache.length = pos0s[i]! + s.tokens.length; });
+    rmsNorm(x, N, D, this.norm, eps, xn);
     return xn;
+  }
+
+  /**
+   * forward() for several sequences at once (hiddenBatch): 'last' → [S×V], the last token's
+   * logits of each sequence in order; 'all' → [ΣT×V]. A workspace view, valid until the next call.
+   */
+  forwardBatch(seqs: readonly BatchInput[], opts: { logits?: LogitsMode } = {}): Float32Array {
+    const D = this.config.hiddenSize, V = this.config.vocabSize;
+    const h = this.hiddenBatch(seqs);
+    const N = seqs.reduce((n, s) => n + s.tokens.length, 0);
+    if ((opts.logits ?? 'last') === 'all') {
+      const out = this.ws.get('logits', N * V);
+      this.logitsFromHidden(h, N, out);
+      return out;
+    }
+    const S = seqs.length;
+    // The last rows, gathered so the head runs as one GEMM over S rows.
+    const last = S === 1 ? h.subarray((N - 1) * D, N * D) : this.ws.get('last_hidden', S * D);
+    if (S > 1) {
+      let end = 0;
+      seqs.forEach((s, i) => { end += s.tokens.length; last.set(h.subarray((end - 1) * D, end * D), i * D); });
+    }
+    const out = this.ws.get('logits', S * V);
+    this.logitsFromHidden(last, S, out);
+    return out;
   }
 
   /** logits [rows×V] for `rows` rows of final hidden states. */
@@ -148,16 +204,7 @@ export class Decoder {
    * workspace view, valid until the next call (copy it to keep it).
    */
   forward(tokens: ArrayLike<number>, cache: KvCache, opts: { pos0?: number; logits?: LogitsMode } = {}): Float32Array {
-    const T = tokens.length, D = this.config.hiddenSize, V = this.config.vocabSize;
-    const h = this.hidden(tokens, cache, opts.pos0 ?? cache.length);
-    if ((opts.logits ?? 'last') === 'last') {
-      const out = this.ws.get('logits', V);
-      this.logitsFromHidden(h.subarray((T - 1) * D, T * D), 1, out);
-      return out;
-    }
-    const out = this.ws.get('logits', T * V);
-    this.logitsFromHidden(h, T, out);
-    return out;
+    return this.forwardBatch([{ tokens, cache, pos0: opts.pos0 ?? cache.length }], { logits: opts.logits });
   }
 }
 

@@ -20,7 +20,7 @@
 //   of a query's scores alike, which softmax ignores, so the absorbed form drops it.
 import { kernels } from '../kernels/index.js';
 import type { WeightSource } from '../tensor.js';
-import { causalAttentionFlops, type AttentionLayer, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
+import { batchRows, causalAttentionFlops, type AttentionLayer, type BatchSequence, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
 import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
 import { Linear } from './linear.js';
@@ -54,6 +54,16 @@ export interface Mha2mlaParams extends Mha2mlaShape {
   mode?: MlaMode;
 }
 
+/** inspect's description of an MHA2MLA layer of this shape. */
+export function mha2mlaSummary(s: Mha2mlaShape): AttentionSummary {
+  return { label: 'MLA (MHA2MLA: per-KV-head RoPE)', mha2mla: { kvLoraRank: s.kvLoraRank, ropePairsPerHead: s.ropePairs, kvHeads: s.nKvHeads } };
+}
+
+/** Values one token caches per layer: G RoPE keys of 2r plus the shared latent. */
+export function mha2mlaCacheWidth(s: Mha2mlaShape): number {
+  return s.nKvHeads * 2 * s.ropePairs + s.kvLoraRank;
+}
+
 export class Mha2mlaAttention implements AttentionLayer, LatentControls {
   readonly p: Readonly<Mha2mlaParams>;
   readonly cacheElementsPerToken: number;
@@ -76,7 +86,7 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
     if (p.ropes.length !== G || p.ropes.some((t) => t.half !== r)) fail(`expected ${G} RoPE tables of ${r} pairs`);
     this.p = p;
     this.mode = p.mode ?? 'auto';
-    this.cacheElementsPerToken = G * 2 * r + R;
+    this.cacheElementsPerToken = mha2mlaCacheWidth(p);
   }
 
   /**
@@ -112,8 +122,7 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
   }
 
   summary(): AttentionSummary {
-    const p = this.p;
-    return { label: 'MLA (MHA2MLA: per-KV-head RoPE)', mha2mla: { kvLoraRank: p.kvLoraRank, ropePairsPerHead: p.ropePairs, kvHeads: p.nKvHeads } };
+    return mha2mlaSummary(this.p);
   }
 
   private absorbedFor(T: number): boolean {
@@ -132,59 +141,99 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
   }
 
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
-    const p = this.p, H = p.nHeads, G = p.nKvHeads, d = p.headDim, r = p.ropePairs, R = p.kvLoraRank;
-    const n = H / G, wr = G * 2 * r, w = wr + R;
-    const store = latentStore(cache);
-
-    const q = ws.get('mha2mla.q', T * H * d);
-    p.q.forward(x, T, q);
-    const rows = stageRows(store, pos0, T, ws);
-    if (r > 0) {
-      const kr = ws.get('mha2mla.kr', T * wr);
-      p.kRope!.forward(x, T, kr);
-      for (let t = 0; t < T; t++) {
-        rows.set(kr.subarray(t * wr, (t + 1) * wr), t * w);
-        // Each KV head's frequencies: its own table for its query heads and its key.
-        for (let g = 0; g < G; g++) {
-          applyRope(q.subarray((t * H + g * n) * d, (t * H + (g + 1) * n) * d), 1, n, d, p.ropes[g]!, pos0 + t, 'interleaved');
-          applyRope(rows.subarray(t * w + g * 2 * r, t * w + (g + 1) * 2 * r), 1, 1, 2 * r, p.ropes[g]!, pos0 + t, 'interleaved');
-        }
-      }
-    }
-    const c = ws.get('mha2mla.c', T * R);
-    p.down.forward(x, T, c);
-    for (let t = 0; t < T; t++) rows.set(c.subarray(t * R, (t + 1) * R), t * w + wr);
-    const latent = commitRows(store, pos0, T, ws);
-
-    const mixed = ws.get('mha2mla.mixed', T * H * d);
-    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, latent, mixed, ws);
-    else this.attendDecompressed(q, T, pos0, latent, mixed, ws);
-    p.o.forward(mixed, T, out);
+    this.forwardBatch(x, [{ T, pos0, cache }], out, ws);
   }
 
-  private attendAbsorbed(q: Float32Array, T: number, pos0: number, latent: Float32Array, mixed: Float32Array, ws: Workspace): void {
+  forwardBatch(x: Float32Array, seqs: readonly BatchSequence[], out: Float32Array, ws: Workspace): void {
+    const p = this.p, H = p.nHeads, G = p.nKvHeads, d = p.headDim, r = p.ropePairs, R = p.kvLoraRank;
+    const n = H / G, wr = G * 2 * r, w = wr + R;
+    const N = batchRows(seqs);
+    const q = ws.get('mha2mla.q', N * H * d);
+    p.q.forward(x, N, q);
+    const kr = r > 0 ? ws.get('mha2mla.kr', N * wr) : null;
+    if (kr) p.kRope!.forward(x, N, kr);
+    const c = ws.get('mha2mla.c', N * R);
+    p.down.forward(x, N, c);
+    let row = 0;
+    for (const s of seqs) {
+      // Each KV head's frequencies: its own table for its query heads.
+      if (r > 0) {
+        for (let t = 0; t < s.T; t++) {
+          const o = (row + t) * H;
+          for (let g = 0; g < G; g++) applyRope(q.subarray((o + g * n) * d, (o + (g + 1) * n) * d), 1, n, d, p.ropes[g]!, s.pos0 + t, 'interleaved');
+        }
+      }
+      row += s.T;
+    }
+    // Absorbed sequences share the up_k / up_v products over all N rows (see MLA's forwardBatch).
+    const absorbed = seqs.map((s) => this.absorbedFor(s.T));
+    const anyAbsorbed = absorbed.includes(true);
+    const qLat = anyAbsorbed ? this.absorbQueries(q, N, ws) : null;
+    const oLat = anyAbsorbed ? ws.get('mha2mla.olat', N * H * R) : null;
+    const mixed = ws.get('mha2mla.mixed', N * H * d);
+    row = 0;
+    seqs.forEach((s, i) => {
+      const { T, pos0 } = s;
+      const store = latentStore(s.cache);
+      const rows = stageRows(store, pos0, T, ws);
+      for (let t = 0; t < T; t++) {
+        if (kr) {
+          rows.set(kr.subarray((row + t) * wr, (row + t + 1) * wr), t * w);
+          for (let g = 0; g < G; g++) applyRope(rows.subarray(t * w + g * 2 * r, t * w + (g + 1) * 2 * r), 1, 1, 2 * r, p.ropes[g]!, pos0 + t, 'interleaved');
+        }
+        rows.set(c.subarray((row + t) * R, (row + t + 1) * R), t * w + wr);
+      }
+      const latent = commitRows(store, pos0, T, ws);
+      if (absorbed[i]) {
+        kernels().attention({
+          q: qLat!.subarray(row * H * w, (row + T) * H * w), tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: R,
+          k: latent, kTokenStride: w, v: latent.subarray(wr), vTokenStride: w,
+          pos0, scale: 1 / Math.sqrt(d), out: oLat!.subarray(row * H * R, (row + T) * H * R),
+        });
+      } else {
+        this.attendDecompressed(q.subarray(row * H * d, (row + T) * H * d), T, pos0, latent, mixed.subarray(row * H * d, (row + T) * H * d), ws);
+      }
+      row += T;
+    });
+    if (anyAbsorbed) {
+      const all = absorbed.every((a) => a);
+      const mixedAbs = all ? mixed : ws.get('mha2mla.mixed_abs', N * H * d);
+      this.expandOutputs(oLat!, N, mixedAbs, ws);
+      if (!all) {
+        row = 0;
+        seqs.forEach((s, i) => {
+          if (absorbed[i]) mixed.set(mixedAbs.subarray(row * H * d, (row + s.T) * H * d), row * H * d);
+          row += s.T;
+        });
+      }
+    }
+    p.o.forward(mixed, N, out);
+  }
+
+  /** Per head the cache-row-wide query [0 … q_rope^h in slot g … 0 | up_k^gᵀ·q_nope^h], [N, H, w]. */
+  private absorbQueries(q: Float32Array, N: number, ws: Workspace): Float32Array {
     const p = this.p, H = p.nHeads, G = p.nKvHeads, d = p.headDim, r = p.ropePairs, R = p.kvLoraRank;
     const n = H / G, wr = G * 2 * r, w = wr + R, dn = d - 2 * r;
     const k = kernels();
-    const Uk = p.upK.weight, Uv = p.upV.weight;
-    const qLat = ws.get('mha2mla.qlat', T * H * w);
+    const Uk = p.upK.weight;
+    const qLat = ws.get('mha2mla.qlat', N * H * w);
     qLat.fill(0);
-    const a = ws.get('mha2mla.head_in', T * n * Math.max(dn, R));
-    const b = ws.get('mha2mla.head_out', T * n * Math.max(R, d));
+    const a = ws.get('mha2mla.head_in', N * n * Math.max(dn, R));
+    const b = ws.get('mha2mla.head_out', N * n * Math.max(R, d));
     for (let g = 0; g < G; g++) {
-      // The n heads of group g share up_k^g: q̂ [T·n × R] = q_nope [T·n × dn] · up_k^g [dn × R].
+      // The n heads of group g share up_k^g: q̂ [N·n × R] = q_nope [N·n × dn] · up_k^g [dn × R].
       if (dn > 0) {
-        for (let t = 0; t < T; t++) {
+        for (let t = 0; t < N; t++) {
           for (let j = 0; j < n; j++) {
             const src = (t * H + g * n + j) * d;
             a.set(q.subarray(src + 2 * r, src + d), (t * n + j) * dn);
           }
         }
-        k.matmul(a.subarray(0, T * n * dn), Uk.data.subarray(g * dn * R, (g + 1) * dn * R), Uk.dtype, b.subarray(0, T * n * R), T * n, R, dn, false);
+        k.matmul(a.subarray(0, N * n * dn), Uk.data.subarray(g * dn * R, (g + 1) * dn * R), Uk.dtype, b.subarray(0, N * n * R), N * n, R, dn, false);
       } else {
-        b.fill(0, 0, T * n * R);
+        b.fill(0, 0, N * n * R);
       }
-      for (let t = 0; t < T; t++) {
+      for (let t = 0; t < N; t++) {
         for (let j = 0; j < n; j++) {
           const h = g * n + j, o = (t * H + h) * w;
           qLat.set(q.subarray((t * H + h) * d, (t * H + h) * d + 2 * r), o + g * 2 * r);
@@ -192,18 +241,23 @@ export class Mha2mlaAttention implements AttentionLayer, LatentControls {
         }
       }
     }
-    const oLat = ws.get('mha2mla.olat', T * H * R);
-    k.attention({
-      q: qLat, tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: R,
-      k: latent, kTokenStride: w, v: latent.subarray(wr), vTokenStride: w,
-      pos0, scale: 1 / Math.sqrt(d), out: oLat,
-    });
+    return qLat;
+  }
+
+  /** mixed [N, H, d]: o_h = up_v^g·ô_h + b for the latent-space attention outputs ô [N, H, R]. */
+  private expandOutputs(oLat: Float32Array, N: number, mixed: Float32Array, ws: Workspace): void {
+    const p = this.p, H = p.nHeads, G = p.nKvHeads, d = p.headDim, r = p.ropePairs, R = p.kvLoraRank;
+    const n = H / G, dn = d - 2 * r;
+    const k = kernels();
+    const Uv = p.upV.weight;
+    const a = ws.get('mha2mla.head_in', N * n * Math.max(dn, R));
+    const b = ws.get('mha2mla.head_out', N * n * Math.max(R, d));
     const bias = p.upV.bias;
     for (let g = 0; g < G; g++) {
-      // o_h [T·n × d] = ô_h [T·n × R] · up_v^gᵀ (up_v^g = rows g·d … g·d + d − 1, stored [d, R]).
-      for (let t = 0; t < T; t++) a.set(oLat.subarray((t * H + g * n) * R, (t * H + (g + 1) * n) * R), t * n * R);
-      k.matmul(a.subarray(0, T * n * R), Uv.data.subarray(g * d * R, (g + 1) * d * R), Uv.dtype, b.subarray(0, T * n * d), T * n, d, R, true);
-      for (let t = 0; t < T; t++) {
+      // o_h [N·n × d] = ô_h [N·n × R] · up_v^gᵀ (up_v^g = rows g·d … g·d + d − 1, stored [d, R]).
+      for (let t = 0; t < N; t++) a.set(oLat.subarray((t * H + g * n) * R, (t * H + (g + 1) * n) * R), t * n * R);
+      k.matmul(a.subarray(0, N * n * R), Uv.data.subarray(g * d * R, (g + 1) * d * R), Uv.dtype, b.subarray(0, N * n * d), N * n, d, R, true);
+      for (let t = 0; t < N; t++) {
         for (let j = 0; j < n; j++) {
           const o = (t * H + g * n + j) * d, s = (t * n + j) * d;
           for (let e = 0; e < d; e++) mixed[o + e] = b[s + e]! + (bias ? bias[g * d + e]! : 0);

@@ -13,7 +13,7 @@
 // unless a config says rope_interleave: false.
 import type { WeightSource } from '../tensor.js';
 import { kernels } from '../kernels/index.js';
-import { causalAttentionFlops, type AttentionLayer, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
+import { batchRows, causalAttentionFlops, type AttentionLayer, type BatchSequence, type AttentionSummary, type LatentControls, type MlaMode } from './attention.js';
 import type { LayerCache } from './kv-cache.js';
 import { commitRows, createCacheStore, latentStore, stageRows, type KvQuant } from './latent-quant.js';
 import { Linear, SharedInputLinears } from './linear.js';
@@ -52,6 +52,11 @@ export interface MlaParams extends MlaShape {
   normEps: number;
   /** 'auto': decompressed when several tokens arrive at once, absorbed for single-token decode. */
   mode?: MlaMode;
+}
+
+/** inspect's description of an MLA layer of this shape. */
+export function mlaSummary(s: MlaShape): AttentionSummary {
+  return { label: 'MLA', mla: { kvLoraRank: s.kvLoraRank, qkRopeHeadDim: s.qkRopeHeadDim, qkNopeHeadDim: s.qkNopeHeadDim, vHeadDim: s.vHeadDim, qLoraRank: s.qLoraRank } };
 }
 
 export class MlaAttention implements AttentionLayer, LatentControls {
@@ -133,8 +138,7 @@ export class MlaAttention implements AttentionLayer, LatentControls {
   }
 
   summary(): AttentionSummary {
-    const p = this.p;
-    return { label: 'MLA', mla: { kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, qLoraRank: p.qLoraRank } };
+    return mlaSummary(this.p);
   }
 
   private absorbedFor(T: number): boolean {
@@ -155,72 +159,116 @@ export class MlaAttention implements AttentionLayer, LatentControls {
   }
 
   forward(x: Float32Array, T: number, pos0: number, cache: LayerCache, out: Float32Array, ws: Workspace): void {
-    const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
-    const qh = dn + dR, w = r + dR;
-    const store = latentStore(cache);
-
-    // New latent rows [c | k_pe] go straight into an f32 cache (a quantized one stages and
-    // quantizes them, then attention reads the dequantized rows), k_pe rotated in place below.
-    const rows = stageRows(store, pos0, T, ws);
-    // Queries [T, H, d_n + d_R], RoPE on each head's last d_R. q (or q_a) and kv_a read the same
-    // x: one fused pass for a single token.
-    const q = ws.get('mla.q', T * H * qh);
-    const outs = this.inOut;
-    if (p.q) {
-      outs[0] = q; outs[1] = rows;
-      this.inProj.forward(x, T, outs);
-    } else {
-      const qa = ws.get('mla.qa', T * p.qLoraRank!);
-      outs[0] = qa; outs[1] = rows;
-      this.inProj.forward(x, T, outs);
-      if (p.qANorm) rmsNorm(qa, T, p.qLoraRank!, p.qANorm, p.normEps, qa);
-      p.qB!.forward(qa, T, q);
-    }
-    const layout = p.ropeLayout ?? 'interleaved';
-    applyRope(q, T, H, qh, p.rope, pos0, layout, dn);
-    if (p.kvANorm) for (let t = 0; t < T; t++) { const c = rows.subarray(t * w, t * w + r); rmsNorm(c, 1, r, p.kvANorm, p.normEps, c); }
-    applyRope(rows, T, 1, w, p.rope, pos0, layout, r);
-
-    const mixed = ws.get('mla.mixed', T * H * dv);
-    const latent = commitRows(store, pos0, T, ws);
-    if (this.absorbedFor(T)) this.attendAbsorbed(q, T, pos0, latent, mixed, ws);
-    else this.attendDecompressed(q, T, pos0, latent, mixed, ws);
-    p.o.forward(mixed, T, out);
+    this.forwardBatch(x, [{ T, pos0, cache }], out, ws);
   }
 
-  private attendAbsorbed(q: Float32Array, T: number, pos0: number, latent: Float32Array, mixed: Float32Array, ws: Workspace): void {
+  forwardBatch(x: Float32Array, seqs: readonly BatchSequence[], out: Float32Array, ws: Workspace): void {
     const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank;
-    const qh = dn + dR, w = r + dR, hw = dn + dv;
+    const qh = dn + dR, w = r + dR;
+    const N = batchRows(seqs);
+    // Queries [N, H, d_n + d_R] and the new latent rows [c | k_pe] of every sequence. q (or q_a)
+    // and kv_a read the same x: one fused pass for a single token.
+    const q = ws.get('mla.q', N * H * qh);
+    const kvNew = ws.get('mla.kvnew', N * w);
+    const outs = this.inOut;
+    if (p.q) {
+      outs[0] = q; outs[1] = kvNew;
+      this.inProj.forward(x, N, outs);
+    } else {
+      const qa = ws.get('mla.qa', N * p.qLoraRank!);
+      outs[0] = qa; outs[1] = kvNew;
+      this.inProj.forward(x, N, outs);
+      if (p.qANorm) rmsNorm(qa, N, p.qLoraRank!, p.qANorm, p.normEps, qa);
+      p.qB!.forward(qa, N, q);
+    }
+    const layout = p.ropeLayout ?? 'interleaved';
+    let row = 0;
+    for (const s of seqs) {
+      applyRope(q.subarray(row * H * qh, (row + s.T) * H * qh), s.T, H, qh, p.rope, s.pos0, layout, dn);
+      row += s.T;
+    }
+    // Absorbed sequences share the per-head W_UK / W_UV products, computed over all N rows at
+    // once; a decompressed sequence (several new tokens in 'auto' mode) ignores its rows of them.
+    const absorbed = seqs.map((s) => this.absorbedFor(s.T));
+    const anyAbsorbed = absorbed.includes(true);
+    const qLat = anyAbsorbed ? this.absorbQueries(q, N, ws) : null;
+    const oLat = anyAbsorbed ? ws.get('mla.olat', N * H * r) : null;
+    const mixed = ws.get('mla.mixed', N * H * dv);
+    row = 0;
+    seqs.forEach((s, i) => {
+      const { T, pos0 } = s;
+      const store = latentStore(s.cache);
+      // New rows go into an f32 cache (a quantized one stages and quantizes them, then attention
+      // reads the dequantized rows: commit before the next sequence reuses the staging buffer).
+      const rows = stageRows(store, pos0, T, ws);
+      rows.set(kvNew.subarray(row * w, (row + T) * w));
+      if (p.kvANorm) for (let t = 0; t < T; t++) { const c = rows.subarray(t * w, t * w + r); rmsNorm(c, 1, r, p.kvANorm, p.normEps, c); }
+      applyRope(rows, T, 1, w, p.rope, pos0, layout, r);
+      const latent = commitRows(store, pos0, T, ws);
+      if (absorbed[i]) {
+        kernels().attention({
+          q: qLat!.subarray(row * H * w, (row + T) * H * w), tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: r,
+          k: latent, kTokenStride: w, v: latent, vTokenStride: w,
+          pos0, scale: p.scale, out: oLat!.subarray(row * H * r, (row + T) * H * r),
+        });
+      } else {
+        this.attendDecompressed(q.subarray(row * H * qh, (row + T) * H * qh), T, pos0, latent, mixed.subarray(row * H * dv, (row + T) * H * dv), ws);
+      }
+      row += T;
+    });
+    if (anyAbsorbed) {
+      const all = absorbed.every((a) => a);
+      const mixedAbs = all ? mixed : ws.get('mla.mixed_abs', N * H * dv);
+      this.expandOutputs(oLat!, N, mixedAbs, ws);
+      if (!all) {
+        row = 0;
+        seqs.forEach((s, i) => {
+          if (absorbed[i]) mixed.set(mixedAbs.subarray(row * H * dv, (row + s.T) * H * dv), row * H * dv);
+          row += s.T;
+        });
+      }
+    }
+    p.o.forward(mixed, N, out);
+  }
+
+  /** q̂ [N, H, r + d_R]: per head [W_UK^hᵀ·q_nope^h | q_pe^h], the query of MQA over the latent rows. */
+  private absorbQueries(q: Float32Array, N: number, ws: Workspace): Float32Array {
+    const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dR = p.qkRopeHeadDim, r = p.kvLoraRank;
+    const qh = dn + dR, w = r + dR, hw = dn + p.vHeadDim;
     const k = kernels();
     const B = p.kvB.weight;
-    const qLat = ws.get('mla.qlat', T * H * w);
-    const a = ws.get('mla.head_in', T * Math.max(dn, r));
-    const c = ws.get('mla.head_out', T * Math.max(r, dv));
+    const qLat = ws.get('mla.qlat', N * H * w);
+    const a = ws.get('mla.head_in', N * Math.max(dn, r));
+    const c = ws.get('mla.head_out', N * Math.max(r, p.vHeadDim));
     for (let h = 0; h < H; h++) {
-      // q̂_h [T×r] = q_nope^h [T×d_n] · W_UK^h [d_n×r] (kv_b rows h·hw .. h·hw+d_n−1).
+      // q̂_h [N×r] = q_nope^h [N×d_n] · W_UK^h [d_n×r] (kv_b rows h·hw .. h·hw+d_n−1).
       if (dn > 0) {
-        for (let t = 0; t < T; t++) a.set(q.subarray((t * H + h) * qh, (t * H + h) * qh + dn), t * dn);
-        k.matmul(a.subarray(0, T * dn), B.data.subarray(h * hw * r, (h * hw + dn) * r), B.dtype, c.subarray(0, T * r), T, r, dn, false);
+        for (let t = 0; t < N; t++) a.set(q.subarray((t * H + h) * qh, (t * H + h) * qh + dn), t * dn);
+        k.matmul(a.subarray(0, N * dn), B.data.subarray(h * hw * r, (h * hw + dn) * r), B.dtype, c.subarray(0, N * r), N, r, dn, false);
       } else {
-        c.fill(0, 0, T * r);
+        c.fill(0, 0, N * r);
       }
-      for (let t = 0; t < T; t++) {
+      for (let t = 0; t < N; t++) {
         const o = (t * H + h) * w;
         qLat.set(c.subarray(t * r, (t + 1) * r), o);
         qLat.set(q.subarray((t * H + h) * qh + dn, (t * H + h + 1) * qh), o + r);
       }
     }
-    const oLat = ws.get('mla.olat', T * H * r);
-    k.attention({
-      q: qLat, tq: T, nHeads: H, nKvHeads: 1, headDimK: w, headDimV: r,
-      k: latent, kTokenStride: w, v: latent, vTokenStride: w,
-      pos0, scale: p.scale, out: oLat,
-    });
+    return qLat;
+  }
+
+  /** mixed [N, H, d_v]: o_h = W_UV^h·ô_h for the latent-space attention outputs ô [N, H, r]. */
+  private expandOutputs(oLat: Float32Array, N: number, mixed: Float32Array, ws: Workspace): void {
+    const p = this.p, H = p.nHeads, dn = p.qkNopeHeadDim, dv = p.vHeadDim, r = p.kvLoraRank, hw = dn + dv;
+    const k = kernels();
+    const B = p.kvB.weight;
+    const a = ws.get('mla.head_in', N * Math.max(dn, r));
+    const c = ws.get('mla.head_out', N * Math.max(r, dv));
     for (let h = 0; h < H; h++) {
-      // o_h [T×d_v] = ô_h [T×r] · W_UV^hᵀ (W_UV^h = kv_b rows h·hw+d_n .. +d_v, stored [d_v, r]).
-      for (let t = 0; t < T; t++) a.set(oLat.subarray((t * H + h) * r, (t * H + h + 1) * r), t * r);
-      k.matmul(a.subarray(0, T * r), B.data.subarray((h * hw + dn) * r, (h * hw + hw) * r), B.dtype, c.subarray(0, T * dv), T, dv, r, true);
-      for (let t = 0; t < T; t++) mixed.set(c.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
+      // o_h [N×d_v] = ô_h [N×r] · W_UV^hᵀ (W_UV^h = kv_b rows h·hw+d_n .. +d_v, stored [d_v, r]).
+      for (let t = 0; t < N; t++) a.set(oLat.subarray((t * H + h) * r, (t * H + h + 1) * r), t * r);
+      k.matmul(a.subarray(0, N * r), B.data.subarray((h * hw + dn) * r, (h * hw + hw) * r), B.dtype, c.subarray(0, N * dv), N, dv, r, true);
+      for (let t = 0; t < N; t++) mixed.set(c.subarray(t * dv, (t + 1) * dv), (t * H + h) * dv);
     }
   }
 

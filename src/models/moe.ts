@@ -103,6 +103,11 @@ export function groupByExpert(idx: Int32Array, w: Float64Array, T: number, E: nu
   return out;
 }
 
+/** How inspect names a mixture-of-experts MLP (the built layer and the header-only inspect agree). */
+export function moeSummary(numExperts: number, expertInter: number, topK: number): string {
+  return `MoE: ${numExperts} experts × ${expertInter}, top-${topK}`;
+}
+
 export class MoeMlp implements Mlp {
   readonly router: Linear;
   readonly experts: readonly SwiGluMlp[];
@@ -155,7 +160,7 @@ export class MoeMlp implements Mlp {
   }
 
   summary(): string {
-    return `MoE: ${this.numExperts} experts × ${this.experts[0]!.gate.outFeatures}, top-${this.topK}`;
+    return moeSummary(this.numExperts, this.experts[0]!.gate.outFeatures, this.topK);
   }
 
   private meanExpert(f: (x: SwiGluMlp) => number): number {

@@ -82,10 +82,16 @@ export interface ConvertReport {
   evaluations: EvalReport[];
   /**
    * Wall seconds. pass1: original-model statistics; conversion: RoRoPE + BKV-PCA with their
-   * calibration pass; convertTotal excludes evaluation; convertCpu: CPU seconds (user + system,
+   * calibration pass (in the default convert also the stock fit and the stages' evaluation
+   * states, which advance in the same sweep); evaluation: the final scoring of those states;
+   * convertTotal: the whole run, evaluation included; convertCpu: CPU seconds (user + system,
    * all threads) of the same span, which other load on the machine does not inflate.
+   * estimate: the plan line's forecast (GEMM work / GEMM rate measured at the start), with both.
    */
-  seconds: { load: number; pass1: number; freqFoldSearch: number; conversion: number; evaluation: number; save: number; convertTotal: number; convertCpu: number };
+  seconds: {
+    load: number; pass1: number; freqFoldSearch: number; conversion: number; evaluation: number; save: number; convertTotal: number; convertCpu: number;
+    estimate?: { seconds: number; flops: number; gemmFlopsPerSecond: number };
+  };
   peakRssBytes: number;
 }
 

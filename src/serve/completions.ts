@@ -7,10 +7,12 @@
 // prediction (null), each later one is scored by the logits of the position before it — what
 // lm-evaluation-harness reads for log-likelihood tasks (echo + logprobs, max_tokens 0 or 1).
 import type { Decoder } from '../models/decoder.js';
-import { Rng, sampleToken } from '../models/sample.js';
+import { Rng } from '../models/sample.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import type { Batcher } from './batcher.js';
 import { unprocessable } from './errors.js';
 import { StoppableText, type TokenEntry } from './text-stream.js';
+import { SequenceSampler, topKIds as topK } from './sampling.js';
 import type { CompletionRequest, PromptInput } from './validate.js';
 
 export interface ServedModel {
@@ -92,23 +94,9 @@ function logSumExp(row: Float32Array): number {
   return Math.log(sum) + max;
 }
 
-/** Ids of the k largest logits, largest first (ties: lower id first). */
-function topK(row: Float32Array, k: number): number[] {
-  if (k <= 0) return [];
-  const best: number[] = [];
-  for (let i = 0; i < row.length; i++) {
-    const v = row[i]!;
-    if (best.length === k && v <= row[best[k - 1]!]!) continue;
-    let j = best.length < k ? best.length : k - 1;
-    if (best.length < k) best.push(i);
-    while (j > 0 && row[best[j - 1]!]! < v) { best[j] = best[j - 1]!; j--; }
-    best[j] = i;
-  }
-  return best;
-}
-
 export class Completer {
-  constructor(private readonly s: ServedModel) {}
+  /** Every forward goes through `batcher`: concurrent sequences share its steps. */
+  constructor(private readonly s: ServedModel, private readonly batcher: Batcher) {}
 
   /** The text a token adds after `context` (its leading space, a whole character once complete). */
   private pieceAfter(context: readonly number[], id: number): string {
@@ -133,21 +121,12 @@ export class Completer {
     return { logprob, top };
   }
 
-  private sample(row: Float32Array, req: CompletionRequest, rng: Rng): number {
-    let logits = row;
-    if (req.topK > 0 && req.topK < row.length && req.temperature > 0) {
-      // Keep the k most likely tokens: everything below the k-th logit becomes impossible.
-      const keep = new Set(topK(row, req.topK));
-      logits = row.map((v, i) => (keep.has(i) ? v : -Infinity));
-    }
-    return sampleToken(logits, { temperature: req.temperature, topP: req.topP }, rng);
-  }
-
   /**
    * Runs one prompt. Returns the choice (text and logprobs of the whole output); when `sink` is
    * given, pieces are also handed to it as they are produced. `aborted` is polled between tokens.
+   * `sample` numbers the choices of one prompt (n > 1): the seed of choice j is seed + j.
    */
-  async complete(ids: number[], index: number, req: CompletionRequest, sink: ChunkSink | null, aborted: () => boolean): Promise<{ choice: Choice; completionTokens: number }> {
+  async complete(ids: number[], index: number, req: CompletionRequest, sink: ChunkSink | null, aborted: () => boolean, sample = 0): Promise<{ choice: Choice; completionTokens: number }> {
     const { model, tokenizer } = this.s;
     const V = model.config.vocabSize, D = model.config.hiddenSize;
     const wantLp = req.logprobs !== null;
@@ -164,12 +143,14 @@ export class Completer {
       echoPieces[echoPieces.length - 1] += dec.flush();
       if (wantLp) echoScores.push({ logprob: null, top: null });
     }
-    let last = new Float32Array(V);
+    let last: Float32Array = new Float32Array(V);
     const rows = new Float32Array(Math.min(LOGIT_ROWS, ids.length) * V);
-    for (let p = 0; p < ids.length; p += PREFILL_CHUNK) {
+    for (let p = 0; p < ids.length && !aborted(); p += PREFILL_CHUNK) {
       const n = Math.min(PREFILL_CHUNK, ids.length - p);
-      const h = model.hidden(ids.slice(p, p + n), cache, p);
-      if (req.echo && wantLp) {
+      const scoring = req.echo && wantLp;
+      const step = await this.batcher.run({ tokens: ids.slice(p, p + n), cache, pos0: p, want: scoring ? 'hidden' : p + n === ids.length ? 'last' : 'none' });
+      if (scoring) {
+        const h = step.hidden!;
         for (let r0 = 0; r0 < n; r0 += LOGIT_ROWS) {
           const m = Math.min(LOGIT_ROWS, n - r0);
           model.logitsFromHidden(h.subarray(r0 * D, (r0 + m) * D), m, rows);
@@ -180,11 +161,9 @@ export class Completer {
             else last.set(row);
           }
         }
-      } else if (p + n === ids.length) {
-        model.logitsFromHidden(h.subarray((n - 1) * D, n * D), 1, last);
+      } else if (step.logits) {
+        last.set(step.logits);
       }
-      await new Promise<void>((r) => setImmediate(r));
-      if (aborted()) break;
     }
 
     const echoText = echoPieces.join('');
@@ -206,7 +185,7 @@ export class Completer {
     };
     if (sink && req.echo) sink({ text: echoText, index, logprobs: toLogprobs(0, [], echoPieces, echoScores), finish_reason: null });
 
-    const rng = new Rng(req.seed ?? Math.floor(Math.random() * 2 ** 31));
+    const sampler = new SequenceSampler(req.sampling, ids, new Rng(req.seed !== null ? req.seed + sample : Math.floor(Math.random() * 2 ** 31)));
     const dec = tokenizer.createStreamDecoder(ids);
     const context = ids.slice(-6);
     let generated = 0;
@@ -216,9 +195,10 @@ export class Completer {
     // entry (lm-eval's local-completions: token_logprobs[ctxlen:-1]) drops that token, not the prompt's.
     let eos: TokenScore | null | undefined;
     while (generated < req.maxTokens && !aborted()) {
-      const id = this.sample(last, req, rng);
+      const id = sampler.next(last);
       if (this.s.eosIds.has(id)) { finish = 'stop'; eos = wantLp ? this.score(last, id, k, context) : null; break; }
       generated++;
+      sampler.accept(id);
       const piece = dec.push(id);
       const info = wantLp ? this.score(last, id, k, context) : null;
       context.push(id);
@@ -232,8 +212,7 @@ export class Completer {
       }
       if (stopped) { finish = 'stop'; break; }
       if (generated === req.maxTokens) break;
-      last = new Float32Array(model.forward([id], cache, { logits: 'last' }));
-      await new Promise<void>((r) => setImmediate(r));
+      last = (await this.batcher.run({ tokens: [id], cache, pos0: cache.length, want: 'last' })).logits!;
     }
     if (!out.stopped && generated > 0) {
       const tail = dec.flush();

@@ -17,8 +17,12 @@ export interface ServedModelOptions {
 export function loadServedModel(path: string, o: ServedModelOptions = {}): ServedModel {
   const loaded = loadModel(path, { tokenizer: o.tokenizer });
   if (!loaded.tokenizer) throw new Error(`${path} has no tokenizer; pass one (--tokenizer PATH)`);
-  const ctx = o.contextLength ?? loaded.config.maxPositionEmbeddings;
+  // The engine attends fully: a sliding-window model is served only within its window (a longer
+  // sequence would fail its forward, and with it every sequence batched alongside).
+  const w = loaded.model.slidingWindow;
+  const ctx = o.contextLength ?? Math.min(loaded.config.maxPositionEmbeddings, w ?? Infinity);
   if (!Number.isInteger(ctx) || ctx < 1) throw new Error(`context length must be a positive integer, got ${ctx}`);
+  if (w !== null && ctx > w) throw new Error(`${path}: --ctx ${ctx} exceeds the model's sliding window of ${w} tokens; the engine implements full attention only, so serve at most ${w}`);
   const eos = new Set(eosIds(loaded.config.eosTokenId));
   if (loaded.tokenizer.eosId !== null) eos.add(loaded.tokenizer.eosId);
   return {

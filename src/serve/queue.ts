@@ -1,41 +1,45 @@
-// One model, one workspace: requests must run one at a time. A FIFO of jobs with one worker;
-// a bounded number may wait, beyond which callers are told to come back (503).
+// Admission of requests: up to `maxActive` run at once (their sequences share the batcher's
+// steps); later ones wait in arrival order, and beyond `maxWaiting` waiting callers are told to
+// come back (503).
 
 export class QueueFullError extends Error {}
 
-export class SerialQueue {
-  private tail: Promise<void> = Promise.resolve();
-  private waiting = 0;
-  private running = false;
+export class RequestQueue {
+  private readonly waitingJobs: (() => void)[] = [];
+  private active = 0;
 
-  constructor(private readonly maxWaiting: number) {
+  constructor(private readonly maxActive: number, private readonly maxWaiting: number) {
+    if (!Number.isInteger(maxActive) || maxActive < 1) throw new Error(`queue: maxActive must be an integer ≥ 1, got ${maxActive}`);
     if (!Number.isInteger(maxWaiting) || maxWaiting < 0) throw new Error(`queue: maxWaiting must be an integer ≥ 0, got ${maxWaiting}`);
   }
 
-  /** Jobs waiting for their turn (not counting the one running). */
+  /** Jobs waiting for their turn (not counting those running). */
   get pending(): number {
-    return this.waiting;
+    return this.waitingJobs.length;
+  }
+
+  /** Jobs running. */
+  get running(): number {
+    return this.active;
   }
 
   get busy(): boolean {
-    return this.running;
+    return this.active > 0;
   }
 
-  /** Runs `job` after every job queued before it; throws QueueFullError when too many wait. */
+  /** Runs `job` once fewer than maxActive run and every job queued before it has started; throws QueueFullError when too many wait. */
   run<T>(job: () => Promise<T>): Promise<T> {
-    if (this.running && this.waiting >= this.maxWaiting) throw new QueueFullError(`${this.waiting} requests are already waiting`);
-    this.waiting++;
-    const result = this.tail.then(async () => {
-      this.waiting--;
-      this.running = true;
-      try {
-        return await job();
-      } finally {
-        this.running = false;
-      }
+    if (this.active >= this.maxActive && this.waitingJobs.length >= this.maxWaiting) throw new QueueFullError(`${this.waitingJobs.length} requests are already waiting`);
+    return new Promise<T>((resolve, reject) => {
+      const start = (): void => {
+        this.active++;
+        job().then(resolve, reject).finally(() => {
+          this.active--;
+          this.waitingJobs.shift()?.();
+        });
+      };
+      if (this.active < this.maxActive && this.waitingJobs.length === 0) start();
+      else this.waitingJobs.push(start);
     });
-    // The chain continues whether the job failed or not; the caller sees the failure.
-    this.tail = result.then(() => undefined, () => undefined);
-    return result;
   }
 }

@@ -2,6 +2,7 @@
 // defines is either implemented or rejected with a 400 naming it; unknown fields are rejected
 // too, so a typo ("max_token") is an error rather than a silently ignored option.
 import { badRequest } from './errors.js';
+import type { SamplingParams } from './sampling.js';
 
 /** A prompt as the client sent it: text (tokenized by the server) or token ids (used as given). */
 export type PromptInput = { kind: 'text'; text: string } | { kind: 'ids'; ids: number[] };
@@ -10,10 +11,9 @@ export interface CompletionRequest {
   model: string | null;
   prompts: PromptInput[];
   maxTokens: number;
-  temperature: number;
-  topP: number;
-  /** 0 = no top-k cut. */
-  topK: number;
+  sampling: SamplingParams;
+  /** Choices per prompt. */
+  n: number;
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
@@ -25,6 +25,8 @@ export interface CompletionRequest {
 
 export interface RequestLimits {
   maxPrompts: number;
+  /** Largest `n` (choices per prompt) accepted. */
+  maxN: number;
   /** Largest `logprobs` value accepted. */
   maxLogprobs: number;
 }
@@ -32,15 +34,41 @@ export interface RequestLimits {
 const MAX_STOPS = 32;
 
 const KNOWN = new Set([
-  'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'n', 'best_of', 'stop', 'stream', 'stream_options',
-  'echo', 'logprobs', 'seed', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'suffix', 'user',
+  'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'n', 'best_of', 'stop', 'stream', 'stream_options',
+  'echo', 'logprobs', 'seed', 'presence_penalty', 'frequency_penalty', 'repetition_penalty', 'logit_bias', 'suffix', 'user',
 ]);
 
-function isInt(v: unknown): v is number {
+/**
+ * The sampling fields both APIs share: OpenAI's temperature, top_p, presence/frequency_penalty
+ * ([−2, 2]) and vLLM's extensions top_k (−1 or 0: no cut), min_p ([0, 1]) and repetition_penalty (> 0).
+ */
+export function samplingFields(b: Record<string, unknown>): SamplingParams {
+  const topK = b.top_k ?? 0;
+  if (!isInt(topK) || topK < -1) throw badRequest(`top_k must be an integer ≥ −1 (−1 or 0: no cut), got ${JSON.stringify(b.top_k)}`, 'top_k');
+  return {
+    temperature: num(b, 'temperature', 1, 0, 2),
+    topP: num(b, 'top_p', 1, 0, 1, true),
+    topK: topK === -1 ? 0 : topK,
+    minP: num(b, 'min_p', 0, 0, 1),
+    repetitionPenalty: num(b, 'repetition_penalty', 1, 0, 2, true),
+    presencePenalty: num(b, 'presence_penalty', 0, -2, 2),
+    frequencyPenalty: num(b, 'frequency_penalty', 0, -2, 2),
+  };
+}
+
+/** `n` (choices per prompt, 1..maxN) and `best_of`, which only may equal n (no re-ranking). */
+export function choiceCount(b: Record<string, unknown>, maxN: number): number {
+  const n = b.n ?? 1;
+  if (!isInt(n) || n < 1 || n > maxN) throw badRequest(`n must be an integer in [1, ${maxN}], got ${JSON.stringify(b.n)}`, 'n');
+  if (b.best_of !== undefined && b.best_of !== null && b.best_of !== n) throw badRequest(`best_of must equal n (${n}): choices are not re-ranked, got ${JSON.stringify(b.best_of)}`, 'best_of');
+  return n;
+}
+
+export function isInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v);
 }
 
-function num(body: Record<string, unknown>, key: string, dflt: number, lo: number, hi: number, loOpen = false): number {
+export function num(body: Record<string, unknown>, key: string, dflt: number, lo: number, hi: number, loOpen = false): number {
   const v = body[key];
   if (v === undefined || v === null) return dflt;
   if (typeof v !== 'number' || !Number.isFinite(v)) throw badRequest(`${key} must be a number, got ${JSON.stringify(v)}`, key);
@@ -64,34 +92,20 @@ function prompts(v: unknown): PromptInput[] {
   return bad();
 }
 
-export function validateCompletionRequest(body: unknown, limits: RequestLimits): CompletionRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the request body must be a JSON object');
-  const b = body as Record<string, unknown>;
-  const unknown = Object.keys(b).filter((k) => !KNOWN.has(k));
-  if (unknown.length > 0) throw badRequest(`unsupported field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; supported: ${[...KNOWN].join(', ')}`, unknown[0]!);
+/** Refuses fields outside `known`, naming them and what is supported. */
+export function rejectUnknown(b: Record<string, unknown>, known: ReadonlySet<string>): void {
+  const unknown = Object.keys(b).filter((k) => !known.has(k));
+  if (unknown.length > 0) throw badRequest(`unsupported field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; supported: ${[...known].join(', ')}`, unknown[0]!);
+}
 
-  if (b.model !== undefined && b.model !== null && typeof b.model !== 'string') throw badRequest('model must be a string', 'model');
-  const ps = prompts(b.prompt);
-  if (ps.length > limits.maxPrompts) throw badRequest(`at most ${limits.maxPrompts} prompts per request, got ${ps.length}`, 'prompt');
+export function seedField(b: Record<string, unknown>): number | null {
+  const seed = b.seed ?? null;
+  if (seed !== null && !isInt(seed)) throw badRequest(`seed must be an integer, got ${JSON.stringify(b.seed)}`, 'seed');
+  return seed;
+}
 
-  const maxTokens = b.max_tokens ?? 16;
-  if (!isInt(maxTokens) || maxTokens < 0) throw badRequest(`max_tokens must be an integer ≥ 0, got ${JSON.stringify(b.max_tokens)}`, 'max_tokens');
-  const temperature = num(b, 'temperature', 1, 0, 2);
-  const topP = num(b, 'top_p', 1, 0, 1, true);
-  const topK = b.top_k ?? 0;
-  if (!isInt(topK) || topK < -1) throw badRequest(`top_k must be an integer ≥ −1 (−1 or 0: no cut), got ${JSON.stringify(b.top_k)}`, 'top_k');
-  for (const k of ['n', 'best_of'] as const) {
-    if (b[k] !== undefined && b[k] !== null && b[k] !== 1) throw badRequest(`only ${k} = 1 is supported, got ${JSON.stringify(b[k])}`, k);
-  }
-  for (const k of ['presence_penalty', 'frequency_penalty'] as const) {
-    if (b[k] !== undefined && b[k] !== null && b[k] !== 0) throw badRequest(`${k} is not supported (only 0), got ${JSON.stringify(b[k])}`, k);
-  }
-  if (b.logit_bias !== undefined && b.logit_bias !== null && !(typeof b.logit_bias === 'object' && Object.keys(b.logit_bias as object).length === 0)) {
-    throw badRequest('logit_bias is not supported', 'logit_bias');
-  }
-  if (b.suffix !== undefined && b.suffix !== null && b.suffix !== '') throw badRequest('suffix is not supported', 'suffix');
-  if (b.user !== undefined && b.user !== null && typeof b.user !== 'string') throw badRequest('user must be a string', 'user');
-
+/** `stop` (a string or up to MAX_STOPS non-empty strings), `stream` and `stream_options.include_usage`. */
+export function stopAndStream(b: Record<string, unknown>): { stop: string[]; stream: boolean; includeUsage: boolean } {
   let stop: string[] = [];
   if (typeof b.stop === 'string') stop = [b.stop];
   else if (Array.isArray(b.stop)) {
@@ -102,9 +116,7 @@ export function validateCompletionRequest(body: unknown, limits: RequestLimits):
   if (stop.length > MAX_STOPS) throw badRequest(`at most ${MAX_STOPS} stop sequences, got ${stop.length}`, 'stop');
   if (stop.some((s) => s === '')) throw badRequest('stop sequences must not be empty', 'stop');
 
-  for (const k of ['stream', 'echo'] as const) {
-    if (b[k] !== undefined && b[k] !== null && typeof b[k] !== 'boolean') throw badRequest(`${k} must be true or false`, k);
-  }
+  if (b.stream !== undefined && b.stream !== null && typeof b.stream !== 'boolean') throw badRequest('stream must be true or false', 'stream');
   const stream = b.stream === true;
   let includeUsage = false;
   const so = b.stream_options;
@@ -117,6 +129,31 @@ export function validateCompletionRequest(body: unknown, limits: RequestLimits):
     if (iu !== undefined && typeof iu !== 'boolean') throw badRequest('stream_options.include_usage must be true or false', 'stream_options');
     includeUsage = iu === true;
   }
+  return { stop, stream, includeUsage };
+}
+
+export function validateCompletionRequest(body: unknown, limits: RequestLimits): CompletionRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the request body must be a JSON object');
+  const b = body as Record<string, unknown>;
+  rejectUnknown(b, KNOWN);
+
+  if (b.model !== undefined && b.model !== null && typeof b.model !== 'string') throw badRequest('model must be a string', 'model');
+  const ps = prompts(b.prompt);
+  if (ps.length > limits.maxPrompts) throw badRequest(`at most ${limits.maxPrompts} prompts per request, got ${ps.length}`, 'prompt');
+
+  const maxTokens = b.max_tokens ?? 16;
+  if (!isInt(maxTokens) || maxTokens < 0) throw badRequest(`max_tokens must be an integer ≥ 0, got ${JSON.stringify(b.max_tokens)}`, 'max_tokens');
+  const sampling = samplingFields(b);
+  const n = choiceCount(b, limits.maxN);
+  if (n * ps.length > limits.maxPrompts) throw badRequest(`at most ${limits.maxPrompts} choices per request (prompts × n), got ${ps.length} × ${n}`, 'n');
+  if (b.logit_bias !== undefined && b.logit_bias !== null && !(typeof b.logit_bias === 'object' && Object.keys(b.logit_bias as object).length === 0)) {
+    throw badRequest('logit_bias is not supported', 'logit_bias');
+  }
+  if (b.suffix !== undefined && b.suffix !== null && b.suffix !== '') throw badRequest('suffix is not supported', 'suffix');
+  if (b.user !== undefined && b.user !== null && typeof b.user !== 'string') throw badRequest('user must be a string', 'user');
+
+  const { stop, stream, includeUsage } = stopAndStream(b);
+  if (b.echo !== undefined && b.echo !== null && typeof b.echo !== 'boolean') throw badRequest('echo must be true or false', 'echo');
 
   let logprobs: number | null = null;
   if (b.logprobs !== undefined && b.logprobs !== null) {
@@ -125,12 +162,11 @@ export function validateCompletionRequest(body: unknown, limits: RequestLimits):
     }
     logprobs = b.logprobs;
   }
-  const seed = b.seed ?? null;
-  if (seed !== null && !isInt(seed)) throw badRequest(`seed must be an integer, got ${JSON.stringify(b.seed)}`, 'seed');
+  const seed = seedField(b);
 
   return {
     model: (b.model as string | null | undefined) ?? null,
-    prompts: ps, maxTokens, temperature, topP, topK: topK === -1 ? 0 : topK, stop, stream, includeUsage,
+    prompts: ps, maxTokens, sampling, n, stop, stream, includeUsage,
     echo: b.echo === true, logprobs, seed,
   };
 }

@@ -34,6 +34,7 @@ import { kernels } from '../kernels/index.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { AdamW, clipGradNorm } from './adamw.js';
 import { createBackend } from './backend.js';
+import { finetuneCard } from './card.js';
 import { loadOptimizerState, readTrainerState, resumeWeights, saveTrainingCheckpoint } from './checkpoint.js';
 import { batchRows, packDocuments, readTokenFile, tokenizeDocuments } from './data.js';
 import { TrainModel, type TrainRow } from './model.js';
@@ -220,6 +221,8 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   const inputs = [...(prior ? [] : [o.model]), ...(['text', 'tokens', 'evalText', 'teacher'] as const).map((k) => o[k]).filter((x): x is string => x !== null)];
   if (input.stopAt !== undefined && !(Number.isInteger(input.stopAt) && input.stopAt >= 1)) throw new Error(`stopAt must be a positive integer, got ${input.stopAt}`);
   if (prior && prior.step >= o.steps) throw new Error(`${input.resume} already finished all ${o.steps} steps`);
+  // A bad --out fails now, before the model, the teacher and the data are read.
+  if (out) checkOutputDir(out, { overwrite: prior !== null || input.overwrite === true, source: inputs });
 
   // --- Model, tokenizer, teacher.
   const arch = readTrainArch(weightsDir);
@@ -315,15 +318,16 @@ export async function finetune(input: FinetuneOptions): Promise<FinetuneReport> 
   let saved = false;
   const save = async (finished: boolean): Promise<void> => {
     if (!out) return;
+    const cardPath = join(weightsDir, 'README.md');
+    const state = report(finished);
     await saveTrainingCheckpoint({
       dir: out, sourceDir: weightsDir, protect: inputs,
+      files: existsSync(cardPath) ? [{ name: 'README.md', text: finetuneCard(readFileSync(cardPath, 'utf8'), state) }] : [],
       overwrite: prior !== null || input.overwrite === true || saved,
-      params: model.params, optimizer: opt, state: report(finished),
+      params: model.params, optimizer: opt, state,
     });
     saved = true;
   };
-  // Fail before training, not after it.
-  if (out) checkOutputDir(out, { overwrite: prior !== null || input.overwrite === true, source: inputs });
 
   const evaluate = async (): Promise<void> => {
     const t0 = performance.now();

@@ -105,8 +105,9 @@ export class TrainModel {
     const embedName = embeddingName(ps, c);
     const embed = ps.get(embedName, [V, D]);
     const headW = c.tieWordEmbeddings ? embed : ps.get('lm_head.weight', [V, D]);
-    // Some exporters store a tied head twice; the engine reads the embedding, so does training.
-    if (c.tieWordEmbeddings && embedName !== 'lm_head.weight') ps.drop('lm_head.weight');
+    // Some exporters store a tied head twice (the strict export always does: stock engines need
+    // it); the engine reads the embedding, so does training, and the copy is saved from it.
+    if (c.tieWordEmbeddings && embedName !== 'lm_head.weight') ps.alias('lm_head.weight', embedName);
     const blocks: DecoderBlock[] = [];
     const makeLayer = familyFor(arch).trainLayers(be, ps, arch);
     for (let i = 0; i < c.numLayers; i++) {

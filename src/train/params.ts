@@ -82,6 +82,23 @@ export class ParamStore {
     this.list.splice(this.list.indexOf(p), 1);
   }
 
+  /**
+   * Stored copies of another parameter (a tied head written as lm_head.weight beside the
+   * embedding): not trained or counted, but saved again with the values of the one they copy,
+   * so a checkpoint keeps the tensor set it was loaded with.
+   */
+  readonly aliases: { name: string; of: Param; dtype: FloatDType }[] = [];
+
+  /** Makes `name` a stored copy of parameter `of` (see aliases); no-op when `name` is absent. */
+  alias(name: string, of: string): void {
+    const p = this.byName.get(name);
+    const target = this.byName.get(of);
+    if (!p || !target || p === target) return;
+    if (p.shape.join() !== target.shape.join()) throw new Error(`"${name}" [${p.shape.join(', ')}] cannot be a copy of "${of}" [${target.shape.join(', ')}]`);
+    this.drop(name);
+    this.aliases.push({ name, of: target, dtype: p.dtype });
+  }
+
   /** The parameter `name` with the given shape (a clear error otherwise); marks it used. */
   get(name: string, shape: readonly number[]): Param {
     const p = this.byName.get(name);

@@ -1,11 +1,13 @@
 // transmla validate: reads a checkpoint folder (config.json + safetensors headers, no tensor
-// data) or a .gguf file, runs the rules (rules.ts, gguf-rules.ts) and reports, engine by
+// data) or a .gguf file, runs the rules (rules.ts, gguf-rules.ts; recorded.ts cross-checks
+// config.json against the folder's transmla.json) and reports, engine by
 // engine, whether it will load, compute what the checkpoint means, and reach the fast path.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { readGguf } from '../io/gguf.js';
 import { runGgufRules } from './gguf-rules.js';
+import { checkRecordedFacts } from './recorded.js';
 import {
   ENGINE_LABELS, ENGINES, EXPORT_FIX, kernelTables,
   runFolderRules, type EngineId, type Finding, type Impact, type KernelStatus, type TensorFact,
@@ -127,7 +129,13 @@ export function validateFolder(dir: string, o: ValidateOptions = {}): ValidateRe
     }
   }
   const c = config as Record<string, unknown>;
-  const { findings, dims } = runFolderRules({ dir: abs, config: c, tensors, files, transmla });
+  const facts = { dir: abs, config: c, tensors, files, transmla };
+  const rules = runFolderRules(facts);
+  // config.json against what the folder records of its weights (recorded.ts): a config-only
+  // finding whose premise the records contradict gives way to the recorded one.
+  const recorded = checkRecordedFacts(facts);
+  const dims = rules.dims;
+  const findings = [...rules.findings.filter((f) => !recorded.supersedes.includes(f.rule)), ...recorded.findings];
   const kt = dims ? kernelTables(dims) : null;
   const engines = ENGINES.map((e) => verdict(e, findings, e === 'vllm' ? kt?.vllm : e === 'sglang' ? kt?.sglang : undefined));
   const dtypes = [...new Set([...tensors.values()].map((t) => t.dtype))].sort().join('/');

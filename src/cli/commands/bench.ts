@@ -6,6 +6,7 @@ import { bool, int, onePositional, parseArgs, str, UsageError } from '../args.js
 import type { Command } from '../command.js';
 import { formatBenchReport, runBench } from '../../bench/bench.js';
 import { writeReport } from '../../report/report.js';
+import { checkOutputFile } from '../../io/atomic-dir.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
 
 function contexts(v: string | undefined): number[] {
@@ -39,6 +40,8 @@ export const command: Command = {
       threads: int(p, 'threads', undefined, 1),
       log,
     };
+    // --out is written after minutes of measuring: refuse a bad one first.
+    if (str(p, 'out')) checkOutputFile(str(p, 'out')!, { overwrite: true });
     const path = await modelArg(spec, p);
     const model = resolve(path);
     const compareSpec = str(p, 'compare');

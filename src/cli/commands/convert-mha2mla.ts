@@ -1,4 +1,5 @@
 // transmla convert <model> --method mha2mla …: the MHA2MLA method's flags (convert.ts dispatches here).
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { EvalTextSpec } from '../../convert/pipeline.js';
@@ -7,11 +8,13 @@ import type { LowRankInit } from '../../convert/mha2mla-layer.js';
 import { ROPE_SELECTIONS, type NormStat, type RopeSelection } from '../../convert/rope-select.js';
 import { textModeFor } from '../../eval/perplexity.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
+import { checkOutputDir } from '../../io/atomic-dir.js';
+import { withHfFolder } from '../../export/llama2c.js';
 
 export const MHA2MLA_USAGE =
   'transmla convert <model> --method mha2mla --out DIR (--kv-rank R | --kv-fraction F) --calib FILE [--rope-pairs r]\n' +
   '    [--selection 2norm|high|low|uniform] [--svd joint|split] [--weighting weights|activations] [--norm-stat mean|rms]\n' +
-  '    [--calib-samples 128] [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--overwrite] [--no-save] [--json]\n' +
+  '    [--calib-samples 128] [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--overwrite] [--no-save] [--json] [--tokenizer FILE]\n' +
   '  Cache per token per layer: KV heads × 2r RoPE key dims + a latent of R values shared by all heads.\n' +
   '  --rope-pairs r: frequency pairs kept per KV head at their original frequencies (default head_dim/16, ≥ 1).\n' +
   '  --kv-fraction F: R = ⌊F·2·G·d⌋ − G·2r (equal cache bytes to a TransMLA model at the same F).\n' +
@@ -25,7 +28,7 @@ const FLAGS = {
   method: 'string', out: 'string', 'kv-rank': 'string', 'kv-fraction': 'string', 'rope-pairs': 'string', selection: 'string',
   svd: 'string', weighting: 'string', 'norm-stat': 'string', calib: 'string', 'calib-samples': 'string', 'calib-seqlen': 'string',
   seed: 'string', 'eval-text': 'string', 'eval-ctx': 'string', 'eval-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean',
-  ...HUB_FLAGS,
+  tokenizer: 'string', ...HUB_FLAGS,
 } as const;
 
 /** The value of --method in argv (default 'transmla'), without parsing the other flags. */
@@ -79,7 +82,11 @@ export async function runMha2mlaConvert(argv: string[]): Promise<void> {
     evalChunks: int(p, 'eval-chunks', undefined, 1),
     log: (line: string) => { (json ? process.stderr : process.stdout).write(line + '\n'); },
   };
-  const report = await convertMha2mla({ model: await modelArg(spec, p), ...options });
+  // Before a Hub model is fetched (convertMha2mla checks again, against the inputs).
+  if (options.out) checkOutputDir(options.out, { overwrite: options.overwrite, source: existsSync(spec) ? [spec] : [] });
+  const path = await modelArg(spec, p);
+  // A llama2.c checkpoint goes through a temporary HF folder (see convert.ts).
+  const report = await withHfFolder(path, str(p, 'tokenizer'), (folder) => convertMha2mla({ model: folder, sourcePath: path, ...options }));
   if (json) console.log(JSON.stringify(report, null, 2));
   else {
     const s = report.seconds;

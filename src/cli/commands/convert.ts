@@ -1,12 +1,15 @@
 // transmla convert <model> --out DIR: GQA/MHA → MLA (TransMLA, or MHA2MLA with --method mha2mla),
 // printing each stage's perplexity.
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { convertModel, type ConvertOptions, type ConvertVariant } from '../../convert/transmla.js';
 import { PROFILE_NAMES, withProfile, type ProfileName } from '../../convert/profiles.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
-import { convertToTarget } from '../../export/targets.js';
+import { checkExportOutput, convertToTarget } from '../../export/targets.js';
+import { checkOutputDir } from '../../io/atomic-dir.js';
+import { withHfFolder } from '../../export/llama2c.js';
 import { evalTexts, methodFlag, MHA2MLA_USAGE, runMha2mlaConvert } from './convert-mha2mla.js';
 import { EXPORT_USAGE, outType, target } from './export.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
@@ -17,6 +20,9 @@ export const command: Command = {
     '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
     '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
     '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|deepseek-v2|gguf [--outtype f32|f16|bf16]]\n' +
+    '    [--tokenizer FILE]\n' +
+    '  <model> may be a llama2.c .bin: it is imported into a temporary folder first (its tokenizer: tokenizer.bin or\n' +
+    '    the only other tok*.bin beside it, or --tokenizer FILE, a tok*.bin or SentencePiece .model).\n' +
     '  Writes the stock DeepSeek-V3 folder (calibrated kv_a_layernorm, stock keys only) that transformers, vLLM,\n' +
     '  SGLang and llama.cpp run; --variant exact writes transmla\'s exact variant instead (no latent norm, its own\n' +
     '  model_type transmla_mla so no stock engine misreads it; `transmla export` turns it into the stock folder).\n' +
@@ -46,7 +52,7 @@ export const command: Command = {
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
-      target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', 'max-bias-residual': 'string', ...HUB_FLAGS,
+      target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', 'max-bias-residual': 'string', tokenizer: 'string', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
@@ -103,9 +109,18 @@ export const command: Command = {
       if (opts.out === null) throw new UsageError('--no-eval needs --out (without evaluation there is nothing to measure)');
       if ((opts.evalTexts ?? []).length > 0) throw new UsageError('--no-eval and --eval-text contradict each other');
     }
-    opts.model = await modelArg(spec, p);
-    const r = exportTo ? await convertToTarget({ ...opts, out: opts.out! }, exportTo) : null;
-    const report = r ? r.conversion : await convertModel(opts);
+    // Before a Hub model is fetched: the output must be usable (the library checks again, against the inputs).
+    // (A llama2.c .bin is converted through a temporary folder, so the .bin itself is named here.)
+    const local = existsSync(spec) ? [spec] : [];
+    if (exportTo) checkExportOutput(exportTo.target, opts.out!, opts.overwrite ?? false, local);
+    else if (opts.out) checkOutputDir(opts.out, { overwrite: opts.overwrite, source: local });
+    const path = await modelArg(spec, p);
+    // A llama2.c checkpoint goes through a temporary HF folder; transmla.json records the .bin.
+    const { r, report } = await withHfFolder(path, str(p, 'tokenizer'), async (folder) => {
+      const o: ConvertOptions = { ...opts, model: folder, sourcePath: path };
+      const r = exportTo ? await convertToTarget({ ...o, out: o.out! }, exportTo) : null;
+      return { r, report: r ? r.conversion : await convertModel(o) };
+    });
     if (json) {
       const { stockExport, ...conversion } = report;
       console.log(JSON.stringify(r ? { conversion, export: { ...r.export, gguf: r.export.gguf && { ...r.export.gguf, tensorNames: undefined } } } : { conversion, stock: stockExport }, null, 2));

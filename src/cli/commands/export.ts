@@ -3,7 +3,7 @@
 import { resolve } from 'node:path';
 import { bool, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
-import { EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
+import { checkExportOutput, EXPORT_TARGETS, exportModel, type ExportTarget } from '../../export/targets.js';
 import { DEFAULT_MAX_BIAS_RESIDUAL } from '../../convert/stock-bias.js';
 import type { FloatDType } from '../../kernels/types.js';
 import { evalTexts } from './convert-mha2mla.js';
@@ -46,6 +46,8 @@ export const command: Command = {
     if (!out) throw new UsageError('--out PATH is required');
     const json = bool(p, 'json');
     const tgt = target(str(p, 'target'));
+    // Before a Hub model is fetched (exportModel checks again, against the inputs).
+    checkExportOutput(tgt, resolve(out), bool(p, 'overwrite'));
     const r = await exportModel({
       target: tgt,
       out: resolve(out),

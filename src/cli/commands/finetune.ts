@@ -7,6 +7,7 @@ import { DEFAULTS, finetune, type FinetuneReport } from '../../train/finetune.js
 import { lossCurve } from '../../train/loss-curve.js';
 import type { ScheduleKind } from '../../train/schedule.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
+import { checkOutputDir } from '../../io/atomic-dir.js';
 
 const D = DEFAULTS;
 
@@ -26,7 +27,7 @@ export const command: Command = {
     '    for MLA models); all: every parameter.\n' +
     '  --eval-text: held-out text for perplexity (default: the last 10 % of the training documents).\n' +
     '  --warmup is a fraction of --steps; --decay is the wsd decay fraction; --min-lr-ratio the final lr / peak.\n' +
-    '  --out DIR always holds the latest checkpoint: an HF folder plus optimizer.safetensors and\n' +
+    '  --out DIR always holds the latest checkpoint: an HF folder plus trainer/optimizer.safetensors and\n' +
     '    trainer_state.json; --stop-at N saves after N steps, and --resume DIR continues the run exactly.',
   async run(argv) {
     const p = parseArgs(argv, {
@@ -75,6 +76,9 @@ export const command: Command = {
         saveEvery: int(p, 'save-every', D.saveEvery),
         stopAt: int(p, 'stop-at', undefined, 1),
       };
+      // Before a Hub model is fetched (finetune checks again, against the inputs).
+      const out = str(p, 'out');
+      if (out) checkOutputDir(out, { overwrite: bool(p, 'overwrite') });
       const model = await modelArg(spec, p);
       const teacher = teacherSpec === null ? null : await modelArg(teacherSpec, p, { flag: 'teacher' });
       rep = await finetune({

@@ -11,6 +11,7 @@ import { runSweep } from '../../convert/sweep.js';
 import { formatSweepSummary } from '../../report/sweep-report.js';
 import { textModeFor } from '../../eval/perplexity.js';
 import { HUB_FLAGS, modelArg } from '../model-arg.js';
+import { checkOutputDir } from '../../io/atomic-dir.js';
 
 function list(v: string | undefined, flag: string): string[] {
   const xs = (v ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
@@ -60,6 +61,8 @@ export const command: Command = {
       evalTexts: evalTexts(str(p, 'eval-text')), evalCtx: int(p, 'eval-ctx', undefined, 2), evalChunks: int(p, 'eval-chunks', undefined, 1),
       searchChunks: int(p, 'search-chunks', undefined, 1),
     };
+    // Before a Hub model is fetched (runSweep checks again, against the inputs).
+    checkOutputDir(resolve(out), { overwrite: bool(p, 'overwrite') });
     const report = await runSweep({
       model: await modelArg(spec, p), fractions, methods, out: resolve(out), saveModels: bool(p, 'save-models'), overwrite: bool(p, 'overwrite'),
       convert,
