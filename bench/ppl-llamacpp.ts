@@ -64,8 +64,11 @@ export async function run(argv: string[]): Promise<object> {
     const t0 = performance.now();
     const ours = await perplexity(folder.model, ids, bos, { ctx: a.ctx, maxChunks: chunks });
     const oursSeconds = (performance.now() - t0) / 1000;
-    const viaGguf = loadModel(gguf);
-    const oursGguf = await perplexity(viaGguf.model, ids, bos, { ctx: a.ctx, maxChunks: chunks });
+    // Our engine does not read deepseek2 GGUFs (MLA folders export to them): it scores the folder,
+    // whose weights the GGUF holds exactly when outtype is f32 or the folder's own dtype.
+    const ownGguf = folder.config.family !== 'deepseek';
+    const viaGguf = ownGguf ? loadModel(gguf) : folder;
+    const oursGguf = ownGguf ? await perplexity(viaGguf.model, ids, bos, { ctx: a.ctx, maxChunks: chunks }) : ours;
     log(`transmla: ppl ${ours.ppl.toFixed(4)} (folder), ${oursGguf.ppl.toFixed(4)} (GGUF, ${a.outtype})`);
 
     // llama.cpp on the GGUF, every chunk from an empty context; compared position by position
@@ -109,7 +112,7 @@ export async function run(argv: string[]): Promise<object> {
     return {
       model: a.model, text: a.text, ctx: a.ctx, chunks, predictions, bos, ggufOuttype: a.outtype, convention: ours.convention,
       transmla: { ppl: ours.ppl, nll: ours.nll, seconds: oursSeconds, weights: `${a.model} (${folder.model.weightDtype})` },
-      transmlaGguf: { ppl: oursGguf.ppl, nll: oursGguf.nll },
+      transmlaGguf: { ppl: oursGguf.ppl, nll: oursGguf.nll, scored: ownGguf ? 'the GGUF' : 'the folder (our engine does not read deepseek2 GGUFs)' },
       llamacpp: { ppl: cppPpl, nll: nll / predictions, seconds: (performance.now() - t1) / 1000, threads: a.threads, kvCache: 'f32', flashAttention: false },
       relativePplDifference: Math.abs(cppPpl - oursGguf.ppl) / oursGguf.ppl,
       maxAbsLogProbDifference: worst,

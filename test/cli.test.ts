@@ -77,7 +77,7 @@ describe('usage errors exit 2 with the command\'s usage; other failures exit 1 w
       [['convert', M, '--method', 'mha2mla', '--out', O, '--calib', T], /give --kv-rank R or --kv-fraction F/],
       [['convert', M, '--method', 'nope'], /--method must be transmla or mha2mla/],
       [['export', M, '--out', O], /--target is required/],
-      [['export', M, '--out', O, '--target', 'onnx'], /--target must be deepseek-v3 or gguf/],
+      [['export', M, '--out', O, '--target', 'onnx'], /--target must be deepseek-v3 or deepseek-v2 or gguf/],
       [['ppl', M], /--text FILE is required/],
       [['ppl', M, '--text', T, '--ctx', 'abc'], /--ctx must be an integer ≥ 2, got "abc"/],
       [['ppl', M, '--text', T, '--kv-quant', 'int3'], /--kv-quant must be none, int8 or int4/],

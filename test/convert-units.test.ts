@@ -121,7 +121,9 @@ test('DeepSeek-V3 config: written from a Llama config, read back; MoE and YaRN r
   assert.equal(back.numLayers, 2);
   assert.deepEqual(back.ropeScaling, m.config.ropeScaling);
   assert.equal(json.first_k_dense_replace, 2);
-  assert.throws(() => parseMlaConfig({ ...json, first_k_dense_replace: 1, n_routed_experts: 8 }, 'c.json'), /mixture-of-experts/);
+  // MoE layers from first_k_dense_replace on run only with Mixtral's routing (arch/deepseek-moe.ts).
+  assert.throws(() => parseMlaConfig({ ...json, first_k_dense_replace: 1, n_routed_experts: 8 }, 'c.json'), /norm_topk_prob is absent: this engine runs mixture-of-experts layers with Mixtral's routing only/);
+  assert.equal(parseMlaConfig({ ...json, first_k_dense_replace: 1, n_routed_experts: 8, norm_topk_prob: true }, 'c.json').moe?.firstDense, 1);
   assert.throws(() => parseMlaConfig({ ...json, rope_scaling: { type: 'yarn', factor: 4 } }, 'c.json'), /yarn is not supported/);
   assert.throws(() => parseMlaConfig({ ...json, kv_lora_rank: 0 }, 'c.json'), /kv_lora_rank must be an integer ≥ 1/);
 });

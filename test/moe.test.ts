@@ -213,10 +213,10 @@ describe('GGUF', () => {
   });
 });
 
-test('conversions refuse Mixtral sources with the reason', () => {
+test('both conversions take Mixtral sources (test/mixtral-convert.test.ts converts one)', () => {
   const m = randomMixtral(spec);
-  assert.throws(() => requireConversion(m.config, 'transmla', 'dir'), /^Error: dir \(mixtral\) cannot be converted with TransMLA: mixture-of-experts sources are not converted yet/);
-  assert.throws(() => requireConversion(m.config, 'mha2mla', 'dir'), /cannot be converted with MHA2MLA: mixture-of-experts sources are not converted yet/);
+  assert.doesNotThrow(() => requireConversion(m.config, 'transmla', 'dir'));
+  assert.doesNotThrow(() => requireConversion(m.config, 'mha2mla', 'dir'));
 });
 
 test('kjv-mixtral: the bf16 GGUF computes the folder\'s logits exactly', { skip: assetPath('models/kjv-mixtral') ? false : 'asset models/kjv-mixtral missing' }, () => {

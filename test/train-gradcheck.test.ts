@@ -17,7 +17,8 @@ import { HeadLossLayer } from '../src/train/layers/head-loss.js';
 import { LinearLayer } from '../src/train/layers/linear.js';
 import { MlpLayer } from '../src/train/layers/mlp.js';
 import { MoeLayer } from '../src/train/layers/moe.js';
-import { mixtralMoeNames } from '../src/models/moe.js';
+import { deepseekMoeNames, mixtralMoeNames } from '../src/models/moe.js';
+import { SharedExpertMoeLayer } from '../src/train/layers/moe-shared.js';
 import { RmsNormLayer } from '../src/train/layers/rmsnorm.js';
 import { ropeRotate } from '../src/train/layers/rope.js';
 import { emptySums } from '../src/train/loss.js';
@@ -195,6 +196,21 @@ test('mixture-of-experts MLP layer (4 experts, top-2: router and routed experts)
   const moe = new MoeLayer(be64, ps, names, { hidden: D, expertInter: I, numExperts: E, topK: 2 });
   worst.moe = checkBlockLayer('moe', D, (x, o) => moe.forward(x, row.T, o), (x, dO, dx) => moe.backward(x, row.T, dO, dx), moe.params());
   // Every expert got tokens, so every expert's gradient was checked against a nonzero difference.
+  for (const p of moe.params()) assert.ok(p.grad!.some((g) => g !== 0), `${p.name} has no gradient`);
+});
+
+test('DeepSeek MoE layer: routed experts plus a shared expert (gradients of both add)', () => {
+  const D = 6, I = 5, E = 4;
+  const names = deepseekMoeNames('m');
+  const tensors: Record<string, { shape: number[]; scale?: number }> = { [`${names.router}.weight`]: { shape: [E, D], scale: 1.5 } };
+  for (let e = 0; e < E; e++) {
+    const n = names.expert(e);
+    tensors[`${n.gate}.weight`] = { shape: [I, D] }; tensors[`${n.up}.weight`] = { shape: [I, D] }; tensors[`${n.down}.weight`] = { shape: [D, I] };
+  }
+  for (const [k, sh] of [['gate_proj', [2 * I, D]], ['up_proj', [2 * I, D]], ['down_proj', [D, 2 * I]]] as const) tensors[`m.mlp.shared_experts.${k}.weight`] = { shape: [...sh] };
+  const ps = store(be64, tensors, 43);
+  const moe = new SharedExpertMoeLayer(be64, new MoeLayer(be64, ps, names, { hidden: D, expertInter: I, numExperts: E, topK: 2 }), new MlpLayer(be64, ps, 'm.mlp.shared_experts', D, 2 * I), D);
+  worst.sharedMoe = checkBlockLayer('shared moe', D, (x, o) => moe.forward(x, row.T, o), (x, dO, dx) => moe.backward(x, row.T, dO, dx), moe.params());
   for (const p of moe.params()) assert.ok(p.grad!.some((g) => g !== 0), `${p.name} has no gradient`);
 });
 

@@ -33,7 +33,7 @@ export const SHAPES: Record<string, Shape> = {
 const ASSETS = resolve(import.meta.dirname, '..', '..', '..', 'shared', 'assets');
 
 /** xorshift32 → bf16 bits of a uniform value in ±scale (fast enough for gigabytes). */
-function randomBf16(n: number, scale: number, seed: number): Uint16Array {
+export function randomBf16(n: number, scale: number, seed: number): Uint16Array {
   const out = new Uint16Array(n);
   const f = new Float32Array(1), u = new Uint32Array(f.buffer);
   let s = (seed * 2654435761) >>> 0 || 1;
@@ -45,7 +45,7 @@ function randomBf16(n: number, scale: number, seed: number): Uint16Array {
   return out;
 }
 
-function ones(n: number): Uint16Array {
+export function ones(n: number): Uint16Array {
   return new Uint16Array(n).fill(0x3f80); // bf16 1.0
 }
 

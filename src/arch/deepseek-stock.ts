@@ -7,6 +7,7 @@
 import type { FloatDType } from '../kernels/types.js';
 import type { WeightSource } from '../tensor.js';
 import { ropeScalingJson, type ModelArgs } from './args.js';
+import { sourceMoe, stockDeepseekV2MoeConfig } from './deepseek-moe.js';
 
 export const DEEPSEEK_MODEL_TYPES = ['deepseek_v3', 'deepseek_v2'] as const;
 export const DEEPSEEK_ARCHITECTURES: Readonly<Record<string, string>> = {
@@ -127,6 +128,15 @@ export interface MlaShapeFields {
   qkRopeHeadDim: number;
   qkNopeHeadDim: number;
   vHeadDim: number;
+}
+
+/**
+ * The stock config of an MLA model made from `c`: DeepSeek-V3 with dense MLPs, or for a
+ * mixture-of-experts source the DeepSeek-V2 MoE layout (arch/deepseek-moe.ts).
+ */
+export function stockDeepseekConfig(c: ModelArgs, m: MlaShapeFields, dtype: FloatDType): Record<string, unknown> {
+  const moe = sourceMoe(c);
+  return moe ? stockDeepseekV2MoeConfig(c, moe, m, dtype) : stockDeepseekV3Config(c, m, dtype);
 }
 
 /** A stock DeepSeek-V3 config.json for an all-dense MLA model. */

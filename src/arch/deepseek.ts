@@ -13,6 +13,14 @@ import { RopeTable } from '../models/rope.js';
 import { parseYarn, yarnAttentionFactor, yarnInvFreq, yarnSoftmaxFactor, type YarnScaling } from '../models/yarn.js';
 import { MlaAttentionLayer } from '../train/layers/attention-mla.js';
 import { MlpLayer } from '../train/layers/mlp.js';
+import { MoeLayer } from '../train/layers/moe.js';
+import { SharedExpertMoeLayer } from '../train/layers/moe-shared.js';
+import type { TrainMlp } from '../train/layers/mlp.js';
+import { deepseekMoeNames, mixtralMoeNames, MoeMlp, type MoeNames } from '../models/moe.js';
+import { SharedExpertMoe } from '../models/moe-shared.js';
+import type { Mlp } from '../models/mlp.js';
+import type { WeightSource } from '../tensor.js';
+import { parseMlaMoe, sourceMoe, type MlaMoe } from './deepseek-moe.js';
 import { ConfigFields, HfConfigError, isObj, parseBaseFields, ropeScalingJson, type ModelArgs } from './args.js';
 import { checkStockAttentionTensors, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_VARIANT, type MlaShapeFields } from './deepseek-stock.js';
 import { deepseek2ConfigJson, deepseek2Tensors } from './deepseek-gguf.js';
@@ -47,6 +55,8 @@ export interface MlaFields extends MlaShapeFields {
  */
 export interface MlaArgs extends ModelArgs {
   mla: MlaFields;
+  /** The mixture-of-experts layers (null: every MLP dense). */
+  moe: MlaMoe | null;
 }
 
 /**
@@ -94,12 +104,8 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
     return v as number;
   };
   const layers = int('num_hidden_layers', 1);
-  // Only all-dense checkpoints (what the converter writes) run here: refuse MoE layers clearly.
-  const experts = c.n_routed_experts;
-  const firstDense = typeof c.first_k_dense_replace === 'number' ? c.first_k_dense_replace : 0;
-  if (typeof experts === 'number' && experts > 0 && firstDense < layers) {
-    err('n_routed_experts', `(${experts}) with first_k_dense_replace ${firstDense} < ${layers} layers declares mixture-of-experts layers, which this engine does not run`);
-  }
+  // Mixture-of-experts layers: Mixtral's routing only (deepseek-moe.ts refuses any other).
+  const moe = parseMlaMoe(c, file, layers, c.model_type === EXACT_MODEL_TYPE || semantics === 'exact');
   const rs = c.rope_scaling ?? c.rope_parameters;
   let yarn: YarnScaling | null = null;
   if (isObj(rs) && (rs.type === 'yarn' || rs.rope_type === 'yarn' || rs.type === 'deepseek_yarn')) {
@@ -134,7 +140,7 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
   if (yarn) delete base.rope_scaling;
   const f = new ConfigFields(base, file);
   const args = parseBaseFields(f, 2048);
-  return { ...args, family: 'deepseek', modelType: c.model_type as string, attentionBias: false, oBias: false, mlpBias: f.bool('mlp_bias', false), slidingWindow: null, raw: c, mla };
+  return { ...args, family: 'deepseek', modelType: c.model_type as string, attentionBias: false, oBias: false, mlpBias: f.bool('mlp_bias', false), slidingWindow: null, raw: c, mla, moe };
 }
 
 export function readMlaConfig(folder: string): MlaArgs {
@@ -180,14 +186,18 @@ export function mlaConfigJson(source: ModelArgs, o: MlaConfigWriteOptions): Reco
     attention_bias: o.attentionBias,
     qk_latent_layernorm: false,
     hidden_act: 'silu',
-    first_k_dense_replace: source.numLayers,
-    n_routed_experts: 1,
-    n_shared_experts: 1,
-    num_experts_per_tok: 1,
-    moe_intermediate_size: source.intermediateSize,
-    n_group: 1,
-    topk_group: 1,
-    routed_scaling_factor: 1.0,
+    // A Mixtral source keeps its own MoE keys (num_local_experts, num_experts_per_tok) and
+    // tensor names; the dense filler below would contradict them.
+    ...(sourceMoe(source) ? {} : {
+      first_k_dense_replace: source.numLayers,
+      n_routed_experts: 1,
+      n_shared_experts: 1,
+      num_experts_per_tok: 1,
+      moe_intermediate_size: source.intermediateSize,
+      n_group: 1,
+      topk_group: 1,
+      routed_scaling_factor: 1.0,
+    }),
     tie_word_embeddings: source.tieWordEmbeddings,
   };
 }
@@ -206,6 +216,19 @@ export function mlaRope(c: MlaArgs, invFreq?: Float64Array): RopeTable {
 function mlaShape(c: MlaArgs): MlaShape {
   const m = c.mla;
   return { nHeads: c.numHeads, qkNopeHeadDim: m.qkNopeHeadDim, qkRopeHeadDim: m.qkRopeHeadDim, vHeadDim: m.vHeadDim, kvLoraRank: m.kvLoraRank, qLoraRank: m.qLoraRank };
+}
+
+function moeNames(moe: MlaMoe, layerPrefix: string): MoeNames {
+  return moe.naming === 'mixtral' ? mixtralMoeNames(layerPrefix) : deepseekMoeNames(layerPrefix);
+}
+
+/** Layer l's MLP: dense SwiGLU, or the routed experts (plus the shared ones) from first_k_dense_replace on. */
+function mlaMlp(c: MlaArgs, src: WeightSource, l: number): Mlp {
+  const p = `model.layers.${l}`, moe = c.moe, D = c.hiddenSize;
+  if (!moe || l < moe.firstDense) return SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias);
+  const routed = MoeMlp.load(src, moeNames(moe, p), { hidden: D, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK });
+  if (moe.sharedExperts === 0) return routed;
+  return new SharedExpertMoe(routed, SwiGluMlp.load(src, `${p}.mlp.shared_experts`, D, moe.expertInter * moe.sharedExperts, false));
 }
 
 export const deepseek: Family<MlaArgs> = {
@@ -231,7 +254,7 @@ export const deepseek: Family<MlaArgs> = {
       const inputNorm = normWeight(src, `${p}.input_layernorm.weight`, D);
       const attn = MlaAttention.load(src, `${p}.self_attn`, shape, rope);
       if (opts.mode) attn.mode = opts.mode;
-      return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias) };
+      return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: mlaMlp(c, src, l) };
     };
   },
   // One latent row [c | k_pe] per token and layer (MlaAttention.createCache).
@@ -241,10 +264,14 @@ export const deepseek: Family<MlaArgs> = {
     const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
     const shape = { ...mlaShape(c), hidden: c.hiddenSize, normEps: c.rmsNormEps };
     const layout = m.ropeInterleave ? 'interleaved' : 'half';
-    return (_l, prefix) => ({
-      attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout),
-      mlp: new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
-    });
+    const moe = c.moe, D = c.hiddenSize;
+    const mlp = (l: number, prefix: string): TrainMlp => {
+      if (!moe || l < moe.firstDense) return new MlpLayer(be, ps, `${prefix}.mlp`, D, c.intermediateSize);
+      const routed = new MoeLayer(be, ps, moeNames(moe, prefix), { hidden: D, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK });
+      if (moe.sharedExperts === 0) return routed;
+      return new SharedExpertMoeLayer(be, routed, new MlpLayer(be, ps, `${prefix}.mlp.shared_experts`, D, moe.expertInter * moe.sharedExperts), D);
+    };
+    return (l, prefix) => ({ attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout), mlp: mlp(l, prefix) });
   },
   // Every self_attn tensor except o_proj: the conversion rewrote them and kept o_proj verbatim.
   attentionParams: (n) => /\.self_attn\./.test(n) && !/\.self_attn\.o_proj\./.test(n),

@@ -16,6 +16,9 @@ import { SwiGluMlp } from '../models/mlp.js';
 import { ropeInvFreq } from '../models/rope.js';
 import { Mha2mlaAttentionLayer } from '../train/layers/attention-mha2mla.js';
 import { MlpLayer } from '../train/layers/mlp.js';
+import { MoeLayer } from '../train/layers/moe.js';
+import { mixtralMoeNames, MoeMlp, type MoeShape } from '../models/moe.js';
+import { sourceMoe } from './deepseek-moe.js';
 import { ConfigFields, HfConfigError, isObj, type ModelArgs } from './args.js';
 import type { Family } from './family.js';
 import { parseLlamaFields } from './llama.js';
@@ -31,6 +34,8 @@ export interface Mha2mlaFields {
 
 export interface Mha2mlaArgs extends ModelArgs {
   mha2mla: Mha2mlaFields;
+  /** A Mixtral source's experts (its num_local_experts / num_experts_per_tok and tensor names, kept); null: dense MLPs. */
+  moe: MoeShape | null;
 }
 
 /** true when a parsed config.json declares the MHA2MLA variant. */
@@ -71,7 +76,12 @@ export function parseMha2mlaConfig(json: unknown, file: string): Mha2mlaArgs {
       return ks as number[];
     });
   });
-  return { ...base, family: 'mha2mla', modelType: MHA2MLA_MODEL_TYPE, raw: c, mha2mla: { kvLoraRank, ropePairsPerHead: r, ropePairs } };
+  let moe: MoeShape | null = null;
+  if (c.num_local_experts !== undefined && c.num_local_experts !== null) {
+    const E = int('num_local_experts', 1, Number.MAX_SAFE_INTEGER), k = int('num_experts_per_tok', 1, E);
+    moe = { hidden: base.hiddenSize, expertInter: base.intermediateSize, numExperts: E, topK: k };
+  }
+  return { ...base, family: 'mha2mla', modelType: MHA2MLA_MODEL_TYPE, raw: c, mha2mla: { kvLoraRank, ropePairsPerHead: r, ropePairs }, moe };
 }
 
 export function readMha2mlaConfig(folder: string): Mha2mlaArgs {
@@ -88,6 +98,7 @@ export function readMha2mlaConfig(folder: string): Mha2mlaArgs {
 /** The MHA2MLA model's config.json: the source's keys plus the variant's identity and shape. */
 export function mha2mlaConfigJson(source: ModelArgs, f: Mha2mlaFields): Record<string, unknown> {
   const raw = { ...source.raw };
+  const moe = sourceMoe(source);
   for (const k of ['auto_map', 'pretraining_tp']) delete raw[k];
   return {
     ...raw,
@@ -100,6 +111,11 @@ export function mha2mlaConfigJson(source: ModelArgs, f: Mha2mlaFields): Record<s
     rope_pairs_per_head: f.ropePairsPerHead,
     mha2mla_rope_pairs: f.ropePairs,
     tie_word_embeddings: source.tieWordEmbeddings,
+    // A Mixtral source: the fields whose MixtralConfig defaults differ from Llama's, stated, and its experts.
+    ...(moe ? {
+      rope_theta: source.ropeTheta, rms_norm_eps: source.rmsNormEps, max_position_embeddings: source.maxPositionEmbeddings,
+      bos_token_id: source.bosTokenId, eos_token_id: source.eosTokenId, num_local_experts: moe.numExperts, num_experts_per_tok: moe.topK,
+    } : {}),
   };
 }
 
@@ -122,7 +138,8 @@ export const mha2mla: Family<Mha2mlaArgs> = {
       const inputNorm = normWeight(src, `${p}.input_layernorm.weight`, D);
       const attn = Mha2mlaAttention.load(src, `${p}.self_attn`, s, perHeadRopeTables(inv, c.mha2mla.ropePairs[l]!));
       if (opts.mode) attn.mode = opts.mode;
-      return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias) };
+      const mlp = c.moe ? MoeMlp.load(src, mixtralMoeNames(p), c.moe) : SwiGluMlp.load(src, `${p}.mlp`, D, c.intermediateSize, c.mlpBias);
+      return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp };
     };
   },
   attentionLayout: (c) => ({ summary: mha2mlaSummary(shape(c)), latent: true, cacheStores: Array.from({ length: c.numLayers }, () => [mha2mlaCacheWidth(shape(c))]) }),
@@ -131,7 +148,7 @@ export const mha2mla: Family<Mha2mlaArgs> = {
     const s = shape(c);
     return (l, prefix) => ({
       attn: new Mha2mlaAttentionLayer(be, ps, `${prefix}.self_attn`, s, perHeadRopeTables(inv, c.mha2mla.ropePairs[l]!)),
-      mlp: new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
+      mlp: c.moe ? new MoeLayer(be, ps, mixtralMoeNames(prefix), c.moe) : new MlpLayer(be, ps, `${prefix}.mlp`, c.hiddenSize, c.intermediateSize),
     });
   },
   attentionParams: (n) => /\.self_attn\./.test(n) && !/\.self_attn\.o_proj\./.test(n),

@@ -164,10 +164,9 @@ export const mixtral: Family<MixtralArgs> = {
   attentionLayout: (c) => ({ summary: gqaSummary(c.numHeads, c.numKvHeads), latent: false, cacheStores: Array.from({ length: c.numLayers }, () => [c.numKvHeads * c.headDim, c.numKvHeads * c.headDim]) }),
   mlpSummary: (c) => moeSummary(c.moe.numExperts, c.intermediateSize, c.moe.topK),
   attentionParams: (n) => /\.self_attn\.[qkvo]_proj\./.test(n),
-  conversions: {
-    transmla: 'mixture-of-experts sources are not converted yet: the converter writes a DeepSeek-V3 config with dense MLPs, which cannot hold the experts (the attention itself would convert as for Llama)',
-    mha2mla: 'mixture-of-experts sources are not converted yet: the MHA2MLA config describes dense Llama MLPs, which cannot hold the experts (the attention itself would convert as for Llama)',
-  },
+  // The attention converts as for Llama; the router and experts are carried unchanged
+  // (the stock export writes them in DeepSeek-V2's layout: arch/deepseek-moe.ts).
+  conversions: { transmla: true, mha2mla: true },
   ggufExport: true,
   gguf: {
     archs: ['llama'],

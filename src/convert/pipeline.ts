@@ -35,6 +35,7 @@ import type { TextMode } from '../schema/transmla-json.js';
 import type { Tensor, WeightSource } from '../tensor.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { calibrationSamples, readDocuments } from './calibrate.js';
+import { deepseekMoeName, mixtralRouterLayer, zeroSharedExpert } from './moe-tensors.js';
 import { familyFor } from '../arch/registry.js';
 
 export interface EvalTextSpec {
@@ -128,7 +129,12 @@ export function openSource(model: string, method: ConversionMethod, whole: boole
   const build = familyFor(args).engineLayers(args);
   return {
     path: model, args, tokenizer, dtype: sdt === 'BF16' ? 'bf16' : sdt === 'F16' ? 'f16' : 'f32', model: null,
-    layer: (l) => build(src, l),
+    layer: (l) => {
+      // Under node --expose-gc, collect the previous layer (unreachable by now) before reading the
+      // next: V8 frees large typed arrays lazily, so the peak would otherwise be two layers' weights.
+      (globalThis as { gc?: () => void }).gc?.();
+      return build(src, l);
+    },
     embedding: () => requireTensor(src, embedName, [args.vocabSize, args.hiddenSize]),
     finals: () => {
       const V = args.vocabSize, D = args.hiddenSize;
@@ -243,7 +249,8 @@ export function* outputTensors(srcDir: string, nLayers: number, layerTensors: (l
 /**
  * The tensors of a stock DeepSeek-V3 folder made from `srcDir` (a source or an exact MLA folder):
  * checkpoint order, every self_attn tensor of layer l replaced by layerTensors(l) (q, kv_a,
- * kv_a_layernorm, kv_b, o), lm_head.weight always present (stock engines need it even when tied).
+ * kv_a_layernorm, kv_b, o), lm_head.weight always present (stock engines need it even when tied);
+ * a Mixtral source's experts renamed to DeepSeek-V2's, with a zero shared expert per layer.
  */
 export function* stockOutputTensors(srcDir: string, nLayers: number, layerTensors: (l: number) => NamedTensor[], tied: boolean): Generator<NamedTensor> {
   const ck = openCheckpoint(srcDir);
@@ -257,7 +264,10 @@ export function* stockOutputTensors(srcDir: string, nLayers: number, layerTensor
       if (!m) {
         const t = ck.get(name);
         if (name === 'model.embed_tokens.weight') embed = t;
-        yield { name, tensor: t };
+        // Mixtral experts under DeepSeek-V2 names, each MoE layer with its zero shared expert (moe-tensors.ts).
+        yield { name: deepseekMoeName(name), tensor: t };
+        const router = mixtralRouterLayer(name);
+        if (router !== null) yield* zeroSharedExpert(ck, router);
         continue;
       }
       const l = Number(m[1]);

@@ -35,7 +35,8 @@ export interface StockReportFacts {
   dtype: FloatDType;
   permute: boolean;
   stabilize: boolean;
-  built: readonly StockLayer[];
+  /** Per layer: the fit's residuals (the layers themselves are not kept: a streaming conversion holds one). */
+  built: readonly Pick<StockLayer, 'kvResidual' | 'qResidual' | 'kvNormKept'>[];
   plans: readonly BiasPlan[];
   folds: readonly (FoldedWeights | null)[];
   maxBiasResidual: number;

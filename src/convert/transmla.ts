@@ -19,7 +19,8 @@ import { conversionFlops, formatDuration, measureGemmRate } from './estimate.js'
 import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mlaConfigJson } from '../arch/deepseek.js';
-import { stockDeepseekV3Config } from '../arch/deepseek-stock.js';
+import { stockDeepseekConfig } from '../arch/deepseek-stock.js';
+import { sourceMoe } from '../arch/deepseek-moe.js';
 import type { ModelArgs } from '../arch/args.js';
 import { formatScore } from '../eval/fidelity.js';
 import { Float64Spill, HiddenStates } from '../eval/hidden-states.js';
@@ -128,7 +129,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const searching = o.freqFold === 'auto' || ropeDim === 'auto';
     const search = o.search ?? 'proxy';
     log(`source: ${o.model} (${cfg.modelType}, ${nLayers} layers, ${H} heads / ${G} KV heads × ${d}, ${dtype})`);
-    log(`target: ${budget} cached values per token per layer = kv_lora_rank + qk_rope_head_dim${ropeDim === 'auto' ? ' (split searched)' : ` (${budget - ropeDim} + ${ropeDim})`}; was 2·${G}·${d} = ${before} (${(100 * budget / before).toFixed(2)} %); writes the ${variant === 'stock' ? 'stock DeepSeek-V3' : 'exact'} variant`);
+    log(`target: ${budget} cached values per token per layer = kv_lora_rank + qk_rope_head_dim${ropeDim === 'auto' ? ' (split searched)' : ` (${budget - ropeDim} + ${ropeDim})`}; was 2·${G}·${d} = ${before} (${(100 * budget / before).toFixed(2)} %); writes the ${variant === 'stock' ? (sourceMoe(cfg) ? 'stock DeepSeek-V2 (MoE)' : 'stock DeepSeek-V3') : 'exact'} variant`);
 
     const c = calibrationSet(o.calib, o);
     const samples = calibrationTokens(src.tokenizer, c);
@@ -217,7 +218,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     // --- Sweep 2: convert, fit to stock semantics, push every stage's evaluation states.
     const shape = { ropeDim: dR, freqFold: M, kvLoraRank: r, qLoraRank, balance };
     const rope = mlaRopeTable({ config: cfg, layers: [] }, dR);
-    const stock: StockLayer[] = [];
+    const stock: Pick<StockLayer, 'kvResidual' | 'qResidual' | 'kvNormKept'>[] = [];
     const plans: BiasPlan[] = [], folds: (FoldedWeights | null)[] = [];
     const maxBias = o.maxBiasResidual ?? DEFAULT_MAX_BIAS_RESIDUAL;
     const exactNames: string[][] = [], stockNames: string[][] = [];
@@ -249,7 +250,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
             const fold = foldOrRefuse(start.layer, l, plans[l]!, stockStates, maxBias, log, nLayers);
             folds.push(fold);
             const s = stockLayer(start.layer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false, fold });
-            stock.push({ ...s, tensors: [] });
+            // The residuals only: s.layer holds this layer's MLP (for Mixtral, 2.8 GB of experts), which must not outlive the layer.
+            stock.push({ kvResidual: s.kvResidual, qResidual: s.qResidual, kvNormKept: s.kvNormKept });
             const ts = s.tensors.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
             stockNames[l] = ts.map((t) => t.name);
             yield* ts;
@@ -314,7 +316,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       const tensors = variant === 'stock'
         ? stockOutputTensors(o.model, nLayers, (l) => fromSpill(stockNames[l]!, 'stock.'), cfg.tieWordEmbeddings)
         : outputTensors(o.model, nLayers, (l) => fromSpill(exactNames[l]!, ''));
-      const stockConfig = variant === 'stock' ? stockDeepseekV3Config(cfg, { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
+      const stockConfig = variant === 'stock' ? stockDeepseekConfig(cfg, { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
       return {
         srcDir: o.model, inputs: convertInputs(o), overwrite: o.overwrite ?? false,
         tensors: (function* () { try { yield* tensors; } finally { cleanup(); } })(),

@@ -21,7 +21,7 @@
 //   and of the stock-semantics model side by side.
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { stockDeepseekV3Config } from '../arch/deepseek-stock.js';
+import { stockDeepseekConfig } from '../arch/deepseek-stock.js';
 import { loadModel } from '../arch/load.js';
 import { HiddenStates } from '../eval/hidden-states.js';
 import { assembleModel, tensorOf } from '../convert/mla-build.js';
@@ -140,7 +140,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   });
 
   const t2 = performance.now();
-  const config = stockDeepseekV3Config(cfg, mla, dtype);
+  const config = stockDeepseekConfig(cfg, mla, dtype);
   await writeModelFolder(o.out, { overwrite: o.overwrite ?? false, inputs: [o.model, calibFile] }, async () => ({
     srcDir: o.model, inputs: [o.model, calibFile], overwrite: o.overwrite ?? false,
     tensors: stockOutputTensors(o.model, built.length, (l) => built[l]!.tensors.map((t) => ({ name: t.name, tensor: tensorOf(t.data, t.shape, dtype) })), cfg.tieWordEmbeddings),

@@ -20,16 +20,48 @@
 // - RoPE on q_pe/k_pe is llama.cpp's "normal" mode (adjacent pairs), DeepSeek's interleaved
 //   layout: rows are stored as in the checkpoint (permuted only if it says rope_interleave false).
 // - kq_scale = mscale²/√(qk_nope + qk_rope), mscale = 1 without YaRN: the stock softmax scale.
+// - MoE layers (il ≥ leading_dense_block_count; src/models/deepseek2.cpp @de3ff815): ffn_gate_inp,
+//   ffn_{gate,up,down}_exps stacked [E, …], and ffn_{gate,up,down}_shexp, which the graph builds
+//   and adds unconditionally (n_ff_exp · expert_shared_count wide); build_moe_ffn with
+//   expert_gating_func, expert_weights_norm and expert_weights_scale. A folder without shared
+//   experts gets an all-zero one (it adds exactly 0; the cost is one more expert's FLOPs per token).
 import { basename, resolve } from 'node:path';
 import { readMlaConfig } from '../arch/deepseek.js';
-import { openCheckpoint } from '../io/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../io/checkpoint.js';
+import type { MlaMoe } from '../arch/deepseek-moe.js';
+import { moeGgufTensors } from '../arch/mixtral.js';
+import { deepseekMoeNames } from '../models/moe.js';
 import { GgufError, writeGguf, type GgufMetadataEntry, type GgufTensorInput } from '../io/gguf.js';
-import { GGUF_FILE_TYPE as FILE_TYPE, matrixType, storeAs } from '../io/gguf-model.js';
+import { GGUF_FILE_TYPE as FILE_TYPE, ggufTensorInputs, matrixType, storeAs } from '../io/gguf-model.js';
 import { tokenizerGgufMetadata, type TokenizerGgufInfo } from '../io/gguf-tokenizer.js';
 import { permuteRopeRows } from '../io/rope-rows.js';
-import type { WeightDType } from '../kernels/types.js';
+import type { WeightData, WeightDType } from '../kernels/types.js';
 import { widen } from '../models/weights.js';
-import type { Tensor, WeightTensor } from '../tensor.js';
+import { isQuantDType, tensorBytes, type Tensor, type WeightTensor } from '../tensor.js';
+
+/** llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX (src/llama-hparams.h). */
+const GATING_SOFTMAX = 1;
+
+/**
+ * One MoE layer's router, stacked routed experts (as for Mixtral: arch/mixtral.ts moeGgufTensors)
+ * and shared expert (ffn_{gate,up,down}_shexp, n_shared·I wide): the folder's, or zeros.
+ */
+function moeLayerInputs(ck: Checkpoint, l: number, moe: MlaMoe, shared: number, outType: WeightDType, where: string): GgufTensorInput[] {
+  const p = `model.layers.${l}.mlp`, b = `blk.${l}`, D = ck.info(`${p}.gate.weight`).shape[1]!, W = moe.expertInter * shared;
+  const inputs = ggufTensorInputs(moeGgufTensors(l, deepseekMoeNames(`model.layers.${l}`), { hidden: D, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK }), ck, outType, where);
+  const has = moe.sharedExperts > 0;
+  for (const [kind, shape] of [['gate', [W, D]], ['up', [W, D]], ['down', [D, W]]] as const) {
+    const hf = `${p}.shared_experts.${kind}_proj.weight`;
+    if (has) inputs.push(...ggufTensorInputs([{ gguf: `${b}.ffn_${kind}_shexp.weight`, hf, shape: [...shape] }], ck, outType, where));
+    else {
+      // All-zero bits are zero in every type (a zero Q8_0/Q4_0 block has scale 0).
+      const n = shape[0] * shape[1], dtype = matrixType(outType, shape[1]);
+      const zeros = (): WeightData => (dtype === 'f32' ? new Float32Array(n) : isQuantDType(dtype) ? new Uint8Array(tensorBytes(dtype, n)) : new Uint16Array(n));
+      inputs.push({ name: `${b}.ffn_${kind}_shexp.weight`, dtype, shape, load: () => ({ dtype, shape: [...shape], data: zeros() } as WeightTensor) });
+    }
+  }
+  return inputs;
+}
 
 export interface Deepseek2GgufOptions {
   /** Matrices' type; q8_0/q4_0 quantize (F16 where rows are not whole blocks of 32). */
@@ -54,6 +86,10 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
   if (m.yarn) throw new GgufError(`${where}: rope_scaling yarn is not exported to GGUF here (llama.cpp's DeepSeek YaRN attention-factor handling is not verified against this engine)`);
   if (c.ropeScaling?.type === 'llama3') throw new GgufError(`${where}: llama3 rope scaling has no deepseek2 GGUF form (llama.cpp reads rope_freqs only for llama-family architectures)`);
   if (m.attentionBias) throw new GgufError(`${where}: attention_bias true: llama.cpp's deepseek2 has no attention biases`);
+  const moe = c.moe;
+  if (moe && moe.naming !== 'deepseek') throw new GgufError(`${where}: experts under Mixtral names in a stock folder; export it with --target deepseek-v3 first`);
+  // llama.cpp's deepseek2 builds a shared expert in every MoE layer: at least one (zero when the folder has none).
+  const shared = moe ? Math.max(1, moe.sharedExperts) : 0;
   const outType: WeightDType = options.outType ?? (c.torchDtype === 'bfloat16' ? 'bf16' : c.torchDtype === 'float16' ? 'f16' : 'f32');
   const ck = openCheckpoint(folder);
   const D = c.hiddenSize, H = c.numHeads, dn = m.qkNopeHeadDim, dR = m.qkRopeHeadDim, dv = m.vHeadDim, r = m.kvLoraRank, rq = m.qLoraRank;
@@ -81,12 +117,21 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
     { key: `${a}.attention.value_length_mla`, type: 'u32', value: dv },
     { key: `${a}.attention.kv_lora_rank`, type: 'u32', value: r },
     { key: `${a}.attention.q_lora_rank`, type: 'u32', value: rq ?? 0 },
-    { key: `${a}.leading_dense_block_count`, type: 'u32', value: L },
-    { key: `${a}.expert_feed_forward_length`, type: 'u32', value: I },
-    { key: `${a}.expert_shared_count`, type: 'u32', value: 0 },
+    { key: `${a}.leading_dense_block_count`, type: 'u32', value: moe ? moe.firstDense : L },
+    { key: `${a}.expert_feed_forward_length`, type: 'u32', value: moe ? moe.expertInter : I },
+    { key: `${a}.expert_shared_count`, type: 'u32', value: moe ? shared : 0 },
     // Optional in the bundled llama.cpp, required by older deepseek2 loaders; unused without MoE layers.
     { key: `${a}.expert_weights_scale`, type: 'f32', value: 1 },
   ];
+  if (moe) {
+    // Mixtral's routing in llama.cpp's build_moe_ffn: softmax gating, top-k, weights renormalised.
+    md.push(
+      { key: `${a}.expert_count`, type: 'u32', value: moe.numExperts },
+      { key: `${a}.expert_used_count`, type: 'u32', value: moe.topK },
+      { key: `${a}.expert_gating_func`, type: 'u32', value: GATING_SOFTMAX },
+      { key: `${a}.expert_weights_norm`, type: 'bool', value: true },
+    );
+  }
   if (c.ropeScaling?.type === 'linear') {
     md.push({ key: `${a}.rope.scaling.type`, type: 'string', value: 'linear' }, { key: `${a}.rope.scaling.factor`, type: 'f32', value: c.ropeScaling.factor });
   }
@@ -147,9 +192,12 @@ export function exportDeepseek2Gguf(outPath: string, folder: string, options: De
     });
     plain(`${b}.attn_output.weight`, `${s}.o_proj.weight`, [D, H * dv]);
     plain(`${b}.ffn_norm.weight`, `${p}.post_attention_layernorm.weight`, [D]);
-    plain(`${b}.ffn_gate.weight`, `${p}.mlp.gate_proj.weight`, [I, D]);
-    plain(`${b}.ffn_up.weight`, `${p}.mlp.up_proj.weight`, [I, D]);
-    plain(`${b}.ffn_down.weight`, `${p}.mlp.down_proj.weight`, [D, I]);
+    if (moe && l >= moe.firstDense) tensors.push(...moeLayerInputs(ck, l, moe, shared, outType, where));
+    else {
+      plain(`${b}.ffn_gate.weight`, `${p}.mlp.gate_proj.weight`, [I, D]);
+      plain(`${b}.ffn_up.weight`, `${p}.mlp.up_proj.weight`, [I, D]);
+      plain(`${b}.ffn_down.weight`, `${p}.mlp.down_proj.weight`, [D, I]);
+    }
     for (const x of ['q_proj', 'q_a_proj', 'q_b_proj', 'kv_a_proj_with_mqa', 'kv_b_proj', 'o_proj']) {
       if (ck.has(`${s}.${x}.bias`)) throw new GgufError(`${where}: ${s}.${x}.bias: llama.cpp's deepseek2 has no attention biases`);
     }

@@ -1,6 +1,7 @@
 // Stock-engine export targets, for `transmla export <mla-folder> --target …` and
 // `transmla convert … --target …`:
 //   deepseek-v3  a folder stock DeepSeek-V3 code loads (export-deepseek-v3.ts);
+//   deepseek-v2  the same export for a mixture-of-experts source: the DeepSeek-V2 MoE layout;
 //   gguf         a llama.cpp deepseek2 GGUF (io/gguf-deepseek2.ts), through the strict export
 //                when the folder is the exact variant (llama.cpp runs stock semantics).
 // Intermediate folders live beside the output and are removed afterwards.
@@ -16,9 +17,20 @@ import type { StockExportReport } from '../schema/transmla-json.js';
 import { exportDeepseekV3, type StockExportOptions } from './deepseek-v3.js';
 import { OptionError } from '../option-error.js';
 import { checkOutputDir, checkOutputFile } from '../io/atomic-dir.js';
+import { sourceMoe } from '../arch/deepseek-moe.js';
 
-export type ExportTarget = 'deepseek-v3' | 'gguf';
-export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'gguf'];
+export type ExportTarget = 'deepseek-v3' | 'deepseek-v2' | 'gguf';
+export const EXPORT_TARGETS: readonly ExportTarget[] = ['deepseek-v3', 'deepseek-v2', 'gguf'];
+
+/**
+ * The stock folder's layout follows the source: DeepSeek-V3 with dense MLPs, the DeepSeek-V2 MoE
+ * layout for a mixture-of-experts source (arch/deepseek-moe.ts: transformers' DeepseekV3 scores
+ * experts with a sigmoid, so an MoE folder is V2). --target deepseek-v2 asks for the MoE layout.
+ */
+function checkStockTarget(target: ExportTarget, model: string): void {
+  if (target !== 'deepseek-v2') return;
+  if (!sourceMoe(readConfig(model))) throw new OptionError(`--target deepseek-v2 is the mixture-of-experts layout; ${model} has dense MLPs, whose stock folder is --target deepseek-v3`);
+}
 
 export interface ExportOptions extends StockExportOptions {
   target: ExportTarget;
@@ -47,15 +59,16 @@ function scratchQuiet(log: ((line: string) => void) | undefined, tmp: string): (
   return log && ((line) => { if (!line.includes(name)) log(line); });
 }
 
-/** Refuses a bad output for `target` before any work: a folder for deepseek-v3, a file for gguf. */
+/** Refuses a bad output for `target` before any work: a folder for deepseek-v3/v2, a file for gguf. */
 export function checkExportOutput(target: ExportTarget, out: string, overwrite: boolean, inputs: readonly string[] = []): void {
-  if (target === 'deepseek-v3') checkOutputDir(out, { overwrite, source: inputs });
+  if (target === 'deepseek-v3' || target === 'deepseek-v2') checkOutputDir(out, { overwrite, source: inputs });
   else checkOutputFile(out, { overwrite, source: inputs });
 }
 
 export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_TARGETS.includes(o.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(o.target)}"`);
-  if (o.target === 'deepseek-v3') {
+  checkStockTarget(o.target, o.model);
+  if (o.target === 'deepseek-v3' || o.target === 'deepseek-v2') {
     const stock = await exportDeepseekV3(o);
     return { target: o.target, output: resolve(o.out), stock, gguf: null };
   }
@@ -90,7 +103,8 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
 export async function convertToTarget(c: ConvertOptions & { out: string }, e: Pick<ExportOptions, 'target' | 'outType'>): Promise<{ conversion: ConversionResult; export: ExportResult }> {
   if (!EXPORT_TARGETS.includes(e.target)) throw new OptionError(`--target must be one of ${EXPORT_TARGETS.join(', ')}, got "${String(e.target)}"`);
   if (c.variant === 'exact') throw new OptionError('--target writes a stock export; --variant exact cannot be combined with it');
-  if (e.target === 'deepseek-v3') {
+  checkStockTarget(e.target, c.model);
+  if (e.target === 'deepseek-v3' || e.target === 'deepseek-v2') {
     const conversion = await convertModel({ ...c, variant: 'stock' });
     return { conversion, export: { target: e.target, output: resolve(c.out), stock: conversion.stockExport, gguf: null } };
   }

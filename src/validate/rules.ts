@@ -41,6 +41,7 @@
 import {
   DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_DEEPSEEK_EXTRA_KEYS, STOCK_DEEPSEEK_V3_KEYS, stockTensors,
 } from '../arch/deepseek-stock.js';
+import { checkMoe } from './moe-rules.js';
 import { checkBiases } from './bias-rules.js';
 import { ALL, EXPORT_FIX, isInt, isObj, type Finding, type FolderFacts, type Impact, type MlaDims, type TensorFact } from './findings.js';
 import { checkKernels } from './kernels.js';
@@ -176,11 +177,7 @@ export function checkMlpLayout(c: Record<string, unknown>, d: MlaDims, tensors: 
     });
   } else if (moeLayers > 0) {
     d.denseLayers = Math.min(d.layers, firstDense);
-    out.push({
-      rule: 'moe-not-checked',
-      impact: ALL('unknown'),
-      message: `${moeLayers} mixture-of-experts layer(s): expert tensors are not checked by validate`,
-    });
+    out.push(...checkMoe(c, d, tensors, d.denseLayers));
   }
   return out;
 }

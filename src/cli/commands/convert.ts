@@ -19,7 +19,7 @@ export const command: Command = {
     '    [--profile fast|faithful] [--variant stock|exact] [--rope-dim D|auto] [--freqfold auto|M] [--q-lora-rank Q]\n' +
     '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
     '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
-    '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|gguf [--outtype f32|f16|bf16|q8_0|q4_0]]\n' +
+    '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|deepseek-v2|gguf [--outtype f32|f16|bf16|q8_0|q4_0]]\n' +
     '    [--tokenizer FILE]\n' +
     '  <model> may be a llama2.c .bin: it is imported into a temporary folder first (its tokenizer: tokenizer.bin or\n' +
     '    the only other tok*.bin beside it, or --tokenizer FILE, a tok*.bin or SentencePiece .model).\n' +

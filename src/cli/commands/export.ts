@@ -1,4 +1,4 @@
-// transmla export <mla-folder> --target deepseek-v3|gguf --out PATH: stock-engine exports of a
+// transmla export <mla-folder> --target deepseek-v3|deepseek-v2|gguf --out PATH: stock-engine exports of a
 // converted (exact MLA) folder.
 import { resolve } from 'node:path';
 import { bool, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
@@ -13,10 +13,12 @@ import { HUB_FLAGS, modelArg } from '../model-arg.js';
 export const EXPORT_USAGE =
   '  --target deepseek-v3: a folder stock DeepSeek-V3 code loads (no custom keys): kv_a_layernorm (q_a_layernorm)\n' +
   '    calibrated on --calib (default: the calibration file recorded in transmla.json) with kv_b_proj refit;\n' +
-  '    prints and records the perplexity of the exact and the stock-semantics model side by side.\n' +
+  '    prints and records the perplexity of the exact and the stock-semantics model side by side. A mixture-of-\n' +
+  '    experts (Mixtral) source becomes the DeepSeek-V2 MoE layout instead (docs/stock-engines.md#moe-routing).\n' +
+  '  --target deepseek-v2: the same, for mixture-of-experts sources only.\n' +
   '  --target gguf: a llama.cpp GGUF (--outtype f32|f16|bf16|q8_0|q4_0; q8_0/q4_0 quantize as llama-quantize does\n' +
-  '    without an importance matrix): deepseek2 for MLA folders, through the strict export if needed; llama/qwen2/\n' +
-  '    qwen3 for the source families.\n' +
+  '    without an importance matrix): deepseek2 for MLA folders (experts included), through the strict export if\n' +
+  '    needed; llama/qwen2/qwen3 for the source families.\n' +
   '  --max-bias-residual X: stock DeepSeek-V3 has no attention biases; those that do not drop out exactly\n' +
   '    (Qwen2\'s query, RoPE-key and value biases) are folded into the weights by calibration, and a layer whose\n' +
   `    fold leaves a relative error above X in a projection is refused (default ${DEFAULT_MAX_BIAS_RESIDUAL}; docs/methods.md#bias-fold).\n`;
@@ -34,7 +36,7 @@ export function target(v: string | undefined): ExportTarget {
 }
 
 export const command: Command = {
-  usage: 'transmla export <mla-folder> --target deepseek-v3|gguf --out PATH [--calib FILE] [--calib-samples 128]\n' +
+  usage: 'transmla export <mla-folder> --target deepseek-v3|deepseek-v2|gguf --out PATH [--calib FILE] [--calib-samples 128]\n' +
     '    [--calib-seqlen 256] [--seed 42] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N] [--outtype f32|f16|bf16|q8_0|q4_0]\n' +
     `    [--max-bias-residual ${DEFAULT_MAX_BIAS_RESIDUAL}] [--overwrite] [--json]\n` + EXPORT_USAGE,
   async run(argv) {
