@@ -10,7 +10,7 @@
 // run. The 'best' method runs the strict stock variant too, so its stock/exact gap is measured.
 // Families that refuse conversion are recorded with their reason.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,8 +28,8 @@ export const METHODS: Record<string, { flags: string[]; stock?: boolean; what: s
   'query-aware-rope': { flags: ['--rope-basis', 'query-aware'], what: 'RoPE basis by balanced truncation of key and absorbed-query moments; BKV-PCA' },
   'output-aware-latent': { flags: ['--latent', 'output-aware'], what: 'RoRoPE; joint latent in the q·k / W_o·v metric with the kv_b least-squares refit' },
   'nope-refit': { flags: ['--nope-refit'], what: 'RoRoPE; NoPE keys scaled by E_p[cos ωΔ] of the source attention; BKV-PCA' },
-  'nope+latent': { flags: ['--nope-refit', '--latent', 'output-aware'], what: 'nope-refit + output-aware latent, faithful calibration order' },
-  best: { flags: ['--nope-refit', '--latent', 'output-aware', '--calib-order', 'sequential'], stock: true, what: 'nope-refit + output-aware latent, sequential calibration with the refit against the source model; also the strict stock export' },
+  'nope+latent+seq': { flags: ['--nope-refit', '--latent', 'output-aware', '--calib-order', 'sequential'], what: 'nope-refit + output-aware latent, sequential calibration with the refit against the source model' },
+  best: { flags: ['--nope-refit', '--latent', 'output-aware'], stock: true, what: 'the best combination measured: nope-refit + output-aware latent, faithful calibration order; also the strict stock export' },
 };
 
 interface Args {
@@ -39,10 +39,12 @@ interface Args {
   calibSamples: number;
   evalChunks: number;
   evalCtx: number;
+  /** Rewritten after every row, so a run cut short keeps what it measured. */
+  partial: string | null;
 }
 
 function parse(argv: string[]): Args {
-  const a: Args = { models: DEFAULT_MODELS, fractions: [0.5, 0.3125, 0.125], methods: Object.keys(METHODS), calibSamples: 64, evalChunks: 16, evalCtx: 256 };
+  const a: Args = { models: DEFAULT_MODELS, fractions: [0.5, 0.3125, 0.125], methods: Object.keys(METHODS), calibSamples: 64, evalChunks: 16, evalCtx: 256, partial: null };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i]!;
     const val = (): string => { const v = argv[++i]; if (v === undefined) throw new Error(`bench methods: ${f} needs a value`); return v; };
@@ -52,6 +54,7 @@ function parse(argv: string[]): Args {
     else if (f === '--calib-samples') a.calibSamples = Number(val());
     else if (f === '--eval-chunks') a.evalChunks = Number(val());
     else if (f === '--eval-ctx') a.evalCtx = Number(val());
+    else if (f === '--partial') a.partial = val();
     else throw new Error(`bench methods: unknown option ${f}`);
   }
   if (a.fractions.some((x) => !(x > 0 && x <= 1))) throw new Error('bench methods: --fractions must be in (0, 1]');
@@ -141,6 +144,7 @@ export async function run(argv: string[]): Promise<object> {
             `${f2(wiki!.mla.ppl)} | ${wiki!.mla.kl.toFixed(3)} / ${pct(wiki!.mla.top1)} | ${removed === null ? '—' : pct(removed)} | ` +
             `${row.convertSeconds.toFixed(1)} (${c.seconds.convertCpu.toFixed(1)}) |`);
           process.stderr.write(`${table[table.length - 1]}\n`);
+          if (a.partial) writeFileSync(a.partial, `${JSON.stringify({ bench: 'methods', partial: true, loadavgStart: loadStart, settings: a, skipped, table, rows }, null, 2)}\n`);
         }
         if (refused) break;
       }

@@ -15,6 +15,7 @@ import { spdSolve, symPow } from '../src/linalg/sym.js';
 import { HiddenStates } from '../src/eval/hidden-states.js';
 import { buildModel } from '../src/arch/registry.js';
 import { maxAbsDiff, mulberry32, randomLlama } from './helpers/random-llama.js';
+import { mustAsset, skipUnlessAsset } from './helpers/assets.js';
 
 function setup(seed: number): { L: LatentLayer; gram: Float64Array; model: ReturnType<typeof buildModel> } {
   const m = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 30, layers: 1, attentionBias: true, seed });
@@ -143,4 +144,47 @@ test('NoPE refit: ρ = E_p[cos ωΔ] scales only the NoPE key columns; the lag h
   } finally {
     states.close();
   }
+});
+
+test('convert: the aware flags are validated with one usage line', async () => {
+  const { runCli } = await import('../src/cli/run.js');
+  const { capture } = await import('./helpers/capture.js');
+  const cases: [string[], RegExp][] = [
+    [['--latent', 'svd'], /--latent must be bkv-pca or output-aware, got "svd"/],
+    [['--rope-basis', 'x'], /--rope-basis must be pca or query-aware, got "x"/],
+    [['--key-weight', '2'], /--key-weight weighs the output-aware latent's key term; it needs --latent output-aware/],
+    [['--latent', 'output-aware', '--key-weight', '0'], /--key-weight must be/],
+  ];
+  for (const [flags, msg] of cases) {
+    const r = await capture(() => runCli(['convert', 'no-such-model', '--no-save', '--calib', 'c.txt', '--kv-fraction', '0.5', ...flags]));
+    assert.equal(r.value, 2, `${flags.join(' ')}: ${r.err}`);
+    assert.match(r.err, msg);
+  }
+});
+
+test('convert on TinyStories-656K at 12.5 % (64 × 256 calibration, 8 chunks of the validation text): nope-refit + output-aware latent beats faithful TransMLA at the same shape', { skip: skipUnlessAsset('models/TinyStories-656K') }, async () => {
+  const { convertModel } = await import('../src/convert/transmla.js');
+  const { textModeFor } = await import('../src/eval/perplexity.js');
+  const model = mustAsset('models/TinyStories-656K');
+  const calib = mustAsset('text/tinystories/tinystories_train_lowercased_sample.txt');
+  const val = mustAsset('text/tinystories/tinystories_val_sample.txt');
+  const common = {
+    model, out: null, kvFraction: 0.125, ropeDim: 8, freqFold: 2, calib, calibSamples: 64, calibSeqLen: 256, seed: 42,
+    evalTexts: [{ path: val, mode: textModeFor(val) }], evalChunks: 8, evalCtx: 256, variant: 'exact' as const, search: 'proxy' as const,
+  };
+  const faithful = await convertModel(common);
+  const aware = await convertModel({ ...common, nopeRefit: true, latent: 'output-aware' });
+  assert.equal(faithful.parameters.latent, undefined, 'faithful reports no aware fields');
+  assert.equal(aware.parameters.latent, 'output-aware');
+  assert.equal(aware.parameters.nopeRefit, true);
+  assert.deepEqual([aware.parameters.kvLoraRank, aware.parameters.qkRopeHeadDim], [faithful.parameters.kvLoraRank, faithful.parameters.qkRopeHeadDim]);
+  assert.equal(aware.kvCache.bytesPerTokenAfter, faithful.kvCache.bytesPerTokenAfter);
+  for (const l of aware.layers) {
+    assert.ok(l.refitResidual! >= 0 && l.refitResidual! < 1, `refit residual ${l.refitResidual}`);
+    assert.ok(l.nopeRho! > -1 && l.nopeRho! <= 1);
+  }
+  const [f, a] = [faithful.evaluations[0]!, aware.evaluations[0]!];
+  assert.equal(f.original.ppl, a.original.ppl);
+  assert.ok(a.mla.kl < f.mla.kl, `KL ${a.mla.kl} vs faithful ${f.mla.kl}`);
+  assert.ok(a.mla.ppl < f.mla.ppl, `ppl ${a.mla.ppl} vs faithful ${f.mla.ppl}`);
 });
