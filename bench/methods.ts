@@ -29,6 +29,7 @@ export const METHODS: Record<string, { flags: string[]; stock?: boolean; what: s
   'output-aware-latent': { flags: ['--latent', 'output-aware'], what: 'RoRoPE; joint latent in the q·k / W_o·v metric with the kv_b least-squares refit' },
   'nope-refit': { flags: ['--nope-refit'], what: 'RoRoPE; NoPE keys scaled by E_p[cos ωΔ] of the source attention; BKV-PCA' },
   'nope+latent+seq': { flags: ['--nope-refit', '--latent', 'output-aware', '--calib-order', 'sequential'], what: 'nope-refit + output-aware latent, sequential calibration with the refit against the source model' },
+  all: { flags: ['--rope-basis', 'query-aware', '--nope-refit', '--latent', 'output-aware'], what: 'query-aware RoPE basis + nope-refit + output-aware latent, faithful order' },
   best: { flags: ['--nope-refit', '--latent', 'output-aware'], stock: true, what: 'the best combination measured: nope-refit + output-aware latent, faithful calibration order; also the strict stock export' },
 };
 
