@@ -48,6 +48,8 @@ import { DEFAULT_MAX_BIAS_RESIDUAL, foldAttentionBiases, foldOrRefuse, type Bias
 import { modelCard, stockNotes, stockReport } from './stock-report.js';
 import { exactReportHeader, resolveBudget } from './transmla-report.js';
 import { hasBias, originalKvCov, transmlaLayer } from './transmla-layer.js';
+import { qkNormOf } from './qk-norm.js';
+import { awareLayer, isAware, type LatentMethod, type RopeBasis } from './aware-layer.js';
 
 export type ConvertVariant = 'stock' | 'exact';
 
@@ -68,6 +70,14 @@ export interface ConvertOptions extends CalibEvalOptions {
   freqFold: number | 'auto';
   /** balance_kv_ratio (0 = no balancing). Default 1. */
   balanceKvRatio?: number;
+  /** The aware methods (aware-layer.ts): RoPE basis 'pca' (TransMLA, default) or 'query-aware'. */
+  ropeBasis?: RopeBasis;
+  /** Joint latent 'bkv-pca' (TransMLA, default) or 'output-aware' (with the kv_b refit). */
+  latent?: LatentMethod;
+  /** β of the output-aware metric (default 1). */
+  keyWeight?: number;
+  /** Refit the NoPE keys to the source attention's lags (nope-refit.ts). */
+  nopeRefit?: boolean;
   calib: string;
   calibOrder?: CalibOrder;
   /**
@@ -117,6 +127,9 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
   let covs: Float64Spill | null = null;
   try {
     if (variant === 'exact') checkExactVariant(src.layer(0));
+    if (isAware({ ropeBasis: o.ropeBasis ?? 'pca', latent: o.latent ?? 'bkv-pca', nopeRefit: o.nopeRefit ?? false }) && qkNormOf(src.layer(0))) {
+      throw new Error(`${o.model}: the aware methods (--rope-basis query-aware, --latent output-aware, --nope-refit) do not model Qwen3's per-head q/k RMSNorm yet; convert this model without them`);
+    }
     const cfg = src.args;
     const H = cfg.numHeads, G = cfg.numKvHeads, d = cfg.headDim, D = cfg.hiddenSize, nLayers = cfg.numLayers;
     const dtype = src.dtype;
@@ -216,7 +229,9 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     };
 
     // --- Sweep 2: convert, fit to stock semantics, push every stage's evaluation states.
-    const shape = { ropeDim: dR, freqFold: M, kvLoraRank: r, qLoraRank, balance };
+    const shape = { ropeDim: dR, freqFold: M, kvLoraRank: r, qLoraRank, balance, ropeBasis: o.ropeBasis ?? 'pca', latent: o.latent ?? 'bkv-pca', keyWeight: o.keyWeight, nopeRefit: o.nopeRefit ?? false };
+    const aware = isAware(shape);
+    if (aware) Object.assign(report.parameters, { ropeBasis: shape.ropeBasis, latent: shape.latent, ...(o.keyWeight === undefined ? {} : { keyWeight: o.keyWeight }), nopeRefit: shape.nopeRefit });
     const rope = mlaRopeTable({ config: cfg, layers: [] }, dR);
     const stock: Pick<StockLayer, 'kvResidual' | 'qResidual' | 'kvNormKept'>[] = [];
     const plans: BiasPlan[] = [], folds: (FoldedWeights | null)[] = [];
@@ -227,13 +242,17 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       const statsStates = HiddenStates.fromEmbedding(cfg, src.embedding(), samples);
       const stockStates = variant === 'stock' ? HiddenStates.fromEmbedding(cfg, src.embedding(), samples) : null;
       const evals = evalData.map((e) => StageSweep.open(cfg, src.embedding(), e, stageNames.length));
+      // Aware, sequential, output-aware: the refit's target is the source model on its own states.
+      const sourceStates = aware && order === 'sequential' && shape.latent === 'output-aware' ? HiddenStates.fromEmbedding(cfg, src.embedding(), samples) : null;
       const p2 = bar(`pass ${pass} (conversion${variant === 'stock' ? ' + stock fit' : ''}${evaluate ? ' + evaluation' : ''})`);
       try {
         for (let l = 0; l < nLayers; l++) {
           const where = `calibration pass ${pass} (${order === 'faithful' ? 'partial-RoPE' : 'converted prefix'} model), layer ${l + 1}/${nLayers}`;
           setStage(`conversion pass ${pass} (RoRoPE + BKV-PCA), layer ${l + 1}/${nLayers}`);
           const layer = src.layer(l);
-          const step = transmlaLayer(cfg, l, layer, statsStates, order === 'faithful' ? keyBlock(covs!.read(l), G * d) : null, shape, where);
+          const keyCov = order === 'faithful' ? keyBlock(covs!.read(l), G * d) : null;
+          const step = aware ? awareLayer(cfg, l, layer, statsStates, keyCov, shape, where, sourceStates) : transmlaLayer(cfg, l, layer, statsStates, keyCov, shape, where);
+          if (sourceStates && l + 1 < nLayers) sourceStates.advance(layer);
           const view = { config: cfg, layers: Object.assign([], { [l]: layer }) };
           const partialLayer = mlaDecoderLayer(view, l, step.partial, rope, { dtype });
           const mlaLayer = mlaDecoderLayer(view, l, step.weights, rope, { dtype });
@@ -278,6 +297,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       } finally {
         statsStates.close();
         stockStates?.close();
+        sourceStates?.close();
         for (const e of evals) e.close();
       }
     };

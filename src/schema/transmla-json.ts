@@ -72,13 +72,18 @@ export interface ConvertReport {
     softmaxScale: string;
     attentionBias: boolean;
     dtype: FloatDType;
+    /** Only for the aware methods (docs/methods.md#aware). */
+    ropeBasis?: 'pca' | 'query-aware';
+    latent?: 'bkv-pca' | 'output-aware';
+    keyWeight?: number;
+    nopeRefit?: boolean;
   };
   /** How (d_R, M) were chosen when searched, with every candidate's score. */
   search: { scoredOn: string; trace: ShapeScore[] };
   calibration: { file: string; sha256: string; documents: number; heldOutDocuments: number; samples: number; seqLen: number; tokens: number; seed: number };
   kvCache: { dtype: FloatDType; bytesPerTokenBefore: number; bytesPerTokenAfter: number; elementsPerTokenPerLayerBefore: number; elementsPerTokenPerLayerAfter: number; fraction: number };
   /** Per layer; ropeInvFreq: the kept RoPE pairs' frequencies; kvSpectrum: each BKV-PCA component's share of the latent variance (4 digits). */
-  layers: { ropeEnergy: number; alpha: number; kvEnergy: number; ropeInvFreq: number[]; kvSpectrum: number[] }[];
+  layers: { ropeEnergy: number; alpha: number; kvEnergy: number; ropeInvFreq: number[]; kvSpectrum: number[]; refitResidual?: number; nopeRho?: number }[];
   evaluations: EvalReport[];
   /**
    * Wall seconds. pass1: original-model statistics; conversion: RoRoPE + BKV-PCA with their

@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { convertModel, type ConvertOptions, type ConvertVariant } from '../../convert/transmla.js';
+import { LATENTS, ROPE_BASES, type LatentMethod, type RopeBasis } from '../../convert/aware-layer.js';
 import { PROFILE_NAMES, withProfile, type ProfileName } from '../../convert/profiles.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import { checkExportOutput, convertToTarget } from '../../export/targets.js';
@@ -17,6 +18,7 @@ import { HUB_FLAGS, modelArg } from '../model-arg.js';
 export const command: Command = {
   usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) --calib FILE\n' +
     '    [--profile fast|faithful] [--variant stock|exact] [--rope-dim D|auto] [--freqfold auto|M] [--q-lora-rank Q]\n' +
+    '    [--rope-basis pca|query-aware] [--latent bkv-pca|output-aware] [--key-weight B] [--nope-refit]\n' +
     '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
     '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
     '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|deepseek-v2|gguf [--outtype f32|f16|bf16|q8_0|q4_0]]\n' +
@@ -42,6 +44,11 @@ export const command: Command = {
     '    documents are held out for the searches and, without --eval-text, for the reported perplexities.\n' +
     '  --eval-text: perplexity, KL and top-1 agreement of every stage against the original on each file;\n' +
     '    prefix a file with "lines:" to read every line as a document (WikiText-2 as the papers read it).\n' +
+    '  --rope-basis query-aware: the RoPE dims chosen by the score error they save (balanced truncation of the\n' +
+    '    key and absorbed-query moments) instead of the key energy; --latent output-aware: the joint latent in the\n' +
+    '    metric of q·k and W_o·v, kv_b refit by least squares (with --calib-order sequential: against the source\n' +
+    '    model\'s keys and values); --key-weight B weighs its key term (default 1); --nope-refit: the keys that\n' +
+    '    lose RoPE scaled per frequency by the source attention\'s mean cos(ωΔ) (a logit least squares). docs/methods.md#aware.\n' +
     '  --balance-kv-ratio 0 turns key/value balancing off.  --no-eval: no stage evaluation.\n' + EXPORT_USAGE + MHA2MLA_USAGE,
   async run(argv) {
     const method = methodFlag(argv);
@@ -52,7 +59,8 @@ export const command: Command = {
       'q-lora-rank': 'string', 'balance-kv-ratio': 'string', calib: 'string', 'calib-samples': 'string',
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
-      target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', 'max-bias-residual': 'string', tokenizer: 'string', ...HUB_FLAGS,
+      target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', 'max-bias-residual': 'string', tokenizer: 'string',
+      'rope-basis': 'string', latent: 'string', 'key-weight': 'string', 'nope-refit': 'boolean', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
@@ -71,6 +79,11 @@ export const command: Command = {
     if (variant !== 'stock' && variant !== 'exact') throw new UsageError(`--variant must be stock or exact, got "${variant}"`);
     const search = str(p, 'search');
     if (search !== undefined && search !== 'proxy' && search !== 'perplexity') throw new UsageError(`--search must be proxy or perplexity, got "${search}"`);
+    const ropeBasis = str(p, 'rope-basis');
+    if (ropeBasis !== undefined && !(ROPE_BASES as readonly string[]).includes(ropeBasis)) throw new UsageError(`--rope-basis must be ${ROPE_BASES.join(' or ')}, got "${ropeBasis}"`);
+    const latent = str(p, 'latent');
+    if (latent !== undefined && !(LATENTS as readonly string[]).includes(latent)) throw new UsageError(`--latent must be ${LATENTS.join(' or ')}, got "${latent}"`);
+    if (str(p, 'key-weight') !== undefined && latent !== 'output-aware') throw new UsageError('--key-weight weighs the output-aware latent\'s key term; it needs --latent output-aware');
     const json = bool(p, 'json');
     const noEval = bool(p, 'no-eval');
     const opts: ConvertOptions = withProfile(profile as ProfileName, {
@@ -83,6 +96,10 @@ export const command: Command = {
       qLoraRank: int(p, 'q-lora-rank', undefined, 1) ?? null,
       freqFold: ff === 'auto' ? 'auto' : Number(ff),
       balanceKvRatio: num(p, 'balance-kv-ratio', 1),
+      ropeBasis: ropeBasis as RopeBasis | undefined,
+      latent: latent as LatentMethod | undefined,
+      keyWeight: num(p, 'key-weight', undefined, { gt: 0 }),
+      nopeRefit: bool(p, 'nope-refit'),
       calib,
       calibSamples: int(p, 'calib-samples', undefined, 1),
       calibSeqLen: int(p, 'calib-seqlen', undefined, 2),
