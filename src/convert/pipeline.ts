@@ -98,6 +98,11 @@ export interface ConversionSource {
   close(): void;
 }
 
+/** Detaches `b` (its views read as empty from now on) and lets its memory go: the clone that took it is dropped at once. */
+function detach(b: ArrayBuffer): void {
+  if (b.byteLength > 0) structuredClone(b, { transfer: [b] });
+}
+
 /**
  * Opens `model` as the source of `method`: a Hugging Face folder whose family accepts it as a
  * source (arch/<family>.ts conversions), with a tokenizer.
@@ -127,13 +132,29 @@ export function openSource(model: string, method: ConversionMethod, whole: boole
   // From the header: reading the embedding just for its dtype would cost its size.
   const sdt = ck.info(embedName).dtype;
   const build = familyFor(args).engineLayers(args);
+  // The buffers of the last layer read, outside its attention and norms: its MLP (dense or experts).
+  // They are detached before the next layer is read, so their memory is freed even though a stale
+  // reference may survive: an async function or generator keeps the previous iteration's locals in
+  // its saved registers until they are overwritten, i.e. after the next read, so without this the
+  // peak holds two layers (a Mixtral-8x7B layer is 2.9 GB). Attention and norms are kept: the proxy
+  // search holds scored layers' attention. A conversion never uses a layer's MLP after reading the next.
+  let held: ArrayBuffer[] = [];
+  const track = <T extends { data: { buffer: ArrayBufferLike } }>(name: string, t: T): T => {
+    if (!name.includes('.self_attn.') && !name.endsWith('norm.weight') && t.data.buffer instanceof ArrayBuffer) held.push(t.data.buffer);
+    return t;
+  };
+  const layerSrc: WeightSource = {
+    ...src, get: (name) => track(name, src.get(name)),
+    ...(src.getWeight && { getWeight: (name: string) => track(name, src.getWeight!(name)) }),
+  };
   return {
     path: model, args, tokenizer, dtype: sdt === 'BF16' ? 'bf16' : sdt === 'F16' ? 'f16' : 'f32', model: null,
     layer: (l) => {
-      // Under node --expose-gc, collect the previous layer (unreachable by now) before reading the
-      // next: V8 frees large typed arrays lazily, so the peak would otherwise be two layers' weights.
+      for (const b of held) detach(b);
+      held = [];
+      // Under node --expose-gc, collect them now: V8 frees large typed arrays lazily.
       (globalThis as { gc?: () => void }).gc?.();
-      return build(src, l);
+      return build(layerSrc, l);
     },
     embedding: () => requireTensor(src, embedName, [args.vocabSize, args.hiddenSize]),
     finals: () => {

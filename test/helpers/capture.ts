@@ -18,7 +18,11 @@ function install(): void {
     const original = stream.write.bind(stream);
     stream.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
       const sink = store.getStore();
-      if (!sink) return (original as (...a: unknown[]) => boolean)(chunk, ...rest);
+      // The runner's own reports (a test file's child writes v8-serialized frames to stdout, each
+      // starting with the serializer header 0xFF 0x0F, then a 4-byte size) can be flushed from a
+      // callback that inherited a capture's async context; they are never the captured code's output.
+      const frame = typeof chunk !== 'string' && chunk.length > 6 && chunk[0] === 0xff && chunk[1] === 0x0f;
+      if (!sink || frame) return (original as (...a: unknown[]) => boolean)(chunk, ...rest);
       sink[key] += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
       (rest.find((r) => typeof r === 'function') as (() => void) | undefined)?.();
       return true;
