@@ -3,7 +3,8 @@
 // log-probabilities within 1e-4 and the same perplexity (f32 files); q_proj and q_lora layouts,
 // tied and untied heads, rope_interleave false (rows permuted on export), the legacy form with
 // one attn_kv_b; 16-bit files against the folder they came from. inspect/ppl/generate run on
-// the file through the CLI. MoE and YaRN files are refused with one clear line.
+// the file through the CLI. Expert tensors in a file declaring none, MoE layers without their
+// tensors, and YaRN are refused with one clear line (MoE files: llamacpp-deepseek2-moe.test.ts).
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -168,7 +169,7 @@ describe('deepseek2 GGUF through the CLI', () => {
 });
 
 describe('deepseek2 GGUFs the engine refuses', () => {
-  it('mixture-of-experts layers and YaRN RoPE, each with one line naming the file', { skip }, async () => {
+  it('expert tensors in a dense file, MoE layers without their tensors, and YaRN RoPE, each with one line naming the file', { skip }, async () => {
     const dir = await stockFolder('refuse', { ...base, seed: 47 });
     const gguf = join(tmp, 'refuse.gguf');
     exportDeepseek2Gguf(gguf, dir, { outType: 'f32' });
@@ -178,9 +179,14 @@ describe('deepseek2 GGUFs the engine refuses', () => {
       return out;
     };
     const moe = rewrite(join(tmp, 'moe.gguf'), (e) => e, [{ name: 'blk.1.ffn_gate_inp.weight', tensor: { dtype: 'f32', shape: [4, 64], data: new Float32Array(256) } }]);
-    assert.throws(() => loadModel(moe), (e: Error) => e.message.startsWith(`${moe}: tensor blk.1.ffn_gate_inp.weight belongs to a mixture-of-experts layer`));
-    const moe2 = rewrite(join(tmp, 'moe2.gguf'), (e) => [...e.map((x) => (x.key === 'deepseek2.leading_dense_block_count' ? { ...x, value: 1 } as GgufMetadataEntry : x)), { key: 'deepseek2.expert_count', type: 'u32', value: 8 }]);
-    assert.throws(() => inspectModel(moe2), /expert_count 8 with leading_dense_block_count 1 < 2 blocks declares mixture-of-experts layers/);
+    assert.throws(() => loadModel(moe), (e: Error) => e.message.startsWith(`${moe}: tensor blk.1.ffn_gate_inp.weight belongs to a mixture-of-experts layer, but the metadata declares none`));
+    // Layer 1 declared MoE (softmax, renormalised top-2 of 8): its router is looked for, and missing.
+    const moeKeys: GgufMetadataEntry[] = [
+      { key: 'deepseek2.expert_count', type: 'u32', value: 8 }, { key: 'deepseek2.expert_used_count', type: 'u32', value: 2 },
+      { key: 'deepseek2.expert_gating_func', type: 'u32', value: 1 }, { key: 'deepseek2.expert_weights_norm', type: 'bool', value: true },
+    ];
+    const moe2 = rewrite(join(tmp, 'moe2.gguf'), (e) => [...e.map((x) => (x.key === 'deepseek2.leading_dense_block_count' ? { ...x, value: 1 } as GgufMetadataEntry : x)), ...moeKeys]);
+    assert.throws(() => inspectModel(moe2), (e: Error) => e.message === `${moe2}: missing tensor blk.1.ffn_gate_inp.weight`);
     const yarn = rewrite(join(tmp, 'yarn.gguf'), (e) => [...e, { key: 'deepseek2.rope.scaling.type', type: 'string', value: 'yarn' }]);
     assert.throws(() => loadModel(yarn), /RoPE scaling "yarn" is not supported for deepseek2 GGUFs/);
   });

@@ -9,16 +9,43 @@
 //   value_length = v_head_dim, and kv_b_proj stored whole as attn_kv_b;
 // - q_lora_rank 0 or absent: a plain attn_q; rope.dimension_count = qk_rope_head_dim; q_pe/k_pe
 //   rows in DeepSeek's interleaved order (llama.cpp's "normal" RoPE), so nothing is permuted.
-// Mixture-of-experts layers (expert tensors, leading_dense_block_count < block_count) and YaRN
-// are refused by name: this engine runs dense deepseek2 models without RoPE scaling only.
+// - mixture-of-experts layers (il ≥ leading_dense_block_count, expert_count > 0): router
+//   ffn_gate_inp [E, D], experts stacked [E, …] in ffn_{gate,up,down}_exps, one shared SwiGLU
+//   ffn_{gate,up,down}_shexp (expert_feed_forward_length · expert_shared_count wide); the routing
+//   keys become the stock config's (n_routed_experts, scoring_func, norm_topk_prob, …), so the
+//   family's MoE parser refuses what the engine does not compute, naming the GGUF key.
+//   llama.cpp's reading (src/models/deepseek2.cpp, src/llama-graph.cpp build_moe_ffn, at
+//   de3ff815, the version node-llama-cpp bundles): leading_dense_block_count defaults to 0;
+//   expert_gating_func absent or 0 means softmax; expert_weights_norm defaults to false;
+//   expert_weights_scale 0 or 1 leaves the weights unscaled; expert_group_count > 1 selects
+//   groups first; an exp_probs_b bias shifts the selection (DeepSeek-V3's noaux_tc).
+// YaRN is refused by name: this engine runs deepseek2 models without RoPE scaling only.
 import type { FloatData } from '../kernels/types.js';
 import { GgufError, type GgufFile } from '../io/gguf.js';
 import { f32Decimal, type GgufTensorSpec } from '../io/gguf-model.js';
+import { deepseekMoeNames } from '../models/moe.js';
 import type { ModelArgs } from './args.js';
+import type { MlaMoe } from './deepseek-moe.js';
 import type { MlaShapeFields } from './deepseek-stock.js';
+import { moeGgufTensors } from './mixtral.js';
 
-/** Tensor names of llama.cpp's MoE deepseek2 layers (router, routed and shared experts). */
-const EXPERT_TENSOR = /^blk\.\d+\.(ffn_gate_inp|ffn_(gate|up|down)_(exps|shexp)|exp_probs_b)\./;
+/** Tensor names of llama.cpp's MoE deepseek2 layers (router, routed and shared experts, selection bias). */
+const EXPERT_TENSOR = /^blk\.\d+\.(ffn_gate_inp|ffn_(gate|up|down|gate_up)_(exps|shexp)|exp_probs_b)\./;
+
+/** llama.cpp's expert_gating_func values (LLAMA_EXPERT_GATING_FUNC_TYPE_*, src/llama-hparams.h), as scoring_func names. */
+const GATING_FUNC: Record<number, string> = { 1: 'softmax', 2: 'sigmoid', 3: 'softmax_weight', 4: 'sqrt_softplus' };
+
+/** The deepseek2 GGUF key each stock MoE config key is read from (errors name the key in the file). */
+const MOE_KEYS: Record<string, string> = {
+  n_routed_experts: 'expert_count', num_experts_per_tok: 'expert_used_count', moe_intermediate_size: 'expert_feed_forward_length',
+  n_shared_experts: 'expert_shared_count', first_k_dense_replace: 'leading_dense_block_count', scoring_func: 'expert_gating_func',
+  norm_topk_prob: 'expert_weights_norm', routed_scaling_factor: 'expert_weights_scale', n_group: 'expert_group_count', topk_group: 'expert_group_used_count',
+};
+
+/** A stock config key's deepseek2 GGUF name (for the MoE parser's messages). */
+export function deepseek2MoeKey(arch: string): (configKey: string) => string {
+  return (k) => (MOE_KEYS[k] ? `${arch}.${MOE_KEYS[k]}` : k);
+}
 
 /** The stock DeepSeek-V3 config.json a deepseek2 GGUF's metadata describes (parsed by the family as a stock folder's). */
 export function deepseek2ConfigJson(f: GgufFile, arch: string, path: string): Record<string, unknown> {
@@ -30,11 +57,14 @@ export function deepseek2ConfigJson(f: GgufFile, arch: string, path: string): Re
     return v;
   };
   const L = u('block_count'), H = u('attention.head_count'), D = u('embedding_length');
-  const moe = f.tensors.find((t) => EXPERT_TENSOR.test(t.name));
-  if (moe) fail(`tensor ${moe.name} belongs to a mixture-of-experts layer; this engine runs dense deepseek2 models only`);
-  const dense = opt('leading_dense_block_count') ?? L;
   const experts = opt('expert_count') ?? 0;
-  if (experts > 0 && dense < L) fail(`${arch}.expert_count ${experts} with leading_dense_block_count ${dense} < ${L} blocks declares mixture-of-experts layers; this engine runs dense deepseek2 models only`);
+  // llama.cpp's default is 0 (every layer MoE); files without experts and without the key stay dense.
+  const dense = opt('leading_dense_block_count') ?? (experts > 0 ? 0 : L);
+  const isMoe = experts > 0 && dense < L;
+  const bias = f.tensors.find((t) => /\.exp_probs_b\./.test(t.name));
+  if (bias) fail(`tensor ${bias.name} biases the expert selection (DeepSeek-V3's noaux_tc routing); this engine runs mixture-of-experts layers with Mixtral's routing only (docs/stock-engines.md#moe-routing)`);
+  const stray = isMoe ? undefined : f.tensors.find((t) => EXPERT_TENSOR.test(t.name));
+  if (stray) fail(`tensor ${stray.name} belongs to a mixture-of-experts layer, but the metadata declares none (${arch}.expert_count ${experts}, leading_dense_block_count ${dense} of ${L} blocks)`);
   const scaling = f.getString(`${arch}.rope.scaling.type`);
   let ropeScaling: Record<string, unknown> | null = null;
   if (scaling === 'linear') {
@@ -64,12 +94,37 @@ export function deepseek2ConfigJson(f: GgufFile, arch: string, path: string): Re
     vocab_size: emb.shape[0], hidden_size: D, intermediate_size: u('feed_forward_length'), num_hidden_layers: L,
     num_attention_heads: H, num_key_value_heads: H,
     kv_lora_rank: r, q_lora_rank: qLora > 0 ? qLora : null, qk_rope_head_dim: dR, qk_nope_head_dim: keyLen - dR, v_head_dim: vDim,
-    first_k_dense_replace: L, n_routed_experts: null, hidden_act: 'silu',
+    first_k_dense_replace: isMoe ? dense : L, n_routed_experts: null, hidden_act: 'silu',
+    ...(isMoe && moeConfig(f, arch, experts)),
     max_position_embeddings: u('context_length'),
     rms_norm_eps: f32Decimal(f.requireNumber(`${arch}.attention.layer_norm_rms_epsilon`)),
     rope_theta: f32Decimal(opt('rope.freq_base') ?? 10000), rope_scaling: ropeScaling, rope_interleave: true,
     attention_bias: false, tie_word_embeddings: !f.has('output.weight'),
     bos_token_id: bos ?? null, eos_token_id: eos ?? null,
+  };
+}
+
+/**
+ * The stock MoE keys of a deepseek2 GGUF with expert layers, as llama.cpp reads its metadata
+ * (header). Values the engine does not compute are passed on as they are, for parseMlaMoe to refuse.
+ */
+function moeConfig(f: GgufFile, arch: string, experts: number): Record<string, unknown> {
+  const key = (k: string): string => `${arch}.${MOE_KEYS[k]}`;
+  const gating = f.getNumber(key('scoring_func')) ?? 0;
+  const scale = f.getNumber(key('routed_scaling_factor')) ?? 0;
+  const groups = f.getNumber(key('n_group')) ?? 0;
+  return {
+    n_routed_experts: experts,
+    num_experts_per_tok: f.getNumber(key('num_experts_per_tok')),
+    moe_intermediate_size: f.getNumber(key('moe_intermediate_size')),
+    n_shared_experts: f.getNumber(key('n_shared_experts')) ?? 0,
+    moe_layer_freq: 1,
+    scoring_func: gating === 0 ? 'softmax' : GATING_FUNC[gating] ?? `gating function ${gating}`,
+    norm_topk_prob: f.getBool(key('norm_topk_prob')),
+    routed_scaling_factor: scale === 0 ? 1 : f32Decimal(scale),
+    topk_method: 'greedy',
+    n_group: groups > 1 ? groups : 1,
+    topk_group: groups > 1 ? f.getNumber(key('topk_group')) : 1,
   };
 }
 
@@ -88,8 +143,18 @@ function joinKvB(H: number, r: number, dn: number, dv: number): (parts: FloatDat
   };
 }
 
-/** Every tensor of a dense deepseek2 GGUF with these arguments, under both names. */
-export function deepseek2Tensors(c: ModelArgs & { mla: MlaShapeFields }, f: GgufFile, embedName: string): GgufTensorSpec[] {
+/** One MoE layer's shared experts (llama.cpp: one SwiGLU n_shared·I wide). */
+function sharedExpertTensors(l: number, moe: MlaMoe, D: number): GgufTensorSpec[] {
+  const W = moe.expertInter * moe.sharedExperts, b = `blk.${l}`, p = `model.layers.${l}.mlp.shared_experts`;
+  return [
+    { gguf: `${b}.ffn_gate_shexp.weight`, hf: `${p}.gate_proj.weight`, shape: [W, D] },
+    { gguf: `${b}.ffn_up_shexp.weight`, hf: `${p}.up_proj.weight`, shape: [W, D] },
+    { gguf: `${b}.ffn_down_shexp.weight`, hf: `${p}.down_proj.weight`, shape: [D, W] },
+  ];
+}
+
+/** Every tensor of a deepseek2 GGUF with these arguments, under both names. */
+export function deepseek2Tensors(c: ModelArgs & { mla: MlaShapeFields; moe: MlaMoe | null }, f: GgufFile, embedName: string): GgufTensorSpec[] {
   const m = c.mla, D = c.hiddenSize, H = c.numHeads, I = c.intermediateSize, V = c.vocabSize;
   const dn = m.qkNopeHeadDim, dR = m.qkRopeHeadDim, dv = m.vHeadDim, r = m.kvLoraRank, rq = m.qLoraRank, qh = dn + dR;
   // The legacy form keeps kv_b_proj whole (the reader tells the forms apart by key_length_mla).
@@ -118,10 +183,18 @@ export function deepseek2Tensors(c: ModelArgs & { mla: MlaShapeFields }, f: Gguf
         },
       { gguf: `${b}.attn_output.weight`, hf: `${s}.o_proj.weight`, shape: [D, H * dv] },
       { gguf: `${b}.ffn_norm.weight`, hf: `${p}.post_attention_layernorm.weight`, shape: [D] },
-      { gguf: `${b}.ffn_gate.weight`, hf: `${p}.mlp.gate_proj.weight`, shape: [I, D] },
-      { gguf: `${b}.ffn_up.weight`, hf: `${p}.mlp.up_proj.weight`, shape: [I, D] },
-      { gguf: `${b}.ffn_down.weight`, hf: `${p}.mlp.down_proj.weight`, shape: [D, I] },
     );
+    const moe = c.moe;
+    if (moe && l >= moe.firstDense) {
+      // The routed experts read per expert from the stacked tensors, as Mixtral's.
+      specs.push(...moeGgufTensors(l, deepseekMoeNames(p), { hidden: D, expertInter: moe.expertInter, numExperts: moe.numExperts, topK: moe.topK }), ...(moe.sharedExperts > 0 ? sharedExpertTensors(l, moe, D) : []));
+    } else {
+      specs.push(
+        { gguf: `${b}.ffn_gate.weight`, hf: `${p}.mlp.gate_proj.weight`, shape: [I, D] },
+        { gguf: `${b}.ffn_up.weight`, hf: `${p}.mlp.up_proj.weight`, shape: [I, D] },
+        { gguf: `${b}.ffn_down.weight`, hf: `${p}.mlp.down_proj.weight`, shape: [D, I] },
+      );
+    }
   }
   specs.push({ gguf: 'output_norm.weight', hf: 'model.norm.weight', shape: [D] });
   if (!c.tieWordEmbeddings) specs.push({ gguf: 'output.weight', hf: 'lm_head.weight', shape: [V, D] });

@@ -58,9 +58,12 @@ export function sourceMoe(args: ModelArgs): SourceMoe | null {
   return { numExperts: a.moe.numExperts, topK: a.moe.topK, expertInter: a.moe.expertInter ?? args.intermediateSize };
 }
 
-/** The MoE layers a DeepSeek/exact config declares (null when all layers are dense); refuses routing the engine does not compute. */
-export function parseMlaMoe(c: Record<string, unknown>, file: string, layers: number, exact: boolean): MlaMoe | null {
-  const err = (key: string, msg: string): never => { throw new HfConfigError(`${file}: ${key} ${msg}`); };
+/**
+ * The MoE layers a DeepSeek/exact config declares (null when all layers are dense); refuses routing
+ * the engine does not compute. `keyName` names a key in messages (a GGUF's own key, when the config was read from one).
+ */
+export function parseMlaMoe(c: Record<string, unknown>, file: string, layers: number, exact: boolean, keyName: (k: string) => string = (k) => k): MlaMoe | null {
+  const err = (key: string, msg: string): never => { throw new HfConfigError(`${file}: ${keyName(key)} ${msg}`); };
   const posInt = (k: string): number => {
     const v = c[k];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) err(k, `must be a positive integer, got ${JSON.stringify(v)}`);
@@ -76,7 +79,7 @@ export function parseMlaMoe(c: Record<string, unknown>, file: string, layers: nu
   const firstDense = typeof c.first_k_dense_replace === 'number' ? c.first_k_dense_replace : 0;
   if (typeof experts !== 'number' || experts < 1 || firstDense >= layers) return null;
   const E = posInt('n_routed_experts'), k = posInt('num_experts_per_tok');
-  if (k > E) err('num_experts_per_tok', `(${k}) exceeds n_routed_experts (${E})`);
+  if (k > E) err('num_experts_per_tok', `(${k}) exceeds ${keyName('n_routed_experts')} (${E})`);
   const why = (key: string, got: unknown, want: string): never =>
     err(key, `is ${got === undefined ? 'absent' : JSON.stringify(got)}: this engine runs mixture-of-experts layers with Mixtral's routing only (${want}; docs/stock-engines.md#moe-routing)`);
   const freq = c.moe_layer_freq ?? 1;

@@ -16,14 +16,14 @@ import { MlpLayer } from '../train/layers/mlp.js';
 import { MoeLayer } from '../train/layers/moe.js';
 import { SharedExpertMoeLayer } from '../train/layers/moe-shared.js';
 import type { TrainMlp } from '../train/layers/mlp.js';
-import { deepseekMoeNames, mixtralMoeNames, MoeMlp, type MoeNames } from '../models/moe.js';
-import { SharedExpertMoe } from '../models/moe-shared.js';
+import { deepseekMoeNames, mixtralMoeNames, MoeMlp, moeSummary, type MoeNames } from '../models/moe.js';
+import { SharedExpertMoe, sharedMoeSummary } from '../models/moe-shared.js';
 import type { Mlp } from '../models/mlp.js';
 import type { WeightSource } from '../tensor.js';
 import { parseMlaMoe, sourceMoe, type MlaMoe } from './deepseek-moe.js';
 import { ConfigFields, HfConfigError, isObj, parseBaseFields, ropeScalingJson, type ModelArgs } from './args.js';
 import { checkStockAttentionTensors, DEEPSEEK_ARCHITECTURES, DEEPSEEK_MODEL_TYPES, STOCK_VARIANT, type MlaShapeFields } from './deepseek-stock.js';
-import { deepseek2ConfigJson, deepseek2Tensors } from './deepseek-gguf.js';
+import { deepseek2ConfigJson, deepseek2MoeKey, deepseek2Tensors } from './deepseek-gguf.js';
 
 /**
  * The exact variant's own identity: no stock loader takes it for a DeepSeek checkpoint (it has
@@ -92,7 +92,8 @@ export function isMlaConfigJson(json: unknown): boolean {
   return isObj(json) && MODEL_TYPES.includes(json.model_type as string);
 }
 
-export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemantics = 'exact'): MlaArgs {
+/** `moeKey`: how the MoE parser names a routing key (deepseek2 GGUFs: the file's own key). */
+export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemantics = 'exact', moeKey?: (k: string) => string): MlaArgs {
   if (!isObj(json)) throw new HfConfigError(`${file}: expected a JSON object`);
   const c = json;
   const err = (key: string, msg: string): never => { throw new HfConfigError(`${file}: ${key} ${msg}`); };
@@ -105,7 +106,7 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
   };
   const layers = int('num_hidden_layers', 1);
   // Mixture-of-experts layers: Mixtral's routing only (deepseek-moe.ts refuses any other).
-  const moe = parseMlaMoe(c, file, layers, c.model_type === EXACT_MODEL_TYPE || semantics === 'exact');
+  const moe = parseMlaMoe(c, file, layers, c.model_type === EXACT_MODEL_TYPE || semantics === 'exact', moeKey);
   const rs = c.rope_scaling ?? c.rope_parameters;
   let yarn: YarnScaling | null = null;
   if (isObj(rs) && (rs.type === 'yarn' || rs.rope_type === 'yarn' || rs.type === 'deepseek_yarn')) {
@@ -259,6 +260,13 @@ export const deepseek: Family<MlaArgs> = {
   },
   // One latent row [c | k_pe] per token and layer (MlaAttention.createCache).
   attentionLayout: (c) => ({ summary: mlaSummary(mlaShape(c)), latent: true, cacheStores: Array.from({ length: c.numLayers }, () => [c.mla.kvLoraRank + c.mla.qkRopeHeadDim]) }),
+  // Layer 0's MLP, as describeModel names it from the built layer (mlaMlp).
+  mlpSummary(c) {
+    const moe = c.moe;
+    if (!moe || moe.firstDense > 0) return String(c.intermediateSize);
+    const routed = moeSummary(moe.numExperts, moe.expertInter, moe.topK);
+    return moe.sharedExperts === 0 ? routed : sharedMoeSummary(routed, moe.expertInter * moe.sharedExperts);
+  },
   trainLayers(be, ps, c) {
     const m = c.mla;
     const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
@@ -278,10 +286,10 @@ export const deepseek: Family<MlaArgs> = {
   conversions: { transmla: 'it is already an MLA model', mha2mla: 'it is already an MLA model' },
   // Stock-semantics folders (a strict export, or a DeepSeek checkpoint) go to llama.cpp's deepseek2;
   // what that exporter refuses (YaRN, llama3 scaling, biases) is reported when it runs.
-  // llama.cpp's deepseek2 files read back as stock-semantics models (dense only).
+  // llama.cpp's deepseek2 files read back as stock-semantics models (dense or MoE layers).
   gguf: {
     archs: ['deepseek2'],
-    readArgs: (f, arch, path) => parseMlaConfig(deepseek2ConfigJson(f, arch, path), `${path} (deepseek2 metadata)`, 'stock'),
+    readArgs: (f, arch, path) => parseMlaConfig(deepseek2ConfigJson(f, arch, path), `${path} (deepseek2 metadata)`, 'stock', deepseek2MoeKey(arch)),
     tensors: (c, _arch, embedName, f) => {
       // The layout read depends on the file (attn_k_b/attn_v_b or the legacy attn_kv_b); export/gguf-deepseek2.ts writes its own.
       if (!f) throw new Error('deepseek2 tensors are listed from a GGUF file being read; export/gguf-deepseek2.ts writes deepseek2 files');

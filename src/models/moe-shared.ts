@@ -6,6 +6,11 @@ import type { MoeMlp } from './moe.js';
 import type { SwiGluMlp } from './mlp.js';
 import type { Workspace } from './workspace.js';
 
+/** How inspect names routed experts plus a shared SwiGLU `width` wide (the built layer and the header-only inspect agree). */
+export function sharedMoeSummary(routed: string, width: number): string {
+  return `${routed} + shared expert × ${width}`;
+}
+
 export class SharedExpertMoe implements Mlp {
   constructor(readonly routed: MoeMlp, readonly shared: SwiGluMlp) {
     if (shared.gate.inFeatures !== routed.router.inFeatures) throw new Error('the shared expert and the routed experts have different hidden sizes');
@@ -32,6 +37,6 @@ export class SharedExpertMoe implements Mlp {
   }
 
   summary(): string {
-    return `${this.routed.summary()} + shared expert × ${this.shared.gate.outFeatures}`;
+    return sharedMoeSummary(this.routed.summary(), this.shared.gate.outFeatures);
   }
 }
