@@ -4,7 +4,7 @@
 // scale 1, the zero shared expert), and llama.cpp's next-token log-probs on the same tokens must
 // agree with our engine's on the folder to 1e-4, as must the perplexity (relative). The same file
 // read back by our engine (arch/deepseek-gguf.ts) agrees with both to 1e-4; inspect names its
-// experts from the headers; ppl and generate run on it; routing the engine does not compute
+// experts from the headers; ppl, generate and serve run on it; routing the engine does not compute
 // (sigmoid gating, unrenormalised or scaled weights, expert groups, a selection bias) is refused
 // with one line naming the file and the GGUF key.
 import { after, describe, it } from 'node:test';
@@ -20,6 +20,8 @@ import { writeHfFolderExtras } from '../src/io/hf-folder.js';
 import { loadModel } from '../src/arch/load.js';
 import { describeModel, inspectModel } from '../src/arch/describe.js';
 import { runCli } from '../src/cli/run.js';
+import { loadServedModel } from '../src/serve/model.js';
+import { startServer } from '../src/serve/server.js';
 import { assetPath } from './helpers/assets.js';
 import { capture } from './helpers/capture.js';
 import { useLlamaCpp } from './helpers/llamacpp.js';
@@ -126,7 +128,7 @@ describe('deepseek2 GGUF with experts vs llama.cpp (f32)', () => {
 });
 
 describe('deepseek2 GGUF with experts read back by the engine', () => {
-  it('computes what the stock folder computes; inspect names the experts from the headers; ppl and generate run on it', { skip: randomSkip }, async (t) => {
+  it('computes what the stock folder computes; inspect names the experts from the headers; ppl, generate and serve run on it', { skip: randomSkip }, async (t) => {
     const { out, gguf } = await randomMoeGguf();
     const loaded = loadModel(gguf);
     assert.equal(loaded.format, 'gguf');
@@ -157,6 +159,18 @@ describe('deepseek2 GGUF with experts read back by the engine', () => {
     assert.equal(ppl.code, 0, ppl.err);
     const gen = await run(['generate', gguf, '--tokenizer', out, '--prompt', 'In the', '--max-tokens', '4', '--temperature', '0']);
     assert.equal(gen.code, 0, gen.err);
+    // serve: greedy completions of the file equal the folder's.
+    const complete = async (model: string): Promise<string> => {
+      const srv = await startServer(loadServedModel(model, { tokenizer: out, name: 'moe' }), 0, '127.0.0.1');
+      try {
+        const r = await fetch(`${srv.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'moe', prompt: 'In the beginning', temperature: 0, max_tokens: 6 }) });
+        assert.equal(r.status, 200);
+        return ((await r.json()) as { choices: { text: string }[] }).choices[0]!.text;
+      } finally {
+        await srv.close();
+      }
+    };
+    assert.equal(await complete(gguf), await complete(out));
   });
 
   it('routing the engine does not compute is refused with one line naming the file and the GGUF key', { skip: randomSkip }, async (t) => {

@@ -92,9 +92,9 @@ export function parseMlaMoe(c: Record<string, unknown>, file: string, layers: nu
   if (groups !== 1 && groups !== null) why('n_group', groups, 'one expert group');
   if (topkGroup !== 1 && topkGroup !== null) why('topk_group', topkGroup, 'one expert group');
   // Even at top-1: unrenormalised, the one weight is its probability, not 1.
-  if (c.norm_topk_prob !== true) why('norm_topk_prob', c.norm_topk_prob, 'the top-k weights renormalised to sum 1: norm_topk_prob true');
+  if (c.norm_topk_prob !== true) why('norm_topk_prob', c.norm_topk_prob, `the top-k weights renormalised to sum 1: ${keyName('norm_topk_prob')} true`);
   const scale = c.routed_scaling_factor ?? 1;
-  if (scale !== 1) why('routed_scaling_factor', scale, 'unscaled expert weights: routed_scaling_factor 1');
+  if (scale !== 1) why('routed_scaling_factor', scale, `unscaled expert weights: ${keyName('routed_scaling_factor')} 1`);
   const shared = c.n_shared_experts ?? 0;
   if (typeof shared !== 'number' || !Number.isSafeInteger(shared) || shared < 0) err('n_shared_experts', `must be null or an integer ≥ 0, got ${JSON.stringify(shared)}`);
   return { naming: 'deepseek', numExperts: E, topK: k, expertInter: posInt('moe_intermediate_size'), sharedExperts: shared as number, firstDense: Math.max(0, firstDense) };
