@@ -1,4 +1,5 @@
-// `npm run bench -- convert-scale [--sections forward,kjv,search,validate,synthetic,8b] [--8b-layers 4]`
+// `npm run bench -- convert-scale [--sections forward,kjv,search,validate,synthetic,8b] [--8b-layers 4]
+//   [--synthetic qwen2.5-0.5b,llama-3.2-1b]`
 //
 // The default `transmla convert` at the sizes users bring (issue #18), every figure measured here:
 //  forward   calibration forward throughput: one decoder layer of each real shape (random weights)
@@ -95,7 +96,7 @@ function convert(args: string[]): Promise<ConvertRun> {
         if (st) next(st);
       }
     });
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       clearInterval(timer);
       cur.seconds = r1((performance.now() - tStage) / 1e3);
       stages.push(cur);
@@ -106,7 +107,12 @@ function convert(args: string[]): Promise<ConvertRun> {
         report = j?.conversion ?? null;
         stock = j?.stock ?? null;
       } catch { report = null; }
-      const error = code === 0 ? undefined : err.trim().split('\n').filter((l) => !/\d+%/.test(l)).pop();
+      // A failure says how it ended: the exit code or signal, the last non-progress stderr line,
+      // or, when the process succeeded, that its stdout was not the --json report.
+      const lastLine = err.trim().split('\n').filter((l) => !/\d+%/.test(l)).pop();
+      const error = code === 0 && report !== null ? undefined
+        : code === 0 ? `exit 0 but stdout is not the --json report: ${JSON.stringify(out.slice(0, 200))}`
+        : `${signal ? `killed by ${signal}` : `exit ${code}`}${lastLine ? `: ${lastLine}` : ''}`;
       const peakRssMiB = report ? r1(report.peakRssBytes / MiB) : r1(peak);
       res({ args, ok: code === 0 && report !== null, error, wallSeconds, peakRssMiB, stages, estimateSeconds: estimate, report, stock, loadBefore, loadAfter: load() });
     });
@@ -217,9 +223,9 @@ async function validateSection(work: string) {
   return rows;
 }
 
-async function syntheticSection(work: string) {
+async function syntheticSection(work: string, keys: string[]) {
   const rows = [];
-  for (const key of ['qwen2.5-0.5b', 'llama-3.2-1b']) {
+  for (const key of keys) {
     const shape = SHAPES[key]!;
     const dir = await writeSyntheticModel(join(work, `syn-${key}`), shape);
     const r = await convert([dir, '--kv-fraction', '0.125', '--calib', calibOf('kjv-gqa'), '--out', join(work, `syn-${key}-out`), '--overwrite']);
@@ -269,7 +275,7 @@ export async function run(argv: string[]): Promise<object> {
     if (sections.has('kjv')) result.kjv = await kjvSection(work);
     if (sections.has('search')) result.search = await searchSection(work);
     if (sections.has('validate')) result.validate = await validateSection(work);
-    if (sections.has('synthetic')) result.synthetic = await syntheticSection(work);
+    if (sections.has('synthetic')) result.synthetic = await syntheticSection(work, opt('--synthetic', 'qwen2.5-0.5b,llama-3.2-1b').split(','));
     if (sections.has('8b')) result.llama8b = await eightBSection(work, layers8b);
   } finally {
     rmSync(work, { recursive: true, force: true });

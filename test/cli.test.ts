@@ -12,6 +12,9 @@ import { runCli } from '../src/cli/run.js';
 import { mustAsset, REPO_ROOT, skipUnlessAsset } from './helpers/assets.js';
 import { capture } from './helpers/capture.js';
 import { startFakeHub, type FakeHub } from './helpers/fake-hub.js';
+import { randomLlama } from './helpers/random-llama.js';
+import { writeCheckpoint } from '../src/io/checkpoint.js';
+import { writeHfFolderExtras } from '../src/io/hf-folder.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'transmla-cli-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -140,6 +143,24 @@ describe('usage errors exit 2 with the command\'s usage; other failures exit 1 w
     assert.match(u.stderr, /transmla convert: give --kv-lora-rank R or --kv-fraction F\nusage: transmla convert /);
     const v = run(['--version']);
     assert.equal(v.status, 0);
+  });
+
+  test('a real process: a --json report larger than a pipe buffer reaches the reader whole', { skip: skipUnlessAsset('models/kjv-gqa') }, async () => {
+    // process.exit used to drop what a pipe had not taken yet: a deep model's report was cut at 64 KiB.
+    const m = randomLlama({ hidden: 32, heads: 4, kvHeads: 2, inter: 64, vocab: 32000, layers: 48 });
+    const dir = join(tmp, 'deep');
+    mkdirSync(dir);
+    await writeCheckpoint(dir, [...m.src.map].map(([name, tensor]) => ({ name, tensor })));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(m.json));
+    writeHfFolderExtras(mustAsset('models/kjv-gqa'), dir);
+    // Through a shell pipe, as `transmla convert --json | jq` runs (a pipe(2) of 64 KiB, not Node's socket pair).
+    const argv = [process.execPath, '--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'convert', dir, '--kv-fraction', '0.5', '--rope-dim', '8', '--freqfold', '1',
+      '--calib', mustAsset('text/kjv-old-testament-calib.txt'), '--calib-samples', '4', '--calib-seqlen', '32', '--eval-chunks', '1', '--eval-ctx', '32', '--no-save', '--json'];
+    const r = spawnSync('sh', ['-c', '"$@" | cat', 'sh', ...argv], { cwd: REPO_ROOT, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.stdout.length > 65536, `the report is only ${r.stdout.length} bytes: the test needs one larger than a pipe buffer`);
+    const j = JSON.parse(r.stdout) as { conversion: { layers: unknown[] } };
+    assert.equal(j.conversion.layers.length, 48);
   });
 });
 
