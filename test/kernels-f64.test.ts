@@ -6,22 +6,14 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tsKernels } from '../src/kernels/ts.js';
 import type { Kernels } from '../src/kernels/types.js';
+import { mulberry32 } from './helpers/random-llama.js';
 
 const { loadNativeAddon, loadNativeKernels } = await import('../src/kernels/native.js');
 const native = loadNativeKernels().kernels ?? null;
 const addon = loadNativeAddon().addon ?? null;
 const nativeSkip: false | string = native || process.env.TRANSMLA_REQUIRE_NATIVE === '1' ? false : 'native addon unavailable';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 const randF64 = (n: number, r: () => number) => Float64Array.from({ length: n }, () => r() * 2 - 1);
 
 function refGemm(A: Float64Array, B: Float64Array, M: number, N: number, K: number, transB: boolean): Float64Array {

@@ -106,16 +106,7 @@ export class GgufFile implements WeightSource {
   readTensorSlab(name: string, index: number): Tensor {
     const t = this.tensorInfo(name);
     const dtype = this.requireFloat(t);
-    const n = t.shape[0]!;
-    if (t.shape.length < 2 || !Number.isSafeInteger(index) || index < 0 || index >= n) this.fail(`tensor ${preview(name)} [${t.shape.join(', ')}] has no entry ${index} along its first dimension`);
-    const slab = t.byteSize / n;
-    const out = new Uint8Array(new ArrayBuffer(slab));
-    const fd = openSync(this.path, 'r');
-    try {
-      readFully(fd, out, t.offset + index * slab, this.path);
-    } finally {
-      closeSync(fd);
-    }
+    const out = this.readRawSlab(name, index);
     const data: FloatData = dtype === 'f32' ? new Float32Array(out.buffer) : new Uint16Array(out.buffer);
     return { dtype, shape: t.shape.slice(1), data };
   }
