@@ -14,6 +14,7 @@
         "native/attention.cc",
         "native/addon-f64.cc",
         "native/dgemm.cc",
+        "native/dgemm-seq.cc",
         "native/fidelity.cc"
       ],
       # Explicit ISA flags, never -march=native: the binary must run on any AVX2/FMA/F16C machine.

@@ -1,11 +1,12 @@
-// N-API glue for the float64 kernels of conversion and evaluation: dgemm (dgemm.h) and the
-// KL/top-1 accumulator's rows (fidelity.h).
+// N-API glue for the float64 kernels of conversion and evaluation: dgemm (dgemm.h), dgemmSeq
+// (dgemm-seq.h) and the KL/top-1 accumulator's rows (fidelity.h).
 #include <node_api.h>
 
 #include <string>
 #include <vector>
 
 #include "bindings.h"
+#include "dgemm-seq.h"
 #include "dgemm.h"
 #include "fidelity.h"
 #include "napi-args.h"
@@ -28,6 +29,25 @@ napi_value Dgemm(napi_env env, napi_callback_info info) {
     no_overlap(a, C, "C", A, "A");
     no_overlap(a, C, "C", B, "B");
     dgemm(static_cast<const double*>(A.data), static_cast<const double*>(B.data), transB, static_cast<double*>(C.data), M, N, K);
+    return undefined(env);
+  });
+}
+
+// dgemmSeq(A: Float64Array, B: Float64Array, C: Float64Array, M, N, K, transB)
+napi_value DgemmSeq(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = get_args(env, info, "dgemmSeq", 7);
+    const View A = get_typed(a, 0, "A", napi_float64_array);
+    const View B = get_typed(a, 1, "B", napi_float64_array);
+    const View C = get_typed(a, 2, "C", napi_float64_array);
+    const int64_t M = get_dim(a, 3, "M"), N = get_dim(a, 4, "N"), K = get_dim(a, 5, "K");
+    const bool transB = get_flag(a, 6, "transB");
+    need_length(a, A, double(M) * double(K), "A", "M*K");
+    need_length(a, B, double(K) * double(N), "B", "K*N");
+    need_length(a, C, double(M) * double(N), "C", "M*N");
+    no_overlap(a, C, "C", A, "A");
+    no_overlap(a, C, "C", B, "B");
+    dgemm_seq(static_cast<const double*>(A.data), static_cast<const double*>(B.data), transB, static_cast<double*>(C.data), M, N, K);
     return undefined(env);
   });
 }

@@ -179,6 +179,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"effectiveThreads", nullptr, EffectiveThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"dgemm", nullptr, Dgemm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"dgemmSeq", nullptr, DgemmSeq, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fidelityRows", nullptr, FidelityRows, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -16,6 +16,7 @@ napi_value EffectiveThreads(napi_env env, napi_callback_info info);
 napi_value SetThreads(napi_env env, napi_callback_info info);
 // addon-f64.cc
 napi_value Dgemm(napi_env env, napi_callback_info info);
+napi_value DgemmSeq(napi_env env, napi_callback_info info);
 napi_value FidelityRows(napi_env env, napi_callback_info info);
 
 }  // namespace napi

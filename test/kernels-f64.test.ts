@@ -68,6 +68,39 @@ describe('dgemm', () => {
   });
 });
 
+// dgemmSeq promises the bits of the plain loop, so both backends must equal refGemm exactly,
+// including with exact zeros in A (the loops it replaces skipped them) and sparse rows.
+describe('dgemmSeq', () => {
+  const bits = (x: Float64Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  const cases = (r: () => number) => [...SHAPES, [9, 4097, 33], [70, 12, 1025]].map(([M, N, K]) => {
+    const A = randF64(M! * K!, r).map((v, i) => (i % 5 === 0 ? 0 : v * 10 ** Math.floor(r() * 6 - 3)));
+    return { M: M!, N: N!, K: K!, A, B: randF64(K! * N!, r) };
+  });
+  test('TypeScript equals the triple loop bit for bit, both layouts of B, C overwritten', () => {
+    for (const { M, N, K, A, B } of cases(rng(11))) for (const transB of [false, true]) {
+      const C = new Float64Array(M * N).fill(7);
+      tsKernels.dgemmSeq(A, B, C, M, N, K, transB);
+      assert.ok(bits(C).equals(bits(refGemm(A, B, M, N, K, transB))), `${M}×${N}×${K} transB=${transB}`);
+    }
+  });
+  for (const threads of [1, 2]) {
+    test(`native (${threads} thread${threads > 1 ? 's' : ''}) equals the triple loop bit for bit`, { skip: nativeSkip }, () => {
+      for (const { M, N, K, A, B } of cases(rng(12))) for (const transB of [false, true]) {
+        const C = new Float64Array(M * N).fill(7);
+        addon!.setThreads(threads);
+        native!.dgemmSeq(A, B, C, M, N, K, transB);
+        addon!.setThreads(2);
+        assert.ok(bits(C).equals(bits(refGemm(A, B, M, N, K, transB))), `${M}×${N}×${K} transB=${transB}`);
+      }
+    });
+  }
+  test('native refuses short or overlapping buffers', { skip: nativeSkip }, () => {
+    const A = new Float64Array(6), B = new Float64Array(9), C = new Float64Array(4);
+    assert.throws(() => native!.dgemmSeq(A, B, C, 2, 3, 3, false), /C is too short/);
+    assert.throws(() => native!.dgemmSeq(A, A.subarray(0, 6), A.subarray(0, 4), 2, 2, 3, false), /must not overlap/);
+  });
+});
+
 /** Per-row (NLL, KL, agreement) straight from the definitions, through explicit log-softmaxes. */
 function refFidelity(L: Float32Array[], rows: number, V: number, t: Int32Array): Float64Array {
   const S = L.length, out = new Float64Array(rows * S * 3);

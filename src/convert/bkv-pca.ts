@@ -7,6 +7,7 @@
 //
 // Deviation from the TransMLA code: its V norm skips V's first d_R columns (a slicing quirk
 // copied from the key side); here α uses every V column, as the method describes.
+import { gemmSeqF64 } from '../linalg/dense.js';
 import { pca } from '../linalg/pca.js';
 import { assembleMla, PCA_DAMP, type LatentLayer, type MlaLayerWeights, type QueryBasis } from './latent-layer.js';
 
@@ -79,28 +80,49 @@ export function bkvPca(L: LatentLayer, kvCov: Float64Array, opts: BkvOptions): B
 /**
  * The [K ; V] covariance after RoRoPE rotated the key rows by T (new Wk = T·Wk): blocks
  * KK → T·KK·Tᵀ, KV → T·KV, VV unchanged. Lets a search score shapes from one set of statistics.
+ * T is block-sparse (one FreqFold group per row), so the products run per run of rows sharing
+ * their nonzero column range, through gemmSeqF64: the bits are those of the dense loop, whose
+ * skipped terms are exact zeros.
  */
 export function rotateKvCov(kvCov: Float64Array, T: Float64Array, nK: number, nV: number): Float64Array {
   const N = nK + nV;
   if (kvCov.length !== N * N || T.length !== nK * nK) throw new Error('rotateKvCov: shapes do not match');
-  // A = B·C with B = diag(T, I), then out = A·Bᵀ.
+  const blocks = rowBlocks(T, nK);
+  // A = diag(T, I)·C, then out = A·diag(T, I)ᵀ.
   const A = new Float64Array(N * N);
-  for (let i = 0; i < nK; i++) {
-    for (let k = 0; k < nK; k++) {
-      const t = T[i * nK + k]!;
-      if (t === 0) continue;
-      for (let j = 0; j < N; j++) A[i * N + j]! += t * kvCov[k * N + j]!;
-    }
+  for (const { rows, lo, w } of blocks) {
+    const Y = gemmSeqF64(gatherRows(T, nK, rows, lo, w), kvCov.subarray(lo * N, (lo + w) * N), rows.length, N, w);
+    rows.forEach((i, r) => A.set(Y.subarray(r * N, (r + 1) * N), i * N));
   }
   A.set(kvCov.subarray(nK * N), nK * N);
   const out = new Float64Array(N * N);
-  for (let i = 0; i < N; i++) {
-    for (let j = 0; j < nK; j++) {
-      let s = 0;
-      for (let k = 0; k < nK; k++) s += A[i * N + k]! * T[j * nK + k]!;
-      out[i * N + j] = s;
-    }
-    for (let j = nK; j < N; j++) out[i * N + j] = A[i * N + j]!;
+  for (const { rows, lo, w } of blocks) {
+    const Ab = new Float64Array(N * w);
+    for (let i = 0; i < N; i++) Ab.set(A.subarray(i * N + lo, i * N + lo + w), i * w);
+    const Y = gemmSeqF64(Ab, gatherRows(T, nK, rows, lo, w), N, rows.length, w, true);
+    for (let i = 0; i < N; i++) rows.forEach((j, r) => { out[i * N + j] = Y[i * rows.length + r]!; });
   }
+  for (let i = 0; i < N; i++) out.set(A.subarray(i * N + nK, (i + 1) * N), i * N + nK);
+  return out;
+}
+
+/** Rows of a square matrix grouped by their nonzero column range [lo, lo + w); all-zero rows are left out. */
+function rowBlocks(T: Float64Array, n: number): { rows: number[]; lo: number; w: number }[] {
+  const byRange = new Map<string, { rows: number[]; lo: number; w: number }>();
+  for (let i = 0; i < n; i++) {
+    let lo = -1, hi = -1;
+    for (let k = 0; k < n; k++) if (T[i * n + k] !== 0) { if (lo < 0) lo = k; hi = k; }
+    if (lo < 0) continue;
+    const key = `${lo},${hi}`;
+    const b = byRange.get(key) ?? { rows: [], lo, w: hi - lo + 1 };
+    b.rows.push(i);
+    byRange.set(key, b);
+  }
+  return [...byRange.values()];
+}
+
+function gatherRows(T: Float64Array, n: number, rows: number[], lo: number, w: number): Float64Array {
+  const out = new Float64Array(rows.length * w);
+  rows.forEach((i, r) => out.set(T.subarray(i * n + lo, i * n + lo + w), r * w));
   return out;
 }

@@ -14,6 +14,8 @@
 // (the identity for the lossless "partial RoPE" model, the top principal components for BKV-PCA)
 // and optionally a basis of the query outputs (q_lora).
 
+import { gemmSeqF64, transpose } from '../linalg/dense.js';
+
 /** TransMLA's PCA damping: 0.01·mean(diag Σ) added to the diagonal before eigh. */
 export const PCA_DAMP = 0.01;
 
@@ -152,25 +154,9 @@ export function assembleMla(L: LatentLayer, kv: KvBasis | null = null, qBasis: Q
   // Down-projection Rᵀ·wLat and up-projection B·R (R = I without a basis).
   let down: Float64Array, kvB: Float64Array;
   if (kv) {
-    down = new Float64Array(r * Dp);
-    kvB = new Float64Array(H * hw * r);
-    for (let i = 0; i < nLat; i++) {
-      const wi = i * Dp, ri = i * r;
-      for (let c = 0; c < r; c++) {
-        const a = kv.R[ri + c]!;
-        if (a === 0) continue;
-        for (let j = 0; j < Dp; j++) down[c * Dp + j]! += a * wLat[wi + j]!;
-      }
-    }
-    for (let row = 0; row < H * hw; row++) {
-      const bo = row * nLat, ko = row * r;
-      for (let i = 0; i < nLat; i++) {
-        const b = B[bo + i]!;
-        if (b === 0) continue;
-        const ri = i * r;
-        for (let c = 0; c < r; c++) kvB[ko + c]! += b * kv.R[ri + c]!;
-      }
-    }
+    // Summed over the latent index in order, as the loops this replaced (gemmSeqF64).
+    down = gemmSeqF64(transpose(kv.R, nLat, r), wLat, r, Dp, nLat);
+    kvB = gemmSeqF64(B, kv.R, H * hw, r, nLat);
   } else {
     down = wLat;
     kvB = B;
@@ -191,15 +177,11 @@ export function assembleMla(L: LatentLayer, kv: KvBasis | null = null, qBasis: Q
       for (let e = 0; e < dn; e++) {
         for (let j = 0; j < cols; j++) out[(h * qh + e) * cols + j] = src[base + e * cols + j]! * qScale;
       }
-      for (let p = 0; p < dR; p++) {
-        const o = (h * qh + dn + p) * cols;
-        for (let e = 0; e < d; e++) {
-          const u = L.kUp[(h * d + e) * nK + p]!;
-          if (u === 0) continue;
-          const s = u * qScale, so = base + e * cols;
-          for (let j = 0; j < cols; j++) out[o + j]! += s * src[so + j]!;
-        }
-      }
+      if (dR === 0) continue;
+      // RoPE rows p: Σ_e (u_pe·qScale)·src row e, e in order (gemmSeqF64).
+      const A = new Float64Array(dR * d);
+      for (let p = 0; p < dR; p++) for (let e = 0; e < d; e++) A[p * d + e] = L.kUp[(h * d + e) * nK + p]! * qScale;
+      out.set(gemmSeqF64(A, src.subarray(base, base + d * cols), dR, cols, d), (h * qh + dn) * cols);
     }
     return out;
   };
@@ -212,14 +194,9 @@ export function assembleMla(L: LatentLayer, kv: KvBasis | null = null, qBasis: Q
   // q_lora: q ≈ R·(Rᵀ·W·x) + b. The bias rides on q_b so the projection only approximates W·x.
   const rq = qBasis.rank, Hd = H * d;
   if (qBasis.R.length !== Hd * rq) throw new Error(`query basis is ${qBasis.R.length} values, expected ${Hd}×${rq}`);
+  const qAb = gemmSeqF64(transpose(qBasis.R, Hd, rq), L.wq, rq, Dp, Hd);
   const qA = new Float64Array(rq * D);
-  for (let i = 0; i < Hd; i++) {
-    for (let c = 0; c < rq; c++) {
-      const a = qBasis.R[i * rq + c]!;
-      if (a === 0) continue;
-      for (let j = 0; j < D; j++) qA[c * D + j]! += a * L.wq[i * Dp + j]!;
-    }
-  }
+  for (let c = 0; c < rq; c++) qA.set(qAb.subarray(c * Dp, c * Dp + D), c * D);
   const qBb = new Float64Array(Hd * (rq + 1));
   for (let i = 0; i < Hd; i++) {
     qBb.set(qBasis.R.subarray(i * rq, (i + 1) * rq), i * (rq + 1));

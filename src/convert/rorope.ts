@@ -14,6 +14,7 @@
 // interleaved, every dim under RoPE) and the covariance of its key latent over calibration
 // tokens. Output: Wk rows = [d_R RoPE rows (interleaved pairs) ; G·d − d_R NoPE rows], kUp
 // columns alike.
+import { gemmSeqF64, transpose } from '../linalg/dense.js';
 import { pca } from '../linalg/pca.js';
 import { PCA_DAMP, type LatentLayer } from './latent-layer.js';
 
@@ -89,29 +90,39 @@ export function roRope(L: LatentLayer, keyCov: Float64Array, opts: RoRopeOptions
       trace += sigma[f * n + f]!;
     }
     const { components: U, variances } = pca(sigma, n, { damp: PCA_DAMP });
+    // Component q of this group: where its re/im rows go.
+    const reRows = new Int32Array(n);
     for (let q = 0; q < n; q++) {
-      // Component q of this group: where its re/im rows go.
-      let reRow: number;
       if (q < keepPerGroup) {
         const pair = a * keepPerGroup + q;
-        reRow = 2 * pair;
+        reRows[q] = 2 * pair;
         ropeInvFreq[pair] = L.ropeInvFreq[(all ? a : a * M + q * c) * G]!;
+        kept += Math.max(0, variances[q]!);
       } else {
-        reRow = nopeRow;
+        reRows[q] = nopeRow;
         nopeRow += 2;
       }
       for (let f = 0; f < n; f++) {
         const u = U[f * n + q]!;
-        if (u === 0) continue;
-        const src = 2 * (p0 + f);
-        for (let part = 0; part < 2; part++) {
-          T[(reRow + part) * nK + src + part] = u;
-          const so = (src + part) * Dp, dOff = (reRow + part) * Dp;
-          for (let j = 0; j < Dp; j++) wk[dOff + j]! += u * L.wk[so + j]!;
-          for (let i = 0; i < Hd; i++) kUp[i * nK + reRow + part]! += u * L.kUp[i * nK + src + part]!;
-        }
+        if (u !== 0) for (let part = 0; part < 2; part++) T[(reRows[q]! + part) * nK + 2 * (p0 + f) + part] = u;
       }
-      if (q < keepPerGroup) kept += Math.max(0, variances[q]!);
+    }
+    // Re and im parts alike: new Wk rows = Uᵀ·(the group's rows), new kUp columns = (its columns)·U,
+    // each summed over f in order (gemmSeqF64 keeps the bits of the loop this replaced).
+    const Ut = transpose(U, n, n);
+    for (let part = 0; part < 2; part++) {
+      const X = new Float64Array(n * Dp), Xk = new Float64Array(Hd * n);
+      for (let f = 0; f < n; f++) {
+        const src = 2 * (p0 + f) + part;
+        X.set(L.wk.subarray(src * Dp, (src + 1) * Dp), f * Dp);
+        for (let i = 0; i < Hd; i++) Xk[i * n + f] = L.kUp[i * nK + src]!;
+      }
+      const Y = gemmSeqF64(Ut, X, n, Dp, n), Z = gemmSeqF64(Xk, U, Hd, n, n);
+      for (let q = 0; q < n; q++) {
+        const row = reRows[q]! + part;
+        wk.set(Y.subarray(q * Dp, (q + 1) * Dp), row * Dp);
+        for (let i = 0; i < Hd; i++) kUp[i * nK + row] = Z[i * n + q]!;
+      }
     }
   }
   return {

@@ -36,10 +36,11 @@ export interface NativeAddon {
   effectiveThreads(): number;
   setThreads(n: number): void;
   dgemm(A: Float64Array, B: Float64Array, C: Float64Array, M: number, N: number, K: number, transB: boolean): void;
+  dgemmSeq(A: Float64Array, B: Float64Array, C: Float64Array, M: number, N: number, K: number, transB: boolean): void;
   fidelityRows(logits: readonly Float32Array[], rows: number, V: number, targets: Int32Array, out: Float64Array): void;
 }
 
-const ADDON_FUNCTIONS = ['matmul', 'matmulTN', 'gemv', 'gemvMulti', 'gemvSwiGlu', 'siluMul', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'effectiveThreads', 'setThreads', 'dgemm', 'fidelityRows'] as const;
+const ADDON_FUNCTIONS = ['matmul', 'matmulTN', 'gemv', 'gemvMulti', 'gemvSwiGlu', 'siluMul', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'effectiveThreads', 'setThreads', 'dgemm', 'dgemmSeq', 'fidelityRows'] as const;
 
 /** The folder holding transmla's package.json, found by walking up from this file (src/ or dist/src/). */
 export function packageRoot(): string {
@@ -134,6 +135,9 @@ function wrap(addon: NativeAddon): Kernels {
     },
     dgemm(A, B, C, M, N, K, transB) {
       addon.dgemm(A, B, C, M, N, K, transB);
+    },
+    dgemmSeq(A, B, C, M, N, K, transB) {
+      addon.dgemmSeq(A, B, C, M, N, K, transB);
     },
     fidelityRows(logits, rows, V, targets, out) {
       addon.fidelityRows(logits, rows, V, targets, out);

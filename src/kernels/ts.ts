@@ -3,7 +3,7 @@
 import type { Kernels } from './types.js';
 import { attention } from './ts/attention.js';
 import { eigh } from './ts/eigh.js';
-import { dgemm, fidelityRows } from './ts/f64.js';
+import { dgemm, dgemmSeq, fidelityRows } from './ts/f64.js';
 import { gramAccumulate } from './ts/gram.js';
 import { fromF32 as halfFromF32, toF32 as halfToF32 } from './ts/half.js';
 import { gemv, gemvMulti, gemvSwiGlu, matmul, matmulTN, siluMul } from './ts/matmul.js';
@@ -45,5 +45,6 @@ export const tsKernels: Kernels = Object.freeze({
   eigh,
   attention,
   dgemm,
+  dgemmSeq,
   fidelityRows,
 });

@@ -125,6 +125,13 @@ export interface Kernels {
   dgemm(A: Float64Array, B: Float64Array, C: Float64Array, M: number, N: number, K: number, transB: boolean): void;
 
   /**
+   * The same product with a plain loop's rounding: C[i][j] = Σ_k A[i][k]·op(B)[k][j], k ascending
+   * from +0, each product rounded before its add (no FMA). Bit-identical between backends (finite
+   * inputs): the conversion steps whose outputs are locked byte for byte use it.
+   */
+  dgemmSeq(A: Float64Array, B: Float64Array, C: Float64Array, M: number, N: number, K: number, transB: boolean): void;
+
+  /**
    * The KL/top-1 accumulator's rows: logits[s] holds stage s's rows [rows×V] (stage 0 the
    * reference), targets[r] the next token of row r. out[(r·S + s)·3 + {0,1,2}] = (NLL of the
    * target, KL(p_0 ‖ p_s) = Σ_v p_0(v)·(x_0(v) − x_s(v)) − lse_0 + lse_s, argmax agreement 1/0),

@@ -12,6 +12,16 @@ export function gemmF64(A: ArrayLike<number>, B: ArrayLike<number>, M: number, N
   return C;
 }
 
+/**
+ * C = A·op(B) with a plain loop's rounding (k ascending, no FMA): the backends agree bit for bit,
+ * so steps whose outputs are locked byte for byte can move from loops to this product.
+ */
+export function gemmSeqF64(A: Float64Array, B: Float64Array, M: number, N: number, K: number, transB = false): Float64Array {
+  const C = new Float64Array(M * N);
+  (M * N * K >= 32768 ? kernels() : tsKernels).dgemmSeq(A, B, C, M, N, K, transB);
+  return C;
+}
+
 const f64 = (x: ArrayLike<number>): Float64Array => (x instanceof Float64Array ? x : Float64Array.from(x));
 
 /** Aᵀ [n×m] of A [m×n]. */

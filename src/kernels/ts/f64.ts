@@ -1,5 +1,5 @@
 // Float64 kernels of conversion and evaluation in TypeScript: the fallback and the oracle of
-// native/dgemm.cc and native/fidelity.cc (semantics in ../types.ts).
+// native/dgemm.cc, native/dgemm-seq.cc and native/fidelity.cc (semantics in ../types.ts).
 
 /** C[M×N] = A[M×K]·op(B), C overwritten; 4×4 register tiles over columns of op(B) packed per 4. */
 export function dgemm(A: Float64Array, B: Float64Array, C: Float64Array, M: number, N: number, K: number, transB: boolean): void {
@@ -40,6 +40,27 @@ export function dgemm(A: Float64Array, B: Float64Array, C: Float64Array, M: numb
         c0 += x * P[p]!; c1 += x * P[p + 1]!; c2 += x * P[p + 2]!; c3 += x * P[p + 3]!;
       }
       put(C, i * N + j, w, c0, c1, c2, c3);
+    }
+  }
+}
+
+/** C = A·op(B) summed as a plain loop: k ascending from +0, each product rounded (types.ts). */
+export function dgemmSeq(A: Float64Array, B: Float64Array, C: Float64Array, M: number, N: number, K: number, transB: boolean): void {
+  C.fill(0, 0, M * N);
+  for (let i = 0; i < M; i++) {
+    const ci = i * N;
+    if (transB) {
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0, b = j * K, a = i * K; k < K; k++) s += A[a + k]! * B[b + k]!;
+        C[ci + j] = s;
+      }
+      continue;
+    }
+    // Row i accumulates k by k: the same per-element order as the loop above, read row-wise.
+    for (let k = 0; k < K; k++) {
+      const a = A[i * K + k]!, bk = k * N;
+      for (let j = 0; j < N; j++) C[ci + j]! += a * B[bk + j]!;
     }
   }
 }
