@@ -60,9 +60,9 @@ function texts(name: string): { calib: string; evalText: string } {
 }
 
 /** Per layer ε of a model on its calibration text (the model's own layers produce the states). */
-function layerConstants(dir: string, calib: string, a: Args): number[] {
+async function layerConstants(dir: string, calib: string, a: Args): Promise<number[]> {
   const { model, tokenizer } = loadModel(dir);
-  const samples = calibrationSamples(tokenizer!, readDocuments(calib), { samples: a.calibSamples, seqLen: a.calibSeqLen, seed: 42 });
+  const samples = await calibrationSamples(tokenizer!, readDocuments(calib), { samples: a.calibSamples, seqLen: a.calibSeqLen, seed: 42 });
   const states = HiddenStates.embed(model, samples);
   try {
     return model.layers.map((layer, l) => {
@@ -150,7 +150,7 @@ export async function run(argv: string[]): Promise<object> {
       const dir = join(modelsDir, name);
       if (!existsSync(join(dir, 'config.json'))) continue;
       try {
-        constants[name] = layerConstants(dir, texts(name).calib, a);
+        constants[name] = await layerConstants(dir, texts(name).calib, a);
         log(`${name}: ε per layer ${(constants[name] as number[]).map((e) => e.toExponential(2)).join(', ')}`);
       } catch (e) {
         constants[name] = `not measured: ${(e as Error).message.split('\n')[0]}`;

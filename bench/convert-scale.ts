@@ -1,4 +1,4 @@
-// `npm run bench -- convert-scale [--sections forward,kjv,search,validate,synthetic,8b] [--8b-layers 4]
+// `npm run bench -- convert-scale [--sections forward,kjv,search,validate,synthetic,8b] [--8b-layers 4] [--8b-no-eval]
 //   [--synthetic qwen2.5-0.5b,llama-3.2-1b]`
 //
 // The default `transmla convert` at the sizes users bring (issue #18), every figure measured here:
@@ -12,8 +12,9 @@
 //            convert with evaluation: wall time and peak RSS per stage.
 //  validate  the default output (stock folder, 31.25 % KV, --no-eval) of every shared model through
 //            `transmla validate --json`: per engine, loads / computes the same / fast path.
-//  8b        Llama-3.1-8B's shape with 2 and N layers, --no-eval: per-layer time and memory, and
-//            the extrapolation to its 32 layers.
+//  8b        Llama-3.1-8B's shape with 2 and N layers, the default path (with its stage evaluation;
+//            --8b-no-eval for --no-eval): per-layer time and memory, and the extrapolation to its 32
+//            layers, by stage (the proxy search scores at most 8 layers, so it is not linear in L).
 // Every conversion is its own `transmla convert` child; its RSS is sampled from /proc every 100 ms
 // and attributed to the stage its last progress line named. The plan line's time estimate is
 // compared with the measured wall time. The load average is recorded around every measurement.
@@ -25,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { kernels } from '../src/kernels/index.js';
 import { openSource } from '../src/convert/pipeline.js';
 import { layerFlopsPerToken } from '../src/convert/estimate.js';
+import { proxyLayers } from '../src/convert/transmla.js';
 import { HiddenStates } from '../src/eval/hidden-states.js';
 import type { ConvertReport, StockExportReport } from '../src/schema/transmla-json.js';
 import { SHAPES, writeSyntheticModel, paramCount, type Shape } from './lib/synthetic.js';
@@ -237,12 +239,12 @@ async function syntheticSection(work: string, keys: string[]) {
   return rows;
 }
 
-async function eightBSection(work: string, layers: number) {
+async function eightBSection(work: string, layers: number, evaluate: boolean) {
   const shape: Shape = SHAPES['llama-3.1-8b']!;
   const runs = [];
   for (const n of [2, layers]) {
     const dir = await writeSyntheticModel(join(work, `syn8b-${n}`), shape, n);
-    const r = await convert([dir, '--kv-fraction', '0.125', '--calib', calibOf('kjv-gqa'), '--no-eval', '--out', join(work, `syn8b-${n}-out`), '--overwrite']);
+    const r = await convert([dir, '--kv-fraction', '0.125', '--calib', calibOf('kjv-gqa'), ...(evaluate ? [] : ['--no-eval']), '--out', join(work, `syn8b-${n}-out`), '--overwrite']);
     runs.push({ layers: n, params: paramCount(shape, n), ...summary(r) });
     log(`8B shape, ${n} layers: ${r.ok ? `${r.wallSeconds} s, peak ${r.peakRssMiB} MiB` : r.error}`);
     rmSync(dir, { recursive: true, force: true });
@@ -252,13 +254,34 @@ async function eightBSection(work: string, layers: number) {
   const perLayer = a.ok && b.ok ? (b.wallSeconds - a.wallSeconds) / (b.layers - a.layers) : null;
   const fixed = perLayer === null ? null : a.wallSeconds - perLayer * a.layers;
   return {
-    runs,
+    runs, evaluate,
+    byStage: a.ok && b.ok ? byStage(a, b, shape.layers) : null,
     extrapolation: perLayer === null ? null : {
       formula: 'wall(L) = fixed + L · perLayer, fitted on the two runs', perLayerSeconds: r1(perLayer), fixedSeconds: r1(fixed!),
       wallSeconds32: r1(fixed! + 32 * perLayer), peakRssMiB32: Math.max(a.peakRssMiB, b.peakRssMiB),
       note: 'peak RSS does not grow with layers when streaming (one layer of weights in memory); the larger of the two runs is quoted',
     },
   };
+}
+
+/**
+ * Seconds at L layers, stage by stage, from runs at a < b layers: pass 1, pass 2 (conversion +
+ * stock fit) and the evaluation as fixed + L·slope; the proxy search as b's seconds per scored
+ * layer times the layers it scores at L; loading and saving as fixed + L·slope too.
+ */
+function byStage(a: ReturnType<typeof summary> & { layers: number }, b: ReturnType<typeof summary> & { layers: number }, L: number) {
+  const sa = a.seconds!, sb = b.seconds!;
+  const linear = (x: number, y: number) => { const slope = (y - x) / (b.layers - a.layers); return { slope: r1(slope), atL: r1(x + slope * (L - a.layers)) }; };
+  const scored = (n: number) => proxyLayers(n).length;
+  const stages = {
+    pass1: linear(sa.pass1, sb.pass1),
+    search: { perScoredLayer: r1(sb.freqFoldSearch / scored(b.layers)), scoredAtL: scored(L), atL: r1((sb.freqFoldSearch / scored(b.layers)) * scored(L)) },
+    pass2: linear(sa.conversion, sb.conversion),
+    evaluation: linear(sa.evaluation, sb.evaluation),
+    loadAndSave: linear(sa.load + sa.save, sb.load + sb.save),
+  };
+  const total = Object.values(stages).reduce((t, s) => t + s.atL, 0);
+  return { layers: L, stages, totalSeconds: r1(total), totalHours: Number((total / 3600).toFixed(2)) };
 }
 
 export async function run(argv: string[]): Promise<object> {
@@ -276,7 +299,7 @@ export async function run(argv: string[]): Promise<object> {
     if (sections.has('search')) result.search = await searchSection(work);
     if (sections.has('validate')) result.validate = await validateSection(work);
     if (sections.has('synthetic')) result.synthetic = await syntheticSection(work, opt('--synthetic', 'qwen2.5-0.5b,llama-3.2-1b').split(','));
-    if (sections.has('8b')) result.llama8b = await eightBSection(work, layers8b);
+    if (sections.has('8b')) result.llama8b = await eightBSection(work, layers8b, !argv.includes('--8b-no-eval'));
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -114,7 +114,7 @@ export async function run(argv: string[]): Promise<object> {
       const tCal = performance.now();
       const docs = readDocuments(calib);
       const nHeld = docs.length >= 2 ? Math.max(1, Math.round(docs.length * HELD_OUT_FRACTION)) : 0;
-      const samples = calibrationSamples(tok, docs.slice(0, docs.length - nHeld), { samples: a.calibSamples, seqLen: a.calibSeqLen, seed: 42 });
+      const samples = await calibrationSamples(tok, docs.slice(0, docs.length - nHeld), { samples: a.calibSamples, seqLen: a.calibSeqLen, seed: 42 });
       const stats: Mha2mlaLayerStats[] = [];
       calibrateMha2mla(src, samples, { pairNorms: 'mean', inputCov: true }, (_l, s) => stats.push(s));
       const calSeconds = (performance.now() - tCal) / 1000;

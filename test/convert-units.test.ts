@@ -38,19 +38,22 @@ test('KV budgets: fractions of the source cache → (r, d_R), and the rank bound
   assert.deepEqual(freqFoldCandidates(8, 4), [2, 4]);
 });
 
-test('calibration samples: N × L tokens, seeded, BOS first', { skip: skipUnlessAsset('models/kjv-gqa') }, () => {
+test('calibration samples: N × L tokens, seeded, BOS first, the same ids as the JS tokenizer', { skip: skipUnlessAsset('models/kjv-gqa') }, async () => {
   const tok = loadTokenizer(mustAsset('models/kjv-gqa'));
   const docs = readDocuments(mustAsset('text/kjv-old-testament-calib.txt'));
   assert.equal(docs.length, 929);
-  const a = calibrationSamples(tok, docs, { samples: 5, seqLen: 300, seed: 42 });
-  const b = calibrationSamples(tok, docs, { samples: 5, seqLen: 300, seed: 42 });
-  const c = calibrationSamples(tok, docs, { samples: 5, seqLen: 300, seed: 43 });
+  const a = await calibrationSamples(tok, docs, { samples: 5, seqLen: 300, seed: 42 });
+  const b = await calibrationSamples(tok, docs, { samples: 5, seqLen: 300, seed: 42 });
+  const c = await calibrationSamples(tok, docs, { samples: 5, seqLen: 300, seed: 43 });
   assert.equal(a.length, 5);
   for (const s of a) { assert.equal(s.length, 300); assert.equal(s[0], tok.bosId); }
   assert.deepEqual(a, b);
   assert.notDeepEqual(a, c);
+  // encodeAsync takes the Rust tokenizer when it loads; the JS one must give the same samples.
+  const js = Object.assign(Object.create(tok), { encodeAsync: async (t: string, o: Parameters<typeof tok.encode>[1]) => tok.encode(t, o) });
+  assert.deepEqual(await calibrationSamples(js, docs, { samples: 5, seqLen: 300, seed: 42 }), a);
   // Short documents are joined with "\n\n" until a sample is full.
-  const short = calibrationSamples(tok, ['In the beginning.', 'And the earth.'], { samples: 2, seqLen: 40, seed: 1 });
+  const short = await calibrationSamples(tok, ['In the beginning.', 'And the earth.'], { samples: 2, seqLen: 40, seed: 1 });
   assert.ok(short.every((s) => s.length === 40));
 });
 

@@ -61,8 +61,11 @@ export interface SampleOptions {
   seed: number;
 }
 
-/** N samples of exactly L tokens each. */
-export function calibrationSamples(tok: TextTokenizer, docs: readonly string[], o: SampleOptions): Int32Array[] {
+/**
+ * N samples of exactly L tokens each. Encoded by encodeAsync (the Rust tokenizer where it loads:
+ * the same ids, and the growing sample text is re-encoded once per document it takes).
+ */
+export async function calibrationSamples(tok: TextTokenizer, docs: readonly string[], o: SampleOptions): Promise<Int32Array[]> {
   if (!Number.isInteger(o.samples) || o.samples < 1) throw new OptionError(`--calib-samples must be a positive integer, got ${o.samples}`);
   if (!Number.isInteger(o.seqLen) || o.seqLen < 2) throw new OptionError(`--calib-seqlen must be an integer ≥ 2, got ${o.seqLen}`);
   if (docs.length === 0) throw new Error('no calibration documents');
@@ -77,7 +80,7 @@ export function calibrationSamples(tok: TextTokenizer, docs: readonly string[], 
       if (round > 100_000) throw new Error('calibration text too short to fill a sample');
       const doc = docs[Math.floor(rnd() * docs.length)]!;
       text = text === '' ? doc : `${text}\n\n${doc}`;
-      ids = tok.encode(text, { addBos });
+      ids = await tok.encodeAsync(text, { addBos });
     }
     out.push(Int32Array.from(ids.slice(0, o.seqLen)));
   }

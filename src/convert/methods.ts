@@ -48,7 +48,7 @@ export const CONVERT_METHODS: Readonly<Record<string, ConvertMethod>> = {
   mha2mla: async (o) => {
     const r = await convertMha2mla({
       model: o.model, out: o.out, overwrite: o.overwrite, kvFraction: o.kvFraction, calib: o.calib, calibSamples: o.calibSamples,
-      calibSeqLen: o.calibSeqLen, seed: o.seed, evalTexts: o.evalTexts, evalCtx: o.evalCtx, evalChunks: o.evalChunks, log: o.log,
+      calibSeqLen: o.calibSeqLen, seed: o.seed, evalTexts: o.evalTexts, evalCtx: o.evalCtx, evalChunks: o.evalChunks, evalTokens: o.evalTokens, log: o.log,
     });
     const p = r.parameters;
     return {

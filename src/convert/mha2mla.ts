@@ -233,7 +233,7 @@ export async function convertMha2mla(o: Mha2mlaOptions): Promise<Mha2mlaReport> 
     log(`  layer ${l + 1}/${nLayers}: RoPE pairs ${w.ropePairs.map((p) => `[${p.join(',')}]`).join(' ')}, latent energy kept ${(100 * w.energy).toFixed(1)} %`);
   };
   if (need.pairNorms || need.inputCov) {
-    const samples = calibrationTokens(tok, c);
+    const samples = await calibrationTokens(tok, c);
     log(`calibration: ${describeCalibration(c)}: ${statistics.join(', ')}`);
     calibrateMha2mla(src, samples, need, convertLayer);
   } else {

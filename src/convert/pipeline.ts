@@ -55,11 +55,18 @@ export interface CalibEvalOptions {
   evalCtx?: number;
   /** Evaluate at most this many chunks per text. */
   evalChunks?: number;
+  /** Without evalChunks: at most this many tokens per text, in whole chunks (at least one). */
+  evalTokens?: number;
   /** Progress lines (stage banners, perplexities). */
   log?: (line: string) => void;
 }
 
 export const HELD_OUT_FRACTION = 0.1;
+
+/** Chunks per evaluation text: evalChunks, else the evalTokens budget in chunks of evalCtx, else all (undefined). */
+export function evalChunkCount(o: Pick<CalibEvalOptions, 'evalChunks' | 'evalTokens'>, evalCtx: number): number | undefined {
+  return o.evalChunks ?? (o.evalTokens === undefined ? undefined : Math.max(1, Math.floor(o.evalTokens / evalCtx)));
+}
 
 export function sha256File(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -191,7 +198,7 @@ export function calibrationSet(file: string, o: CalibEvalOptions): CalibrationSe
 }
 
 /** The seeded calibration samples (N × L token ids). */
-export function calibrationTokens(tok: TextTokenizer, c: CalibrationSet): Int32Array[] {
+export function calibrationTokens(tok: TextTokenizer, c: CalibrationSet): Promise<Int32Array[]> {
   return calibrationSamples(tok, c.docs, c);
 }
 
@@ -230,8 +237,9 @@ export async function evaluateStages(reference: Decoder, stages: readonly Decode
   for (const t of texts) {
     setStage(`evaluation on ${t.name}`);
     await testPause('evaluation');
-    const { ids, bos } = await tokenizeEnough(tok, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
-    out.push({ text: t, result: await fidelity(reference, stages, ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: o.evalChunks }) });
+    const chunks = evalChunkCount(o, evalCtx);
+    const { ids, bos } = await tokenizeEnough(tok, t.text, chunks === undefined ? undefined : chunks * evalCtx);
+    out.push({ text: t, result: await fidelity(reference, stages, ids, bos, { ctx: Math.min(evalCtx, ids.length), maxChunks: chunks }) });
   }
   return out;
 }

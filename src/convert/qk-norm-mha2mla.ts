@@ -46,7 +46,7 @@ export async function qkMha2mlaStudy(o: QkMha2mlaOptions): Promise<{ original: M
   const loaded = loadModel(o.model);
   const src = loaded.model, cfg = src.config, G = cfg.numKvHeads, d = cfg.headDim, dtype = src.weightDtype;
   const c = calibrationSet(o.calib, { calibSamples: o.calibSamples, calibSeqLen: o.calibSeqLen });
-  const samples = calibrationTokens(loaded.tokenizer!, c);
+  const samples = await calibrationTokens(loaded.tokenizer!, c);
   const stats: Mha2mlaLayerStats[] = [];
   calibrateMha2mla(src, samples, statsNeeds('2norm', 'activations', 'mean'), (l, s) => { stats[l] = s; });
   const inv = ropeInvFreq(d, cfg.ropeTheta, cfg.ropeScaling);

@@ -80,7 +80,7 @@ export async function qkNormStudy(o: QkStudyOptions): Promise<QkStudyResult> {
   try {
     const cfg: ModelArgs = src.args, n = cfg.numLayers, G = cfg.numKvHeads, d = cfg.headDim, dtype = src.dtype;
     const c = calibrationSet(o.calib, { calibSamples: o.calibSamples, calibSeqLen: o.calibSeqLen });
-    const samples = calibrationTokens(src.tokenizer, c);
+    const samples = await calibrationTokens(src.tokenizer, c);
     const { ids, bos } = await tokenizeEnough(src.tokenizer, readFileSync(o.evalText, 'utf8'), o.evalChunks * o.evalCtx);
     const data = evalChunks(ids, bos, Math.min(o.evalCtx, ids.length), o.evalChunks);
     const layerOf = (l: number): DecoderLayer => scaledKeys(src.layer(l), o.keyScale ?? 1);

@@ -37,7 +37,7 @@ import type { CalibOrder, ConvertReport, EvalReport, StockEvalReport, StockExpor
 import { checkKvRank, sourceKvWidth } from './kv-budget.js';
 import { mlaDecoderLayer, mlaLayerTensors, mlaRopeTable, tensorOf } from './mla-build.js';
 import {
-  calibrationSet, calibrationTokens, convertInputs, cpuSeconds, describeCalibration, evaluationTexts, openSource,
+  calibrationSet, calibrationTokens, convertInputs, evalChunkCount, cpuSeconds, describeCalibration, evaluationTexts, openSource,
   outputTensors, secondsSince, stockOutputTensors, writeModelFolder, type CalibEvalOptions, type EvalText,
 } from './pipeline.js';
 import { checkExactVariant, stockStart } from './qk-norm.js';
@@ -108,7 +108,7 @@ export interface ConversionResult extends ConvertReport {
 const DEFAULT_PROXY_SAMPLES = 4;
 
 /** Layers the proxy search scores: all of a small model, 8 spread over a larger one. */
-function proxyLayers(n: number): number[] {
+export function proxyLayers(n: number): number[] {
   if (n <= 8) return Array.from({ length: n }, (_, l) => l);
   return [...new Set(Array.from({ length: 8 }, (_, i) => Math.round((i * (n - 1)) / 7)))];
 }
@@ -145,12 +145,13 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     log(`target: ${budget} cached values per token per layer = kv_lora_rank + qk_rope_head_dim${ropeDim === 'auto' ? ' (split searched)' : ` (${budget - ropeDim} + ${ropeDim})`}; was 2·${G}·${d} = ${before} (${(100 * budget / before).toFixed(2)} %); writes the ${variant === 'stock' ? (sourceMoe(cfg) ? 'stock DeepSeek-V2 (MoE)' : 'stock DeepSeek-V3') : 'exact'} variant`);
 
     const c = calibrationSet(o.calib, o);
-    const samples = calibrationTokens(src.tokenizer, c);
+    const samples = await calibrationTokens(src.tokenizer, c);
     log(`calibration: ${describeCalibration(c)}, order ${order}`);
     const texts: EvalText[] = evaluate ? evaluationTexts(o, c) : [];
     const evalData = await Promise.all(texts.map(async (t) => {
-      const { ids, bos } = await tokenizeEnough(src.tokenizer, t.text, o.evalChunks === undefined ? undefined : o.evalChunks * evalCtx);
-      return evalChunks(ids, bos, Math.min(evalCtx, ids.length), o.evalChunks);
+      const chunks = evalChunkCount(o, evalCtx);
+      const { ids, bos } = await tokenizeEnough(src.tokenizer, t.text, chunks === undefined ? undefined : chunks * evalCtx);
+      return evalChunks(ids, bos, Math.min(evalCtx, ids.length), chunks);
     }));
     const stageNames = ['original', 'partial RoPE', 'MLA', ...(variant === 'stock' ? ['stock'] : [])];
     const plan = [

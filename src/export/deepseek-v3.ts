@@ -99,7 +99,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   // --- Calibration (sequential: each layer sees the inputs of the exported layers before it).
   const t0 = performance.now();
   const c = calibrationSet(calibFile, o);
-  const samples = calibrationTokens(tok, c);
+  const samples = await calibrationTokens(tok, c);
   log(`calibration: ${c.samples} × ${c.seqLen} tokens from ${calibFile} (seed ${c.seed}, ${c.heldOut.length} documents held out)`);
   const built: StockLayer[] = [];
   const folds: (FoldedWeights | null)[] = [];

@@ -30,8 +30,8 @@ export const command: Command = {
     '  model_type transmla_mla so no stock engine misreads it; `transmla export` turns it into the stock folder).\n' +
     '  Converts layer by layer: memory holds one layer of weights, not the model.\n' +
     '  --profile fast (default): 64 × 256 calibration tokens, shapes scored by each layer\'s attention-output error\n' +
-    '    (the proxy), 8 chunks per evaluation text. About 3 sweeps of 16K calibration tokens plus 4 sweeps of the\n' +
-    '    evaluation tokens through every layer.\n' +
+    '    (the proxy), 8,192 tokens per evaluation text (8 × 1024 or 4 × 2048). About 3 sweeps of the 16K calibration\n' +
+    '    tokens plus 4 of the evaluation tokens (one per stage) through every layer.\n' +
     '  --profile faithful: TransMLA\'s recipe, 128 × 256 calibration tokens, FreqFold/d_R searched by held-out\n' +
     '    perplexity of whole candidate models (the model is loaded whole and fully evaluated per candidate),\n' +
     '    every chunk of each evaluation text: several times the time of fast.\n' +
