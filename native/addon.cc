@@ -160,6 +160,41 @@ napi_value SiluMul(napi_env env, napi_callback_info info) {
   });
 }
 
+// rmsNorm(x, T, D, w, eps, out): out may be x itself, or disjoint from it
+napi_value RmsNorm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = get_args(env, info, "rmsNorm", 6);
+    const View x = get_typed(a, 0, "x", napi_float32_array);
+    const int64_t T = get_dim(a, 1, "T"), D = get_dim(a, 2, "D");
+    const View w = get_typed(a, 3, "w", napi_float32_array);
+    double eps = 0;
+    if (napi_get_value_double(env, a.argv[4], &eps) != napi_ok) fail(ErrKind::Type, a.fn, "eps must be a number");
+    const View out = get_typed(a, 5, "out", napi_float32_array);
+    need_length(a, x, double(T) * double(D), "x", "T*D");
+    need_length(a, w, double(D), "w", "D");
+    need_length(a, out, double(T) * double(D), "out", "T*D");
+    if (out.data != x.data) no_overlap(a, out, "out", x, "x");
+    no_overlap(a, out, "out", w, "w");
+    rms_norm(static_cast<const float*>(x.data), T, D, static_cast<const float*>(w.data), eps, static_cast<float*>(out.data));
+    return undefined(env);
+  });
+}
+
+// addInPlace(x, y, n): x += y
+napi_value AddInPlace(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = get_args(env, info, "addInPlace", 3);
+    const View x = get_typed(a, 0, "x", napi_float32_array);
+    const View y = get_typed(a, 1, "y", napi_float32_array);
+    const int64_t n = get_dim(a, 2, "n");
+    need_length(a, x, double(n), "x", "n");
+    need_length(a, y, double(n), "y", "n");
+    no_overlap(a, x, "x", y, "y");
+    add_in_place(static_cast<float*>(x.data), static_cast<const float*>(y.data), n);
+    return undefined(env);
+  });
+}
+
 // toF32(src: Uint16Array, type, dst: Float32Array)
 
 napi_value Init(napi_env env, napi_value exports) {
@@ -170,6 +205,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"gemvMulti", nullptr, GemvMulti, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"gemvSwiGlu", nullptr, GemvSwiGlu, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"rmsNorm", nullptr, RmsNorm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"addInPlace", nullptr, AddInPlace, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"toF32", nullptr, ToF32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"fromF32", nullptr, FromF32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"gramAccumulate", nullptr, GramAccumulate, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -40,6 +40,14 @@ void gemv_swiglu(const void* Wg, const void* Wu, DType wType, const float* x, fl
 // gate[i] <- silu(gate[i])·up[i] (vectorised; prefill's elementwise SwiGLU step).
 void silu_mul(float* gate, const float* up, int64_t n);
 
+// out[t] = x[t] / rms(x[t]) · w over T rows of width D, with the TypeScript reference's rounding
+// (sum of squares in float64 in order, then (x·inv)·w in float64 rounded to f32): bit-identical
+// to it. out may be x itself.
+void rms_norm(const float* x, int64_t T, int64_t D, const float* w, double eps, float* out);
+
+// x += y over n floats (each sum rounded to f32 once, as the double-then-f32 reference rounds).
+void add_in_place(float* x, const float* y, int64_t n);
+
 // Row counts up to these go to gemv_rows/gevm_rows instead of the packed kernel: below them,
 // widening and packing all of B costs more than the packed kernel saves (measured crossover
 // for a 2048×2048 bf16 weight on 2 threads: ~8 rows for NT).

@@ -379,4 +379,31 @@ void silu_mul(float* gate, const float* up, int64_t n) {
   }
 }
 
+void rms_norm(const float* x, int64_t T, int64_t D, const float* w, double eps, float* out) {
+  const int nt = threads_for(4.0 * double(T) * double(D));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x + t * D;
+    float* o = out + t * D;
+    // v·v is exact in double (24-bit significands), so an FMA here rounds as mul-then-add does;
+    // the adds stay in order (no -ffast-math).
+    double ss = 0.0;
+    for (int64_t i = 0; i < D; ++i) {
+      const double v = xr[i];
+      ss += v * v;
+    }
+    const double inv = 1.0 / std::sqrt(ss / double(D) + eps);
+    for (int64_t i = 0; i < D; ++i) o[i] = float(double(xr[i]) * inv * double(w[i]));
+  }
+}
+
+void add_in_place(float* x, const float* y, int64_t n) {
+  const int nt = threads_for(double(n));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t c = 0; c < (n + 4095) / 4096; ++c) {
+    const int64_t i1 = std::min<int64_t>(n, c * 4096 + 4096);
+    for (int64_t i = c * 4096; i < i1; ++i) x[i] += y[i];
+  }
+}
+
 }  // namespace transmla

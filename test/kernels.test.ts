@@ -491,6 +491,47 @@ describe('gemvSwiGlu and siluMul', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// rmsNorm and addInPlace: the native ones must give the TypeScript bits (conversions are locked
+// byte for byte), in place and not, on values spanning many magnitudes.
+
+describe('rmsNorm and addInPlace', () => {
+  const bits = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  for (const [T, D] of [[1, 1], [1, 7], [3, 384], [257, 384], [40, 4096]] as const) {
+    test(`T=${T} D=${D}: ts vs reference, native bit-identical to ts`, () => {
+      const r = rng(T * 1000 + D);
+      const x = Float32Array.from({ length: T * D }, () => (r() - 0.5) * 10 ** Math.floor(r() * 8 - 4));
+      const w = Float32Array.from({ length: D }, () => r() - 0.5), eps = 1e-5;
+      const t = new Float32Array(T * D);
+      tsKernels.rmsNorm(x, T, D, w, eps, t);
+      for (let row = 0; row < T; row++) {
+        let ss = 0;
+        for (let i = 0; i < D; i++) ss += x[row * D + i]! ** 2;
+        const inv = 1 / Math.sqrt(ss / D + eps);
+        for (let i = 0; i < D; i++) assert.equal(t[row * D + i], Math.fround(x[row * D + i]! * inv * w[i]!));
+      }
+      const y = Float32Array.from({ length: T * D }, () => (r() - 0.5) * 10 ** Math.floor(r() * 8 - 4));
+      const sum = x.slice();
+      tsKernels.addInPlace(sum, y, T * D);
+      for (let i = 0; i < T * D; i++) assert.equal(sum[i], Math.fround(x[i]! + y[i]!));
+      if (nativeSkip === false) {
+        const nv = new Float32Array(T * D), inPlace = x.slice(), ns = x.slice();
+        nk().rmsNorm(x, T, D, w, eps, nv);
+        nk().rmsNorm(inPlace, T, D, w, eps, inPlace);
+        nk().addInPlace(ns, y, T * D);
+        assert.ok(bits(nv).equals(bits(t)), 'native rmsNorm differs from ts');
+        assert.ok(bits(inPlace).equals(bits(t)), 'native rmsNorm in place differs from ts');
+        assert.ok(bits(ns).equals(bits(sum)), 'native addInPlace differs from ts');
+      }
+    });
+  }
+  test('native refuses a short weight and partly overlapping buffers', { skip: nativeSkip }, () => {
+    const x = new Float32Array(12);
+    assert.throws(() => nk().rmsNorm(x, 3, 4, new Float32Array(3), 1e-5, new Float32Array(12)), /w is too short/);
+    assert.throws(() => nk().rmsNorm(x, 2, 4, new Float32Array(4), 1e-5, x.subarray(2, 10)), /must not overlap/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
 // gramAccumulate
 
 describe('gramAccumulate', () => {

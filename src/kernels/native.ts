@@ -18,6 +18,8 @@ export interface NativeAddon {
   gemvMulti(Ws: readonly WeightData[], wType: WeightDType, x: Float32Array, ys: readonly Float32Array[], Ns: readonly number[], K: number): void;
   gemvSwiGlu(Wg: WeightData, Wu: WeightData, wType: WeightDType, x: Float32Array, out: Float32Array, N: number, K: number): void;
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
+  rmsNorm(x: Float32Array, T: number, D: number, w: Float32Array, eps: number, out: Float32Array): void;
+  addInPlace(x: Float32Array, y: Float32Array, n: number): void;
   toF32(src: Uint16Array | Uint8Array, type: HalfDType | QuantDType, dst: Float32Array): void;
   fromF32(src: Float32Array, type: HalfDType | QuantDType, dst: Uint16Array | Uint8Array): void;
   gramAccumulate(X: Float32Array, T: number, K: number, acc: Float64Array): void;
@@ -40,7 +42,7 @@ export interface NativeAddon {
   fidelityRows(logits: readonly Float32Array[], rows: number, V: number, targets: Int32Array, out: Float64Array): void;
 }
 
-const ADDON_FUNCTIONS = ['matmul', 'matmulTN', 'gemv', 'gemvMulti', 'gemvSwiGlu', 'siluMul', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'effectiveThreads', 'setThreads', 'dgemm', 'dgemmSeq', 'fidelityRows'] as const;
+const ADDON_FUNCTIONS = ['matmul', 'matmulTN', 'gemv', 'gemvMulti', 'gemvSwiGlu', 'siluMul', 'rmsNorm', 'addInPlace', 'toF32', 'fromF32', 'gramAccumulate', 'eigh', 'attention', 'threads', 'effectiveThreads', 'setThreads', 'dgemm', 'dgemmSeq', 'fidelityRows'] as const;
 
 /** The folder holding transmla's package.json, found by walking up from this file (src/ or dist/src/). */
 export function packageRoot(): string {
@@ -117,6 +119,12 @@ function wrap(addon: NativeAddon): Kernels {
     },
     siluMul(gate, up, n) {
       addon.siluMul(gate, up, n);
+    },
+    rmsNorm(x, T, D, w, eps, out) {
+      addon.rmsNorm(x, T, D, w, eps, out);
+    },
+    addInPlace(x, y, n) {
+      addon.addInPlace(x, y, n);
     },
     toF32(src, type, dst) {
       addon.toF32(src, type, dst);

@@ -6,7 +6,7 @@ import { eigh } from './ts/eigh.js';
 import { dgemm, dgemmSeq, fidelityRows } from './ts/f64.js';
 import { gramAccumulate } from './ts/gram.js';
 import { fromF32 as halfFromF32, toF32 as halfToF32 } from './ts/half.js';
-import { gemv, gemvMulti, gemvSwiGlu, matmul, matmulTN, siluMul } from './ts/matmul.js';
+import { addInPlace, gemv, gemvMulti, gemvSwiGlu, matmul, matmulTN, rmsNorm, siluMul } from './ts/matmul.js';
 import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from './ts/quant.js';
 
 const toF32: Kernels['toF32'] = (src, type, dst) => {
@@ -39,6 +39,8 @@ export const tsKernels: Kernels = Object.freeze({
   gemvMulti,
   gemvSwiGlu,
   siluMul,
+  rmsNorm,
+  addInPlace,
   toF32,
   fromF32,
   gramAccumulate,

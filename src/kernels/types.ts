@@ -93,6 +93,15 @@ export interface Kernels {
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
 
   /**
+   * out[t] = x[t] / rms(x[t]) · w over T rows of width D: Σx² in float64 in order, inv =
+   * 1/√(Σx²/D + eps), out = f32((x·inv)·w). Both backends give the same bits; out may be x.
+   */
+  rmsNorm(x: Float32Array, T: number, D: number, w: Float32Array, eps: number, out: Float32Array): void;
+
+  /** x[i] += y[i] for i < n (f32 sums; the same bits in both backends). */
+  addInPlace(x: Float32Array, y: Float32Array, n: number): void;
+
+  /**
    * Widen f16/bf16 bits (src Uint16Array, same length as dst) to f32, or dequantize q8_0/q4_0
    * blocks (src Uint8Array of whole blocks, dst.length = 32 per block): ggml's dequantize_row_*.
    */

@@ -1,17 +1,11 @@
-// The decoder's elementwise steps, O(T·D) each: cheap next to the matmuls, so plain TS.
+// The decoder's elementwise steps, O(T·D) each, through the kernels (native: threaded over rows).
 import { kernels } from '../kernels/index.js';
 import type { WeightDType } from '../kernels/types.js';
 import { isQuantDType, tensorBytes, type Tensor } from '../tensor.js';
 
 /** out[t] = x[t] / rms(x[t]) · w, row by row over T rows of width D (sum of squares in float64). */
 export function rmsNorm(x: Float32Array, T: number, D: number, w: Float32Array, eps: number, out: Float32Array): void {
-  for (let t = 0; t < T; t++) {
-    const o = t * D;
-    let ss = 0;
-    for (let i = 0; i < D; i++) { const v = x[o + i]!; ss += v * v; }
-    const inv = 1 / Math.sqrt(ss / D + eps);
-    for (let i = 0; i < D; i++) out[o + i] = x[o + i]! * inv * w[i]!;
-  }
+  kernels().rmsNorm(x, T, D, w, eps, out);
 }
 
 /** gate ← silu(gate) · up, elementwise (SwiGLU). */
@@ -21,7 +15,7 @@ export function siluMul(gate: Float32Array, up: Float32Array, n: number): void {
 
 /** x += y over n elements (the residual stream). */
 export function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
-  for (let i = 0; i < n; i++) x[i]! += y[i]!;
+  kernels().addInPlace(x, y, n);
 }
 
 /** Copies row `id` of an embedding table [V×D] (any dtype, q8_0/q4_0 dequantized) into out as f32. */

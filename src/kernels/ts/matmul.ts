@@ -257,6 +257,22 @@ export function siluMul(gate: Float32Array, up: Float32Array, n: number): void {
   }
 }
 
+/** out[t] = x[t] / rms(x[t]) · w, row by row (sum of squares in float64; types.ts). */
+export function rmsNorm(x: Float32Array, T: number, D: number, w: Float32Array, eps: number, out: Float32Array): void {
+  for (let t = 0; t < T; t++) {
+    const o = t * D;
+    let ss = 0;
+    for (let i = 0; i < D; i++) { const v = x[o + i]!; ss += v * v; }
+    const inv = 1 / Math.sqrt(ss / D + eps);
+    for (let i = 0; i < D; i++) out[o + i] = x[o + i]! * inv * w[i]!;
+  }
+}
+
+/** x += y over n elements. */
+export function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) x[i]! += y[i]!;
+}
+
 /** out = silu(Wg·x) ⊙ (Wu·x). */
 export function gemvSwiGlu(Wg: WeightData, Wu: WeightData, wType: WeightDType, x: Float32Array, out: Float32Array, N: number, K: number): void {
   checkDims('gemvSwiGlu', { N, K });
