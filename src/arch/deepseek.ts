@@ -47,7 +47,15 @@ export interface MlaFields extends MlaShapeFields {
   yarn?: YarnScaling | null;
   /** attention_bias of the config (stock semantics: q_a/kv_a/o biases allowed). */
   attentionBias?: boolean;
+  /**
+   * Exact variant only: layer l's latent width (`kv_lora_ranks`, docs/methods.md#aware-budget);
+   * kvLoraRank is then their maximum. Absent: every layer has kvLoraRank.
+   */
+  kvLoraRanks?: readonly number[] | null;
 }
+
+/** Layer l's kv_lora_rank. */
+export const layerKvRank = (m: Pick<MlaFields, 'kvLoraRank' | 'kvLoraRanks'>, l: number): number => m.kvLoraRanks?.[l] ?? m.kvLoraRank;
 
 /**
  * DeepSeek arguments. As the engine sees them: num_key_value_heads = num_attention_heads (MLA has
@@ -134,6 +142,7 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
     attentionBias: c.attention_bias === true,
   };
   if (mla.qkRopeHeadDim % 2 !== 0) err('qk_rope_head_dim', `must be even, got ${mla.qkRopeHeadDim}`);
+  if (c.kv_lora_ranks !== undefined && c.kv_lora_ranks !== null) mla.kvLoraRanks = parseKvLoraRanks(c.kv_lora_ranks, mla.kvLoraRank, layers, semantics, err);
   // The shared fields as every family reads them; MLA has no KV-head grouping, its RoPE covers
   // qk_rope_head_dim, and its biases are whatever the checkpoint holds.
   const base: Record<string, unknown> = { ...c, num_key_value_heads: c.num_attention_heads, head_dim: mla.qkRopeHeadDim };
@@ -142,6 +151,23 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
   const f = new ConfigFields(base, file);
   const args = parseBaseFields(f, 2048);
   return { ...args, family: 'deepseek', modelType: c.model_type as string, attentionBias: false, oBias: false, mlpBias: f.bool('mlp_bias', false), slidingWindow: null, raw: c, mla, moe };
+}
+
+/**
+ * `kv_lora_ranks`: one latent width per layer, each in [1, kv_lora_rank], the largest equal to
+ * kv_lora_rank (so the one stock key still says what the widest layer needs). Only the exact
+ * variant has it: stock code builds every layer from kv_lora_rank.
+ */
+function parseKvLoraRanks(v: unknown, max: number, layers: number, semantics: MlaSemantics, err: (key: string, msg: string) => never): number[] {
+  if (semantics === 'stock') err('kv_lora_ranks', 'is not a DeepSeek-V3 key: stock code builds every layer with kv_lora_rank; per-layer ranks exist only in the exact variant (model_type transmla_mla), and `transmla export --target deepseek-v3` pads them to the largest');
+  if (!Array.isArray(v) || v.length !== layers) err('kv_lora_ranks', `must be an array of num_hidden_layers = ${layers} integers, got ${JSON.stringify(v)}`);
+  const ranks = v as unknown[];
+  ranks.forEach((r, l) => {
+    if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 1 || r > max) err('kv_lora_ranks', `[${l}] must be an integer in [1, kv_lora_rank = ${max}], got ${JSON.stringify(r)}`);
+  });
+  const top = Math.max(...(ranks as number[]));
+  if (top !== max) err('kv_lora_ranks', `has largest rank ${top}; kv_lora_rank must equal it (it is ${max})`);
+  return ranks as number[];
 }
 
 export function readMlaConfig(folder: string): MlaArgs {
@@ -158,6 +184,8 @@ export function readMlaConfig(folder: string): MlaArgs {
 export interface MlaConfigWriteOptions extends MlaShapeFields {
   /** Whether any attention projection carries a bias (TransMLA's attention_bias flag). */
   attentionBias: boolean;
+  /** Per-layer latent widths (kv_lora_ranks; kvLoraRank must be their maximum); absent: uniform. */
+  kvLoraRanks?: readonly number[] | null;
 }
 
 /**
@@ -177,6 +205,7 @@ export function mlaConfigJson(source: ModelArgs, o: MlaConfigWriteOptions): Reco
     num_key_value_heads: source.numHeads,
     head_dim: o.qkRopeHeadDim,
     kv_lora_rank: o.kvLoraRank,
+    ...(o.kvLoraRanks ? { kv_lora_ranks: [...o.kvLoraRanks] } : {}),
     q_lora_rank: o.qLoraRank,
     qk_rope_head_dim: o.qkRopeHeadDim,
     qk_nope_head_dim: o.qkNopeHeadDim,
@@ -214,9 +243,10 @@ export function mlaRope(c: MlaArgs, invFreq?: Float64Array): RopeTable {
     : RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
 }
 
-function mlaShape(c: MlaArgs): MlaShape {
+/** Layer l's attention shape (l omitted: the widest layer's, as kv_lora_rank states it). */
+function mlaShape(c: MlaArgs, l?: number): MlaShape {
   const m = c.mla;
-  return { nHeads: c.numHeads, qkNopeHeadDim: m.qkNopeHeadDim, qkRopeHeadDim: m.qkRopeHeadDim, vHeadDim: m.vHeadDim, kvLoraRank: m.kvLoraRank, qLoraRank: m.qLoraRank };
+  return { nHeads: c.numHeads, qkNopeHeadDim: m.qkNopeHeadDim, qkRopeHeadDim: m.qkRopeHeadDim, vHeadDim: m.vHeadDim, kvLoraRank: l === undefined ? m.kvLoraRank : layerKvRank(m, l), qLoraRank: m.qLoraRank };
 }
 
 function moeNames(moe: MlaMoe, layerPrefix: string): MoeNames {
@@ -253,13 +283,16 @@ export const deepseek: Family<MlaArgs> = {
       if (stock && !checked) { checkStockAttentionTensors(src, c.numLayers, m.qLoraRank !== null, m.attentionBias ?? false); checked = true; }
       const p = `model.layers.${l}`;
       const inputNorm = normWeight(src, `${p}.input_layernorm.weight`, D);
-      const attn = MlaAttention.load(src, `${p}.self_attn`, shape, rope);
+      const attn = MlaAttention.load(src, `${p}.self_attn`, { ...shape, kvLoraRank: layerKvRank(m, l) }, rope);
       if (opts.mode) attn.mode = opts.mode;
       return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: mlaMlp(c, src, l) };
     };
   },
   // One latent row [c | k_pe] per token and layer (MlaAttention.createCache).
-  attentionLayout: (c) => ({ summary: mlaSummary(mlaShape(c)), latent: true, cacheStores: Array.from({ length: c.numLayers }, () => [c.mla.kvLoraRank + c.mla.qkRopeHeadDim]) }),
+  attentionLayout: (c) => ({
+    summary: mlaSummary(mlaShape(c), c.mla.kvLoraRanks),
+    latent: true, cacheStores: Array.from({ length: c.numLayers }, (_, l) => [layerKvRank(c.mla, l) + c.mla.qkRopeHeadDim]),
+  }),
   // Layer 0's MLP, as describeModel names it from the built layer (mlaMlp).
   mlpSummary(c) {
     const moe = c.moe;
@@ -279,7 +312,7 @@ export const deepseek: Family<MlaArgs> = {
       if (moe.sharedExperts === 0) return routed;
       return new SharedExpertMoeLayer(be, routed, new MlpLayer(be, ps, `${prefix}.mlp.shared_experts`, D, moe.expertInter * moe.sharedExperts), D);
     };
-    return (l, prefix) => ({ attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout), mlp: mlp(l, prefix) });
+    return (l, prefix) => ({ attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, { ...shape, kvLoraRank: layerKvRank(m, l) }, rope, layout), mlp: mlp(l, prefix) });
   },
   // Every self_attn tensor except o_proj: the conversion rewrote them and kept o_proj verbatim.
   attentionParams: (n) => /\.self_attn\./.test(n) && !/\.self_attn\.o_proj\./.test(n),

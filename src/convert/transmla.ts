@@ -49,7 +49,9 @@ import { modelCard, stockNotes, stockReport } from './stock-report.js';
 import { exactReportHeader, resolveBudget } from './transmla-report.js';
 import { hasBias, originalKvCov, transmlaLayer } from './transmla-layer.js';
 import { qkNormOf } from './qk-norm.js';
-import { awareLayer, isAware, type LatentMethod, type RopeBasis } from './aware-layer.js';
+import { awareLayer, isAware, type AwareShape, type LatentMethod, type RopeBasis } from './aware-layer.js';
+import { allocateRanks, defaultRankMin, layerGains, leftOver, type RankAlloc } from './rank-alloc.js';
+import { padLayerRank } from './rank-pad.js';
 
 export type ConvertVariant = 'stock' | 'exact';
 
@@ -78,6 +80,10 @@ export interface ConvertOptions extends CalibEvalOptions {
   keyWeight?: number;
   /** Refit the NoPE keys to the source attention's lags (nope-refit.ts). */
   nopeRefit?: boolean;
+  /** 'uniform' (default: every layer rank r) or 'greedy': Σ_l r_l = L·r shared by marginal output-error gain (rank-alloc.ts). */
+  rankAlloc?: RankAlloc;
+  /** Greedy allocation: the smallest rank a layer gets (default ⌈r/4⌉). */
+  rankMin?: number;
   calib: string;
   calibOrder?: CalibOrder;
   /**
@@ -176,6 +182,14 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     // --- Sweep 1: the original model's statistics (and the proxy search's layer data).
     const tCal = performance.now();
     const proxy: ProxyData | null = searching && search === 'proxy' ? { layers: new Map() } : null;
+    const alloc = o.rankAlloc ?? 'uniform';
+    if (alloc !== 'uniform' && qkNormOf(src.layer(0))) throw new Error(`${o.model}: --rank-alloc greedy does not model Qwen3's per-head q/k RMSNorm yet; convert this model with uniform ranks`);
+    // The allocation's spectra need the shape (d_R, M); when it is given they come with pass 1.
+    const gains: Float64Array[] = [];
+    const gainShape = (dR: number, M: number): AwareShape => ({
+      ropeDim: dR, freqFold: M, kvLoraRank: 1, qLoraRank: null, balance, ropeBasis: o.ropeBasis ?? 'pca', latent: o.latent ?? 'bkv-pca', keyWeight: o.keyWeight, nopeRefit: o.nopeRefit ?? false,
+    });
+    const gainsInPass1 = alloc !== 'uniform' && !searching && (order === 'faithful' || searching);
     const proxyAt = new Set(proxy ? proxyLayers(nLayers) : []);
     if (order === 'faithful' || searching) {
       covs = new Float64Spill();
@@ -187,6 +201,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           setStage(where);
           const layer = src.layer(l);
           covs.push(originalKvCov(cfg, l, layer, states, where));
+          if (gainsInPass1) gains.push(layerGains(cfg, l, layer, states, gainShape(ropeDim as number, o.freqFold as number), where));
           if (proxyAt.has(l)) proxy!.layers.set(l, captureProxyLayer(states, layer, Math.min(DEFAULT_PROXY_SAMPLES, samples.length)));
           if (l + 1 < nLayers) states.advance(layer);
           log(`  pass 1 (original model) layer ${l + 1}/${nLayers}`);
@@ -215,6 +230,47 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     checkKvRank({ nKvHeads: G, headDim: d }, r, dR);
     const tSearchS = secondsSince(tSearch);
 
+    // --- Per-layer ranks (rank-alloc.ts): every layer's gains, from the original model, before pass 2.
+    let ranks: number[] | null = null, allocReport: ConvertReport['parameters']['rankAlloc'];
+    if (alloc !== 'uniform') {
+      const tAlloc = performance.now();
+      if (!gainsInPass1) {
+        const states = HiddenStates.fromEmbedding(cfg, src.embedding(), samples);
+        const pa = bar(`rank allocation (original model, ${samples.length * c.seqLen} tokens)`);
+        try {
+          for (let l = 0; l < nLayers; l++) {
+            const where = `rank allocation (original model), layer ${l + 1}/${nLayers}`;
+            setStage(where);
+            const layer = src.layer(l);
+            gains.push(layerGains(cfg, l, layer, states, gainShape(dR, M), where));
+            if (l + 1 < nLayers) states.advance(layer);
+            pa?.update(l + 1);
+            await interruptPoint();
+          }
+        } finally {
+          pa?.finish();
+          states.close();
+        }
+      }
+      const rankMin = o.rankMin ?? defaultRankMin(r);
+      if (!Number.isInteger(rankMin) || rankMin < 1 || rankMin > r) throw new Error(`--rank-min must be an integer in [1, kv_lora_rank ${r}], got ${rankMin}`);
+      ranks = allocateRanks(gains, nLayers * r, rankMin);
+      const uniform = Array<number>(nLayers).fill(r);
+      allocReport = {
+        method: alloc, rankMin, total: nLayers * r,
+        unit: 'first-order squared attention-output error per calibration token, in the output-aware metric (original model statistics)',
+        errorUniform: leftOver(gains, uniform), errorAllocated: leftOver(gains, ranks), seconds: gainsInPass1 ? 0 : secondsSince(tAlloc),
+      };
+      log(`rank allocation (${alloc}, Σ r_l = ${nLayers} × ${r} = ${nLayers * r}, floor ${rankMin}): ${ranks.join(' ')}; first-order output error ${allocReport.errorUniform.toPrecision(4)} (uniform) → ${allocReport.errorAllocated.toPrecision(4)}`);
+    }
+    const rankOf = (l: number): number => ranks?.[l] ?? r;
+    const rMax = ranks ? Math.max(...ranks) : r;
+    if (ranks && variant === 'stock') {
+      // One kv_lora_rank in the stock config: every layer padded to r_max (rank-pad.ts).
+      if (rMax + dR >= before) throw new Error(`${o.model}: the stock DeepSeek-V3 folder has one kv_lora_rank, so per-layer ranks are padded to the largest, ${rMax}; ${rMax} + d_R ${dR} ≥ the source's ${before} cached values per layer, so the stock folder would save no cache: convert with --variant exact (transmla runs per-layer ranks natively)`);
+      log(`  stock folder: every layer padded to kv_lora_rank ${rMax} (one rank in DeepseekV3Config): its cache costs ${nLayers} × (${rMax} + ${dR}) values per token, the exact variant's Σ_l (r_l + ${dR}) = ${nLayers * (r + dR)}`);
+    }
+
     const stats: ConvertReport['layers'] = [];
     const report: ConvertReport = {
       ...exactReportHeader({
@@ -231,6 +287,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     // --- Sweep 2: convert, fit to stock semantics, push every stage's evaluation states.
     const shape = { ropeDim: dR, freqFold: M, kvLoraRank: r, qLoraRank, balance, ropeBasis: o.ropeBasis ?? 'pca', latent: o.latent ?? 'bkv-pca', keyWeight: o.keyWeight, nopeRefit: o.nopeRefit ?? false };
     const aware = isAware(shape);
+    if (ranks) Object.assign(report.parameters, { kvLoraRanks: ranks, rankAlloc: allocReport });
     if (aware) Object.assign(report.parameters, { ropeBasis: shape.ropeBasis, latent: shape.latent, ...(o.keyWeight === undefined ? {} : { keyWeight: o.keyWeight }), nopeRefit: shape.nopeRefit });
     const rope = mlaRopeTable({ config: cfg, layers: [] }, dR);
     const stock: Pick<StockLayer, 'kvResidual' | 'qResidual' | 'kvNormKept'>[] = [];
@@ -251,7 +308,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           setStage(`conversion pass ${pass} (RoRoPE + BKV-PCA), layer ${l + 1}/${nLayers}`);
           const layer = src.layer(l);
           const keyCov = order === 'faithful' ? keyBlock(covs!.read(l), G * d) : null;
-          const step = aware ? awareLayer(cfg, l, layer, statsStates, keyCov, shape, where, sourceStates) : transmlaLayer(cfg, l, layer, statsStates, keyCov, shape, where);
+          const lShape = ranks ? { ...shape, kvLoraRank: rankOf(l) } : shape;
+          const step = aware ? awareLayer(cfg, l, layer, statsStates, keyCov, lShape, where, sourceStates) : transmlaLayer(cfg, l, layer, statsStates, keyCov, lShape, where);
           if (sourceStates && l + 1 < nLayers) sourceStates.advance(layer);
           const view = { config: cfg, layers: Object.assign([], { [l]: layer }) };
           const partialLayer = mlaDecoderLayer(view, l, step.partial, rope, { dtype });
@@ -271,7 +329,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
             const s = stockLayer(start.layer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false, fold });
             // The residuals only: s.layer holds this layer's MLP (for Mixtral, 2.8 GB of experts), which must not outlive the layer.
             stock.push({ kvResidual: s.kvResidual, qResidual: s.qResidual, kvNormKept: s.kvNormKept });
-            const ts = s.tensors.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
+            const padded = ranks ? padLayerRank(s.tensors, rankOf(l), rMax, dR) : s.tensors;
+            const ts = padded.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
             stockNames[l] = ts.map((t) => t.name);
             yield* ts;
             stockDecoder = s.layer;
@@ -309,7 +368,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     };
     const stockExportOf = (): StockExportReport => stockReport({
       conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.sourcePath ?? o.model), exactFolder: null, out: o.out ?? '',
-      args: cfg, mla: { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
+      args: cfg, mla: { kvLoraRank: rMax, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
       stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: stockNotes(plans, maxBias, false, cfg.ropeScaling),
       seconds: { calibration: report.seconds.conversion, evaluation: report.seconds.evaluation, save: report.seconds.save },
     });
@@ -336,7 +395,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       const tensors = variant === 'stock'
         ? stockOutputTensors(o.model, nLayers, (l) => fromSpill(stockNames[l]!, 'stock.'), cfg.tieWordEmbeddings)
         : outputTensors(o.model, nLayers, (l) => fromSpill(exactNames[l]!, ''));
-      const stockConfig = variant === 'stock' ? stockDeepseekConfig(cfg, { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
+      const stockConfig = variant === 'stock' ? stockDeepseekConfig(cfg, { kvLoraRank: rMax, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
       return {
         srcDir: o.model, inputs: convertInputs(o), overwrite: o.overwrite ?? false,
         tensors: (function* () { try { yield* tensors; } finally { cleanup(); } })(),
@@ -364,9 +423,11 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
 }
 
 function exactConfig(args: ModelArgs, p: ConvertReport['parameters']): Record<string, unknown> {
+  // Per-layer ranks: kv_lora_rank is the widest layer's, kv_lora_ranks every layer's.
+  const ranks = p.kvLoraRanks;
   return mlaConfigJson(args, {
-    kvLoraRank: p.kvLoraRank, qLoraRank: p.qLoraRank, qkRopeHeadDim: p.qkRopeHeadDim,
-    qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, attentionBias: p.attentionBias,
+    kvLoraRank: ranks ? Math.max(...ranks) : p.kvLoraRank, qLoraRank: p.qLoraRank, qkRopeHeadDim: p.qkRopeHeadDim,
+    qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, attentionBias: p.attentionBias, ...(ranks ? { kvLoraRanks: ranks } : {}),
   });
 }
 

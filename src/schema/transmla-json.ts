@@ -77,6 +77,13 @@ export interface ConvertReport {
     latent?: 'bkv-pca' | 'output-aware';
     keyWeight?: number;
     nopeRefit?: boolean;
+    /**
+     * Only with per-layer ranks (docs/methods.md#aware-budget): layer l's latent width; their sum is
+     * layers × kvLoraRank (the uniform budget), and config.json's kv_lora_rank is their maximum.
+     */
+    kvLoraRanks?: number[];
+    /** How kvLoraRanks was chosen: the floor, the total, the gains' unit and the first-order error left (uniform vs allocated). */
+    rankAlloc?: { method: 'greedy' | 'uniform'; rankMin: number; total: number; unit: string; errorUniform: number; errorAllocated: number; seconds: number };
   };
   /** How (d_R, M) were chosen when searched, with every candidate's score. */
   search: { scoredOn: string; trace: ShapeScore[] };
