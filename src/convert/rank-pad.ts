@@ -58,3 +58,11 @@ export function padLayerRank(ts: readonly LayerTensor[], r: number, rMax: number
     return t;
   });
 }
+
+/** The stock folder's note on padded ranks: what its cache costs against the exact variant's. */
+export function paddedRanksNote(ranks: readonly number[], dR: number): string {
+  const rMax = Math.max(...ranks), L = ranks.length, sum = ranks.reduce((a, b) => a + b, 0);
+  return `per-layer kv_lora_ranks (${ranks.join(', ')}) padded to kv_lora_rank ${rMax}, the one rank DeepseekV3Config and deepseek2 GGUFs hold: ` +
+    `exact (zero latent rows and kv_b_proj columns; kv_a_proj's latent rows × √(r_max/r_l) and kv_a_layernorm's weight ÷ √(r_max/r_l), so the norm's RMS is unchanged), ` +
+    `but the cache holds ${L} × (${rMax} + ${dR}) = ${L * (rMax + dR)} values per token, against Σ_l (r_l + ${dR}) = ${sum + L * dR} in the exact variant`;
+}

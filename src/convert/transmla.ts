@@ -51,7 +51,7 @@ import { hasBias, originalKvCov, transmlaLayer } from './transmla-layer.js';
 import { qkNormOf } from './qk-norm.js';
 import { awareLayer, isAware, type AwareShape, type LatentMethod, type RopeBasis } from './aware-layer.js';
 import { allocateRanks, defaultRankMin, layerGains, leftOver, type RankAlloc } from './rank-alloc.js';
-import { padLayerRank } from './rank-pad.js';
+import { paddedRanksNote, padLayerRank } from './rank-pad.js';
 
 export type ConvertVariant = 'stock' | 'exact';
 
@@ -369,7 +369,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     const stockExportOf = (): StockExportReport => stockReport({
       conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.sourcePath ?? o.model), exactFolder: null, out: o.out ?? '',
       args: cfg, mla: { kvLoraRank: rMax, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
-      stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: stockNotes(plans, maxBias, false, cfg.ropeScaling),
+      stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: [...stockNotes(plans, maxBias, false, cfg.ropeScaling), ...(ranks ? [paddedRanksNote(ranks, dR)] : [])],
       seconds: { calibration: report.seconds.conversion, evaluation: report.seconds.evaluation, save: report.seconds.save },
     });
 
