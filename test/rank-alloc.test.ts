@@ -73,7 +73,7 @@ function tensorsOf(p: MlaParams): LayerTensor[] {
 }
 
 function padded(p: MlaParams, rMax: number): MlaParams {
-  const t = new Map(padLayerRank(tensorsOf(p), p.kvLoraRank, rMax, p.qkRopeHeadDim).map((x) => [x.name.slice(2), x]));
+  const t = new Map(padLayerRank(tensorsOf(p), { r: p.kvLoraRank, rMax, dR: p.qkRopeHeadDim }).map((x) => [x.name.slice(2), x]));
   const lin = (n: string): Linear => new Linear(tensorOf(t.get(n)!.data, t.get(n)!.shape, 'f32'), null);
   return { ...p, kvLoraRank: rMax, kvA: lin('kv_a_proj_with_mqa.weight'), kvB: lin('kv_b_proj.weight'), kvANorm: p.kvANorm ? Float32Array.from(t.get('kv_a_layernorm.weight')!.data) : null };
 }
@@ -96,7 +96,7 @@ test('padLayerRank: a layer padded to r_max computes the same attention, with kv
       assert.ok(d < 1e-5, `norm ${norm}, ${decode ? 'absorbed decode' : 'prefill'}: ${d}`);
     }
   }
-  assert.throws(() => padLayerRank(tensorsOf(randomMla(3, 5, true)), 6, 8, 4), /kv_a_proj_with_mqa.weight is \[9, 12\], expected \[10, 12\]/);
+  assert.throws(() => padLayerRank(tensorsOf(randomMla(3, 5, true)), { r: 6, rMax: 8, dR: 4 }), /kv_a_proj_with_mqa.weight is \[9, 12\], expected \[10, 12\]/);
 });
 
 const skip = skipUnlessAsset('models/kjv-gqa') || skipUnlessAsset('text/kjv-old-testament-calib.txt');
@@ -160,7 +160,7 @@ describe('per-layer ranks through convert, the engine, export and finetune (kjv-
     const final = [...out.filter((t) => !/self_attn\.kv_(a|b)_/.test(t.name))];
     for (let l = 0; l < L; l++) {
       const f = byLayer(l).map((t) => ({ name: t.name, data: Float64Array.from(widen(t.tensor as never)), shape: [...t.tensor.shape] }));
-      for (const p of padLayerRank(f, ranks[l]!, rMax, dR)) final.push({ name: p.name, tensor: tensorOf(p.data, p.shape, t0(out).tensor.dtype as 'bf16') });
+      for (const p of padLayerRank(f, { r: ranks[l]!, rMax, dR })) final.push({ name: p.name, tensor: tensorOf(p.data, p.shape, t0(out).tensor.dtype as 'bf16') });
     }
     rmSync(join(uni, 'model.safetensors'));
     await writeCheckpoint(uni, final);

@@ -92,10 +92,17 @@ export interface AwareInputs {
   kvCov: Float64Array;
 }
 
+/** What several steps of one layer on the same states share (the budget search builds many shapes). */
+export interface StepMemo {
+  gram?: Float64Array;
+  lags?: Float64Array[];
+}
+
 /** The RoPE basis (and NoPE refit) of layer l from `states`, and the moments the latent step needs. */
-export function awareInputs(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: AwareShape, where: string): AwareInputs {
+export function awareInputs(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: AwareShape, where: string, memo?: StepMemo): AwareInputs {
   const D = args.hiddenSize, H = args.numHeads, d = args.headDim, G = args.numKvHeads, Dp = D + 1;
-  const gram = states.gram(layer.inputNorm);
+  const gram = memo?.gram ?? states.gram(layer.inputNorm);
+  if (memo) memo.gram = gram;
   assertFiniteStat(gram, `${where}: the second moment Σ[x;1][x;1]ᵀ of the attention input`);
   const tokens = gram[Dp * Dp - 1]!;
   const L0 = sourceLatent(args, l, layer);
@@ -105,7 +112,12 @@ export function awareInputs(args: ModelArgs, l: number, layer: DecoderLayer, sta
     ? awareRoRope(L0, kCov, absorbedQueryCov(L0, qCovs), { nKvHeads: G, ropeDim: s.ropeDim, freqFold: s.freqFold })
     : roRope(L0, keyCov ?? kCov, { nKvHeads: G, ropeDim: s.ropeDim, freqFold: s.freqFold });
   let P = rope.layer, meanRho: number | undefined;
-  if (s.nopeRefit) ({ layer: P, meanRho } = nopeRefit(P, L0, attentionLags(L0, states, layer.inputNorm, args.rmsNormEps, LAG_SAMPLES)));
+  if (s.nopeRefit) {
+    // The lags depend on the source layer and the states only, not on the shape: a memo reuses them.
+    const lags = memo?.lags ?? attentionLags(L0, states, layer.inputNorm, args.rmsNormEps, LAG_SAMPLES);
+    if (memo) memo.lags = lags;
+    ({ layer: P, meanRho } = nopeRefit(P, L0, lags));
+  }
   const rows = kvRows(P);
   const kvCov = projectedCov(rows, P.nK + P.nV, gram, Dp);
   assertFiniteStat(kvCov, `conversion, layer ${l + 1}/${args.numLayers}: the [K;V] output covariance`);
@@ -134,9 +146,9 @@ export function metricStats(P: LatentLayer, layer: DecoderLayer, x: Pick<AwareIn
  * transmlaLayer); keyCov: RoRoPE's key moment for the 'pca' basis (faithful order: pass 1's);
  * source: the source model's states at this layer (sequential refit target), or null.
  */
-export function awareLayer(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: AwareShape, where: string, source: HiddenStates | null = null): LayerStep {
+export function awareLayer(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: AwareShape, where: string, source: HiddenStates | null = null, memo?: StepMemo): LayerStep {
   const D = args.hiddenSize, H = args.numHeads, d = args.headDim, Dp = D + 1;
-  const x = awareInputs(args, l, layer, states, keyCov, s, where);
+  const x = awareInputs(args, l, layer, states, keyCov, s, where, memo);
   const { gram, P, rows, kvCov, meanRho } = x;
   const qb = s.qLoraRank === null ? null : queryBasis(P, projectedCov(P.wq, H * d, gram, Dp), s.qLoraRank);
   const base = { ropeEnergy: x.ropeEnergy, ropeInvFreq: Array.from(P.ropeInvFreq), ...(meanRho === undefined ? {} : { nopeRho: meanRho }) };

@@ -21,7 +21,7 @@ import { AWARE_DAMP } from './aware-rope.js';
 import { balancedLatentCov } from './bkv-pca.js';
 import { qkNormOf } from './qk-norm.js';
 
-export const RANK_ALLOCS = ['uniform', 'greedy'] as const;
+export const RANK_ALLOCS = ['uniform', 'greedy', 'joint'] as const;
 export type RankAlloc = (typeof RANK_ALLOCS)[number];
 
 /** The default floor of a layer's rank: a quarter of the uniform rank (calibration noise must not starve a layer). */
