@@ -96,127 +96,160 @@ test('padLayerRank: a layer padded to r_max computes the same attention, with kv
       assert.ok(d < 1e-5, `norm ${norm}, ${decode ? 'absorbed decode' : 'prefill'}: ${d}`);
     }
   }
+  // RoPE width too: d_R 4 → 8 (pair i at slot 2i, queries rescaled for the softmax scale).
+  for (const norm of [true, false]) {
+    const p = randomMla(norm ? 4 : 5, 5, norm), T = 7, D = 12;
+    const x = Float32Array.from({ length: T * D }, (_, i) => Math.cos(0.3 * i));
+    const t = [...tensorsOf(p), { name: 'a.q_proj.weight', data: Float64Array.from(widen(p.q!.weight)), shape: [...p.q!.weight.shape] }];
+    const m = new Map(padLayerRank(t, { r: 5, rMax: 9, dR: 4, dRMax: 8, heads: 2, dn: 4 }).map((y) => [y.name.slice(2), y]));
+    const lin = (n: string): Linear => new Linear(tensorOf(m.get(n)!.data, m.get(n)!.shape, 'f32'), null);
+    const q: MlaParams = {
+      ...p, kvLoraRank: 9, qkRopeHeadDim: 8, rope: RopeTable.create(8, 10000, null), scale: 1 / Math.sqrt(4 + 8),
+      q: lin('q_proj.weight'), kvA: lin('kv_a_proj_with_mqa.weight'), kvB: lin('kv_b_proj.weight'), kvANorm: norm ? Float32Array.from(m.get('kv_a_layernorm.weight')!.data) : null,
+    };
+    for (const decode of [false, true]) {
+      const d = maxAbsDiff(run(new MlaAttention(p), x, T, decode), run(new MlaAttention(q), x, T, decode));
+      assert.ok(d < 1e-5, `RoPE padding, norm ${norm}, ${decode ? 'decode' : 'prefill'}: ${d}`);
+    }
+  }
+  assert.throws(() => padLayerRank(tensorsOf(randomMla(1, 5, true)), { r: 5, rMax: 5, dR: 4, dRMax: 6 }), /cannot be padded to 6/);
   assert.throws(() => padLayerRank(tensorsOf(randomMla(3, 5, true)), { r: 6, rMax: 8, dR: 4 }), /kv_a_proj_with_mqa.weight is \[9, 12\], expected \[10, 12\]/);
 });
 
 const skip = skipUnlessAsset('models/kjv-gqa') || skipUnlessAsset('text/kjv-old-testament-calib.txt');
 
-describe('per-layer ranks through convert, the engine, export and finetune (kjv-gqa)', { skip }, () => {
-  const tmp = mkdtempSync(join(tmpdir(), 'transmla-rank-alloc-'));
-  const exact = join(tmp, 'exact');
-  const calib = () => mustAsset('text/kjv-old-testament-calib.txt');
-  const r = 16, dR = 16, L = 6;
-  let ranks: number[];
-  before(async () => {
-    const rep = await convertModel({
-      model: mustAsset('models/kjv-gqa'), out: exact, variant: 'exact', evaluate: false, kvLoraRank: r, ropeDim: dR, freqFold: 4,
-      calib: calib(), calibSamples: 6, calibSeqLen: 64, seed: 3, rankAlloc: 'greedy', nopeRefit: true, latent: 'output-aware',
+for (const alloc of ['greedy', 'joint'] as const) {
+  describe(`per-layer widths (--rank-alloc ${alloc}) through convert, the engine, export and finetune (kjv-gqa)`, { skip }, () => {
+    const tmp = mkdtempSync(join(tmpdir(), `transmla-rank-alloc-${alloc}-`));
+    const exact = join(tmp, 'exact');
+    const calib = () => mustAsset('text/kjv-old-testament-calib.txt');
+    const r = 16, dR = 16, L = 6;
+    let ranks: number[], ropes: number[];
+    before(async () => {
+      const rep = await convertModel({
+        model: mustAsset('models/kjv-gqa'), out: exact, variant: 'exact', evaluate: false, kvLoraRank: r, ropeDim: dR, freqFold: 4,
+        calib: calib(), calibSamples: 6, calibSeqLen: 64, seed: 3, rankAlloc: alloc, nopeRefit: true, latent: 'output-aware',
+      });
+      ranks = rep.parameters.kvLoraRanks!;
+      ropes = rep.parameters.qkRopeHeadDims ?? ranks.map(() => dR);
     });
-    ranks = rep.parameters.kvLoraRanks!;
-  });
-  after(() => rmSync(tmp, { recursive: true, force: true }));
+    after(() => rmSync(tmp, { recursive: true, force: true }));
 
-  it('keeps the total latent width, writes kv_lora_ranks with kv_lora_rank their maximum', () => {
-    assert.equal(ranks.length, L);
-    assert.equal(ranks.reduce((a, b) => a + b, 0), L * r);
-    assert.ok(ranks.some((x) => x !== r), `an allocation that moved something: ${ranks.join(' ')}`);
-    for (const x of ranks) assert.ok(x >= Math.ceil(r / 4));
-    const cfg = JSON.parse(readFileSync(join(exact, 'config.json'), 'utf8'));
-    assert.deepEqual(cfg.kv_lora_ranks, ranks);
-    assert.equal(cfg.kv_lora_rank, Math.max(...ranks));
-    assert.deepEqual(readMlaConfig(exact).mla.kvLoraRanks, ranks);
-    const tj = JSON.parse(readFileSync(join(exact, 'transmla.json'), 'utf8'));
-    assert.equal(tj.parameters.rankAlloc.total, L * r);
-    assert.ok(tj.parameters.rankAlloc.errorAllocated <= tj.parameters.rankAlloc.errorUniform);
-  });
+    it('keeps the total cache width, writes the per-layer widths with the uniform keys their maxima', () => {
+      assert.equal(ranks.length, L);
+      const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+      assert.equal(sum(ranks) + sum(ropes), L * (r + dR));
+      if (alloc === 'greedy') assert.equal(sum(ranks), L * r);
+      assert.ok(ranks.some((x) => x !== r), `an allocation that moved something: ${ranks.join(' ')}`);
+      for (const x of ranks) assert.ok(x >= Math.ceil(r / 4));
+      for (const x of ropes) assert.ok([8, 16, 32].includes(x));
+      const cfg = JSON.parse(readFileSync(join(exact, 'config.json'), 'utf8'));
+      assert.deepEqual(cfg.kv_lora_ranks, ranks);
+      assert.equal(cfg.kv_lora_rank, Math.max(...ranks));
+      assert.equal(cfg.qk_rope_head_dim, Math.max(...ropes));
+      if (alloc === 'joint') assert.deepEqual(cfg.qk_rope_head_dims, ropes);
+      assert.deepEqual(readMlaConfig(exact).mla.kvLoraRanks, ranks);
+      const tj = JSON.parse(readFileSync(join(exact, 'transmla.json'), 'utf8'));
+      assert.equal(tj.parameters.rankAlloc.total, alloc === 'greedy' ? L * r : L * (r + dR));
+      assert.ok(tj.parameters.rankAlloc.errorAllocated <= tj.parameters.rankAlloc.errorUniform);
+    });
 
-  it('runs in the engine: prefill = absorbed decode, int8 cache, inspect sums the layers, equals its padded uniform form', async () => {
-    const m = loadModel(exact);
-    const tokens = randomTokens(12, m.config.vocabSize, 4);
-    m.model.layers.forEach((l, i) => assert.equal((l.attn as MlaAttention).p.kvLoraRank, ranks[i]));
-    const ref = logits(m.model, tokens);
-    setMlaMode(m.model, 'absorbed');
-    assert.ok(maxAbsDiff(decodeLogits(m.model, tokens), ref) < 1e-3, 'absorbed decode');
-    setMlaMode(m.model, 'auto');
-    // Batched: two sequences at once give each one's logits.
-    const V = m.config.vocabSize, c1 = m.model.newCache(), c2 = m.model.newCache();
-    const both = m.model.forwardBatch([{ tokens, cache: c1 }, { tokens: tokens.slice(0, 5), cache: c2 }], { logits: 'all' });
-    assert.ok(maxAbsDiff(both.subarray(0, tokens.length * V), ref) < 1e-4, 'batch');
-    const d = describeModel(m);
-    assert.equal(d.kvCache.elementsPerToken, L * (r + dR));
-    assert.deepEqual(d.mla?.kvLoraRanks, ranks);
-    setKvQuant(m.model, parseKvQuant('int8'));
-    assert.ok(maxAbsDiff(decodeLogits(m.model, tokens), ref) < 0.5, 'int8 latent cache');
-    const widths = m.model.newCache().layers.map((c) => c.buffers[0]!.width);
-    assert.deepEqual(widths, ranks.map((x) => x + dR));
+    it('runs in the engine: prefill = absorbed decode, batch, int8 cache, inspect sums the layers, equals its padded uniform form', async () => {
+      const m = loadModel(exact);
+      const tokens = randomTokens(12, m.config.vocabSize, 4);
+      m.model.layers.forEach((l, i) => {
+        assert.equal((l.attn as MlaAttention).p.kvLoraRank, ranks[i]);
+        assert.equal((l.attn as MlaAttention).p.qkRopeHeadDim, ropes[i]);
+      });
+      const ref = logits(m.model, tokens);
+      setMlaMode(m.model, 'absorbed');
+      assert.ok(maxAbsDiff(decodeLogits(m.model, tokens), ref) < 1e-3, 'absorbed decode');
+      setMlaMode(m.model, 'auto');
+      const V = m.config.vocabSize, c1 = m.model.newCache(), c2 = m.model.newCache();
+      const both = m.model.forwardBatch([{ tokens, cache: c1 }, { tokens: tokens.slice(0, 5), cache: c2 }], { logits: 'all' });
+      assert.ok(maxAbsDiff(both.subarray(0, tokens.length * V), ref) < 1e-4, 'batch');
+      const d = describeModel(m);
+      assert.equal(d.kvCache.elementsPerToken, L * (r + dR));
+      assert.deepEqual(d.mla?.kvLoraRanks, ranks);
+      setKvQuant(m.model, parseKvQuant('int8'));
+      assert.ok(maxAbsDiff(decodeLogits(m.model, tokens), ref) < 0.5, 'int8 latent cache');
+      assert.deepEqual(m.model.newCache().layers.map((c) => c.buffers[0]!.width), ranks.map((x, l) => x + ropes[l]!));
 
-    // The same model with every layer zero-padded to r_max and one kv_lora_rank.
-    const uni = join(tmp, 'uniform');
-    cpSync(exact, uni, { recursive: true });
-    const ck = openCheckpoint(exact);
-    const rMax = Math.max(...ranks);
-    const out = ck.names().map((name) => ({ name, tensor: ck.get(name) }));
-    const byLayer = (l: number) => out.filter((t) => t.name.startsWith(`model.layers.${l}.self_attn.`) && /kv_(a|b)_/.test(t.name));
-    const final = [...out.filter((t) => !/self_attn\.kv_(a|b)_/.test(t.name))];
-    for (let l = 0; l < L; l++) {
-      const f = byLayer(l).map((t) => ({ name: t.name, data: Float64Array.from(widen(t.tensor as never)), shape: [...t.tensor.shape] }));
-      for (const p of padLayerRank(f, { r: ranks[l]!, rMax, dR })) final.push({ name: p.name, tensor: tensorOf(p.data, p.shape, t0(out).tensor.dtype as 'bf16') });
+      // The same model with every layer zero-padded to (r_max, d_R,max) and one of each key (f32, so the query scale is not re-rounded).
+      const uni = join(tmp, 'uniform');
+      cpSync(exact, uni, { recursive: true });
+      const ck = openCheckpoint(exact);
+      const rMax = Math.max(...ranks), dRMax = Math.max(...ropes);
+      const all = ck.names().map((name) => ({ name, tensor: ck.get(name) }));
+      const padded = /self_attn\.(kv_a_proj_with_mqa|kv_b_proj|q_proj)\./;
+      const final = all.filter((t) => !padded.test(t.name));
+      for (let l = 0; l < L; l++) {
+        const f = all.filter((t) => t.name.startsWith(`model.layers.${l}.self_attn.`) && padded.test(t.name))
+          .map((t) => ({ name: t.name, data: Float64Array.from(widen(t.tensor as never)), shape: [...t.tensor.shape] }));
+        for (const p of padLayerRank(f, { r: ranks[l]!, rMax, dR: ropes[l]!, dRMax, heads: m.config.numHeads, dn: 64 })) final.push({ name: p.name, tensor: tensorOf(p.data, p.shape, 'f32') });
+      }
+      rmSync(join(uni, 'model.safetensors'));
+      await writeCheckpoint(uni, final);
+      ck.close();
+      const cfg = JSON.parse(readFileSync(join(uni, 'config.json'), 'utf8'));
+      delete cfg.kv_lora_ranks;
+      delete cfg.qk_rope_head_dims;
+      writeFileSync(join(uni, 'config.json'), JSON.stringify(cfg));
+      const u = loadModel(uni);
+      assert.equal(describeModel(u).kvCache.elementsPerToken, L * (rMax + dRMax));
+      const diff = maxAbsDiff(logits(u.model, tokens), ref);
+      assert.ok(diff < 1e-4, `padded uniform = per-layer: ${diff}`);
+    });
+
+    it('export --target deepseek-v3 pads every layer to the largest widths and says what the cache costs', async () => {
+      const stock = join(tmp, 'stock');
+      const rep = await exportDeepseekV3({ model: exact, out: stock, calib: calib(), calibSamples: 4, calibSeqLen: 64, evalChunks: 1, evalCtx: 64 });
+      const cfg = JSON.parse(readFileSync(join(stock, 'config.json'), 'utf8'));
+      assert.equal(cfg.kv_lora_rank, Math.max(...ranks));
+      assert.equal(cfg.qk_rope_head_dim, Math.max(...ropes));
+      assert.equal(cfg.kv_lora_ranks, undefined);
+      assert.equal(cfg.qk_rope_head_dims, undefined);
+      assert.ok(rep.notes.some((n) => /padded to kv_lora_rank/.test(n)));
+      const s = loadModel(stock);
+      assert.equal(describeModel(s).kvCache.elementsPerToken, L * (Math.max(...ranks) + Math.max(...ropes)));
+      const e = rep.evaluations[0]!;
+      assert.ok(Math.abs(e.stock.ppl - e.exact.ppl) / e.exact.ppl < 0.05, `stock ${e.stock.ppl} vs exact ${e.exact.ppl}`);
+    });
+
+    it('finetune reads and keeps the per-layer widths', async () => {
+      const text = join(tmp, 'train.txt');
+      writeFileSync(text, readFileSync(calib(), 'utf8').split('\n\n').slice(0, 30).join('\n\n'));
+      const ft = join(tmp, 'ft');
+      await finetune({ model: exact, out: ft, text, steps: 1, batch: 1, seqLen: 32, evalCtx: 32, evalChunks: 1, progress: false, evalAtStart: false });
+      assert.deepEqual(readMlaConfig(ft).mla.kvLoraRanks, ranks);
+      loadModel(ft);
+    });
+
+    if (alloc === 'joint') {
+      it('a bad kv_lora_ranks or qk_rope_head_dims is one clear error naming the file', () => {
+        const bad = join(tmp, 'bad');
+        cpSync(exact, bad, { recursive: true });
+        const cfg = JSON.parse(readFileSync(join(exact, 'config.json'), 'utf8'));
+        const file = join(bad, 'config.json');
+        const cases: [Record<string, unknown>, RegExp][] = [
+          [{ kv_lora_ranks: [1, 2, 3] }, /kv_lora_ranks must be an array of num_hidden_layers = 6 integers/],
+          [{ kv_lora_ranks: [...ranks.slice(0, 5), 2.5] }, /kv_lora_ranks \[5\] must be an integer in \[1, kv_lora_rank = \d+\], got 2.5/],
+          [{ kv_lora_ranks: ranks.map((x) => x + 100) }, /kv_lora_ranks \[0\] must be an integer/],
+          [{ kv_lora_ranks: ranks.map(() => 1) }, /kv_lora_ranks has largest value 1; kv_lora_rank must equal it/],
+          [{ qk_rope_head_dims: ropes.map((x, i) => (i === 2 ? 3 : x)) }, /qk_rope_head_dims \[2\] must be even/],
+          [{ qk_rope_head_dims: 'all' }, /qk_rope_head_dims must be an array/],
+        ];
+        for (const [v, re] of cases) {
+          writeFileSync(file, JSON.stringify({ ...cfg, ...v }));
+          assert.throws(() => readMlaConfig(bad), (e: Error) => re.test(e.message) && e.message.startsWith(file), JSON.stringify(v));
+        }
+        // Stock semantics: no stock engine reads the keys.
+        writeFileSync(file, JSON.stringify({ ...cfg, model_type: 'deepseek_v3', architectures: ['DeepseekV3ForCausalLM'], qk_latent_layernorm: undefined }));
+        rmSync(join(bad, 'transmla.json'));
+        assert.throws(() => readMlaConfig(bad), (e: Error) => /kv_lora_ranks is not a DeepSeek-V3 key/.test(e.message) && e.message.startsWith(file));
+        copyFileSync(join(exact, 'config.json'), file);
+      });
     }
-    rmSync(join(uni, 'model.safetensors'));
-    await writeCheckpoint(uni, final);
-    ck.close();
-    const cfg = JSON.parse(readFileSync(join(uni, 'config.json'), 'utf8'));
-    delete cfg.kv_lora_ranks;
-    writeFileSync(join(uni, 'config.json'), JSON.stringify(cfg));
-    const u = loadModel(uni);
-    assert.equal(describeModel(u).kvCache.elementsPerToken, L * (rMax + dR));
-    assert.ok(maxAbsDiff(logits(u.model, tokens), ref) < 1e-5, 'padded uniform = per-layer');
   });
+}
 
-  it('export --target deepseek-v3 pads every layer to r_max and says what the cache costs', async () => {
-    const stock = join(tmp, 'stock');
-    const rep = await exportDeepseekV3({ model: exact, out: stock, calib: calib(), calibSamples: 4, calibSeqLen: 64, evalChunks: 1, evalCtx: 64 });
-    const cfg = JSON.parse(readFileSync(join(stock, 'config.json'), 'utf8'));
-    assert.equal(cfg.kv_lora_rank, Math.max(...ranks));
-    assert.equal(cfg.kv_lora_ranks, undefined);
-    assert.ok(rep.notes.some((n) => /padded to kv_lora_rank/.test(n)));
-    const s = loadModel(stock);
-    assert.equal(describeModel(s).kvCache.elementsPerToken, L * (Math.max(...ranks) + dR));
-    // The padded folder in our engine is the calibrated stock model the export scored.
-    const e = rep.evaluations[0]!;
-    assert.ok(Math.abs(e.stock.ppl - e.exact.ppl) / e.exact.ppl < 0.05, `stock ${e.stock.ppl} vs exact ${e.exact.ppl}`);
-  });
-
-  it('finetune reads and keeps the per-layer ranks', async () => {
-    const text = join(tmp, 'train.txt');
-    writeFileSync(text, readFileSync(calib(), 'utf8').split('\n\n').slice(0, 30).join('\n\n'));
-    const ft = join(tmp, 'ft');
-    await finetune({ model: exact, out: ft, text, steps: 1, batch: 1, seqLen: 32, evalCtx: 32, evalChunks: 1, progress: false, evalAtStart: false });
-    assert.deepEqual(readMlaConfig(ft).mla.kvLoraRanks, ranks);
-    loadModel(ft);
-  });
-
-  it('a bad kv_lora_ranks is one clear error naming the file', () => {
-    const bad = join(tmp, 'bad');
-    cpSync(exact, bad, { recursive: true });
-    const cfg = JSON.parse(readFileSync(join(exact, 'config.json'), 'utf8'));
-    const file = join(bad, 'config.json');
-    const cases: [unknown, RegExp][] = [
-      [[1, 2, 3], /kv_lora_ranks must be an array of num_hidden_layers = 6 integers/],
-      [[...ranks.slice(0, 5), 2.5], /kv_lora_ranks \[5\] must be an integer in \[1, kv_lora_rank = \d+\], got 2.5/],
-      [ranks.map((x) => x + 100), /kv_lora_ranks \[0\] must be an integer/],
-      [ranks.map(() => 1), /kv_lora_ranks has largest rank 1; kv_lora_rank must equal it/],
-    ];
-    for (const [v, re] of cases) {
-      writeFileSync(file, JSON.stringify({ ...cfg, kv_lora_ranks: v }));
-      assert.throws(() => readMlaConfig(bad), (e: Error) => re.test(e.message) && e.message.startsWith(file), String(v));
-    }
-    // Stock semantics: no stock engine reads the key.
-    writeFileSync(file, JSON.stringify({ ...cfg, model_type: 'deepseek_v3', architectures: ['DeepseekV3ForCausalLM'], qk_latent_layernorm: undefined }));
-    rmSync(join(bad, 'transmla.json'));
-    assert.throws(() => readMlaConfig(bad), (e: Error) => /kv_lora_ranks is not a DeepSeek-V3 key/.test(e.message) && e.message.startsWith(file));
-    copyFileSync(join(exact, 'config.json'), file);
-  });
-});
-
-const t0 = <T,>(xs: T[]): T => xs[0]!;
