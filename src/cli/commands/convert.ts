@@ -20,7 +20,7 @@ export const command: Command = {
   usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) --calib FILE\n' +
     '    [--profile fast|faithful] [--variant stock|exact] [--rope-dim D|auto] [--freqfold auto|M] [--q-lora-rank Q]\n' +
     '    [--rope-basis pca|query-aware] [--latent bkv-pca|output-aware] [--key-weight B] [--nope-refit]\n' +
-    '    [--rank-alloc uniform|greedy [--rank-min N]]\n' +
+    '    [--rank-alloc uniform|greedy|joint [--rank-min N]]\n' +
     '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
     '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
     '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|deepseek-v2|gguf [--outtype f32|f16|bf16|q8_0|q4_0]]\n' +
@@ -52,9 +52,11 @@ export const command: Command = {
     '    model\'s keys and values); --key-weight B weighs its key term (default 1); --nope-refit: the keys that\n' +
     '    lose RoPE scaled per frequency by the source attention\'s mean cos(ωΔ) (a logit least squares). docs/methods.md#aware.\n' +
     '  --rank-alloc greedy: per-layer kv_lora_rank, the same total Σ r_l = layers·r (same exact-variant cache),\n' +
-    '    shared by each component\'s first-order attention-output error (original-model statistics; floor\n' +
-    '    --rank-min, default ⌈r/4⌉). The stock folder has one kv_lora_rank: every layer is padded to the largest\n' +
-    '    (exact, but its cache is layers·(r_max + d_R)); --variant exact keeps the per-layer ranks. docs/methods.md#aware-budget.\n' +
+    '    shared by each component\'s first-order attention-output error; joint: per-layer (d_R, FreqFold, r) with\n' +
+    '    Σ (r_l + d_R,l) fixed, each candidate measured with the method\'s step on calibration samples (both from\n' +
+    '    original-model statistics; rank floor --rank-min, default ⌈r/4⌉). The stock folder has one kv_lora_rank and\n' +
+    '    qk_rope_head_dim: every layer is padded to the largest (exact, but its cache is layers·(r_max + d_R,max));\n' +
+    '    --variant exact keeps the per-layer widths (transmla\'s engine runs them). docs/methods.md#aware-budget.\n' +
     '  --balance-kv-ratio 0 turns key/value balancing off.  --no-eval: no stage evaluation.\n' + EXPORT_USAGE + MHA2MLA_USAGE,
   async run(argv) {
     const method = methodFlag(argv);
@@ -92,7 +94,7 @@ export const command: Command = {
     if (str(p, 'key-weight') !== undefined && latent !== 'output-aware') throw new UsageError('--key-weight weighs the output-aware latent\'s key term; it needs --latent output-aware');
     const rankAlloc = str(p, 'rank-alloc');
     if (rankAlloc !== undefined && !(RANK_ALLOCS as readonly string[]).includes(rankAlloc)) throw new UsageError(`--rank-alloc must be ${RANK_ALLOCS.join(' or ')}, got "${rankAlloc}"`);
-    if (str(p, 'rank-min') !== undefined && rankAlloc !== 'greedy') throw new UsageError('--rank-min is the floor of the greedy allocation; it needs --rank-alloc greedy');
+    if (str(p, 'rank-min') !== undefined && (rankAlloc ?? 'uniform') === 'uniform') throw new UsageError('--rank-min is the floor of a per-layer allocation; it needs --rank-alloc greedy or joint');
     const json = bool(p, 'json');
     const noEval = bool(p, 'no-eval');
     const opts: ConvertOptions = withProfile(profile as ProfileName, {
