@@ -297,7 +297,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     if (ranks && variant === 'stock') {
       // One kv_lora_rank in the stock config: every layer padded to r_max (rank-pad.ts).
       if (rMax + dRMax >= before) throw new Error(`${o.model}: the stock DeepSeek-V3 folder has one kv_lora_rank and one qk_rope_head_dim, so per-layer widths are padded to the largest, ${rMax} + ${dRMax} ≥ the source's ${before} cached values per layer: the stock folder would save no cache; convert with --variant exact (transmla runs per-layer widths natively)`);
-      log(`  stock folder: every layer padded to kv_lora_rank ${rMax} + qk_rope_head_dim ${dRMax} (one of each in DeepseekV3Config): its cache costs ${nLayers} × ${rMax + dRMax} values per token, the exact variant's ${nLayers * budget}`);
+      log(`  stock folder: every layer padded to kv_lora_rank ${rMax} + qk_rope_head_dim ${dRMax} (one of each in DeepseekV3Config): its cache costs ${nLayers} × ${rMax + dRMax} = ${nLayers * (rMax + dRMax)} values per token, against the exact variant's ${nLayers * budget}`);
     }
 
     const stats: ConvertReport['layers'] = [];
