@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 import { convertModel } from '../src/convert/transmla.js';
 import { allocateRanks, leftOver } from '../src/convert/rank-alloc.js';
+import { allocateBudgets, errorAt, rankGrid, ropeFamily, type BudgetCurve } from '../src/convert/budget-alloc.js';
 import { padLayerRank, type LayerTensor } from '../src/convert/rank-pad.js';
 import { tensorOf } from '../src/convert/mla-build.js';
 import { readMlaConfig } from '../src/arch/deepseek.js';
@@ -48,6 +49,31 @@ test('allocateRanks: Σ r_l is the budget, ranks within [floor, full], the conca
   assert.deepEqual(allocateRanks([Float64Array.of(1, 0.1, 5), Float64Array.of(2, 1.5, 1)], 4, 1), [3, 1]);
   assert.throws(() => allocateRanks([new Float64Array(4), new Float64Array(4)], 9, 1), /cannot be shared by 2 layers/);
   assert.throws(() => allocateRanks([new Float64Array(4), new Float64Array(4)], 3, 2), /cannot be shared/);
+});
+
+test('allocateBudgets: exact total, the brute-force optimum over (d_R, r) per layer; the d_R family and rank grid', () => {
+  const rnd = mulberry32(9);
+  for (let trial = 0; trial < 10; trial++) {
+    const curves: BudgetCurve[][] = Array.from({ length: 3 }, () => [4, 8, 16].map((x) => ({
+      ropeDim: x, freqFold: 1,
+      grid: rankGrid(8, 2, 20).map((rank) => ({ rank, error: (1 + rnd()) * 40 / (rank * Math.sqrt(x)) })),
+    })));
+    const total = 3 * 16 + Math.floor(rnd() * 9) - 4;
+    const { shapes, error } = allocateBudgets(curves, total);
+    assert.equal(shapes.reduce((n, x) => n + x.rank + x.ropeDim, 0), total);
+    let best = Infinity;
+    const opts = curves.map((cs) => cs.flatMap((c) => Array.from({ length: 19 }, (_, i) => ({ c, rank: 2 + i }))));
+    for (const a of opts[0]!) for (const b of opts[1]!) for (const c of opts[2]!) {
+      if (a.rank + a.c.ropeDim + b.rank + b.c.ropeDim + c.rank + c.c.ropeDim !== total) continue;
+      best = Math.min(best, errorAt(a.c, a.rank) + errorAt(b.c, b.rank) + errorAt(c.c, c.rank));
+    }
+    assert.ok(Math.abs(error - best) <= 1e-9 * best, `trial ${trial}: ${error} vs ${best}`);
+  }
+  assert.throws(() => allocateBudgets([[{ ropeDim: 4, freqFold: 1, grid: [{ rank: 2, error: 1 }, { rank: 4, error: 0 }] }]], 3), /no per-layer shapes spend exactly 3/);
+  // head_dim 64, uniform d_R 16 with M 4 (c = 4): d_R 8 (c 8, M 8), 16 (M 4), 32 (c 2, M 2); 128 is no divisor.
+  assert.deepEqual(ropeFamily(64, 16, 4, () => 100), [{ ropeDim: 8, freqFold: 8 }, { ropeDim: 16, freqFold: 4 }, { ropeDim: 32, freqFold: 2 }]);
+  assert.deepEqual(ropeFamily(64, 64, 2, () => 100).map((x) => x.ropeDim), [32, 64]);
+  assert.deepEqual(rankGrid(16, 4, 32), [4, 8, 12, 16, 20, 24, 32]);
 });
 
 /** A random MLA layer of rank r with kv_a_layernorm, in f32. */
