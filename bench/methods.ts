@@ -31,6 +31,10 @@ export const METHODS: Record<string, { flags: string[]; stock?: boolean; what: s
   'nope+latent+seq': { flags: ['--nope-refit', '--latent', 'output-aware', '--calib-order', 'sequential'], what: 'nope-refit + output-aware latent, sequential calibration with the refit against the source model' },
   all: { flags: ['--rope-basis', 'query-aware', '--nope-refit', '--latent', 'output-aware'], what: 'query-aware RoPE basis + nope-refit + output-aware latent, faithful order' },
   best: { flags: ['--nope-refit', '--latent', 'output-aware'], stock: true, what: 'the best combination measured: nope-refit + output-aware latent, faithful calibration order; also the strict stock export' },
+  'transmla+alloc': { flags: ['--rank-alloc', 'greedy'], what: 'faithful TransMLA with per-layer ranks (same Σ r_l), allocated by each BKV-PCA component\'s output-metric gain' },
+  'transmla+joint': { flags: ['--rank-alloc', 'joint'], what: 'faithful TransMLA with per-layer (d_R, M, r), same Σ (r_l + d_R,l), each candidate measured on calibration samples' },
+  'best+joint': { flags: ['--nope-refit', '--latent', 'output-aware', '--rank-alloc', 'joint'], stock: true, what: 'best with per-layer (d_R, M, r), same Σ (r_l + d_R,l), each candidate measured with best\'s own step; also the strict stock export (padded to the largest widths)' },
+  'best+alloc': { flags: ['--nope-refit', '--latent', 'output-aware', '--rank-alloc', 'greedy'], stock: true, what: 'best with per-layer ranks (same Σ r_l) allocated by the output-aware eigenvalues; also the strict stock export (padded to r_max)' },
 };
 
 interface Args {
@@ -129,7 +133,7 @@ export async function run(argv: string[]): Promise<object> {
           const stockGap = r.out.stock?.evaluations.map((e) => ({ text: e.text, exactPpl: e.exact.ppl, stockPpl: e.stock.ppl, gapPercent: e.pplGapPercent, kl: e.stock.kl, top1: e.stock.top1 })) ?? null;
           const row = {
             model: name, kvFraction: p.kvFraction, method, flags: m.flags, description: m.what,
-            kvLoraRank: p.kvLoraRank, qkRopeHeadDim: p.qkRopeHeadDim, freqFold: p.freqFold, calibOrder: p.calibOrder,
+            kvLoraRank: p.kvLoraRank, ...(p.kvLoraRanks ? { kvLoraRanks: p.kvLoraRanks, qkRopeHeadDims: p.qkRopeHeadDims, freqFolds: p.freqFolds, rankAlloc: p.rankAlloc } : {}), qkRopeHeadDim: p.qkRopeHeadDim, freqFold: p.freqFold, calibOrder: p.calibOrder,
             kvBytesPerToken: { before: c.kvCache.bytesPerTokenBefore, after: c.kvCache.bytesPerTokenAfter, dtype: c.kvCache.dtype },
             inDomain: { original: ind!.original, partialRope: ind!.partialRope, mla: ind!.mla, chunks: ind!.chunks, ctx: ind!.ctx },
             wikitext: { original: wiki!.original, partialRope: wiki!.partialRope, mla: wiki!.mla, chunks: wiki!.chunks, ctx: wiki!.ctx },
@@ -140,7 +144,7 @@ export async function run(argv: string[]): Promise<object> {
             layers: c.layers.map((l) => ({ ropeEnergy: l.ropeEnergy, kvEnergy: l.kvEnergy, alpha: l.alpha, refitResidual: l.refitResidual, nopeRho: l.nopeRho })),
           };
           rows.push(row);
-          table.push(`| ${name} | ${pct(p.kvFraction)} | ${p.kvLoraRank} + ${p.qkRopeHeadDim}, ${p.freqFold} | ${method} | ` +
+          table.push(`| ${name} | ${pct(p.kvFraction)} | ${p.qkRopeHeadDims ? `(${p.kvLoraRanks!.map((x, l) => `${x}+${p.qkRopeHeadDims![l]}`).join(' ')}), M (${p.freqFolds!.join(' ')})` : `${p.kvLoraRanks ? `(${p.kvLoraRanks.join(' ')})` : p.kvLoraRank} + ${p.qkRopeHeadDim}, ${p.freqFold}`} | ${method} | ` +
             `${f2(ind!.mla.ppl)} (${ind!.mla.ppl >= ind!.original.ppl ? '+' : ''}${pct(ind!.mla.ppl / ind!.original.ppl - 1)}) | ${ind!.mla.kl.toFixed(3)} / ${pct(ind!.mla.top1)} | ` +
             `${f2(wiki!.mla.ppl)} | ${wiki!.mla.kl.toFixed(3)} / ${pct(wiki!.mla.top1)} | ${removed === null ? '—' : pct(removed)} | ` +
             `${row.convertSeconds.toFixed(1)} (${c.seconds.convertCpu.toFixed(1)}) |`);

@@ -123,4 +123,22 @@ describe('deepseek2 GGUF: next-token log-probabilities vs llama.cpp (f32)', () =
     const r = await perplexity(loadModel(stock).model, tokenizeForPerplexity(tok, readFileSync(evalPath, 'utf8')).ids, true, { ctx: ev.ctx, maxChunks: ev.chunks });
     assert.ok(Math.abs(r.ppl - ev.stock.ppl) <= 1e-6 * ev.stock.ppl);
   });
+
+  it('kjv-gqa with per-layer widths (--rank-alloc joint), stock folder padded to the largest, GGUF', { skip: kjv && calib ? false : 'assets models/kjv-gqa, text/kjv-* missing', timeout: 900_000 }, async (t) => {
+    if (cpp.unavailable()) return t.skip(cpp.unavailable() as string);
+    const stock = join(tmp, 'kjv-gqa-joint-ds3');
+    const rep = await convertModel({
+      model: kjv!, out: stock, evaluate: false, kvFraction: 0.125, ropeDim: 16, freqFold: 4, calib: calib!, calibSamples: 6, calibSeqLen: 64,
+      rankAlloc: 'joint', nopeRefit: true, latent: 'output-aware',
+    });
+    const dims = rep.parameters.qkRopeHeadDims!;
+    assert.ok(new Set(dims).size > 1 || new Set(rep.parameters.kvLoraRanks).size > 1, 'widths differ between layers');
+    const gguf = join(tmp, 'kjv-gqa-joint-ds3.gguf');
+    exportDeepseek2Gguf(gguf, stock, { outType: 'f32' });
+    const rnd = mulberry32(7);
+    const ids = [1, ...Array.from({ length: 63 }, () => 3 + Math.floor(rnd() * 30000))];
+    const worst = await compare(stock, gguf, ids);
+    t.diagnostic(`layers (r + d_R) ${rep.parameters.kvLoraRanks!.map((r, l) => `${r}+${dims[l]}`).join(' ')} padded to one width; max |Δ log-prob| vs llama.cpp = ${worst.toExponential(2)}`);
+    assert.ok(worst <= TOL, `per-layer widths padded: max |Δ log-prob| ${worst} > ${TOL}`);
+  });
 });

@@ -47,7 +47,19 @@ export interface MlaFields extends MlaShapeFields {
   yarn?: YarnScaling | null;
   /** attention_bias of the config (stock semantics: q_a/kv_a/o biases allowed). */
   attentionBias?: boolean;
+  /**
+   * Exact variant only: layer l's latent width (`kv_lora_ranks`, docs/methods.md#aware-budget);
+   * kvLoraRank is then their maximum. Absent: every layer has kvLoraRank.
+   */
+  kvLoraRanks?: readonly number[] | null;
+  /** Exact variant only: layer l's qk_rope_head_dim (`qk_rope_head_dims`); qkRopeHeadDim is their maximum. */
+  qkRopeHeadDims?: readonly number[] | null;
 }
+
+/** Layer l's kv_lora_rank. */
+export const layerKvRank = (m: Pick<MlaFields, 'kvLoraRank' | 'kvLoraRanks'>, l: number): number => m.kvLoraRanks?.[l] ?? m.kvLoraRank;
+/** Layer l's qk_rope_head_dim. */
+export const layerRopeDim = (m: Pick<MlaFields, 'qkRopeHeadDim' | 'qkRopeHeadDims'>, l: number): number => m.qkRopeHeadDims?.[l] ?? m.qkRopeHeadDim;
 
 /**
  * DeepSeek arguments. As the engine sees them: num_key_value_heads = num_attention_heads (MLA has
@@ -134,6 +146,11 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
     attentionBias: c.attention_bias === true,
   };
   if (mla.qkRopeHeadDim % 2 !== 0) err('qk_rope_head_dim', `must be even, got ${mla.qkRopeHeadDim}`);
+  if (c.kv_lora_ranks !== undefined && c.kv_lora_ranks !== null) mla.kvLoraRanks = parseLayerWidths('kv_lora_ranks', 'kv_lora_rank', c.kv_lora_ranks, mla.kvLoraRank, layers, semantics, err);
+  if (c.qk_rope_head_dims !== undefined && c.qk_rope_head_dims !== null) {
+    mla.qkRopeHeadDims = parseLayerWidths('qk_rope_head_dims', 'qk_rope_head_dim', c.qk_rope_head_dims, mla.qkRopeHeadDim, layers, semantics, err);
+    mla.qkRopeHeadDims.forEach((x, l) => { if (x % 2 !== 0) err('qk_rope_head_dims', `[${l}] must be even (RoPE pairs), got ${x}`); });
+  }
   // The shared fields as every family reads them; MLA has no KV-head grouping, its RoPE covers
   // qk_rope_head_dim, and its biases are whatever the checkpoint holds.
   const base: Record<string, unknown> = { ...c, num_key_value_heads: c.num_attention_heads, head_dim: mla.qkRopeHeadDim };
@@ -142,6 +159,23 @@ export function parseMlaConfig(json: unknown, file: string, semantics: MlaSemant
   const f = new ConfigFields(base, file);
   const args = parseBaseFields(f, 2048);
   return { ...args, family: 'deepseek', modelType: c.model_type as string, attentionBias: false, oBias: false, mlpBias: f.bool('mlp_bias', false), slidingWindow: null, raw: c, mla, moe };
+}
+
+/**
+ * `kv_lora_ranks` / `qk_rope_head_dims`: one width per layer, each in [1, the uniform key], the
+ * largest equal to it (so the one stock key still says what the widest layer needs). Only the
+ * exact variant has them: stock code builds every layer from kv_lora_rank and qk_rope_head_dim.
+ */
+function parseLayerWidths(key: string, maxKey: string, v: unknown, max: number, layers: number, semantics: MlaSemantics, err: (key: string, msg: string) => never): number[] {
+  if (semantics === 'stock') err(key, `is not a DeepSeek-V3 key: stock code builds every layer with ${maxKey}; per-layer widths exist only in the exact variant (model_type transmla_mla), and \`transmla export --target deepseek-v3\` pads them to the largest`);
+  if (!Array.isArray(v) || v.length !== layers) err(key, `must be an array of num_hidden_layers = ${layers} integers, got ${JSON.stringify(v)}`);
+  const xs = v as unknown[];
+  xs.forEach((r, l) => {
+    if (typeof r !== 'number' || !Number.isSafeInteger(r) || r < 1 || r > max) err(key, `[${l}] must be an integer in [1, ${maxKey} = ${max}], got ${JSON.stringify(r)}`);
+  });
+  const top = Math.max(...(xs as number[]));
+  if (top !== max) err(key, `has largest value ${top}; ${maxKey} must equal it (it is ${max})`);
+  return xs as number[];
 }
 
 export function readMlaConfig(folder: string): MlaArgs {
@@ -158,6 +192,10 @@ export function readMlaConfig(folder: string): MlaArgs {
 export interface MlaConfigWriteOptions extends MlaShapeFields {
   /** Whether any attention projection carries a bias (TransMLA's attention_bias flag). */
   attentionBias: boolean;
+  /** Per-layer latent widths (kv_lora_ranks; kvLoraRank must be their maximum); absent: uniform. */
+  kvLoraRanks?: readonly number[] | null;
+  /** Per-layer RoPE widths (qk_rope_head_dims; qkRopeHeadDim must be their maximum); absent: uniform. */
+  qkRopeHeadDims?: readonly number[] | null;
 }
 
 /**
@@ -177,6 +215,8 @@ export function mlaConfigJson(source: ModelArgs, o: MlaConfigWriteOptions): Reco
     num_key_value_heads: source.numHeads,
     head_dim: o.qkRopeHeadDim,
     kv_lora_rank: o.kvLoraRank,
+    ...(o.kvLoraRanks ? { kv_lora_ranks: [...o.kvLoraRanks] } : {}),
+    ...(o.qkRopeHeadDims ? { qk_rope_head_dims: [...o.qkRopeHeadDims] } : {}),
     q_lora_rank: o.qLoraRank,
     qk_rope_head_dim: o.qkRopeHeadDim,
     qk_nope_head_dim: o.qkNopeHeadDim,
@@ -203,20 +243,24 @@ export function mlaConfigJson(source: ModelArgs, o: MlaConfigWriteOptions): Reco
   };
 }
 
-/** The RoPE table of an MLA model: the converter's frequencies, YaRN's, or θ^(−2i/d_R) with the base scaling. */
-export function mlaRope(c: MlaArgs, invFreq?: Float64Array): RopeTable {
+/** The RoPE table of an MLA model (of width dR: a layer's own): the converter's frequencies, YaRN's, or θ^(−2i/d_R) with the base scaling. */
+export function mlaRope(c: MlaArgs, invFreq?: Float64Array, dR = c.mla.qkRopeHeadDim): RopeTable {
   const m = c.mla, yarn = m.yarn ?? null;
   if (invFreq) {
-    if (invFreq.length * 2 !== m.qkRopeHeadDim) throw new Error(`${invFreq.length} RoPE frequencies for qk_rope_head_dim ${m.qkRopeHeadDim}`);
+    if (invFreq.length * 2 !== dR) throw new Error(`${invFreq.length} RoPE frequencies for qk_rope_head_dim ${dR}`);
     return new RopeTable(invFreq);
   }
-  return yarn ? new RopeTable(yarnInvFreq(m.qkRopeHeadDim, c.ropeTheta, yarn), yarnAttentionFactor(yarn))
-    : RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
+  return yarn ? new RopeTable(yarnInvFreq(dR, c.ropeTheta, yarn), yarnAttentionFactor(yarn))
+    : RopeTable.create(dR, c.ropeTheta, c.ropeScaling);
 }
 
-function mlaShape(c: MlaArgs): MlaShape {
+/** Layer l's attention shape (l omitted: the widest layer's, as kv_lora_rank states it). */
+function mlaShape(c: MlaArgs, l?: number): MlaShape {
   const m = c.mla;
-  return { nHeads: c.numHeads, qkNopeHeadDim: m.qkNopeHeadDim, qkRopeHeadDim: m.qkRopeHeadDim, vHeadDim: m.vHeadDim, kvLoraRank: m.kvLoraRank, qLoraRank: m.qLoraRank };
+  return {
+    nHeads: c.numHeads, qkNopeHeadDim: m.qkNopeHeadDim, qkRopeHeadDim: l === undefined ? m.qkRopeHeadDim : layerRopeDim(m, l), vHeadDim: m.vHeadDim,
+    kvLoraRank: l === undefined ? m.kvLoraRank : layerKvRank(m, l), qLoraRank: m.qLoraRank,
+  };
 }
 
 function moeNames(moe: MlaMoe, layerPrefix: string): MoeNames {
@@ -243,23 +287,30 @@ export const deepseek: Family<MlaArgs> = {
     const stock = m.semantics === 'stock';
     const yarn = m.yarn ?? null;
     if (yarn && !stock) throw new Error('rope_scaling yarn is only supported for stock DeepSeek-V3 folders');
-    const rope = mlaRope(c, opts.ropeInvFreq);
+    if (opts.ropeInvFreq && m.qkRopeHeadDims) throw new Error('one set of RoPE frequencies cannot serve per-layer qk_rope_head_dims');
+    // One table per RoPE width (per-layer widths: each layer's own, θ^(−2i/d_R,l)).
+    const ropes = new Map<number, RopeTable>();
+    const ropeOf = (dR: number): RopeTable => ropes.get(dR) ?? ropes.set(dR, mlaRope(c, opts.ropeInvFreq, dR)).get(dR)!;
     // DeepseekV3Attention: qk_head_dim^−½, times mscale(factor, mscale_all_dim)² under YaRN.
-    const scale = (yarn ? yarnSoftmaxFactor(yarn) : 1) / Math.sqrt(m.qkNopeHeadDim + m.qkRopeHeadDim);
-    const shape = { ...mlaShape(c), scale, hidden: c.hiddenSize, normEps: c.rmsNormEps, ropeLayout: m.ropeInterleave ? ('interleaved' as const) : ('half' as const) };
+    const scaleOf = (dR: number): number => (yarn ? yarnSoftmaxFactor(yarn) : 1) / Math.sqrt(m.qkNopeHeadDim + dR);
+    const base = { hidden: c.hiddenSize, normEps: c.rmsNormEps, ropeLayout: m.ropeInterleave ? ('interleaved' as const) : ('half' as const) };
     const D = c.hiddenSize;
     let checked = false;
     return (src, l) => {
       if (stock && !checked) { checkStockAttentionTensors(src, c.numLayers, m.qLoraRank !== null, m.attentionBias ?? false); checked = true; }
       const p = `model.layers.${l}`;
       const inputNorm = normWeight(src, `${p}.input_layernorm.weight`, D);
-      const attn = MlaAttention.load(src, `${p}.self_attn`, shape, rope);
+      const shape = mlaShape(c, l);
+      const attn = MlaAttention.load(src, `${p}.self_attn`, { ...shape, ...base, scale: scaleOf(shape.qkRopeHeadDim) }, ropeOf(shape.qkRopeHeadDim));
       if (opts.mode) attn.mode = opts.mode;
       return { inputNorm, attn, postNorm: normWeight(src, `${p}.post_attention_layernorm.weight`, D), mlp: mlaMlp(c, src, l) };
     };
   },
   // One latent row [c | k_pe] per token and layer (MlaAttention.createCache).
-  attentionLayout: (c) => ({ summary: mlaSummary(mlaShape(c)), latent: true, cacheStores: Array.from({ length: c.numLayers }, () => [c.mla.kvLoraRank + c.mla.qkRopeHeadDim]) }),
+  attentionLayout: (c) => ({
+    summary: mlaSummary(mlaShape(c), c.mla.kvLoraRanks, c.mla.qkRopeHeadDims),
+    latent: true, cacheStores: Array.from({ length: c.numLayers }, (_, l) => [layerKvRank(c.mla, l) + layerRopeDim(c.mla, l)]),
+  }),
   // Layer 0's MLP, as describeModel names it from the built layer (mlaMlp).
   mlpSummary(c) {
     const moe = c.moe;
@@ -269,8 +320,7 @@ export const deepseek: Family<MlaArgs> = {
   },
   trainLayers(be, ps, c) {
     const m = c.mla;
-    const rope = RopeTable.create(m.qkRopeHeadDim, c.ropeTheta, c.ropeScaling);
-    const shape = { ...mlaShape(c), hidden: c.hiddenSize, normEps: c.rmsNormEps };
+    const ropeOf = (dR: number): RopeTable => RopeTable.create(dR, c.ropeTheta, c.ropeScaling);
     const layout = m.ropeInterleave ? 'interleaved' : 'half';
     const moe = c.moe, D = c.hiddenSize;
     const mlp = (l: number, prefix: string): TrainMlp => {
@@ -279,7 +329,10 @@ export const deepseek: Family<MlaArgs> = {
       if (moe.sharedExperts === 0) return routed;
       return new SharedExpertMoeLayer(be, routed, new MlpLayer(be, ps, `${prefix}.mlp.shared_experts`, D, moe.expertInter * moe.sharedExperts), D);
     };
-    return (l, prefix) => ({ attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, shape, rope, layout), mlp: mlp(l, prefix) });
+    return (l, prefix) => {
+      const shape = mlaShape(c, l);
+      return { attn: new MlaAttentionLayer(be, ps, `${prefix}.self_attn`, { ...shape, hidden: c.hiddenSize, normEps: c.rmsNormEps }, ropeOf(shape.qkRopeHeadDim), layout), mlp: mlp(l, prefix) };
+    };
   },
   // Every self_attn tensor except o_proj: the conversion rewrote them and kept o_proj verbatim.
   attentionParams: (n) => /\.self_attn\./.test(n) && !/\.self_attn\.o_proj\./.test(n),

@@ -43,7 +43,8 @@ export interface ModelDescription {
   maxPositions: number;
   /** MLA models: the latent shape (the cache holds kvLoraRank + qkRopeHeadDim values per token per layer). */
   /** semantics: 'exact' (transmla's variant: no latent norms) or 'stock' (DeepSeek-V3's own code path). */
-  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null; semantics: string };
+  /** kvLoraRanks: per-layer latent widths when they differ (kvLoraRank is then the largest; the cache sums them). */
+  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null; semantics: string; kvLoraRanks?: number[]; qkRopeHeadDims?: number[] };
   /** MHA2MLA models: per KV head 2·ropePairsPerHead RoPE key dims, plus the shared latent of kvLoraRank. */
   mha2mla?: { kvLoraRank: number; ropePairsPerHead: number; kvHeads: number };
   kvCache: {
@@ -65,7 +66,12 @@ export function describeModel(m: LoadedModel): ModelDescription {
   const c = m.config, model = m.model;
   const summary = model.layers[0]?.attn.summary();
   const attention = summary?.label ?? 'none';
-  const mla: ModelDescription['mla'] = summary?.mla && { ...summary.mla, semantics: m.mla?.semantics ?? 'exact' };
+  // Layer 0 speaks for the shape; per-layer ranks come from the config (kvLoraRank: the widest layer).
+  const ranks = m.mla?.kvLoraRanks, ropes = m.mla?.qkRopeHeadDims;
+  const mla: ModelDescription['mla'] = summary?.mla && {
+    ...summary.mla, semantics: m.mla?.semantics ?? 'exact',
+    ...(ranks ? { kvLoraRank: m.mla!.kvLoraRank, kvLoraRanks: [...ranks] } : {}), ...(ropes ? { qkRopeHeadDim: m.mla!.qkRopeHeadDim, qkRopeHeadDims: [...ropes] } : {}),
+  };
   const mha2mla: ModelDescription['mha2mla'] = summary?.mha2mla;
   // The reporting figure counts unquantized rows at the weights' dtype; the engine's own cache is model.kvDtype's.
   const cache = new KvCache(model.layers.map((l) => l.attn.createCache('f32')));
@@ -216,12 +222,13 @@ export function formatModelReport(d: ModelDescription): string {
   const perLayer = k.elementsPerToken / d.layers;
   const shape = d.attention === 'MHA' || d.attention === 'GQA' || d.attention === 'MQA'
     ? `${d.layers} layers × 2 (K,V) × ${d.kvHeads} KV heads × ${d.headDim}`
+    : d.mla?.kvLoraRanks || d.mla?.qkRopeHeadDims ? `Σ over ${d.layers} layers of latent (kv_lora_rank ${d.mla.kvLoraRanks ? `per layer ${d.mla.kvLoraRanks.join(', ')}` : d.mla.kvLoraRank} + qk_rope_head_dim ${d.mla.qkRopeHeadDims ? `per layer ${d.mla.qkRopeHeadDims.join(', ')}` : d.mla.qkRopeHeadDim})`
     : d.mla ? `${d.layers} layers × latent (kv_lora_rank ${d.mla.kvLoraRank} + qk_rope_head_dim ${d.mla.qkRopeHeadDim})`
     : d.mha2mla ? `${d.layers} layers × (${d.mha2mla.kvHeads} KV heads × 2·${d.mha2mla.ropePairsPerHead} RoPE key dims + latent ${d.mha2mla.kvLoraRank})`
     : `${d.layers} layers × ${perLayer}`;
   const m = d.mla, h = d.mha2mla;
   const attn = m
-    ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}\n             ${m.semantics === 'stock' ? 'stock DeepSeek-V3 semantics (latent RMSNorms, interleaved RoPE), as stock code computes it (`transmla validate` says which engines load it)' : 'exact variant (no latent norms; transmla only: `transmla export --target deepseek-v3` for stock engines)'}`
+    ? `MLA: ${d.heads} heads, kv_lora_rank ${m.kvLoraRanks ? `per layer (max ${m.kvLoraRank}, Σ ${m.kvLoraRanks.reduce((a, b) => a + b, 0)})` : m.kvLoraRank}, qk_rope_head_dim ${m.qkRopeHeadDims ? `per layer (max ${m.qkRopeHeadDim}, Σ ${m.qkRopeHeadDims.reduce((a, b) => a + b, 0)})` : m.qkRopeHeadDim}, qk_nope_head_dim ${m.qkNopeHeadDim}, v_head_dim ${m.vHeadDim}, q_lora_rank ${m.qLoraRank ?? 'none'}; RoPE ${d.rope}\n             ${m.semantics === 'stock' ? 'stock DeepSeek-V3 semantics (latent RMSNorms, interleaved RoPE), as stock code computes it (`transmla validate` says which engines load it)' : 'exact variant (no latent norms; transmla only: `transmla export --target deepseek-v3` for stock engines)'}`
     : h ? `${d.attention}: ${d.heads} heads / ${h.kvHeads} KV heads, head_dim ${d.headDim}, ${h.ropePairsPerHead} RoPE pairs per KV head, kv_lora_rank ${h.kvLoraRank}; RoPE ${d.rope}`
     : `${d.attention}: ${d.heads} heads / ${d.kvHeads} KV heads, head_dim ${d.headDim}${d.qkNorm ? ', per-head q/k RMSNorm' : ''}; RoPE ${d.rope}; biases ${d.biases}`;
   const at = k.quant === 'none' ? `at ${k.dtype}` : `with ${k.quant} codes + f16 scales`;

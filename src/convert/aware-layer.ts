@@ -14,11 +14,11 @@ import { widen } from '../models/weights.js';
 import { gemmF64, transpose } from '../linalg/dense.js';
 import type { HiddenStates } from '../eval/hidden-states.js';
 import { absorbedQueryCov, awareRoRope } from './aware-rope.js';
-import { awareLatent } from './aware-latent.js';
+import { awareLatent, type AwareStats } from './aware-latent.js';
 import { bkvPca } from './bkv-pca.js';
 import { attentionLags, nopeRefit } from './nope-refit.js';
 import { projectedCov } from './calibrate.js';
-import { assembleMla } from './latent-layer.js';
+import { assembleMla, type LatentLayer } from './latent-layer.js';
 import { queryBasis } from './q-lora.js';
 import { roRope } from './rorope.js';
 import { kvRows, sourceLatent, type LayerStep, type StepShape } from './transmla-layer.js';
@@ -66,7 +66,7 @@ export function crossGram(a: HiddenStates, b: HiddenStates, normA: Float32Array,
 }
 
 /** Per head d×d per-token moments of the query outputs W_Q^h·x̄. */
-function headQueryCovs(wq: Float64Array, H: number, d: number, gram: Float64Array, Dp: number, tokens: number): Float64Array[] {
+export function headQueryCovs(wq: Float64Array, H: number, d: number, gram: Float64Array, Dp: number, tokens: number): Float64Array[] {
   const out: Float64Array[] = [];
   for (let h = 0; h < H; h++) {
     const C = projectedCov(wq.subarray(h * d * Dp, (h + 1) * d * Dp), d, gram, Dp);
@@ -76,14 +76,33 @@ function headQueryCovs(wq: Float64Array, H: number, d: number, gram: Float64Arra
   return out;
 }
 
-/**
- * The aware step of layer l. `states`: the layer's inputs the statistics come from (as for
- * transmlaLayer); keyCov: RoRoPE's key moment for the 'pca' basis (faithful order: pass 1's);
- * source: the source model's states at this layer (sequential refit target), or null.
- */
-export function awareLayer(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: AwareShape, where: string, source: HiddenStates | null = null): LayerStep {
+/** What the aware step and the rank allocation (rank-alloc.ts) read off one layer's input statistics. */
+export interface AwareInputs {
+  gram: Float64Array;
+  tokens: number;
+  /** The source layer as a latent layer (unrotated). */
+  L0: LatentLayer;
+  /** After the RoPE basis (and the NoPE refit): the layer the latent is chosen for. */
+  P: LatentLayer;
+  ropeEnergy: number;
+  meanRho: number | undefined;
+  qCovs: Float64Array[];
+  /** [Wk;Wv] rows of P and their moment. */
+  rows: Float64Array;
+  kvCov: Float64Array;
+}
+
+/** What several steps of one layer on the same states share (the budget search builds many shapes). */
+export interface StepMemo {
+  gram?: Float64Array;
+  lags?: Float64Array[];
+}
+
+/** The RoPE basis (and NoPE refit) of layer l from `states`, and the moments the latent step needs. */
+export function awareInputs(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: AwareShape, where: string, memo?: StepMemo): AwareInputs {
   const D = args.hiddenSize, H = args.numHeads, d = args.headDim, G = args.numKvHeads, Dp = D + 1;
-  const gram = states.gram(layer.inputNorm);
+  const gram = memo?.gram ?? states.gram(layer.inputNorm);
+  if (memo) memo.gram = gram;
   assertFiniteStat(gram, `${where}: the second moment Σ[x;1][x;1]ᵀ of the attention input`);
   const tokens = gram[Dp * Dp - 1]!;
   const L0 = sourceLatent(args, l, layer);
@@ -93,17 +112,21 @@ export function awareLayer(args: ModelArgs, l: number, layer: DecoderLayer, stat
     ? awareRoRope(L0, kCov, absorbedQueryCov(L0, qCovs), { nKvHeads: G, ropeDim: s.ropeDim, freqFold: s.freqFold })
     : roRope(L0, keyCov ?? kCov, { nKvHeads: G, ropeDim: s.ropeDim, freqFold: s.freqFold });
   let P = rope.layer, meanRho: number | undefined;
-  if (s.nopeRefit) ({ layer: P, meanRho } = nopeRefit(P, L0, attentionLags(L0, states, layer.inputNorm, args.rmsNormEps, LAG_SAMPLES)));
+  if (s.nopeRefit) {
+    // The lags depend on the source layer and the states only, not on the shape: a memo reuses them.
+    const lags = memo?.lags ?? attentionLags(L0, states, layer.inputNorm, args.rmsNormEps, LAG_SAMPLES);
+    if (memo) memo.lags = lags;
+    ({ layer: P, meanRho } = nopeRefit(P, L0, lags));
+  }
   const rows = kvRows(P);
   const kvCov = projectedCov(rows, P.nK + P.nV, gram, Dp);
   assertFiniteStat(kvCov, `conversion, layer ${l + 1}/${args.numLayers}: the [K;V] output covariance`);
-  const qb = s.qLoraRank === null ? null : queryBasis(P, projectedCov(P.wq, H * d, gram, Dp), s.qLoraRank);
-  const base = { ropeEnergy: rope.ropeEnergy, ropeInvFreq: Array.from(P.ropeInvFreq), ...(meanRho === undefined ? {} : { nopeRho: meanRho }) };
-  const spectrum = (c: Float64Array): number[] => Array.from(c, (e, j) => Number((e - (j > 0 ? c[j - 1]! : 0)).toPrecision(4)));
-  if (s.latent === 'bkv-pca') {
-    const res = bkvPca(P, kvCov, { rank: s.kvLoraRank, balanceRatio: s.balance, queryBasis: qb });
-    return { weights: res.weights, partial: assembleMla(P), stats: { ...base, alpha: res.alpha, kvEnergy: res.energy, kvSpectrum: spectrum(res.energyCurve) } };
-  }
+  return { gram, tokens, L0, P, ropeEnergy: rope.ropeEnergy, meanRho, qCovs, rows, kvCov };
+}
+
+/** The output-aware metric's statistics of P without a refit target (aware-latent.ts AwareStats). */
+export function metricStats(P: LatentLayer, layer: DecoderLayer, x: Pick<AwareInputs, 'gram' | 'tokens' | 'qCovs' | 'kvCov'>, l: number): AwareStats {
+  const D = P.hidden, Dp = D + 1, H = P.nHeads, d = P.headDim, gram = x.gram, tokens = x.tokens;
   const a = layer.attn;
   if (!(a instanceof GqaAttention)) throw new Error(`layer ${l} is not GQA/MHA attention`);
   const Wo = Float64Array.from(widen(a.o.weight)); // [D × H·d]
@@ -115,14 +138,33 @@ export function awareLayer(args: ModelArgs, l: number, layer: DecoderLayer, stat
     for (let j = 0; j < Dp; j++) m += P.wv[i * Dp + j]! * gram[j * Dp + D]!;
     vMean[i] = m / tokens;
   }
-  let cross = null;
+  return { kvCov: x.kvCov, tokens, qCovs: x.qCovs, vMean, oGram, cross: null };
+}
+
+/**
+ * The aware step of layer l. `states`: the layer's inputs the statistics come from (as for
+ * transmlaLayer); keyCov: RoRoPE's key moment for the 'pca' basis (faithful order: pass 1's);
+ * source: the source model's states at this layer (sequential refit target), or null.
+ */
+export function awareLayer(args: ModelArgs, l: number, layer: DecoderLayer, states: HiddenStates, keyCov: Float64Array | null, s: AwareShape, where: string, source: HiddenStates | null = null, memo?: StepMemo): LayerStep {
+  const D = args.hiddenSize, H = args.numHeads, d = args.headDim, Dp = D + 1;
+  const x = awareInputs(args, l, layer, states, keyCov, s, where, memo);
+  const { gram, P, rows, kvCov, meanRho } = x;
+  const qb = s.qLoraRank === null ? null : queryBasis(P, projectedCov(P.wq, H * d, gram, Dp), s.qLoraRank);
+  const base = { ropeEnergy: x.ropeEnergy, ropeInvFreq: Array.from(P.ropeInvFreq), ...(meanRho === undefined ? {} : { nopeRho: meanRho }) };
+  const spectrum = (c: Float64Array): number[] => Array.from(c, (e, j) => Number((e - (j > 0 ? c[j - 1]! : 0)).toPrecision(4)));
+  if (s.latent === 'bkv-pca') {
+    const res = bkvPca(P, kvCov, { rank: s.kvLoraRank, balanceRatio: s.balance, queryBasis: qb });
+    return { weights: res.weights, partial: assembleMla(P), stats: { ...base, alpha: res.alpha, kvEnergy: res.energy, kvSpectrum: spectrum(res.energyCurve) } };
+  }
+  const st = metricStats(P, layer, x, l);
   if (source) {
     const Soc = crossGram(source, states, layer.inputNorm, layer.inputNorm, args.rmsNormEps);
     const Soo = source.gram(layer.inputNorm);
     const N = P.nK + P.nV;
-    cross = { kvCross: gemmF64(gemmF64(rows, Soc, N, Dp, Dp), rows, N, N, Dp, true), kvTarget: projectedCov(rows, N, Soo, Dp) };
+    st.cross = { kvCross: gemmF64(gemmF64(rows, Soc, N, Dp, Dp), rows, N, N, Dp, true), kvTarget: projectedCov(rows, N, Soo, Dp) };
   }
-  const res = awareLatent(P, { kvCov, tokens, qCovs, vMean, oGram, cross }, { rank: s.kvLoraRank, keyWeight: s.keyWeight, queryBasis: qb });
+  const res = awareLatent(P, st, { rank: s.kvLoraRank, keyWeight: s.keyWeight, queryBasis: qb });
   return {
     weights: res.weights, partial: assembleMla(P),
     stats: { ...base, alpha: 1, kvEnergy: res.energy, kvSpectrum: spectrum(res.energyCurve), refitResidual: res.refitResidual },

@@ -47,7 +47,23 @@ export function bkvPca(L: LatentLayer, kvCov: Float64Array, opts: BkvOptions): B
     throw new Error(`kv_lora_rank ${r} exceeds the joint key/value latent: at most 2·G·d − d_R = ${nK + nV} − ${dR} = ${n}`);
   }
   if (kvCov.length !== N * N) throw new Error(`K/V covariance has ${kvCov.length} values, expected ${N}²`);
-  const ratio = opts.balanceRatio ?? 1;
+  const { alpha, sigma } = balancedLatentCov(L, kvCov, opts.balanceRatio ?? 1);
+  const { components: R, energy } = pca(sigma, n, { damp: PCA_DAMP, k: r });
+  return {
+    weights: assembleMla(L, { alpha, R, rank: r }, opts.queryBasis ?? null),
+    alpha,
+    energy: energy[r - 1]!,
+    energyCurve: energy,
+  };
+}
+
+/**
+ * α and Σ_X of X = [K_nope/α ; V] ([n²], n = 2·G·d − d_R) from the [K;V] covariance of L;
+ * ratio 0 disables balancing (α = 1).
+ */
+export function balancedLatentCov(L: LatentLayer, kvCov: Float64Array, ratio: number): { alpha: number; sigma: Float64Array } {
+  const { nK, nV, ropeDim: dR } = L;
+  const nNope = nK - dR, n = nNope + nV, N = nK + nV;
   let alpha = 1;
   if (ratio > 0 && nNope > 0) {
     // Column norms over calibration tokens are √diag of the uncentered covariance.
@@ -68,13 +84,7 @@ export function bkvPca(L: LatentLayer, kvCov: Float64Array, opts: BkvOptions): B
       sigma[i * n + j] = kvCov[si * N + sj]! * fi * fj;
     }
   }
-  const { components: R, energy } = pca(sigma, n, { damp: PCA_DAMP, k: r });
-  return {
-    weights: assembleMla(L, { alpha, R, rank: r }, opts.queryBasis ?? null),
-    alpha,
-    energy: energy[r - 1]!,
-    energyCurve: energy,
-  };
+  return { alpha, sigma };
 }
 
 /**

@@ -49,7 +49,12 @@ import { modelCard, stockNotes, stockReport } from './stock-report.js';
 import { exactReportHeader, resolveBudget } from './transmla-report.js';
 import { hasBias, originalKvCov, transmlaLayer } from './transmla-layer.js';
 import { qkNormOf } from './qk-norm.js';
-import { awareLayer, isAware, type LatentMethod, type RopeBasis } from './aware-layer.js';
+import { awareLayer, isAware, type AwareShape, type LatentMethod, type RopeBasis } from './aware-layer.js';
+import { allocateRanks, defaultRankMin, layerGains, leftOver, type RankAlloc } from './rank-alloc.js';
+import { allocateBudgets, errorAt, layerBudgetCurves, rankGrid, ropeFamily, type BudgetCurve, type LayerShape } from './budget-alloc.js';
+import type { DecoderLayer } from '../models/decoder.js';
+import type { RopeTable } from '../models/rope.js';
+import { paddedRanksNote, padLayerRank } from './rank-pad.js';
 
 export type ConvertVariant = 'stock' | 'exact';
 
@@ -78,6 +83,10 @@ export interface ConvertOptions extends CalibEvalOptions {
   keyWeight?: number;
   /** Refit the NoPE keys to the source attention's lags (nope-refit.ts). */
   nopeRefit?: boolean;
+  /** 'uniform' (default: every layer rank r) or 'greedy': Σ_l r_l = L·r shared by marginal output-error gain (rank-alloc.ts). */
+  rankAlloc?: RankAlloc;
+  /** Greedy allocation: the smallest rank a layer gets (default ⌈r/4⌉). */
+  rankMin?: number;
   calib: string;
   calibOrder?: CalibOrder;
   /**
@@ -177,6 +186,24 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     // --- Sweep 1: the original model's statistics (and the proxy search's layer data).
     const tCal = performance.now();
     const proxy: ProxyData | null = searching && search === 'proxy' ? { layers: new Map() } : null;
+    const alloc = o.rankAlloc ?? 'uniform';
+    if (alloc !== 'uniform' && qkNormOf(src.layer(0))) throw new Error(`${o.model}: --rank-alloc ${alloc} does not model Qwen3's per-head q/k RMSNorm yet; convert this model with uniform ranks`);
+    // The allocation's spectra need the shape (d_R, M); when it is given they come with pass 1.
+    const gains: Float64Array[] = [], curves: BudgetCurve[][] = [];
+    const gainShape = (dR: number, M: number): AwareShape => ({
+      ropeDim: dR, freqFold: M, kvLoraRank: 1, qLoraRank: null, balance, ropeBasis: o.ropeBasis ?? 'pca', latent: o.latent ?? 'bkv-pca', keyWeight: o.keyWeight, nopeRefit: o.nopeRefit ?? false,
+    });
+    const gainsInPass1 = alloc !== 'uniform' && !searching && (order === 'faithful' || searching);
+    const rankFloor = (r: number): number => o.rankMin ?? defaultRankMin(r);
+    /** Layer l's allocation inputs from its original-model states: the latent gains (greedy) or the measured shape curves (joint). */
+    const allocInputs = (l: number, layer: DecoderLayer, states: HiddenStates, dR: number, M: number, where: string): void => {
+      if (alloc === 'greedy') { gains.push(layerGains(cfg, l, layer, states, gainShape(dR, M), where)); return; }
+      const B = budget, full = (x: number): number => 2 * G * d - x;
+      curves.push(layerBudgetCurves({
+        args: cfg, l, layer, states, base: gainShape(dR, M), family: ropeFamily(d, dR, M, full), samples: Math.min(DEFAULT_PROXY_SAMPLES, samples.length),
+        grid: (x) => rankGrid(B - dR, Math.min(rankFloor(B - dR), full(x)), Math.min(full(x), 2 * B - x)), dtype, where,
+      }));
+    };
     const proxyAt = new Set(proxy ? proxyLayers(nLayers) : []);
     if (order === 'faithful' || searching) {
       covs = new Float64Spill();
@@ -188,6 +215,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           setStage(where);
           const layer = src.layer(l);
           covs.push(originalKvCov(cfg, l, layer, states, where));
+          if (gainsInPass1) allocInputs(l, layer, states, ropeDim as number, o.freqFold as number, where);
           if (proxyAt.has(l)) proxy!.layers.set(l, captureProxyLayer(states, layer, Math.min(DEFAULT_PROXY_SAMPLES, samples.length)));
           if (l + 1 < nLayers) states.advance(layer);
           log(`  pass 1 (original model) layer ${l + 1}/${nLayers}`);
@@ -216,6 +244,63 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     checkKvRank({ nKvHeads: G, headDim: d }, r, dR);
     const tSearchS = secondsSince(tSearch);
 
+    // --- Per-layer ranks (rank-alloc.ts): every layer's gains, from the original model, before pass 2.
+    let ranks: number[] | null = null, layerShapes: LayerShape[] | null = null, allocReport: ConvertReport['parameters']['rankAlloc'];
+    if (alloc !== 'uniform') {
+      const tAlloc = performance.now();
+      if (!gainsInPass1) {
+        const states = HiddenStates.fromEmbedding(cfg, src.embedding(), samples);
+        const pa = bar(`rank allocation (original model, ${samples.length * c.seqLen} tokens)`);
+        try {
+          for (let l = 0; l < nLayers; l++) {
+            const where = `rank allocation (original model), layer ${l + 1}/${nLayers}`;
+            setStage(where);
+            const layer = src.layer(l);
+            allocInputs(l, layer, states, dR, M, where);
+            if (l + 1 < nLayers) states.advance(layer);
+            pa?.update(l + 1);
+            await interruptPoint();
+          }
+        } finally {
+          pa?.finish();
+          states.close();
+        }
+      }
+      const rankMin = rankFloor(r);
+      if (!Number.isInteger(rankMin) || rankMin < 1 || rankMin > r) throw new Error(`--rank-min must be an integer in [1, kv_lora_rank ${r}], got ${rankMin}`);
+      const uniform = Array<number>(nLayers).fill(r);
+      if (alloc === 'greedy') {
+        ranks = allocateRanks(gains, nLayers * r, rankMin);
+        allocReport = {
+          method: alloc, rankMin, total: nLayers * r,
+          unit: 'first-order squared attention-output error per calibration token, in the output-aware metric (original model statistics)',
+          errorUniform: leftOver(gains, uniform), errorAllocated: leftOver(gains, ranks), seconds: gainsInPass1 ? 0 : secondsSince(tAlloc),
+        };
+      } else {
+        const res = allocateBudgets(curves, nLayers * budget);
+        ranks = res.shapes.map((x) => x.rank);
+        layerShapes = res.shapes;
+        const at = (cs: BudgetCurve[]): number => errorAt(cs.find((x) => x.ropeDim === dR)!, r);
+        allocReport = {
+          method: alloc, rankMin, total: nLayers * budget,
+          unit: 'measured attention-output error of the method\'s step at each (d_R, M, r) on calibration samples, relative to the residual stream (original model statistics)',
+          errorUniform: curves.reduce((e, cs) => e + at(cs), 0), errorAllocated: res.error, seconds: gainsInPass1 ? 0 : secondsSince(tAlloc),
+          curves: curves.map((cs) => cs.map((x) => ({ ropeDim: x.ropeDim, freqFold: x.freqFold, grid: x.grid.map((g) => ({ rank: g.rank, error: Number(g.error.toPrecision(5)) })) }))),
+        };
+      }
+      const shapesText = layerShapes ? layerShapes.map((x) => `${x.rank}+${x.ropeDim}`).join(' ') : ranks.join(' ');
+      log(`rank allocation (${alloc}, total ${allocReport.total}, floor ${rankMin}): ${shapesText}; ${alloc === 'greedy' ? 'first-order' : 'measured'} output error ${allocReport.errorUniform.toPrecision(4)} (uniform) → ${allocReport.errorAllocated.toPrecision(4)}`);
+    }
+    const rankOf = (l: number): number => ranks?.[l] ?? r;
+    const ropeDimOf = (l: number): number => layerShapes?.[l]!.ropeDim ?? dR;
+    const rMax = ranks ? Math.max(...ranks) : r, dRMax = layerShapes ? Math.max(...layerShapes.map((x) => x.ropeDim)) : dR;
+    const ropeDims = layerShapes ? layerShapes.map((x) => x.ropeDim) : null;
+    if (ranks && variant === 'stock') {
+      // One kv_lora_rank in the stock config: every layer padded to r_max (rank-pad.ts).
+      if (rMax + dRMax >= before) throw new Error(`${o.model}: the stock DeepSeek-V3 folder has one kv_lora_rank and one qk_rope_head_dim, so per-layer widths are padded to the largest, ${rMax} + ${dRMax} ≥ the source's ${before} cached values per layer: the stock folder would save no cache; convert with --variant exact (transmla runs per-layer widths natively)`);
+      log(`  stock folder: every layer padded to kv_lora_rank ${rMax} + qk_rope_head_dim ${dRMax} (one of each in DeepseekV3Config): its cache costs ${nLayers} × ${rMax + dRMax} = ${nLayers * (rMax + dRMax)} values per token, against the exact variant's ${nLayers * budget}`);
+    }
+
     const stats: ConvertReport['layers'] = [];
     const report: ConvertReport = {
       ...exactReportHeader({
@@ -232,8 +317,10 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     // --- Sweep 2: convert, fit to stock semantics, push every stage's evaluation states.
     const shape = { ropeDim: dR, freqFold: M, kvLoraRank: r, qLoraRank, balance, ropeBasis: o.ropeBasis ?? 'pca', latent: o.latent ?? 'bkv-pca', keyWeight: o.keyWeight, nopeRefit: o.nopeRefit ?? false };
     const aware = isAware(shape);
+    if (ranks) Object.assign(report.parameters, { kvLoraRanks: ranks, ...(layerShapes ? { qkRopeHeadDims: ropeDims, freqFolds: layerShapes.map((x) => x.freqFold) } : {}), rankAlloc: allocReport });
     if (aware) Object.assign(report.parameters, { ropeBasis: shape.ropeBasis, latent: shape.latent, ...(o.keyWeight === undefined ? {} : { keyWeight: o.keyWeight }), nopeRefit: shape.nopeRefit });
-    const rope = mlaRopeTable({ config: cfg, layers: [] }, dR);
+    const ropes = new Map<number, RopeTable>();
+    const ropeFor = (x: number): RopeTable => ropes.get(x) ?? ropes.set(x, mlaRopeTable({ config: cfg, layers: [] }, x)).get(x)!;
     const stock: Pick<StockLayer, 'kvResidual' | 'qResidual' | 'kvNormKept'>[] = [];
     const plans: BiasPlan[] = [], folds: (FoldedWeights | null)[] = [];
     const maxBias = o.maxBiasResidual ?? DEFAULT_MAX_BIAS_RESIDUAL;
@@ -252,7 +339,9 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           setStage(`conversion pass ${pass} (RoRoPE + BKV-PCA), layer ${l + 1}/${nLayers}`);
           const layer = src.layer(l);
           const keyCov = order === 'faithful' ? keyBlock(covs!.read(l), G * d) : null;
-          const step = aware ? awareLayer(cfg, l, layer, statsStates, keyCov, shape, where, sourceStates) : transmlaLayer(cfg, l, layer, statsStates, keyCov, shape, where);
+          const lShape = ranks ? { ...shape, kvLoraRank: rankOf(l), ...(layerShapes ? { ropeDim: layerShapes[l]!.ropeDim, freqFold: layerShapes[l]!.freqFold } : {}) } : shape;
+          const rope = ropeFor(ropeDimOf(l));
+          const step = aware ? awareLayer(cfg, l, layer, statsStates, keyCov, lShape, where, sourceStates) : transmlaLayer(cfg, l, layer, statsStates, keyCov, lShape, where);
           if (sourceStates && l + 1 < nLayers) sourceStates.advance(layer);
           const view = { config: cfg, layers: Object.assign([], { [l]: layer }) };
           const partialLayer = mlaDecoderLayer(view, l, step.partial, rope, { dtype });
@@ -272,7 +361,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
             const s = stockLayer(start.layer, l, stockStates, { stabilize: o.stabilize ?? true, dtype, permute: false, fold });
             // The residuals only: s.layer holds this layer's MLP (for Mixtral, 2.8 GB of experts), which must not outlive the layer.
             stock.push({ kvResidual: s.kvResidual, qResidual: s.qResidual, kvNormKept: s.kvNormKept });
-            const ts = s.tensors.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
+            const padded = ranks ? padLayerRank(s.tensors, { r: rankOf(l), rMax, dR: ropeDimOf(l), dRMax, heads: H, dn: d }) : s.tensors;
+            const ts = padded.map((t) => ({ name: `stock.${t.name}`, tensor: tensorOf(t.data, t.shape, dtype) }));
             stockNames[l] = ts.map((t) => t.name);
             yield* ts;
             stockDecoder = s.layer;
@@ -310,8 +400,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     };
     const stockExportOf = (): StockExportReport => stockReport({
       conversion: JSON.parse(JSON.stringify(report)) as Record<string, unknown>, sourcePath: resolve(o.sourcePath ?? o.model), exactFolder: null, out: o.out ?? '',
-      args: cfg, mla: { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
-      stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: stockNotes(plans, maxBias, false, cfg.ropeScaling),
+      args: cfg, mla: { kvLoraRank: rMax, qLoraRank, qkRopeHeadDim: dRMax, qkNopeHeadDim: d, vHeadDim: d }, dtype, permute: false,
+      stabilize: o.stabilize ?? true, built: stock, plans, folds, maxBiasResidual: maxBias, calib: c, evaluations: stockEvals, notes: [...stockNotes(plans, maxBias, false, cfg.ropeScaling), ...(ranks ? [paddedRanksNote(ranks, ropeDims ?? ranks.map(() => dR))] : [])],
       seconds: { calibration: report.seconds.conversion, evaluation: report.seconds.evaluation, save: report.seconds.save },
     });
 
@@ -337,7 +427,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
       const tensors = variant === 'stock'
         ? stockOutputTensors(o.model, nLayers, (l) => fromSpill(stockNames[l]!, 'stock.'), cfg.tieWordEmbeddings)
         : outputTensors(o.model, nLayers, (l) => fromSpill(exactNames[l]!, ''));
-      const stockConfig = variant === 'stock' ? stockDeepseekConfig(cfg, { kvLoraRank: r, qLoraRank, qkRopeHeadDim: dR, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
+      const stockConfig = variant === 'stock' ? stockDeepseekConfig(cfg, { kvLoraRank: rMax, qLoraRank, qkRopeHeadDim: dRMax, qkNopeHeadDim: d, vHeadDim: d }, dtype) : null;
       return {
         srcDir: o.model, inputs: convertInputs(o), overwrite: o.overwrite ?? false,
         tensors: (function* () { try { yield* tensors; } finally { cleanup(); } })(),
@@ -365,9 +455,11 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
 }
 
 function exactConfig(args: ModelArgs, p: ConvertReport['parameters']): Record<string, unknown> {
+  // Per-layer ranks: kv_lora_rank is the widest layer's, kv_lora_ranks every layer's.
+  const ranks = p.kvLoraRanks, ropes = p.qkRopeHeadDims;
   return mlaConfigJson(args, {
-    kvLoraRank: p.kvLoraRank, qLoraRank: p.qLoraRank, qkRopeHeadDim: p.qkRopeHeadDim,
-    qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, attentionBias: p.attentionBias,
+    kvLoraRank: ranks ? Math.max(...ranks) : p.kvLoraRank, qLoraRank: p.qLoraRank, qkRopeHeadDim: ropes ? Math.max(...ropes) : p.qkRopeHeadDim,
+    qkNopeHeadDim: p.qkNopeHeadDim, vHeadDim: p.vHeadDim, attentionBias: p.attentionBias, ...(ranks ? { kvLoraRanks: ranks } : {}), ...(ropes ? { qkRopeHeadDims: ropes } : {}),
   });
 }
 

@@ -25,6 +25,7 @@ import { stockDeepseekConfig } from '../arch/deepseek-stock.js';
 import { loadModel } from '../arch/load.js';
 import { HiddenStates } from '../eval/hidden-states.js';
 import { assembleModel, tensorOf } from '../convert/mla-build.js';
+import { paddedRanksNote, padLayerRank, padShapeOf } from '../convert/rank-pad.js';
 import {
   calibrationSet, calibrationTokens, evaluateStages, evaluationTexts, stockOutputTensors, writeModelFolder, type CalibEvalOptions,
 } from '../convert/pipeline.js';
@@ -94,7 +95,7 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
 
   // Biases first: refuse what has no fold before any work.
   const plans = biasPlans(exact.layers);
-  const notes = stockNotes(plans, maxBias, permute, cfg.ropeScaling);
+  const notes = [...stockNotes(plans, maxBias, permute, cfg.ropeScaling), ...(mla.kvLoraRanks || mla.qkRopeHeadDims ? [paddedRanksNote(exact.layers.map((x) => (x.attn as MlaAttention).p.kvLoraRank), exact.layers.map((x) => (x.attn as MlaAttention).p.qkRopeHeadDim))] : [])];
 
   // --- Calibration (sequential: each layer sees the inputs of the exported layers before it).
   const t0 = performance.now();
@@ -143,7 +144,9 @@ export async function exportDeepseekV3(o: StockExportOptions): Promise<StockExpo
   const config = stockDeepseekConfig(cfg, mla, dtype);
   await writeModelFolder(o.out, { overwrite: o.overwrite ?? false, inputs: [o.model, calibFile] }, async () => ({
     srcDir: o.model, inputs: [o.model, calibFile], overwrite: o.overwrite ?? false,
-    tensors: stockOutputTensors(o.model, built.length, (l) => built[l]!.tensors.map((t) => ({ name: t.name, tensor: tensorOf(t.data, t.shape, dtype) })), cfg.tieWordEmbeddings),
+    // Per-layer ranks: one kv_lora_rank in the stock config, every layer padded to the largest (rank-pad.ts).
+    tensors: stockOutputTensors(o.model, built.length, (l) => padLayerRank(built[l]!.tensors, padShapeOf(exact.layers[l]!.attn as MlaAttention, mla))
+      .map((t) => ({ name: t.name, tensor: tensorOf(t.data, t.shape, dtype) })), cfg.tieWordEmbeddings),
     config: JSON.stringify(config, null, 2),
     report: () => { report.seconds.save = (performance.now() - t2) / 1000; return report; },
     files: () => [{ name: 'README.md', text: modelCard(report, config) }],

@@ -32,7 +32,8 @@ export interface LatentControls {
 export interface AttentionSummary {
   /** 'MHA' | 'GQA' | 'MQA' | 'MLA' | 'MLA (MHA2MLA: per-KV-head RoPE)'. */
   label: string;
-  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null };
+  /** kvLoraRanks: per-layer latent widths when they differ (kvLoraRank is then the largest). */
+  mla?: { kvLoraRank: number; qkRopeHeadDim: number; qkNopeHeadDim: number; vHeadDim: number; qLoraRank: number | null; kvLoraRanks?: number[]; qkRopeHeadDims?: number[] };
   mha2mla?: { kvLoraRank: number; ropePairsPerHead: number; kvHeads: number };
   /** GQA layers with Qwen3's per-head q/k RMSNorm. */
   qkNorm?: boolean;

@@ -65,8 +65,14 @@ export interface MlaParams extends MlaShape {
 }
 
 /** inspect's description of an MLA layer of this shape. */
-export function mlaSummary(s: MlaShape): AttentionSummary {
-  return { label: 'MLA', mla: { kvLoraRank: s.kvLoraRank, qkRopeHeadDim: s.qkRopeHeadDim, qkNopeHeadDim: s.qkNopeHeadDim, vHeadDim: s.vHeadDim, qLoraRank: s.qLoraRank } };
+export function mlaSummary(s: MlaShape, kvLoraRanks?: readonly number[] | null, qkRopeHeadDims?: readonly number[] | null): AttentionSummary {
+  return {
+    label: 'MLA',
+    mla: {
+      kvLoraRank: s.kvLoraRank, qkRopeHeadDim: s.qkRopeHeadDim, qkNopeHeadDim: s.qkNopeHeadDim, vHeadDim: s.vHeadDim, qLoraRank: s.qLoraRank,
+      ...(kvLoraRanks ? { kvLoraRanks: [...kvLoraRanks] } : {}), ...(qkRopeHeadDims ? { qkRopeHeadDims: [...qkRopeHeadDims] } : {}),
+    },
+  };
 }
 
 export class MlaAttention implements AttentionLayer, LatentControls {

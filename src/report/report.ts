@@ -25,6 +25,8 @@ async function summarySection(r: ConvertReport): Promise<Section> {
       ['output', r.output ?? '(not saved)'],
       ['created', r.created],
       ['cache per token per layer', `kv_lora_rank ${p.kvLoraRank} + qk_rope_head_dim ${p.qkRopeHeadDim} = ${p.kvLoraRank + p.qkRopeHeadDim} values (was ${r.kvCache.elementsPerTokenPerLayerBefore}: ${pct(p.kvFraction, 2)})`],
+      // Per-layer widths (--rank-alloc): the line above is their mean, the same total.
+      ...(p.kvLoraRanks ? [['per-layer widths', `${p.rankAlloc?.method ?? 'allocated'}: (r + d_R) ${p.kvLoraRanks.map((x, l) => `${x}+${p.qkRopeHeadDims?.[l] ?? p.qkRopeHeadDim}`).join(', ')}; the same total`] as [string, string]] : []),
       ['FreqFold', `${p.freqFold} (requested ${p.freqFoldRequested}); collapse ${p.collapse}; RoPE dim requested ${p.ropeDimRequested}`],
       ['q_lora_rank', p.qLoraRank ?? 'none'],
       ['balance_kv_ratio / PCA damping', `${p.balanceKvRatio} / ${p.pcaDamp}`],

@@ -77,6 +77,22 @@ export interface ConvertReport {
     latent?: 'bkv-pca' | 'output-aware';
     keyWeight?: number;
     nopeRefit?: boolean;
+    /**
+     * Only with per-layer ranks (docs/methods.md#aware-budget): layer l's latent width; their sum is
+     * layers × kvLoraRank (the uniform budget), and config.json's kv_lora_rank is their maximum.
+     */
+    kvLoraRanks?: number[];
+    /** Only with `--rank-alloc joint`: layer l's qk_rope_head_dim and FreqFold (config.json's qk_rope_head_dim is the maximum). */
+    qkRopeHeadDims?: number[];
+    freqFolds?: number[];
+    /**
+     * How the per-layer widths were chosen: the floor, the total (Σ r_l, or Σ (r_l + d_R,l) for joint),
+     * the unit of the scores and the error they predict (uniform vs allocated); joint: every measured curve.
+     */
+    rankAlloc?: {
+      method: 'greedy' | 'joint' | 'uniform'; rankMin: number; total: number; unit: string; errorUniform: number; errorAllocated: number; seconds: number;
+      curves?: { ropeDim: number; freqFold: number; grid: { rank: number; error: number }[] }[][];
+    };
   };
   /** How (d_R, M) were chosen when searched, with every candidate's score. */
   search: { scoredOn: string; trace: ShapeScore[] };

@@ -6,6 +6,7 @@ import { bool, exactlyOne, int, num, onePositional, parseArgs, str, UsageError }
 import type { Command } from '../command.js';
 import { convertModel, type ConvertOptions, type ConvertVariant } from '../../convert/transmla.js';
 import { LATENTS, ROPE_BASES, type LatentMethod, type RopeBasis } from '../../convert/aware-layer.js';
+import { RANK_ALLOCS, type RankAlloc } from '../../convert/rank-alloc.js';
 import { PROFILE_NAMES, withProfile, type ProfileName } from '../../convert/profiles.js';
 import type { CalibOrder } from '../../schema/transmla-json.js';
 import { checkExportOutput, convertToTarget } from '../../export/targets.js';
@@ -19,6 +20,7 @@ export const command: Command = {
   usage: 'transmla convert <model> [--method transmla] --out DIR (--kv-lora-rank R | --kv-fraction F) --calib FILE\n' +
     '    [--profile fast|faithful] [--variant stock|exact] [--rope-dim D|auto] [--freqfold auto|M] [--q-lora-rank Q]\n' +
     '    [--rope-basis pca|query-aware] [--latent bkv-pca|output-aware] [--key-weight B] [--nope-refit]\n' +
+    '    [--rank-alloc uniform|greedy|joint [--rank-min N]]\n' +
     '    [--balance-kv-ratio X] [--calib-samples N] [--calib-seqlen L] [--seed 42] [--calib-order faithful|sequential]\n' +
     '    [--search proxy|perplexity] [--search-chunks 16] [--eval-text FILE[,FILE…]] [--eval-ctx N] [--eval-chunks N]\n' +
     '    [--no-eval] [--overwrite] [--no-save] [--json] [--max-bias-residual X] [--target deepseek-v3|deepseek-v2|gguf [--outtype f32|f16|bf16|q8_0|q4_0]]\n' +
@@ -49,6 +51,12 @@ export const command: Command = {
     '    metric of q·k and W_o·v, kv_b refit by least squares (with --calib-order sequential: against the source\n' +
     '    model\'s keys and values); --key-weight B weighs its key term (default 1); --nope-refit: the keys that\n' +
     '    lose RoPE scaled per frequency by the source attention\'s mean cos(ωΔ) (a logit least squares). docs/methods.md#aware.\n' +
+    '  --rank-alloc greedy: per-layer kv_lora_rank, the same total Σ r_l = layers·r (same exact-variant cache),\n' +
+    '    shared by each component\'s first-order attention-output error; joint: per-layer (d_R, FreqFold, r) with\n' +
+    '    Σ (r_l + d_R,l) fixed, each candidate measured with the method\'s step on calibration samples (both from\n' +
+    '    original-model statistics; rank floor --rank-min, default ⌈r/4⌉). The stock folder has one kv_lora_rank and\n' +
+    '    qk_rope_head_dim: every layer is padded to the largest (exact, but its cache is layers·(r_max + d_R,max));\n' +
+    '    --variant exact keeps the per-layer widths (transmla\'s engine runs them). docs/methods.md#aware-budget.\n' +
     '  --balance-kv-ratio 0 turns key/value balancing off.  --no-eval: no stage evaluation.\n' + EXPORT_USAGE + MHA2MLA_USAGE,
   async run(argv) {
     const method = methodFlag(argv);
@@ -60,7 +68,7 @@ export const command: Command = {
       'calib-seqlen': 'string', seed: 'string', 'calib-order': 'string', 'eval-text': 'string', 'eval-ctx': 'string',
       'eval-chunks': 'string', 'search-chunks': 'string', overwrite: 'boolean', 'no-save': 'boolean', json: 'boolean', 'no-eval': 'boolean',
       target: 'string', outtype: 'string', profile: 'string', variant: 'string', search: 'string', 'max-bias-residual': 'string', tokenizer: 'string',
-      'rope-basis': 'string', latent: 'string', 'key-weight': 'string', 'nope-refit': 'boolean', ...HUB_FLAGS,
+      'rope-basis': 'string', latent: 'string', 'key-weight': 'string', 'nope-refit': 'boolean', 'rank-alloc': 'string', 'rank-min': 'string', ...HUB_FLAGS,
     });
     const spec = onePositional(p, 'model');
     exactlyOne(p, 'kv-lora-rank', 'kv-fraction', '--kv-lora-rank R or --kv-fraction F');
@@ -84,6 +92,9 @@ export const command: Command = {
     const latent = str(p, 'latent');
     if (latent !== undefined && !(LATENTS as readonly string[]).includes(latent)) throw new UsageError(`--latent must be ${LATENTS.join(' or ')}, got "${latent}"`);
     if (str(p, 'key-weight') !== undefined && latent !== 'output-aware') throw new UsageError('--key-weight weighs the output-aware latent\'s key term; it needs --latent output-aware');
+    const rankAlloc = str(p, 'rank-alloc');
+    if (rankAlloc !== undefined && !(RANK_ALLOCS as readonly string[]).includes(rankAlloc)) throw new UsageError(`--rank-alloc must be ${RANK_ALLOCS.join(' or ')}, got "${rankAlloc}"`);
+    if (str(p, 'rank-min') !== undefined && (rankAlloc ?? 'uniform') === 'uniform') throw new UsageError('--rank-min is the floor of a per-layer allocation; it needs --rank-alloc greedy or joint');
     const json = bool(p, 'json');
     const noEval = bool(p, 'no-eval');
     const opts: ConvertOptions = withProfile(profile as ProfileName, {
@@ -100,6 +111,8 @@ export const command: Command = {
       latent: latent as LatentMethod | undefined,
       keyWeight: num(p, 'key-weight', undefined, { gt: 0 }),
       nopeRefit: bool(p, 'nope-refit'),
+      rankAlloc: rankAlloc as RankAlloc | undefined,
+      rankMin: int(p, 'rank-min', undefined, 1),
       calib,
       calibSamples: int(p, 'calib-samples', undefined, 1),
       calibSeqLen: int(p, 'calib-seqlen', undefined, 2),
