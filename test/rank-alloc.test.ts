@@ -178,6 +178,8 @@ for (const alloc of ['greedy', 'joint'] as const) {
       const tj = JSON.parse(readFileSync(join(exact, 'transmla.json'), 'utf8'));
       assert.equal(tj.parameters.rankAlloc.total, alloc === 'greedy' ? L * r : L * (r + dR));
       assert.ok(tj.parameters.rankAlloc.errorAllocated <= tj.parameters.rankAlloc.errorUniform);
+      // The allocation ran inside pass 1 here (the shape is given): its seconds are still its own.
+      assert.ok(tj.parameters.rankAlloc.seconds > 0, `rankAlloc.seconds ${tj.parameters.rankAlloc.seconds}`);
     });
 
     it('runs in the engine: prefill = absorbed decode, batch, int8 cache, inspect sums the layers, equals its padded uniform form', async () => {

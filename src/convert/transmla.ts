@@ -195,6 +195,8 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
     });
     const gainsInPass1 = alloc !== 'uniform' && !searching && (order === 'faithful' || searching);
     const rankFloor = (r: number): number => o.rankMin ?? defaultRankMin(r);
+    // Seconds of allocation work done inside pass 1 (its states are shared, its time is not).
+    let allocPass1Seconds = 0;
     /** Layer l's allocation inputs from its original-model states: the latent gains (greedy) or the measured shape curves (joint). */
     const allocInputs = (l: number, layer: DecoderLayer, states: HiddenStates, dR: number, M: number, where: string): void => {
       if (alloc === 'greedy') { gains.push(layerGains(cfg, l, layer, states, gainShape(dR, M), where)); return; }
@@ -215,7 +217,11 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
           setStage(where);
           const layer = src.layer(l);
           covs.push(originalKvCov(cfg, l, layer, states, where));
-          if (gainsInPass1) allocInputs(l, layer, states, ropeDim as number, o.freqFold as number, where);
+          if (gainsInPass1) {
+            const t = performance.now();
+            allocInputs(l, layer, states, ropeDim as number, o.freqFold as number, where);
+            allocPass1Seconds += secondsSince(t);
+          }
           if (proxyAt.has(l)) proxy!.layers.set(l, captureProxyLayer(states, layer, Math.min(DEFAULT_PROXY_SAMPLES, samples.length)));
           if (l + 1 < nLayers) states.advance(layer);
           log(`  pass 1 (original model) layer ${l + 1}/${nLayers}`);
@@ -274,7 +280,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
         allocReport = {
           method: alloc, rankMin, total: nLayers * r,
           unit: 'first-order squared attention-output error per calibration token, in the output-aware metric (original model statistics)',
-          errorUniform: leftOver(gains, uniform), errorAllocated: leftOver(gains, ranks), seconds: gainsInPass1 ? 0 : secondsSince(tAlloc),
+          errorUniform: leftOver(gains, uniform), errorAllocated: leftOver(gains, ranks), seconds: allocPass1Seconds + secondsSince(tAlloc),
         };
       } else {
         const res = allocateBudgets(curves, nLayers * budget);
@@ -284,7 +290,7 @@ export async function convertModel(o: ConvertOptions & { stream?: boolean }): Pr
         allocReport = {
           method: alloc, rankMin, total: nLayers * budget,
           unit: 'measured attention-output error of the method\'s step at each (d_R, M, r) on calibration samples, relative to the residual stream (original model statistics)',
-          errorUniform: curves.reduce((e, cs) => e + at(cs), 0), errorAllocated: res.error, seconds: gainsInPass1 ? 0 : secondsSince(tAlloc),
+          errorUniform: curves.reduce((e, cs) => e + at(cs), 0), errorAllocated: res.error, seconds: allocPass1Seconds + secondsSince(tAlloc),
           curves: curves.map((cs) => cs.map((x) => ({ ropeDim: x.ropeDim, freqFold: x.freqFold, grid: x.grid.map((g) => ({ rank: g.rank, error: Number(g.error.toPrecision(5)) })) }))),
         };
       }
