@@ -93,12 +93,13 @@ export class HiddenStates {
   private readonly eps: number;
   private readonly fd: number;
   private readonly release: () => void;
-  private readonly ws = new Workspace();
+  private readonly ws: Workspace;
   private readonly buf: Float32Array;
   /** Layers applied so far. */
   depth = 0;
 
-  private constructor(samples: number, seqLen: number, hidden: number, eps: number) {
+  private constructor(samples: number, seqLen: number, hidden: number, eps: number, ws: Workspace) {
+    this.ws = ws;
     this.samples = samples;
     this.seqLen = seqLen;
     this.hidden = hidden;
@@ -114,10 +115,14 @@ export class HiddenStates {
     return HiddenStates.fromEmbedding(model.config, model.embed, samples);
   }
 
-  /** The same from an embedding table alone (streaming conversion keeps no model). */
-  static fromEmbedding(config: ModelArgs, embed: Tensor<WeightDType>, samples: readonly Int32Array[]): HiddenStates {
+  /**
+   * The same from an embedding table alone (streaming conversion keeps no model). `ws`: scratch
+   * shared with other streams that are never used inside one another's calls (a stage sweep's),
+   * so their layer scratch (the MLP's T × intermediate buffers) exists once, not per stream.
+   */
+  static fromEmbedding(config: ModelArgs, embed: Tensor<WeightDType>, samples: readonly Int32Array[], ws = new Workspace()): HiddenStates {
     const L = samples[0]!.length, D = config.hiddenSize;
-    const h = new HiddenStates(samples.length, L, D, config.rmsNormEps);
+    const h = new HiddenStates(samples.length, L, D, config.rmsNormEps, ws);
     samples.forEach((ids, s) => {
       if (ids.length !== L) throw new Error('calibration samples must have equal length');
       for (let t = 0; t < L; t++) embedRow(embed, ids[t]!, D, h.buf.subarray(t * D, (t + 1) * D));

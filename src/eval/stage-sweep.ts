@@ -11,6 +11,7 @@ import { rmsNorm } from '../models/ops.js';
 import type { Tensor, WeightDType } from '../tensor.js';
 import { interruptPoint } from '../io/interrupt.js';
 import { FidelityAccumulator, type FidelityResult } from './fidelity.js';
+import { Workspace } from '../models/workspace.js';
 import { HiddenStates } from './hidden-states.js';
 import { conventionText } from './perplexity.js';
 
@@ -38,8 +39,10 @@ export class StageSweep {
   /** `models` streams (the first is the reference), all starting from the embedding. */
   static open(args: ModelArgs, embed: Tensor<WeightDType>, data: EvalChunks, models: number): StageSweep {
     const streams: HiddenStates[] = [];
+    // The streams advance one after another, never inside each other: one scratch for all.
+    const ws = new Workspace();
     try {
-      for (let i = 0; i < models; i++) streams.push(HiddenStates.fromEmbedding(args, embed, data.chunks));
+      for (let i = 0; i < models; i++) streams.push(HiddenStates.fromEmbedding(args, embed, data.chunks, ws));
     } catch (e) {
       for (const s of streams) s.close();
       throw e;
