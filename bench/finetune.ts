@@ -1,4 +1,4 @@
-// `npm run bench -- finetune [--models kjv-gqa,kjv-mha] [--methods transmla,mha2mla] [--kv-fraction 0.125]
+// `npm run bench -- finetune [--models kjv-gqa,kjv-mha] [--methods transmla,mha2mla,best+joint] [--kv-fraction 0.125]
 //   [--budget 0.025] [--seqlen 256] [--batch 4] [--lr-attention 1e-3] [--lr-all 1e-4] [--kd-weight 0.5]
 //   [--eval-chunks 32] [--throughput-steps 3]`
 //
@@ -21,7 +21,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readDocuments } from '../src/convert/calibrate.js';
-import { convertModel } from '../src/convert/transmla.js';
+import { convertModel, type ConversionResult } from '../src/convert/transmla.js';
 import { convertMha2mla } from '../src/convert/mha2mla.js';
 import { fidelity } from '../src/eval/fidelity.js';
 import { readEvalText, tokenizeForPerplexity } from '../src/eval/perplexity.js';
@@ -88,6 +88,9 @@ interface RunRow {
   seconds: number | null;
   tokensPerSecond: number | null;
   gemmGflops: number | null;
+  /** Converted rows: the MLA shape (per-layer widths for best+joint) and the cache it keeps. */
+  shape?: object;
+  kvBytesPerTokenAfter?: number;
   firstLoss: number | null;
   lastLoss: number | null;
 }
@@ -114,9 +117,10 @@ export async function run(argv: string[]): Promise<object> {
   const skipped = all.filter((m) => !picked.includes(m) || pretrainTokens(join(modelsRoot, m)) === null)
     .map((m) => ({ model: m, reason: pretrainTokens(join(modelsRoot, m)) === null ? 'no training.json stating its pretraining tokens (the budget is a share of them)' : 'not selected' }));
   const models = picked.filter((m) => pretrainTokens(join(modelsRoot, m)) !== null);
-  const unknown = a.methods.filter((m) => m !== 'transmla' && m !== 'mha2mla');
-  if (unknown.length > 0) throw new Error(`bench finetune: unknown method(s) ${unknown.join(', ')} (transmla, mha2mla)`);
-  const methods = a.methods;
+  const unknown = a.methods.filter((m) => m !== 'transmla' && m !== 'mha2mla' && m !== 'best+joint');
+  if (unknown.length > 0) throw new Error(`bench finetune: unknown method(s) ${unknown.join(', ')} (transmla, mha2mla, best+joint)`);
+  // best+joint reuses TransMLA's searched (d_R, M) as bench/methods.ts does, so TransMLA runs first.
+  const methods = a.methods.includes('best+joint') && !a.methods.includes('transmla') ? ['transmla', ...a.methods] : [...a.methods].sort((x, y) => Number(y === 'transmla') - Number(x === 'transmla'));
   const work = mkdtempSync(join(tmpdir(), 'transmla-bench-finetune-'));
   const rows: RunRow[] = [];
   const throughput: object[] = [];
@@ -147,14 +151,22 @@ export async function run(argv: string[]): Promise<object> {
       });
       throughput.push({ model: name, form: `original (${orig.config.numKvHeads === orig.config.numHeads ? 'MHA' : 'GQA'})`, train: 'all', ...tp.throughput });
 
+      let transmlaShape: { ropeDim: number; freqFold: number } | null = null;
       for (const method of methods) {
         const conv = join(work, `${name}-${method}`);
         say(`${name}: converting with ${method} at ${a.kvFraction} of the KV cache…`);
         const tc = performance.now();
         const common = { model: dir, out: conv, overwrite: true, kvFraction: a.kvFraction, calib: TRAIN_TEXT, evalCtx: EVAL_CTX, evalChunks: 2 };
-        const rep = method === 'transmla'
+        // best+joint: nope-refit + output-aware latent + per-layer (d_R, M, r) at the same total cache
+        // (bench/methods.ts), exact variant: the stock folder pads per-layer widths to the largest.
+        const rep: ConversionResult | Awaited<ReturnType<typeof convertMha2mla>> = method === 'transmla'
           ? await convertModel({ ...common, freqFold: 'auto', searchChunks: 8 })
-          : await convertMha2mla(common);
+          : method === 'best+joint'
+            ? await convertModel({ ...common, ...transmlaShape!, nopeRefit: true, latent: 'output-aware', rankAlloc: 'joint', variant: 'exact' })
+            : await convertMha2mla(common);
+        const params: ConversionResult['parameters'] | null = method === 'mha2mla' ? null : (rep as ConversionResult).parameters;
+        if (method === 'transmla') transmlaShape = { ropeDim: params!.qkRopeHeadDim, freqFold: params!.freqFold };
+        const shape = params ? { kvLoraRank: params.kvLoraRank, qkRopeHeadDim: params.qkRopeHeadDim, freqFold: params.freqFold, ...(params.kvLoraRanks ? { kvLoraRanks: params.kvLoraRanks, qkRopeHeadDims: params.qkRopeHeadDims, freqFolds: params.freqFolds } : {}) } : null;
         const convSecs = (performance.now() - tc) / 1000;
         const converted = loadModel(conv);
         const f = await fidelity(orig.model, [converted.model], ids, bos, { ctx: EVAL_CTX, maxChunks: a.evalChunks });
@@ -163,7 +175,7 @@ export async function run(argv: string[]): Promise<object> {
           rows.push({ ...base, method: '-', stage: 'original', train: null, distill: null, score: { ppl: f.reference.ppl, kl: 0, top1: 1 }, seconds: null });
         }
         const m0 = f.models[0]!;
-        rows.push({ ...base, stage: 'converted', train: null, distill: null, score: { ppl: m0.ppl, kl: m0.kl, top1: m0.top1 }, seconds: convSecs });
+        rows.push({ ...base, stage: 'converted', train: null, distill: null, score: { ppl: m0.ppl, kl: m0.kl, top1: m0.top1 }, seconds: convSecs, ...(shape ? { shape } : {}), kvBytesPerTokenAfter: rep.kvCache.bytesPerTokenAfter });
         say(`  ${method}: KV ${rep.kvCache.elementsPerTokenPerLayerBefore} → ${rep.kvCache.elementsPerTokenPerLayerAfter} values/token/layer; ppl ${f.reference.ppl.toFixed(2)} → ${m0.ppl.toFixed(2)}, KL ${m0.kl.toFixed(4)} (${convSecs.toFixed(0)} s)`);
         for (const train of ['attention', 'all'] as const) {
           for (const distill of [false, true]) {
