@@ -14,10 +14,13 @@
 namespace transmla {
 namespace napi {
 
-// dgemm(A: Float64Array, B: Float64Array, C: Float64Array, M, N, K, transB)
-napi_value Dgemm(napi_env env, napi_callback_info info) {
+// dgemm / dgemmSeq(A: Float64Array, B: Float64Array, C: Float64Array, M, N, K, transB): one
+// argument check for both products (dgemm.h, dgemm-seq.h).
+using DgemmFn = void (*)(const double*, const double*, bool, double*, int64_t, int64_t, int64_t);
+
+napi_value dgemm_call(napi_env env, napi_callback_info info, const char* name, DgemmFn fn) {
   return guarded(env, [&] {
-    Args a = get_args(env, info, "dgemm", 7);
+    Args a = get_args(env, info, name, 7);
     const View A = get_typed(a, 0, "A", napi_float64_array);
     const View B = get_typed(a, 1, "B", napi_float64_array);
     const View C = get_typed(a, 2, "C", napi_float64_array);
@@ -28,29 +31,13 @@ napi_value Dgemm(napi_env env, napi_callback_info info) {
     need_length(a, C, double(M) * double(N), "C", "M*N");
     no_overlap(a, C, "C", A, "A");
     no_overlap(a, C, "C", B, "B");
-    dgemm(static_cast<const double*>(A.data), static_cast<const double*>(B.data), transB, static_cast<double*>(C.data), M, N, K);
+    fn(static_cast<const double*>(A.data), static_cast<const double*>(B.data), transB, static_cast<double*>(C.data), M, N, K);
     return undefined(env);
   });
 }
 
-// dgemmSeq(A: Float64Array, B: Float64Array, C: Float64Array, M, N, K, transB)
-napi_value DgemmSeq(napi_env env, napi_callback_info info) {
-  return guarded(env, [&] {
-    Args a = get_args(env, info, "dgemmSeq", 7);
-    const View A = get_typed(a, 0, "A", napi_float64_array);
-    const View B = get_typed(a, 1, "B", napi_float64_array);
-    const View C = get_typed(a, 2, "C", napi_float64_array);
-    const int64_t M = get_dim(a, 3, "M"), N = get_dim(a, 4, "N"), K = get_dim(a, 5, "K");
-    const bool transB = get_flag(a, 6, "transB");
-    need_length(a, A, double(M) * double(K), "A", "M*K");
-    need_length(a, B, double(K) * double(N), "B", "K*N");
-    need_length(a, C, double(M) * double(N), "C", "M*N");
-    no_overlap(a, C, "C", A, "A");
-    no_overlap(a, C, "C", B, "B");
-    dgemm_seq(static_cast<const double*>(A.data), static_cast<const double*>(B.data), transB, static_cast<double*>(C.data), M, N, K);
-    return undefined(env);
-  });
-}
+napi_value Dgemm(napi_env env, napi_callback_info info) { return dgemm_call(env, info, "dgemm", dgemm); }
+napi_value DgemmSeq(napi_env env, napi_callback_info info) { return dgemm_call(env, info, "dgemmSeq", dgemm_seq); }
 
 // fidelityRows(logits: Float32Array[], rows, V, targets: Int32Array, out: Float64Array)
 napi_value FidelityRows(napi_env env, napi_callback_info info) {
